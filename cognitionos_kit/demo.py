@@ -1,0 +1,100 @@
+"""The offline showcase behind ``make demo``: calls, fallback, streaming, a cost limit, spend."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+PROMPTS = [
+    ("alice", "planner", "Plan a three-step evaluation of a retrieval pipeline for legal documents"),
+    ("alice", "executor", "List 3 ways to cut token usage in a chat application"),
+    ("alice", "critic", "Is a 2% accuracy gain worth doubling inference cost?"),
+    ("bob", "executor", "Write a python function that deduplicates near-identical prompts"),
+    ("bob", "summarizer", "Summarize: DuckDB is an in-process analytical database. It runs inside the host process."),
+    ("bob", "executor", "Explain prompt caching and when it lowers the bill"),
+    ("carol", "planner", "Design an A/B test comparing two system prompts for customer support"),
+    ("carol", "executor", "What is the difference between temperature and top_p sampling?"),
+]
+
+
+def run_demo(home: str | None = None, live: bool = False) -> dict:
+    """Run the showcase; returns the summary it prints."""
+    from .kit import Kit
+    from .providers.simulated import SimulatedProvider
+
+    home_path = Path(home or os.environ.get("COGNITIONOS_HOME") or "data") / "demo"
+    # A flaky stand-in in front of the simulated provider shows fallback offline: a third of its
+    # calls fail with a rate limit and move on down the chain, as OpenAI -> Anthropic would.
+    flaky = SimulatedProvider(name="flaky-sim", seed=7, failure_rate=0.35, failure_kind="rate_limit")
+    providers = ["openai", "anthropic", "simulated"] if live else [flaky, "simulated"]
+    kit = Kit(home_path, providers=providers, dotenv=live)
+    print(f"cognitionos_kit demo · data folder {home_path} · chain {' -> '.join(kit.chain)}")
+    print(f"simulation mode: {kit.status()['simulation_mode']} (no keys needed)\n")
+
+    t0 = time.perf_counter()
+    for rnd in range(3):
+        for user, role, prompt in PROMPTS:
+            r = kit.complete(prompt, role=role, user_id=user, max_tokens=120, task_id=f"round-{rnd}")
+            if rnd == 0 and user == "alice" and role == "planner":
+                print(f"> {prompt}\n{r.content}\n  [{r._footer()}; path: {r.fallback_path}]\n")
+
+    print("> streaming: ", end="", flush=True)
+    s = kit.stream("Describe in two sentences what a cost ledger is for", user_id="carol", max_tokens=80)
+    for chunk in s:
+        print(chunk, end="", flush=True)
+    print(f"\n  [{s.completion._footer()}]\n")
+
+    capped = kit.complete(
+        "Draft a detailed research plan on evaluation leakage " * 20, role="planner", max_cost=0.002, max_tokens=400,
+        user_id="alice",
+    )
+    print(f"max_cost=$0.002 with role=planner picked {capped.model} (worst case fits; cost ${capped.cost_usd:.6f})\n")
+
+    vectors = kit.embed(["cost ledger", "token accounting", "a cat on a mat"])
+    print(f"local embeddings: {vectors.shape[0]} x {vectors.shape[1]} float32, "
+          f"sim(ledger, accounting) = {float(vectors[0] @ vectors[1]):.2f} vs sim(ledger, cat) = {float(vectors[0] @ vectors[2]):.2f}\n")
+
+    df = kit.usage()
+    ok = df[df["status"] == "ok"]
+    summary = {
+        "calls": int(ok["request_id"].nunique()),
+        "attempts": len(df),
+        "failed_attempts": int((df["status"] != "ok").sum()),
+        "providers": ok["provider"].value_counts().to_dict(),
+        "spend_usd": float(ok["cost_usd"].sum()),
+        "p50_ms": float(ok["latency_ms"].quantile(0.5)),
+        "p95_ms": float(ok["latency_ms"].quantile(0.95)),
+        "wall_s": time.perf_counter() - t0,
+    }
+    print("summary")
+    print(f"  calls made        {summary['calls']} ({summary['attempts']} attempts, {summary['failed_attempts']} fell back)")
+    print(f"  providers used    " + ", ".join(f"{k}: {v}" for k, v in summary["providers"].items()))
+    print(f"  spend             ${summary['spend_usd']:.5f} (simulated models carry nominal prices)")
+    print(f"  latency p50 / p95 {summary['p50_ms']:.0f} ms / {summary['p95_ms']:.0f} ms")
+    print("\nspend by user:")
+    print(kit.spend(by="user_id")[["user_id", "calls", "cost_usd", "total_tokens"]].to_string(index=False))
+
+    report = write_report(df, home_path / "report.html")
+    summary["report"] = str(report)
+    print(f"\nreport: {report}")
+    kit.close()
+    return summary
+
+
+def write_report(df, path: Path) -> Path:
+    """A self-contained HTML page (plotly.js embedded: opens offline)."""
+    from . import charts
+
+    figs = [charts.latency_distribution(df), charts.cumulative_spend(df), charts.spend_by(df, "user_id"),
+            charts.spend_by(df, "model")]
+    parts = [figs[0].to_html(full_html=False, include_plotlyjs=True)]
+    parts += [f.to_html(full_html=False, include_plotlyjs=False) for f in figs[1:]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>cognitionos_kit demo report</title></head>"
+        "<body style='font-family:sans-serif;max-width:1000px;margin:auto'><h1>cognitionos_kit demo report</h1>"
+        f"<p>{len(df)} ledger rows.</p>" + "".join(parts) + "</body></html>",
+        encoding="utf-8",
+    )
+    return path

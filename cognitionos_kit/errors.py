@@ -1,0 +1,120 @@
+"""The kit's exceptions: one hierarchy users can catch.
+
+    KitError
+    ├── InvalidRequestError (also a ValueError)   bad input, raised before any network call
+    │   └── CostLimitError                        no model fits max_cost
+    ├── ConfigurationError                        a provider or setting that cannot be used
+    ├── ProviderError                             one attempt at one provider failed
+    │   └── StreamInterruptedError                a stream broke after text had arrived
+    ├── AllProvidersFailedError                   every provider in the chain failed
+    └── StorageError                              the data folder could not be read or written
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from .types import Attempt
+
+__all__ = [
+    "KitError",
+    "InvalidRequestError",
+    "CostLimitError",
+    "ConfigurationError",
+    "ProviderError",
+    "StreamInterruptedError",
+    "AllProvidersFailedError",
+    "StorageError",
+    "redact",
+]
+
+
+class KitError(Exception):
+    """Base class of every error the kit raises on purpose."""
+
+
+class InvalidRequestError(KitError, ValueError):
+    """The request is malformed; nothing was sent and nothing was recorded."""
+
+
+class CostLimitError(InvalidRequestError):
+    """No configured model fits ``max_cost`` for this request."""
+
+
+class ConfigurationError(KitError, ValueError):
+    """A setting or provider cannot be used as configured."""
+
+
+class StorageError(KitError):
+    """The data folder could not be read or written."""
+
+
+class ProviderError(KitError):
+    """One attempt at one provider failed.
+
+    ``retryable`` says whether the fallback chain moves on to the next provider
+    (rate limits, server errors, timeouts, connection and auth errors) or stops
+    (a request the provider rejected as invalid).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        error_type: str = "provider_error",
+        status_code: int | None = None,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(redact(message))
+        self.provider = provider
+        self.model = model
+        self.error_type = error_type
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class StreamInterruptedError(ProviderError):
+    """A stream failed after some text had been received; ``partial`` holds it."""
+
+    def __init__(self, message: str, *, partial: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.partial = partial
+        self.completion = None  # set by the kit: the recorded partial Completion
+
+
+class AllProvidersFailedError(KitError):
+    """Every provider in the chain failed; ``attempts`` lists each one."""
+
+    def __init__(self, attempts: Sequence["Attempt"], request_id: str | None = None) -> None:
+        self.attempts = list(attempts)
+        self.request_id = request_id
+        lines = [f"all {len(self.attempts)} attempt(s) failed (request {request_id}):"]
+        for a in self.attempts:
+            code = f" HTTP {a.status_code}" if a.status_code else ""
+            lines.append(f"  {a.number}. {a.provider}/{a.model}: {a.error_type}{code}: {a.error_message}")
+        super().__init__("\n".join(lines))
+
+
+# --- secrets --------------------------------------------------------------------------
+# Keys must never reach messages, the ledger or reprs. Known key values are registered by
+# the config at load time; patterns catch keys we were never told about.
+_KNOWN_SECRETS: set[str] = set()
+_KEY_PATTERN = re.compile(r"(sk-(?:ant-)?[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-\.]{8,})")
+
+
+def register_secret(value: str | None) -> None:
+    if value and len(value) >= 6:
+        _KNOWN_SECRETS.add(value)
+
+
+def redact(text: Any) -> str:
+    """Return ``text`` with every known API key and key-shaped string masked."""
+    s = str(text)
+    for secret in _KNOWN_SECRETS:
+        if secret in s:
+            s = s.replace(secret, "[REDACTED]")
+    return _KEY_PATTERN.sub("[REDACTED]", s)

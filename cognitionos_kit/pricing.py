@@ -1,0 +1,175 @@
+"""What a call costs: genai-prices' bundled snapshot, plus prices users add or override.
+
+genai-prices is used offline: its bundled data snapshot, never its auto-update.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .types import Usage
+
+__all__ = ["Price", "PriceBook", "CostEstimate", "UnknownPriceWarning"]
+
+
+class UnknownPriceWarning(UserWarning):
+    """A model has no known price: its cost is recorded as NULL, not 0."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input_mtok: float
+    output_mtok: float
+    cache_read_mtok: float | None = None  # defaults to the input price
+    cache_write_mtok: float | None = None  # defaults to the input price
+    tiered: bool = False  # long-context tiers: genai-prices computes the exact cost
+
+    def cost(self, usage: Usage) -> float:
+        cached, written = usage.cached_tokens, usage.cache_write_tokens
+        fresh = max(usage.prompt_tokens - cached - written, 0)
+        read_p = self.input_mtok if self.cache_read_mtok is None else self.cache_read_mtok
+        write_p = self.input_mtok if self.cache_write_mtok is None else self.cache_write_mtok
+        return (
+            fresh * self.input_mtok
+            + cached * read_p
+            + written * write_p
+            + usage.completion_tokens * self.output_mtok
+        ) / 1_000_000
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    cost_usd: float | None
+    source: str  # "genai-prices", "custom", "simulated" or "unknown"
+    version: str | None
+
+
+# The simulated provider's models carry nominal prices mirroring the real models they stand in
+# for, so budgets, max_cost and spend charts behave offline as they will online. Rows stay
+# labelled provider="simulated" and price_source="simulated".
+SIMULATED_PRICES = {
+    "sim-large": Price(2.0, 8.0, 0.5),  # like gpt-4.1
+    "sim-small": Price(0.15, 0.60, 0.075),  # like gpt-4o-mini
+    "sim-nano": Price(0.10, 0.40, 0.025),  # like gpt-4.1-nano
+}
+
+
+@lru_cache(maxsize=1)
+def genai_prices_version() -> str:
+    from importlib.metadata import version
+
+    return f"genai-prices {version('genai-prices')} (bundled snapshot)"
+
+
+class PriceBook:
+    """Looks up prices: custom overrides first, then genai-prices, else unknown (NULL cost)."""
+
+    def __init__(self) -> None:
+        self._custom: dict[tuple[str | None, str], Price] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    def set_price(self, model: str, price: Price, provider: str | None = None) -> None:
+        self._custom[(provider, model)] = price
+
+    def _custom_price(self, provider: str, model: str) -> Price | None:
+        return self._custom.get((provider, model)) or self._custom.get((None, model))
+
+    def price(self, provider: str, model: str) -> tuple[Price | None, str, str | None]:
+        """The per-million price of a model, with its source and version."""
+        custom = self._custom_price(provider, model)
+        if custom:
+            return custom, "custom", None
+        if provider == "simulated":
+            p = SIMULATED_PRICES.get(model)
+            return p, ("simulated" if p else "unknown"), None
+        mp = _genai_model_price(provider, model)
+        if mp is None:
+            return None, "unknown", None
+        return mp, "genai-prices", genai_prices_version()
+
+    def cost(self, provider: str, model: str, usage: Usage) -> CostEstimate:
+        """Cost of ``usage``; NULL and a warning (once per model) when the price is unknown."""
+        price, source, version = self.price(provider, model)
+        if price is not None and price.tiered and source == "genai-prices":
+            # genai-prices' own calculation is exact but slow (~0.2 ms): only for tiered prices
+            exact = _genai_cost(provider, model, usage)
+            if exact is not None:
+                return CostEstimate(exact, source, version)
+        if price is None:
+            if (provider, model) not in self._warned:
+                self._warned.add((provider, model))
+                warnings.warn(
+                    f"no price known for {provider}/{model}: its cost is recorded as NULL. "
+                    f"Add one with kit.set_price({model!r}, input_per_mtok=..., output_per_mtok=...).",
+                    UnknownPriceWarning,
+                    stacklevel=3,
+                )
+            return CostEstimate(None, "unknown", None)
+        return CostEstimate(price.cost(usage), source, version)
+
+    def worst_case(self, provider: str, model: str, prompt_tokens: int, max_tokens: int) -> float | None:
+        """Upper bound before the call: every prompt token at the input price, max_tokens out."""
+        price, _, _ = self.price(provider, model)
+        if price is None:
+            return None
+        return (prompt_tokens * price.input_mtok + max_tokens * price.output_mtok) / 1_000_000
+
+
+def _genai_lookup(provider: str, model: str):
+    from genai_prices import Usage as GUsage, calc_price
+
+    try:
+        return calc_price(GUsage(input_tokens=1_000_000, output_tokens=1_000_000), model_ref=model, provider_id=provider)
+    except LookupError:
+        return None
+
+
+@lru_cache(maxsize=512)
+def _genai_model_price(provider: str, model: str) -> Price | None:
+    calc = _genai_lookup(provider, model)
+    if calc is None:
+        return None
+    mp = calc.model_price
+
+    tiered = False
+
+    def num(v) -> float | None:
+        nonlocal tiered
+        if v is None:
+            return None
+        if hasattr(v, "base"):  # tiered prices (e.g. long-context Claude) expose a base price
+            tiered = True
+            return float(v.base)
+        return float(v)
+
+    return Price(
+        input_mtok=num(mp.input_mtok) or 0.0,
+        output_mtok=num(mp.output_mtok) or 0.0,
+        cache_read_mtok=num(mp.cache_read_mtok),
+        cache_write_mtok=num(mp.cache_write_mtok),
+        tiered=tiered,
+    )
+
+
+def _genai_cost(provider: str, model: str, usage: Usage) -> float | None:
+    """Exact cost by genai-prices itself (tiers included); None when it does not know the model."""
+    from genai_prices import Usage as GUsage, calc_price
+
+    try:
+        calc = calc_price(
+            GUsage(
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                cache_read_tokens=usage.cached_tokens or None,
+                cache_write_tokens=usage.cache_write_tokens or None,
+            ),
+            model_ref=model,
+            provider_id=provider,
+        )
+    except LookupError:
+        return None
+    return float(calc.total_price)

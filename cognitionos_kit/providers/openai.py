@@ -1,0 +1,189 @@
+"""OpenAI (and any OpenAI-compatible server) through the official ``openai`` SDK."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Iterator
+
+from ..config import ProviderSettings
+from ..types import ProviderRequest, ProviderResponse, Usage
+from .base import LoopLocal, Provider, StreamItem, classify_sdk_error
+
+# Reasoning models take max_completion_tokens; older and compatible servers take max_tokens.
+_COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+class OpenAIProvider(Provider):
+    """Chat completions and embeddings via ``openai.OpenAI`` / ``openai.AsyncOpenAI``.
+
+    The SDK's own retry loop (``max_retries``, honouring ``Retry-After``) is the only one: the
+    fallback chain never retries the same provider again.
+    """
+
+    name = "openai"
+    temperature_range = (0.0, 2.0)
+
+    def __init__(self, settings: ProviderSettings, *, timeout: float = 60.0, max_retries: int = 2) -> None:
+        self._settings = settings
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._client: Any = None
+        self._aclients = LoopLocal()
+
+    @property
+    def configured(self) -> bool:
+        # a base URL alone is enough: local servers (Ollama, vLLM, llama.cpp) need no key
+        return bool(self._settings.api_key or self._settings.base_url)
+
+    @property
+    def base_url(self) -> str | None:
+        return self._settings.base_url
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(
+            api_key=self._settings.api_key or "no-key-needed",
+            base_url=self._settings.base_url,
+            timeout=self._timeout,
+            max_retries=self._max_retries,
+        )
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(**self._kwargs())
+        return self._client
+
+    @property
+    def aclient(self) -> Any:
+        def make() -> Any:
+            import openai
+
+            return openai.AsyncOpenAI(**self._kwargs())
+
+        return self._aclients.get(make)
+
+    # --- request / response mapping ---------------------------------------------------
+    @staticmethod
+    def _params(req: ProviderRequest) -> dict[str, Any]:
+        messages = [{"role": "system", "content": req.system}] if req.system else []
+        messages += [{"role": m.role, "content": m.content} for m in req.messages]
+        params: dict[str, Any] = {"model": req.model, "messages": messages}
+        if req.model.startswith(_COMPLETION_TOKENS_PREFIXES):
+            params["max_completion_tokens"] = req.max_tokens
+        else:
+            params["max_tokens"] = req.max_tokens
+        if req.temperature is not None:
+            params["temperature"] = req.temperature
+        if req.stream:
+            params["stream"] = True
+            params["stream_options"] = {"include_usage": True}
+        return params
+
+    @staticmethod
+    def _usage(u: Any) -> Usage:
+        if u is None:
+            return Usage(estimated=True)
+        details = getattr(u, "prompt_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None) or 0
+        return Usage(
+            prompt_tokens=u.prompt_tokens or 0,
+            completion_tokens=u.completion_tokens or 0,
+            cached_tokens=cached,
+        )
+
+    def _response(self, resp: Any) -> ProviderResponse:
+        choice = resp.choices[0] if resp.choices else None
+        content = (choice.message.content or "") if choice else ""
+        return ProviderResponse(
+            content=content,
+            model=resp.model or "",
+            usage=self._usage(resp.usage),
+            finish_reason=getattr(choice, "finish_reason", None),
+            response_id=resp.id,
+        )
+
+    def _error(self, exc: BaseException, req: ProviderRequest) -> BaseException:
+        return classify_sdk_error(exc, self.name, req.model) or exc
+
+    # --- calls ------------------------------------------------------------------------
+    def complete(self, req: ProviderRequest) -> ProviderResponse:
+        try:
+            resp = self.client.chat.completions.create(**self._params(req))
+        except Exception as exc:
+            raise self._error(exc, req) from exc
+        return self._response(resp)
+
+    async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
+        try:
+            resp = await self.aclient.chat.completions.create(**self._params(req))
+        except Exception as exc:
+            raise self._error(exc, req) from exc
+        return self._response(resp)
+
+    def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
+        acc = _StreamAccumulator(req.model)
+        try:
+            for chunk in self.client.chat.completions.create(**self._params(req)):
+                text = acc.feed(chunk)
+                if text:
+                    yield text
+        except Exception as exc:
+            raise self._error(exc, req) from exc
+        yield acc.result(self._usage)
+
+    async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
+        acc = _StreamAccumulator(req.model)
+        try:
+            async for chunk in await self.aclient.chat.completions.create(**self._params(req)):
+                text = acc.feed(chunk)
+                if text:
+                    yield text
+        except Exception as exc:
+            raise self._error(exc, req) from exc
+        yield acc.result(self._usage)
+
+    # --- embeddings -------------------------------------------------------------------
+    def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], Usage, str]:
+        try:
+            resp = self.client.embeddings.create(model=model, input=texts)
+        except Exception as exc:
+            raise classify_sdk_error(exc, self.name, model) or exc from exc
+        vectors = [d.embedding for d in sorted(resp.data, key=lambda d: d.index)]
+        tokens = getattr(resp.usage, "prompt_tokens", 0) or 0
+        return vectors, Usage(prompt_tokens=tokens), resp.model or model
+
+
+class _StreamAccumulator:
+    """Collects a chat-completions stream: text so far, the final usage chunk, finish reason."""
+
+    def __init__(self, model: str) -> None:
+        self.parts: list[str] = []
+        self.model = model
+        self.usage: Any = None
+        self.finish_reason: str | None = None
+        self.response_id: str | None = None
+
+    def feed(self, chunk: Any) -> str:
+        self.response_id = self.response_id or getattr(chunk, "id", None)
+        self.model = getattr(chunk, "model", None) or self.model
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        text = ""
+        for choice in chunk.choices or ():
+            if choice.delta and choice.delta.content:
+                text += choice.delta.content
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        if text:
+            self.parts.append(text)
+        return text
+
+    def result(self, to_usage) -> ProviderResponse:
+        return ProviderResponse(
+            content="".join(self.parts),
+            model=self.model,
+            usage=to_usage(self.usage),  # estimated=True when the server sent no usage chunk
+            finish_reason=self.finish_reason,
+            response_id=self.response_id,
+        )

@@ -1,0 +1,253 @@
+"""An offline stand-in for a real LLM: deterministic, counted with the real tokenizer, with a
+configurable latency model and failures that can be injected for tests and demos.
+
+Its answers are assembled from templates around the prompt's own key words, so they read
+plausibly and are visibly marked "(simulated)": nobody should mistake them for a model's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import AsyncIterator, Iterator
+
+from .. import tokens
+from ..errors import ProviderError
+from ..types import ProviderRequest, ProviderResponse, Usage
+from .base import Provider, StreamItem
+
+SIMULATED_MODELS = ("sim-large", "sim-small", "sim-nano")
+
+FAILURE_KINDS = {
+    # kind: (HTTP status or None, retryable)
+    "rate_limit": (429, True),
+    "server_error": (500, True),
+    "overloaded": (529, True),
+    "timeout": (None, True),
+    "connection_error": (None, True),
+    "auth_error": (401, True),
+    "invalid_request": (400, False),
+}
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """latency = (base + input tokens x per_input + output tokens x per_output) x lognormal jitter.
+
+    ``scale=0`` makes calls instant (tests); the defaults feel like a fast hosted model, sped up.
+    """
+
+    base_ms: float = 25.0
+    per_input_token_ms: float = 0.01
+    per_output_token_ms: float = 0.8
+    jitter: float = 0.35  # sigma of the lognormal factor
+    scale: float = 1.0
+
+    def sample(self, rng: random.Random, prompt_tokens: int, completion_tokens: int) -> float:
+        if self.scale <= 0:
+            return 0.0
+        mean = self.base_ms + prompt_tokens * self.per_input_token_ms + completion_tokens * self.per_output_token_ms
+        return mean * math.exp(rng.gauss(0.0, self.jitter)) * self.scale
+
+
+@dataclass(frozen=True)
+class _Failure:
+    kind: str
+    mid_stream: bool = False
+
+
+class SimulatedProvider(Provider):
+    """Deterministic offline provider: same seed and request, same answer, usage and latency."""
+
+    name = "simulated"
+    price_id = "simulated"
+    temperature_range = (0.0, 2.0)
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        seed: int = 0,
+        latency: LatencyModel | None = None,
+        failure_rate: float = 0.0,
+        failure_kind: str = "rate_limit",
+    ) -> None:
+        if name:
+            self.name = name  # a second simulated provider (e.g. a flaky one) for fallback demos
+        if failure_kind not in FAILURE_KINDS:
+            raise ValueError(f"failure_kind must be one of {sorted(FAILURE_KINDS)}, not {failure_kind!r}")
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError(f"failure_rate must be within [0, 1], got {failure_rate}")
+        self.seed = seed
+        self.latency = latency or LatencyModel()
+        self.failure_rate = failure_rate
+        self.failure_kind = failure_kind
+        self._failure_rng = random.Random(seed)
+        self._scheduled: deque[_Failure] = deque()
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def fail_next(self, n: int = 1, kind: str = "rate_limit", *, mid_stream: bool = False) -> None:
+        """Make the next ``n`` calls fail with ``kind`` (mid_stream: after some text, streams only)."""
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"kind must be one of {sorted(FAILURE_KINDS)}, not {kind!r}")
+        with self._lock:
+            self._scheduled.extend(_Failure(kind, mid_stream) for _ in range(n))
+
+    # --- the answer ---------------------------------------------------------------------
+    def _plan(self, req: ProviderRequest) -> tuple[ProviderResponse, float, _Failure | None]:
+        with self._lock:
+            self.calls += 1
+            failure = self._scheduled.popleft() if self._scheduled else None
+            if failure is None and self.failure_rate and self._failure_rng.random() < self.failure_rate:
+                failure = _Failure(self.failure_kind)
+        key = repr((self.seed, req.model, req.system, req.messages, req.max_tokens, req.temperature))
+        rng = random.Random(hashlib.sha256(key.encode()).digest())
+        text = compose_answer(req, rng)
+        enc = tokens.encoding_for_model(req.model)
+        ids = enc.encode(text)
+        finish = "stop"
+        if len(ids) > req.max_tokens:
+            ids = ids[: req.max_tokens]
+            text = enc.decode(ids)
+            finish = "length"
+        msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+        usage = Usage(prompt_tokens=tokens.count_messages(msgs, req.model, system=req.system), completion_tokens=len(ids))
+        latency_s = self.latency.sample(rng, usage.prompt_tokens, usage.completion_tokens) / 1000.0
+        resp = ProviderResponse(text, req.model, usage, finish, "sim-" + hashlib.sha1(key.encode()).hexdigest()[:16])
+        return resp, latency_s, failure
+
+    def _error(self, failure: _Failure, req: ProviderRequest) -> ProviderError:
+        status, retryable = FAILURE_KINDS[failure.kind]
+        return ProviderError(
+            f"{self.name}/{req.model}: injected {failure.kind.replace('_', ' ')}",
+            provider=self.name,
+            model=req.model,
+            error_type=failure.kind,
+            status_code=status,
+            retryable=retryable,
+        )
+
+    def complete(self, req: ProviderRequest) -> ProviderResponse:
+        resp, latency_s, failure = self._plan(req)
+        if failure:
+            raise self._error(failure, req)
+        if latency_s:
+            time.sleep(latency_s)
+        return resp
+
+    async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
+        resp, latency_s, failure = self._plan(req)
+        if failure:
+            raise self._error(failure, req)
+        if latency_s:
+            await asyncio.sleep(latency_s)
+        return resp
+
+    def _chunks(self, resp: ProviderResponse) -> list[str]:
+        return re.findall(r"\s*\S+", resp.content) or [resp.content]
+
+    def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
+        resp, latency_s, failure = self._plan(req)
+        if failure and not failure.mid_stream:
+            raise self._error(failure, req)
+        chunks = self._chunks(resp)
+        pause = latency_s / (len(chunks) + 1)
+        for i, chunk in enumerate(chunks):
+            if pause:
+                time.sleep(pause)
+            if failure and i == len(chunks) // 2:
+                raise self._error(failure, req)
+            yield chunk
+        yield resp
+
+    async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
+        resp, latency_s, failure = self._plan(req)
+        if failure and not failure.mid_stream:
+            raise self._error(failure, req)
+        chunks = self._chunks(resp)
+        pause = latency_s / (len(chunks) + 1)
+        for i, chunk in enumerate(chunks):
+            if pause:
+                await asyncio.sleep(pause)
+            if failure and i == len(chunks) // 2:
+                raise self._error(failure, req)
+            yield chunk
+        yield resp
+
+
+# --- composing a plausible stand-in answer ------------------------------------------------
+_STOP = set(
+    """a an the and or but if then else of to in on at for from by with about as is are was were be been
+    being it its this that these those what which who whom whose why how when where do does did can
+    could should would will shall may might must i you he she we they me my your our their them us
+    please tell give explain describe write list name show make into than so not no yes any some
+    there here just very also more most less few many much each every one two three four five""".split()
+)
+_OPENERS = [
+    "Here is a short take on {a}.",
+    "In brief, {a} comes down to a few points.",
+    "Good question about {a}.",
+    "A compact answer on {a}:",
+]
+_BODY = [
+    "The central idea is how {a} relates to {b}.",
+    "In practice, {a} matters most when {b} is involved.",
+    "A common pitfall is to treat {a} and {b} as the same thing.",
+    "It helps to start from {b} and work back to {a}.",
+    "Most sources describe {a} in terms of {b}.",
+    "The trade-off usually sits between {a} and {b}.",
+]
+_CLOSERS = [
+    "A real model would add detail and sources here.",
+    "Connect an API key for a real answer.",
+    "Treat this as placeholder text for layout and cost tests.",
+]
+
+
+def _keywords(text: str, n: int = 4) -> list[str]:
+    words = re.findall(r"[A-Za-z][A-Za-z0-9\-']{2,}", text)
+    seen: dict[str, tuple[int, str]] = {}  # lower-cased -> (first position, original spelling)
+    for i, w in enumerate(words):
+        lw = w.lower()
+        if lw not in _STOP and lw not in seen:
+            # keep proper nouns ("France", "DuckDB"); lower-case a capitalised first word
+            seen[lw] = (i, lw if i == 0 and w.istitle() else w)
+    ranked = sorted(seen, key=lambda w: (-len(w), seen[w][0]))[:n]
+    return [seen[w][1] for w in sorted(ranked, key=lambda w: seen[w][0])] or ["the question"]
+
+
+def compose_answer(req: ProviderRequest, rng: random.Random) -> str:
+    """Build a deterministic, visibly simulated reply shaped by the prompt's intent."""
+    prompt = req.messages[-1].content if req.messages else ""
+    kws = _keywords(prompt)
+    a = kws[0]
+    b = kws[1] if len(kws) > 1 else "its context"
+    low = prompt.lower()
+    tag = f"(simulated {req.model}) "
+    count = re.search(r"\b(\d{1,2})\b", low)
+    if re.search(r"\b(list|name|give me|enumerate|ideas)\b", low) and count:
+        n = max(1, min(int(count.group(1)), 10))
+        items = [f"{i + 1}. {kws[i % len(kws)].capitalize()} — {rng.choice(['a first step', 'a key factor', 'worth checking', 'often overlooked', 'the usual default'])}" for i in range(n)]
+        return tag + f"{n} items on {a}:\n" + "\n".join(items)
+    if re.search(r"\bsummari[sz]e|\btl;?dr\b|\bsummary\b", low):
+        sentence = re.split(r"(?<=[.!?])\s", prompt.split(":", 1)[-1].strip())[0][:200]
+        return tag + f"Summary: {sentence.rstrip('.')}. The rest elaborates on {a} and {b}."
+    if re.search(r"\b(python|function|code|snippet|script)\b", low):
+        fn = re.sub(r"[^a-z0-9_]", "_", a.lower())
+        return tag + f"A sketch for {a}:\n```python\ndef {fn}(data):\n    # handle {b} here\n    return data\n```"
+    if re.match(r"\s*(is|are|can|does|do|should|will|could|would)\b", low):
+        verdict = rng.choice(["Probably yes", "Usually not", "It depends"])
+        return tag + f"{verdict}: it hinges on {b}. " + rng.choice(_BODY).format(a=a, b=b)
+    body = rng.sample(_BODY, 2)
+    c = kws[2] if len(kws) > 2 else b
+    return tag + " ".join(
+        [rng.choice(_OPENERS).format(a=a), body[0].format(a=a, b=b), body[1].format(a=c, b=a), rng.choice(_CLOSERS)]
+    )

@@ -1,0 +1,72 @@
+"""Shared fixtures: no keys from the developer's shell, a Kit on a temporary data folder, and
+loopback servers that speak the OpenAI and Anthropic wire protocols."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loopback import AnthropicServer, OpenAIServer  # noqa: E402
+
+from cognitionos_kit import Kit, LatencyModel  # noqa: E402
+
+_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "COGNITIONOS_HOME")
+OPENAI_KEY = "sk-test-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env, ./data lands in the test's folder
+
+
+@pytest.fixture
+def kit(tmp_path):
+    """An offline Kit: simulated provider only, instant latency."""
+    k = Kit(tmp_path / "home", dotenv=False, simulated_latency=LatencyModel(scale=0))
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="session")
+def _openai_server():
+    with OpenAIServer() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def _anthropic_server():
+    with AnthropicServer() as s:
+        yield s
+
+
+@pytest.fixture
+def openai_server(_openai_server):
+    _openai_server.reset()
+    yield _openai_server
+    _openai_server.reset()
+
+
+@pytest.fixture
+def anthropic_server(_anthropic_server):
+    _anthropic_server.reset()
+    yield _anthropic_server
+    _anthropic_server.reset()
+
+
+@pytest.fixture
+def live_kit(tmp_path, monkeypatch, openai_server, anthropic_server):
+    """A Kit whose OpenAI and Anthropic providers are the official SDKs talking to loopback servers."""
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_server.base_url)
+    k = Kit(tmp_path / "home", dotenv=False, simulated_latency=LatencyModel(scale=0), max_retries=1, timeout=2.0)
+    yield k
+    k.close()

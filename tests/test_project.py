@@ -1,0 +1,64 @@
+"""The project around the package: setup files agree, import stays light and offline."""
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject_requirements() -> set[str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = data["project"]
+    return set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+
+
+def test_environment_yml_mirrors_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert set(pip_section) == _pyproject_requirements()
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert python == "python" + requires
+
+
+def test_readme_opens_with_the_two_commands():
+    lines = [ln.strip() for ln in (ROOT / "README.md").read_text().splitlines() if ln.strip()]
+    commands = [ln for ln in lines if ln.startswith("make ")]
+    assert commands[:2] == ["make demo", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def _run_python(code: str, **env_extra: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.endswith("_BASE_URL")}
+    # any network attempt would go to a dead proxy and fail
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", **env_extra)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_import_is_light_and_lazy():
+    code = (
+        "import sys, json, cognitionos_kit\n"
+        "from cognitionos_kit import Kit\n"
+        "heavy = ['openai', 'anthropic', 'pandas', 'duckdb', 'numpy', 'onnxruntime', 'tiktoken', 'genai_prices', 'httpx2']\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    assert json.loads(_run_python(code)) == []
+
+
+def test_simulation_mode_without_keys(tmp_path):
+    code = (
+        "import json, cognitionos_kit as ck\n"
+        f"kit = ck.Kit(home={str(tmp_path)!r}, dotenv=False, simulated_latency=ck.LatencyModel(scale=0))\n"
+        "r = kit.complete('Say hello to the new notebook user')\n"
+        "print(json.dumps({'sim': kit.status()['simulation_mode'], 'provider': r.provider, 'rows': len(kit.usage())}))\n"
+    )
+    assert json.loads(_run_python(code)) == {"sim": True, "provider": "simulated", "rows": 1}
