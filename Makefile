@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench notebooks clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m cognitionos_kit demo
 
+# Tests run offline whatever the shell holds: no keys, no base URLs, no .env.
+OFFLINE := env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u OPENAI_BASE_URL -u ANTHROPIC_BASE_URL COGNITIONOS_DOTENV=0
+
 test: setup
-	$(PY) -m pytest -q
+	$(OFFLINE) $(PY) -m pytest -q
+
+notebooks: setup
+	$(OFFLINE) $(PY) tools/refresh_notebooks.py
 
 bench: setup
 	$(PY) benchmarks/bench_overhead.py

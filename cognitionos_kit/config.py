@@ -34,9 +34,11 @@ def load_settings(home: str | os.PathLike | None = None, *, dotenv: bool | str =
 
     Order: explicit ``home``, then ``$COGNITIONOS_HOME``, then ``./data``. A ``.env`` file (found
     from the working directory upwards) fills variables that are not already set; real environment
-    variables win.
+    variables win. ``COGNITIONOS_DOTENV=0`` turns the ``.env`` lookup off.
     """
     dotenv_path = None
+    if os.environ.get("COGNITIONOS_DOTENV", "1") == "0":  # e.g. test runs that must stay offline
+        dotenv = False
     if dotenv:
         from dotenv import find_dotenv, load_dotenv
 

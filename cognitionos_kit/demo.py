@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     from .providers.simulated import SimulatedProvider
 
     home_path = Path(home or os.environ.get("COGNITIONOS_HOME") or "data") / "demo"
+    shutil.rmtree(home_path, ignore_errors=True)  # the demo's own folder: each run starts clean
     # A flaky stand-in in front of the simulated provider shows fallback offline: a third of its
     # calls fail with a rate limit and move on down the chain, as OpenAI -> Anthropic would.
     flaky = SimulatedProvider(name="flaky-sim", seed=7, failure_rate=0.35, failure_kind="rate_limit")

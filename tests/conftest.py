@@ -14,7 +14,8 @@ from loopback import AnthropicServer, OpenAIServer  # noqa: E402
 
 from cognitionos_kit import Kit, LatencyModel  # noqa: E402
 
-_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "COGNITIONOS_HOME")
+_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "COGNITIONOS_HOME",
+        "COGNITIONOS_DOTENV")
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 

@@ -189,7 +189,9 @@ _STOP = set(
     being it its this that these those what which who whom whose why how when where do does did can
     could should would will shall may might must i you he she we they me my your our their them us
     please tell give explain describe write list name show make into than so not no yes any some
-    there here just very also more most less few many much each every one two three four five""".split()
+    there here just very also more most less few many much each every one two three four five need
+    sentence sentences word words line lines paragraph paragraphs brief briefly short detail detailed
+    answer question using use used like""".split()
 )
 _OPENERS = [
     "Here is a short take on {a}.",
@@ -220,8 +222,9 @@ def _keywords(text: str, n: int = 4) -> list[str]:
         if lw not in _STOP and lw not in seen:
             # keep proper nouns ("France", "DuckDB"); lower-case a capitalised first word
             seen[lw] = (i, lw if i == 0 and w.istitle() else w)
+    # longer words tend to carry the topic; the longest leads
     ranked = sorted(seen, key=lambda w: (-len(w), seen[w][0]))[:n]
-    return [seen[w][1] for w in sorted(ranked, key=lambda w: seen[w][0])] or ["the question"]
+    return [seen[w][1] for w in ranked] or ["the question"]
 
 
 def compose_answer(req: ProviderRequest, rng: random.Random) -> str:
@@ -235,7 +238,7 @@ def compose_answer(req: ProviderRequest, rng: random.Random) -> str:
     count = re.search(r"\b(\d{1,2})\b", low)
     if re.search(r"\b(list|name|give me|enumerate|ideas)\b", low) and count:
         n = max(1, min(int(count.group(1)), 10))
-        items = [f"{i + 1}. {kws[i % len(kws)].capitalize()} — {rng.choice(['a first step', 'a key factor', 'worth checking', 'often overlooked', 'the usual default'])}" for i in range(n)]
+        items = [f"{i + 1}. {kws[i % len(kws)][:1].upper() + kws[i % len(kws)][1:]} — {rng.choice(['a first step', 'a key factor', 'worth checking', 'often overlooked', 'the usual default'])}" for i in range(n)]
         return tag + f"{n} items on {a}:\n" + "\n".join(items)
     if re.search(r"\bsummari[sz]e|\btl;?dr\b|\bsummary\b", low):
         sentence = re.split(r"(?<=[.!?])\s", prompt.split(":", 1)[-1].strip())[0][:200]

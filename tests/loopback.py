@@ -1,0 +1,440 @@
+"""Loopback HTTP servers speaking the OpenAI and Anthropic wire protocols, for tests.
+
+Each server runs on 127.0.0.1 (free port) in a background thread and answers from a FIFO
+script of recorded exchanges (``tests/fixtures/recorded-api-traffic.json``) or synthetic
+failures; with an empty script it answers a recorded default. Point the SDKs at it with::
+
+    with OpenAIServer() as srv:      # OpenAI(base_url=srv.base_url)      -> http://127.0.0.1:P/v1
+        ...
+    with AnthropicServer() as srv:   # Anthropic(base_url=srv.base_url)   -> http://127.0.0.1:P
+        ...
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import json
+import socket
+import struct
+import sys
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+FIXTURES_PATH = Path(__file__).parent / "fixtures" / "recorded-api-traffic.json"
+
+__all__ = [
+    "AnthropicServer",
+    "OpenAIServer",
+    "RecordedRequest",
+    "load_fixtures",
+    "sse_events",
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _all_fixtures() -> tuple[dict, ...]:
+    return tuple(json.loads(FIXTURES_PATH.read_text(encoding="utf-8")))
+
+
+def load_fixtures(
+    provider: str | None = None,
+    endpoint: str | None = None,
+    stream: bool | None = None,
+    tools: bool | None = None,
+    status: int | None = None,
+) -> list[dict]:
+    """Recorded exchanges matching every given filter (deep copies, in file order)."""
+    return [
+        copy.deepcopy(e)
+        for e in _all_fixtures()
+        if (provider is None or e["provider"] == provider)
+        and (endpoint is None or e["endpoint"] == endpoint)
+        and (stream is None or e["stream"] == stream)
+        and (tools is None or e["tools"] == tools)
+        and (status is None or e["response"]["status"] == status)
+    ]
+
+
+def sse_events(sse: str) -> list[str]:
+    """Split raw SSE text into events, each ending with its blank-line terminator."""
+    return [chunk + "\n\n" for chunk in sse.replace("\r\n", "\n").split("\n\n") if chunk.strip()]
+
+
+@dataclass
+class RecordedRequest:
+    """One request as received: ``body`` is the parsed JSON (None if empty or not JSON)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        req = RecordedRequest(
+            self.command,
+            self.path.split("?", 1)[0],
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+        )
+        self.server.owner._dispatch(self, req)
+
+    do_GET = do_DELETE = do_PUT = do_POST
+
+    # -- writers used by _LoopbackServer --------------------------------------------------
+
+    def send_bytes(self, status: int, content_type: str, data: bytes, headers: dict | None = None) -> None:
+        """Complete response with Content-Length."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self._headers_buffer.extend((b"\r\n", data))  # headers + body in one send
+        self.flush_headers()
+
+    def send_sse(self, status: int, content_type: str, events: list[str], complete: bool = True) -> None:
+        """Chunked SSE, one chunk per event; if not complete, drop the connection mid-body."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        for ev in events:
+            data = ev.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        if complete:
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.drop()
+
+    def drop(self) -> None:
+        """Close the connection abruptly (no response / no end of body)."""
+        self.close_connection = True
+        try:
+            self.request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # listen backlog: the default 5 resets bursts of connects
+    owner: _LoopbackServer
+
+    def __init__(self, owner: _LoopbackServer) -> None:
+        self.owner = owner
+        self.open_sockets: set[socket.socket] = set()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self.owner._lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self.owner._lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """Client went away (timeout, broken stream, stop()): not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], (OSError, ValueError)):
+            super().handle_error(request, client_address)
+
+
+class _LoopbackServer:
+    """Common machinery: lifecycle, request log, response script, default answers."""
+
+    provider: str = ""
+    env_var: str = ""
+    _endpoints: tuple[str, ...] = ()
+    _api_prefix: str = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._script: deque[tuple] = deque()
+        self.requests: list[RecordedRequest] = []
+        self._httpd = _HTTPServer(self)
+        self.port: int = self._httpd.server_address[1]
+        self._defaults = {
+            (ep, stream): next(iter(load_fixtures(self.provider, ep, stream, tools=False, status=200)), None)
+            for ep in self._endpoints
+            for stream in (False, True)
+        }
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Server root, ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """Value for the SDK's ``base_url`` / the provider's ``*_BASE_URL`` env var."""
+        return self.url + self._api_prefix
+
+    def env(self) -> dict[str, str]:
+        """``{ENV_VAR: base_url}``, e.g. for ``monkeypatch.setenv``."""
+        return {self.env_var: self.base_url}
+
+    def stop(self) -> None:
+        """Stop serving, wake delayed handlers and close kept-alive connections."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        with self._lock:
+            sockets = list(self._httpd.open_sockets)
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget received requests and any unconsumed script."""
+        with self._lock:
+            self._script.clear()
+            self.requests.clear()
+
+    # -- script -------------------------------------------------------------------------
+
+    def enqueue(self, entry: dict) -> None:
+        """Answer the next request with this fixture entry's response, verbatim."""
+        self._push(("entry", entry))
+
+    def enqueue_error(
+        self, status: int, body: dict | None = None, headers: dict | None = None, times: int = 1
+    ) -> None:
+        """Answer the next ``times`` requests with an error status and a provider-shaped body."""
+        body = body if body is not None else self.error_body(status)
+        for _ in range(times):
+            self._push(("error", status, body, dict(headers or {})))
+
+    def enqueue_delay(self, seconds: float, then: dict | None = None) -> None:
+        """Sleep before answering (with ``then``, or the default answer if None)."""
+        self._push(("delay", seconds, then))
+
+    def enqueue_broken_stream(self, entry: dict, after_events: int) -> None:
+        """Send the first ``after_events`` SSE events of ``entry`` then drop the connection."""
+        self._push(("broken", entry, after_events))
+
+    def enqueue_disconnect(self) -> None:
+        """Close the socket without sending any response."""
+        self._push(("disconnect",))
+
+    @property
+    def pending(self) -> int:
+        """Number of scripted answers not yet consumed."""
+        with self._lock:
+            return len(self._script)
+
+    def _push(self, item: tuple) -> None:
+        with self._lock:
+            self._script.append(item)
+
+    # -- serving ------------------------------------------------------------------------
+
+    def _dispatch(self, h: _Handler, req: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(req)
+            item = self._script.popleft() if self._script else None
+        if item and item[0] == "delay":
+            if self._stopping.wait(item[1]):
+                return h.drop()
+            item = ("entry", item[2]) if item[2] is not None else None
+        kind = item[0] if item else None
+        if kind == "entry":
+            self._serve_entry(h, item[1])
+        elif kind == "error":
+            _, status, body, headers = item
+            h.send_bytes(status, "application/json", json.dumps(body).encode(), {**self._id_header(), **headers})
+        elif kind == "broken":
+            _, entry, n = item
+            r = entry["response"]
+            h.send_sse(r["status"], r["content_type"], sse_events(r["sse"])[:n], complete=False)
+        elif kind == "disconnect":
+            h.drop()
+        else:
+            self._serve_default(h, req)
+
+    def _serve_entry(self, h: _Handler, entry: dict) -> None:
+        r = entry["response"]
+        if "sse" in r:
+            h.send_sse(r["status"], r["content_type"], sse_events(r["sse"]))
+        else:
+            h.send_bytes(r["status"], r["content_type"], json.dumps(r["json"]).encode(), self._id_header())
+
+    def _serve_default(self, h: _Handler, req: RecordedRequest) -> None:
+        body = req.body if isinstance(req.body, dict) else {}
+        stream = bool(body.get("stream"))
+        entry = self._defaults.get((req.path, stream)) if req.method == "POST" else None
+        if entry is None:
+            msg = f"loopback: no default for {req.method} {req.path} (stream={stream})"
+            data = json.dumps(self.error_body(404, msg)).encode()
+            return h.send_bytes(404, "application/json", data, self._id_header())
+        r = entry["response"]
+        model = body.get("model")
+        if stream:
+            sse = r["sse"]
+            recorded = _first_model(sse)
+            if model and recorded:
+                sse = sse.replace(f'"model":{json.dumps(recorded)}', f'"model":{json.dumps(model)}')
+            return h.send_sse(r["status"], r["content_type"], self._default_stream_events(sse, body))
+        out = dict(r["json"])
+        if model and "model" in out:
+            out["model"] = model
+        if req.path.endswith("/embeddings"):
+            out = _embeddings_default(out, body)
+        h.send_bytes(r["status"], r["content_type"], json.dumps(out).encode(), self._id_header())
+
+    # -- provider specifics -------------------------------------------------------------
+
+    def _default_stream_events(self, sse: str, body: dict) -> list[str]:
+        return sse_events(sse)
+
+    def error_body(self, status: int, message: str | None = None) -> dict:
+        raise NotImplementedError
+
+    def _id_header(self) -> dict[str, str]:
+        return {}
+
+
+class OpenAIServer(_LoopbackServer):
+    """``/v1/chat/completions`` and ``/v1/embeddings``; ``base_url`` ends with ``/v1``."""
+
+    provider = "openai"
+    env_var = "OPENAI_BASE_URL"
+    _endpoints = ("/v1/chat/completions", "/v1/embeddings")
+    _api_prefix = "/v1"
+
+    _ERRORS = {
+        400: ("invalid_request_error", None, "Invalid request."),
+        401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: test-key."),
+        403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported"),
+        404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
+        429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1ms."),
+    }
+
+    def _default_stream_events(self, sse: str, body: dict) -> list[str]:
+        """Like the API: the usage chunk only with ``stream_options.include_usage``, the
+        moderation chunk only with ``moderation`` (both have empty ``choices``)."""
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        keep = []
+        for ev in sse_events(sse):
+            data = ev.strip()[len("data:"):].strip()
+            chunk = json.loads(data) if data != "[DONE]" else {"choices": [None]}
+            if chunk["choices"] or (usage and chunk.get("usage")) or ("moderation" in body and "moderation" in chunk):
+                keep.append(ev)
+        return keep
+
+    def error_body(self, status: int, message: str | None = None) -> dict:
+        """``{"error": {"message", "type", "param", "code"}}`` as the OpenAI API sends it."""
+        typ, code, msg = self._ERRORS.get(
+            status, ("server_error", None, "The server had an error while processing your request. Sorry about that!")
+        )
+        return {"error": {"message": message or msg, "type": typ, "param": None, "code": code}}
+
+    def _id_header(self) -> dict[str, str]:
+        return {"x-request-id": "req_" + uuid.uuid4().hex}
+
+
+class AnthropicServer(_LoopbackServer):
+    """``/v1/messages`` and ``/v1/messages/count_tokens``; ``base_url`` is the bare root."""
+
+    provider = "anthropic"
+    env_var = "ANTHROPIC_BASE_URL"
+    _endpoints = ("/v1/messages", "/v1/messages/count_tokens")
+    _api_prefix = ""
+
+    _ERRORS = {
+        400: ("invalid_request_error", "Invalid request."),
+        401: ("authentication_error", "invalid x-api-key"),
+        403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+        404: ("not_found_error", "The requested resource could not be found."),
+        413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+        429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
+        529: ("overloaded_error", "Overloaded"),
+    }
+
+    def error_body(self, status: int, message: str | None = None) -> dict:
+        """``{"type": "error", "error": {"type", "message"}, "request_id"}`` as Anthropic sends it."""
+        typ, msg = self._ERRORS.get(status, ("api_error", "Internal server error"))
+        return {
+            "type": "error",
+            "error": {"type": typ, "message": message or msg},
+            "request_id": "req_" + uuid.uuid4().hex[:24],
+        }
+
+    def _id_header(self) -> dict[str, str]:
+        return {"request-id": "req_" + uuid.uuid4().hex[:24]}
+
+
+def _first_model(sse: str) -> str | None:
+    """The ``model`` of the first SSE data payload that names one (chunk or message_start)."""
+    for ev in sse_events(sse):
+        for line in ev.splitlines():
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                data = json.loads(line[5:])
+                model = data.get("model") or (data.get("message") or {}).get("model")
+                if model:
+                    return model
+    return None
+
+
+def _embeddings_default(out: dict, body: dict) -> dict:
+    """One copy of the recorded vector per input, encoded as the request asked (float/base64)."""
+    recorded = out["data"][0]["embedding"]
+    if isinstance(recorded, str):
+        raw = base64.b64decode(recorded)
+        floats = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    else:
+        floats = recorded
+        raw = struct.pack(f"<{len(floats)}f", *floats)
+    if body.get("encoding_format") == "base64":
+        vector: Any = base64.b64encode(raw).decode()
+    else:
+        vector = floats
+    inputs = body.get("input")
+    n = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+    out["data"] = [{"object": "embedding", "index": i, "embedding": vector} for i in range(n)]
+    return out

@@ -1,0 +1,27 @@
+"""Re-execute the numbered notebooks in place (offline), so nbval compares against fresh outputs.
+
+Run with `make notebooks` after a change that alters what a notebook prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def main(names: list[str]) -> None:
+    paths = [ROOT / n for n in names] if names else sorted(ROOT.glob("[0-9][0-9]_*.ipynb"))
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+        nbformat.write(nb, path)
+        print(f"executed {path.name}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
