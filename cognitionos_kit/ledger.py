@@ -1,0 +1,172 @@
+"""The ``llm_usage`` ledger: one row per attempt at one provider, in ``<home>/cognitionos.duckdb``.
+
+``record`` only appends to this process's journal (microseconds, durable on return); ``usage``,
+``spend`` and ``flush`` open DuckDB for a moment and ingest every process's journal first, so any
+number of notebooks and scripts can share one data folder.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .errors import InvalidRequestError
+from .migrations import LEDGER_MIGRATIONS
+from .storage import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Ledger", "LEDGER_COLUMNS", "SPEND_KEYS"]
+
+TABLE = "llm_usage"
+LEDGER_COLUMNS: tuple[str, ...] = (
+    "row_id", "ts", "request_id", "attempt", "kind", "user_id", "agent_id", "task_id", "role",
+    "provider", "model", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
+    "cache_write_tokens", "tokens_estimated", "cost_usd", "price_source", "price_version",
+    "latency_ms", "status", "error_type", "error_message", "stream", "experiment_id", "run_id",
+    "cache_hit", "saved_cost_usd",
+)  # fmt: skip
+_COLUMNS = frozenset(LEDGER_COLUMNS)
+_KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "experiment_id", "run_id", "kind")
+SPEND_KEYS: dict[str, str] = {"day": "CAST(u.ts AS DATE)", **{k: f"u.{k}" for k in _KEY_COLUMNS}}
+
+
+def _utc_iso(value: Any, what: str) -> str:
+    """An ISO UTC string for a datetime, date, ISO string or epoch seconds (naive means UTC)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidRequestError(f"{what}: {value!r} is not an ISO date/time") from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise InvalidRequestError(f"{what}: expected a datetime, date, ISO string or epoch seconds, got {type(value).__name__}")
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+
+
+class Ledger:
+    """Every LLM attempt the kit makes, shared by all processes using the same ``home`` folder."""
+
+    def __init__(self, home: str | Path, *, lock_timeout: float = 30.0, fsync: bool = False) -> None:
+        self.home = Path(home).expanduser()
+        self.db_path = self.home / "cognitionos.duckdb"
+        self.journal_dir = self.home / "journal"
+        self.store = Store(self.db_path, self.journal_dir, LEDGER_MIGRATIONS, lock_timeout=lock_timeout, fsync=fsync)
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.home)!r})"
+
+    # --- writing ---------------------------------------------------------------------------
+    def record(self, rows: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> None:
+        """Append rows (dicts keyed by ``LEDGER_COLUMNS``; missing ones are NULL).
+
+        Fills ``row_id`` and ``ts`` (now, UTC) when absent. All rows are validated before any is
+        written; once this returns they survive the process being killed.
+        """
+        if isinstance(rows, Mapping):
+            rows = [rows]
+        out = []
+        now: float | None = None
+        for r in rows:
+            if not isinstance(r, Mapping):
+                raise InvalidRequestError(f"ledger rows must be dicts, got {type(r).__name__}")
+            if not _COLUMNS.issuperset(r):
+                bad = sorted(set(r) - _COLUMNS)
+                raise InvalidRequestError(f"unknown ledger column(s) {bad}; valid columns: {', '.join(LEDGER_COLUMNS)}")
+            row = dict(r)
+            if row.get("row_id") is None:
+                row["row_id"] = uuid.uuid4().hex
+            ts = row.get("ts")
+            if ts is None:
+                row["ts"] = now = now or time.time()
+            elif not isinstance(ts, float):
+                row["ts"] = _utc_iso(ts, "ts")
+            out.append(row)
+        self.store.append(TABLE, out)
+
+    # --- reading ---------------------------------------------------------------------------
+    def usage(self, *, since: Any = None, until: Any = None, **filters: Any) -> "pd.DataFrame":
+        """All rows ordered by ``ts, attempt``; ``col=value`` filters (a list means any of),
+        ``since`` (inclusive) and ``until`` (exclusive) bound ``ts``."""
+        where, params = _where(filters, since, until)
+        return self.store.query(f"SELECT * FROM {TABLE} u{where} ORDER BY u.ts, u.attempt, u.row_id", params)
+
+    def spend(self, by: str | Sequence[str] = "user_id", *, since: Any = None, until: Any = None, **filters: Any) -> "pd.DataFrame":
+        """Spend grouped by ``by`` (a key or list of keys from ``SPEND_KEYS``), most expensive first.
+
+        Columns: the keys, ``calls`` (status ok), ``attempts`` (all rows), ``cost_usd`` (NULL costs
+        ignored; NULL if none is known), ``unpriced_calls`` (ok rows without a cost), token sums and
+        ``latency_ms_p50/p95`` over ok calls. ``day`` is the UTC date. Filters as in :meth:`usage`.
+        """
+        keys = list(dict.fromkeys([by] if isinstance(by, str) else by))
+        bad = [k for k in keys if k not in SPEND_KEYS]
+        if bad:
+            raise InvalidRequestError(f"cannot group spend by {bad}; choose from {', '.join(SPEND_KEYS)}")
+        where, params = _where(filters, since, until)
+        ok = "FILTER (WHERE u.status = 'ok')"
+        select = [f"{SPEND_KEYS[k]} AS {k}" for k in keys] + [
+            f"count(*) {ok} AS calls",
+            "count(*) AS attempts",
+            "sum(u.cost_usd) AS cost_usd",
+            "count(*) FILTER (WHERE u.status = 'ok' AND u.cost_usd IS NULL) AS unpriced_calls",
+            "CAST(sum(u.prompt_tokens) AS BIGINT) AS prompt_tokens",
+            "CAST(sum(u.completion_tokens) AS BIGINT) AS completion_tokens",
+            "CAST(sum(coalesce(u.total_tokens, u.prompt_tokens + u.completion_tokens)) AS BIGINT) AS total_tokens",
+            f"quantile_cont(u.latency_ms, 0.5) {ok} AS latency_ms_p50",
+            f"quantile_cont(u.latency_ms, 0.95) {ok} AS latency_ms_p95",
+        ]
+        group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
+        order = ", ".join([f"{len(keys) + 3} DESC NULLS LAST"] + [str(i + 1) for i in range(len(keys))])
+        return self.store.query(f"SELECT {', '.join(select)} FROM {TABLE} u{where}{group} ORDER BY {order}", params)
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> "pd.DataFrame":
+        """Any SQL over the database (``llm_usage`` and friends), with bound ``params``, after ingesting."""
+        return self.store.query(sql, params)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Ingest every process's pending rows into DuckDB now; return how many were added."""
+        return self.store.flush()
+
+    def close(self) -> None:
+        """Flush; there is nothing else to close."""
+        self.flush()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _where(filters: Mapping[str, Any], since: Any, until: Any) -> tuple[str, list[Any]]:
+    """A WHERE clause with ``?`` placeholders, and its parameters."""
+    bad = sorted(set(filters) - _COLUMNS)
+    if bad:
+        raise InvalidRequestError(f"unknown ledger column(s) {bad}; valid columns: {', '.join(LEDGER_COLUMNS)}")
+    clauses: list[str] = []
+    params: list[Any] = []
+    for col, value in filters.items():
+        if value is None:
+            clauses.append(f"u.{col} IS NULL")
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            values = list(value)
+            clauses.append(f"u.{col} IN ({', '.join('?' * len(values))})" if values else "FALSE")
+            params.extend(values)
+        else:
+            clauses.append(f"u.{col} = ?")
+            params.append(value)
+    if since is not None:
+        clauses.append("u.ts >= CAST(? AS TIMESTAMPTZ)")
+        params.append(_utc_iso(since, "since"))
+    if until is not None:
+        clauses.append("u.ts < CAST(? AS TIMESTAMPTZ)")
+        params.append(_utc_iso(until, "until"))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

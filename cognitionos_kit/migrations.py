@@ -1,0 +1,114 @@
+"""Ordered schema migrations, in the style of simonw/llm's ``llm/migrations.py``.
+
+A :class:`Migrations` object is an ordered list of small functions, each taking a DuckDB
+connection. ``apply`` runs the ones not yet recorded in the ``_migrations`` table, in the order
+they were registered, each in its own transaction together with its ``_migrations`` row, so a
+failing step leaves no trace and is retried next time. Several components can share one database:
+names are recorded as ``"<namespace>:<function name>"``.
+
+Never edit or reorder a migration that has shipped; add a new one at the end.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from .errors import StorageError
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["Migrations", "Migration", "LEDGER_MIGRATIONS"]
+
+Migration = Callable[["duckdb.DuckDBPyConnection"], None]
+
+
+class Migrations:
+    """An ordered list of migrations for one component; use the object as a decorator."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.steps: list[tuple[str, Migration]] = []
+
+    def __call__(self, fn: Migration) -> Migration:
+        name = f"{self.namespace}:{fn.__name__}"
+        if any(n == name for n, _ in self.steps):
+            raise ValueError(f"duplicate migration {name}")
+        self.steps.append((name, fn))
+        return fn
+
+    def applied(self, con: "duckdb.DuckDBPyConnection") -> list[str]:
+        """Names of this list's migrations already applied to ``con``'s database, in order."""
+        _ensure_table(con)
+        done = {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}
+        return [n for n, _ in self.steps if n in done]
+
+    def apply(self, con: "duckdb.DuckDBPyConnection") -> list[str]:
+        """Apply pending migrations in order; return the names applied now."""
+        done = set(self.applied(con))
+        ran: list[str] = []
+        for name, fn in self.steps:
+            if name in done:
+                continue
+            con.begin()
+            try:
+                fn(con)
+                con.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, now())", [name])
+                con.commit()
+            except Exception as e:
+                con.rollback()
+                raise StorageError(f"migration {name} failed: {e}") from e
+            ran.append(name)
+        return ran
+
+
+def _ensure_table(con: "duckdb.DuckDBPyConnection") -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)")
+
+
+# --- the ledger ---------------------------------------------------------------------------
+LEDGER_MIGRATIONS = Migrations("ledger")
+
+
+@LEDGER_MIGRATIONS
+def m001_llm_usage(con: "duckdb.DuckDBPyConnection") -> None:
+    con.execute(
+        """
+        CREATE TABLE llm_usage (
+            row_id VARCHAR PRIMARY KEY,
+            ts TIMESTAMPTZ,
+            request_id VARCHAR,
+            attempt INTEGER,
+            kind VARCHAR,
+            user_id VARCHAR,
+            agent_id VARCHAR,
+            task_id VARCHAR,
+            role VARCHAR,
+            provider VARCHAR,
+            model VARCHAR,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            total_tokens INTEGER,
+            cached_tokens INTEGER,
+            cache_write_tokens INTEGER,
+            tokens_estimated BOOLEAN,
+            cost_usd DOUBLE,
+            price_source VARCHAR,
+            price_version VARCHAR,
+            latency_ms DOUBLE,
+            status VARCHAR,
+            error_type VARCHAR,
+            error_message VARCHAR,
+            stream BOOLEAN,
+            experiment_id VARCHAR,
+            run_id VARCHAR
+        )
+        """
+    )
+
+
+@LEDGER_MIGRATIONS
+def m002_response_cache(con: "duckdb.DuckDBPyConnection") -> None:
+    # Response-cache accounting came after the first schema: a hit costs nothing but saves money.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN cache_hit BOOLEAN")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN saved_cost_usd DOUBLE")

@@ -1,0 +1,284 @@
+"""The journaled DuckDB store and the migrations runner, on real files."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cognitionos_kit.errors import InvalidRequestError, StorageError
+from cognitionos_kit.migrations import Migrations
+from cognitionos_kit.storage import _HOST, Store
+
+
+def events_migrations() -> Migrations:
+    m = Migrations("test")
+
+    @m
+    def m001_events(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE events (row_id VARCHAR PRIMARY KEY, n INTEGER, label VARCHAR, ts TIMESTAMPTZ, naive TIMESTAMP)")
+
+    return m
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations())
+
+
+def count(store: Store, table: str = "events") -> int:
+    return int(store.query(f"SELECT count(*) AS n FROM {table}")["n"][0])
+
+
+def dead_writer_file(store: Store, table: str = "events", pid: int = 999_999) -> Path:
+    """A journal file named like one from a process on this host that has exited (nobody holds its flock)."""
+    return store.journal_dir / f"{_HOST}-{pid}-deadbeef.{table}.jsonl"
+
+
+# --- migrations ---------------------------------------------------------------------------
+def test_migrations_apply_once_in_order(tmp_path: Path) -> None:
+    m = Migrations("t")
+
+    @m
+    def m001_log(con):
+        con.execute("CREATE TABLE log (step VARCHAR)")
+
+    @m
+    def m002_a(con):
+        con.execute("INSERT INTO log VALUES ('m002')")
+
+    @m
+    def m003_b(con):
+        con.execute("ALTER TABLE log ADD COLUMN extra INTEGER")  # needs m001: fails if run out of order
+        con.execute("INSERT INTO log VALUES ('m003', 1)")
+
+    s = Store(tmp_path / "db.duckdb", tmp_path / "j", m)
+    for _ in range(3):
+        with s.connect():
+            pass
+    assert s.query("SELECT step FROM log ORDER BY rowid")["step"].tolist() == ["m002", "m003"]
+    names = s.query("SELECT name FROM _migrations ORDER BY applied_at, rowid")["name"].tolist()
+    assert names == ["t:m001_log", "t:m002_a", "t:m003_b"]
+
+    # A later release adds a step: only that one runs.
+    @m
+    def m004_c(con):
+        con.execute("INSERT INTO log VALUES ('m004', 4)")
+
+    with Store(tmp_path / "db.duckdb", tmp_path / "j", m).connect() as con:
+        assert m.applied(con) == ["t:m001_log", "t:m002_a", "t:m003_b", "t:m004_c"]
+        assert [r[0] for r in con.execute("SELECT step FROM log ORDER BY rowid").fetchall()] == ["m002", "m003", "m004"]
+
+
+def test_failed_migration_rolls_back_and_retries(tmp_path: Path) -> None:
+    state = {"fail": True}
+    m = Migrations("t")
+
+    @m
+    def m001_table(con):
+        con.execute("CREATE TABLE a (x INTEGER)")
+        if state["fail"]:
+            raise RuntimeError("boom")
+
+    s = Store(tmp_path / "db.duckdb", tmp_path / "j", m)
+    with pytest.raises(StorageError, match="t:m001_table failed: boom"):
+        with s.connect():
+            pass
+    with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
+        assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'a'").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 0
+    state["fail"] = False
+    with s.connect() as con:
+        assert m.applied(con) == ["t:m001_table"]
+
+
+def test_duplicate_migration_name_rejected() -> None:
+    m = Migrations("t")
+
+    def step(con):
+        pass
+
+    m(step)
+    with pytest.raises(ValueError):
+        m(step)
+
+
+# --- ingest -------------------------------------------------------------------------------
+def test_append_then_query_round_trip(store: Store) -> None:
+    store.append("events", [{"n": i, "label": f"l{i}"} for i in range(5)])
+    df = store.query("SELECT * FROM events ORDER BY n")
+    assert df["n"].tolist() == [0, 1, 2, 3, 4]
+    assert df["row_id"].str.fullmatch(r"[0-9a-f]{32}").all() and df["row_id"].is_unique
+
+
+def test_query_parameters_are_bound(store: Store) -> None:
+    store.append("events", [{"label": "O'Brien; DROP TABLE events; --"}, {"label": "x"}])
+    df = store.query("SELECT label FROM events WHERE label = ?", ["O'Brien; DROP TABLE events; --"])
+    assert df["label"].tolist() == ["O'Brien; DROP TABLE events; --"]
+    assert count(store) == 2
+
+
+def test_ingest_is_exactly_once(store: Store) -> None:
+    store.append("events", [{"n": i} for i in range(10)])
+    assert store.flush() == 10
+    assert store.flush() == 0
+    store.append("events", [{"n": 10}])
+    assert store.flush() == 1
+    assert count(store) == 11
+    (journal,) = store.journal_dir.glob("*.jsonl")
+    offsets = store.query('SELECT file, "offset" FROM _journal_offsets')
+    assert offsets.to_dict("records") == [{"file": journal.name, "offset": journal.stat().st_size}]
+
+
+def test_two_stores_in_one_process_do_not_duplicate(tmp_path: Path) -> None:
+    a = Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations())
+    b = Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations())
+    a.append("events", [{"n": 1}])
+    b.append("events", [{"n": 2}])
+    a.flush()
+    b.append("events", [{"n": 3}])
+    b.flush()
+    a.flush()
+    assert sorted(a.query("SELECT n FROM events")["n"]) == [1, 2, 3]
+    assert sorted(b.query("SELECT n FROM events")["n"]) == [1, 2, 3]
+
+
+def test_row_id_dedupes_a_reingested_file(store: Store) -> None:
+    store.append("events", [{"n": i} for i in range(4)])
+    store.flush()
+    (journal,) = store.journal_dir.glob("*.jsonl")
+    copy = dead_writer_file(store)
+    copy.write_bytes(journal.read_bytes() * 2)  # same rows, twice, under a name with no offset recorded
+    store.append("events", [{"n": 4}])
+    assert store.flush() == 1
+    assert count(store) == 5
+    assert not copy.exists()  # its writer is gone and it is fully ingested
+
+
+def test_torn_last_line_waits_for_its_newline(store: Store) -> None:
+    store.append("events", [{"row_id": "a", "n": 1}])
+    store.flush()
+    (journal,) = store.journal_dir.glob("*.jsonl")
+    with open(journal, "ab") as f:
+        f.write(b'{"row_id":"b","n"')  # a write caught half-way
+    assert store.flush() == 0
+    assert count(store) == 1
+    with open(journal, "ab") as f:
+        f.write(b':2}\n')
+    assert store.flush() == 1
+    assert sorted(store.query("SELECT row_id FROM events")["row_id"]) == ["a", "b"]
+
+
+def test_dead_writers_torn_line_is_dropped_with_its_file(store: Store) -> None:
+    f = dead_writer_file(store)
+    f.write_bytes(b'{"row_id":"a","n":1}\n{"row_id":"b","n":2}\n{"row_id":"c","n"')
+    assert store.flush() == 2
+    assert sorted(store.query("SELECT row_id FROM events")["row_id"]) == ["a", "b"]
+    assert not f.exists()
+    assert count(store, "_journal_offsets") == 0
+
+
+def test_malformed_line_is_skipped_with_a_warning(store: Store) -> None:
+    f = dead_writer_file(store)
+    f.write_bytes(b'{"row_id":"a","n":1}\nnot json at all\n{"n":5}\n{"row_id":"b","n":"x"}\n')
+    with pytest.warns(RuntimeWarning, match="2 malformed"):
+        store.flush()
+    df = store.query("SELECT row_id, n FROM events ORDER BY row_id")
+    assert df["row_id"].tolist() == ["a", "b"]
+    assert df["n"].isna().tolist() == [False, True]  # a value of the wrong type becomes NULL
+
+
+def test_journal_of_an_unknown_table_is_left_alone(store: Store) -> None:
+    f = dead_writer_file(store, table="not_here")
+    f.write_bytes(b'{"row_id":"a"}\n')
+    store.flush()
+    assert f.exists()
+    assert count(store, "_journal_offsets") == 0
+
+
+def test_timestamps_are_utc_from_epoch_or_iso(store: Store) -> None:
+    t = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=timezone.utc)
+    rows = {
+        "epoch": t.timestamp(),
+        "z": "2024-03-01T12:30:15.123456Z",
+        "offset": "2024-03-01T14:30:15.123456+02:00",
+        "naive": "2024-03-01 12:30:15.123456",
+        "datetime": t.astimezone(timezone(timedelta(hours=-5))),
+        "nan": float("nan"),
+        "garbage": "yesterday",
+    }
+    store.append("events", [{"row_id": k, "ts": v, "naive": v} for k, v in rows.items()])
+    df = store.query("SELECT row_id, ts, naive FROM events").set_index("row_id")
+    assert str(df["ts"].dtype) .endswith(", UTC]")
+    for k in ("epoch", "z", "offset", "naive", "datetime"):
+        assert df.loc[k, "ts"].to_pydatetime() == t, k
+        assert df.loc[k, "naive"].to_pydatetime() == t.replace(tzinfo=None), k
+    assert df.loc[["nan", "garbage"], "ts"].isna().all()
+
+
+def test_non_serializable_row_is_rejected_before_writing(store: Store) -> None:
+    with pytest.raises(InvalidRequestError):
+        store.append("events", [{"n": 1}, {"n": object()}])
+    assert list(store.journal_dir.glob("*.jsonl")) == []
+    with pytest.raises(InvalidRequestError):
+        store.append("bad table", [{"n": 1}])
+
+
+def test_nan_values_become_null(store: Store) -> None:
+    store.append("events", [{"row_id": "a", "n": math.inf, "label": "x"}])
+    df = store.query("SELECT n, label FROM events")
+    assert df["n"].isna().all() and df["label"].tolist() == ["x"]
+
+
+def test_own_journal_is_rotated_once_ingested(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations(), rotate_bytes=1)
+    s.append("events", [{"n": 1}])
+    (first,) = s.journal_dir.glob("*.jsonl")
+    s.flush()
+    assert not first.exists() and count(s, "_journal_offsets") == 0
+    s.append("events", [{"n": 2}])
+    (second,) = s.journal_dir.glob("*.jsonl")
+    assert second != first
+    assert sorted(s.query("SELECT n FROM events")["n"]) == [1, 2]
+
+
+def test_journal_deleted_under_a_live_writer_is_recreated(store: Store) -> None:
+    store.append("events", [{"row_id": "a"}])
+    for f in store.journal_dir.glob("*.jsonl"):
+        f.unlink()  # e.g. the user cleared the data folder
+    store.append("events", [{"row_id": "b"}])
+    assert store.query("SELECT row_id FROM events")["row_id"].tolist() == ["b"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_writes_its_own_journal(store: Store) -> None:
+    store.append("events", [{"row_id": "parent-1"}])
+    pid = os.fork()
+    if pid == 0:  # child: must not write into (or later delete) the parent's file
+        try:
+            store.append("events", [{"row_id": "child-1"}])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    store.append("events", [{"row_id": "parent-2"}])
+    assert sorted(store.query("SELECT row_id FROM events")["row_id"]) == ["child-1", "parent-1", "parent-2"]
+    names = [p.name for p in store.journal_dir.glob("*.jsonl")]
+    assert len(names) == 1 and f"-{os.getpid()}-" in names[0]  # the exited child's file was cleaned up
+
+
+def test_fsync_mode_writes(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations(), fsync=True)
+    s.append("events", [{"n": 7}])
+    assert s.query("SELECT n FROM events")["n"].tolist() == [7]
+
+
+def test_not_a_database_gives_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "db.duckdb").write_bytes(b"this is not a duckdb file" * 1000)
+    s = Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations(), lock_timeout=1)
+    with pytest.raises(StorageError, match="cannot open"):
+        s.flush()
+
