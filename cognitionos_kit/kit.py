@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .ledger import Ledger
+    from .memory import Memory
 
 _REAL_PROVIDERS = ("openai", "anthropic")
 EMBEDDING_MODELS = ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002")
@@ -106,6 +107,7 @@ class Kit:
         self.order = order
         self._ledger: Ledger | None = None
         self._warned_temperature: set[str] = set()
+        self._memory: Memory | None = None
 
     # --- configuration ----------------------------------------------------------------
     def _check_provider_name(self, name: Any) -> str:
@@ -134,6 +136,15 @@ class Kit:
 
             self._ledger = Ledger(self.home)
         return self._ledger
+
+    @property
+    def memory(self) -> "Memory":
+        """The semantic memory on this Kit's data folder (created on first use)."""
+        if self._memory is None:
+            from .memory import Memory
+
+            self._memory = Memory(self.home, kit=self)
+        return self._memory
 
     def status(self) -> dict[str, Any]:
         """What the kit will use right now; never includes a key."""
@@ -375,6 +386,25 @@ class Kit:
     def _finish_stream(self, call: _Call, step: Step, attempt: Attempt, resp, attempts: list) -> Completion | None:
         return self._record(call, step, attempt, resp, attempts)
 
+    def count_tokens(
+        self, prompt: Any, *, model: str | None = None, role: str | None = None, system: str | None = None
+    ) -> dict[str, Any]:
+        """Prompt tokens a call would send, per provider in the chain, before sending anything.
+
+        OpenAI counts are exact (tiktoken); Claude and other models are tiktoken estimates and
+        say so with ``estimated: True``.
+        """
+        messages, system = _normalise_prompt(prompt, system)
+        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        out = {}
+        for r in self.router.routes(self.chain, role=role, model=model, max_tokens=1):
+            out[r.provider] = {
+                "model": r.model,
+                "prompt_tokens": tokens.count_messages(msgs, r.model, system=system),
+                "estimated": tokens.is_estimate(r.model),
+            }
+        return out
+
     # --- embeddings ------------------------------------------------------------------
     def embed(self, texts: str | Sequence[str], model: str | None = None, *, user_id: str | None = None) -> "np.ndarray":
         """Embed texts as a float32 array (n, dim), L2-normalised.
@@ -447,6 +477,8 @@ class Kit:
         return pd.DataFrame(rows)
 
     def close(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
         if self._ledger is not None:
             self._ledger.close()
 

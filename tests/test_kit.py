@@ -237,3 +237,9 @@ def test_sigkill_right_after_calls_loses_nothing(tmp_path):
     assert p.returncode == -signal.SIGKILL
     usage = Kit(tmp_path / "home", dotenv=False).usage()
     assert len(ids) == 25 and set(usage.request_id) == set(ids)
+
+
+def test_count_tokens_labels_estimates(live_kit):
+    counts = live_kit.count_tokens("hello world", role="planner")
+    assert counts["openai"] == {"model": "gpt-4.1", "prompt_tokens": 9, "estimated": False}  # 2 + 3 + 1 role + 3 priming
+    assert counts["anthropic"]["estimated"] is True and counts["anthropic"]["model"] == "claude-sonnet-5-5"

