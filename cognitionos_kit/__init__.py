@@ -113,3 +113,10 @@ def spend(by: Any = "user_id") -> Any:
 def status() -> dict:
     """``default_kit().status()``."""
     return default_kit().status()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext cognitionos_kit`` registers the ``%%llm`` cell magic."""
+    from .notebook.magics import load_ipython_extension as load
+
+    load(ipython)

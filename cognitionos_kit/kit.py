@@ -146,6 +146,25 @@ class Kit:
             self._memory = Memory(self.home, kit=self)
         return self._memory
 
+    @property
+    def charts(self) -> Any:
+        """Plotly figures of this Kit's ledger: ``kit.charts.latency()``, ``.spend_over_time()``..."""
+        from .charts import Charts
+
+        return Charts(self)
+
+    def playground(self, **kwargs: Any) -> Any:
+        """An ipywidgets prompt playground bound to this Kit (streams answers, shows cost)."""
+        from .notebook.playground import playground
+
+        return playground(self, **kwargs)
+
+    def dashboard(self, **kwargs: Any) -> Any:
+        """Live FigureWidgets and a summary table that update as calls are recorded."""
+        from .notebook.dashboard import dashboard
+
+        return dashboard(self, **kwargs)
+
     def status(self) -> dict[str, Any]:
         """What the kit will use right now; never includes a key."""
         chain = self.chain
