@@ -9,7 +9,6 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from numbers import Real
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -308,7 +307,7 @@ class Kit:
     ) -> Completion | None:
         """Write one ledger row for one attempt; for a response, build the Completion."""
         row: dict[str, Any] = {
-            "ts": datetime.now(timezone.utc).isoformat(),
+            "ts": time.time(),  # epoch seconds: the ledger stores them as UTC
             "request_id": call.request_id,
             "attempt": attempt.number,
             "kind": "chat",

@@ -28,8 +28,6 @@ class _StreamState:
         self.attempts: list[Attempt] = []
         self.parts: list[str] = []
         self.completion: Completion | None = None
-        self.t_start = time.perf_counter()
-        self.first_chunk_ms: float | None = None
 
     def failed(self, number: int, step: Step, exc: BaseException, t0: float) -> None:
         attempt = failed_attempt(number, step, exc, (time.perf_counter() - t0) * 1000)
@@ -87,6 +85,7 @@ class Stream:
 
     def _run(self) -> Iterator[str]:
         st = self._state
+        st.call.t_start = time.perf_counter()  # latency counts from the first read, not creation
         for number, step in enumerate(st.call.steps, 1):
             t0 = time.perf_counter()
             gen = step.provider.stream(step.request)
@@ -151,6 +150,7 @@ class AsyncStream(Stream):
 
     async def _arun(self) -> AsyncIterator[str]:
         st = self._state
+        st.call.t_start = time.perf_counter()
         for number, step in enumerate(st.call.steps, 1):
             t0 = time.perf_counter()
             gen = step.provider.astream(step.request)

@@ -94,7 +94,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_protocol_and_attributes(emb: LocalMiniLM) -> None:
     assert isinstance(emb, Embedder)
-    assert (emb.name, emb.dim, emb.batch_size) == ("all-MiniLM-L6-v2", 384, 64)
+    assert (emb.name, emb.dim, emb.batch_size) == ("all-MiniLM-L6-v2", 384, 32)
     assert get_local_embedder() is emb
 
 

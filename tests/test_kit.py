@@ -125,7 +125,7 @@ def test_secrets_never_leak(tmp_path, monkeypatch, openai_server, anthropic_serv
                                                      "type": "invalid_request_error", "code": "invalid_api_key"}})
     r = kit.complete("hi")
     assert r.provider == "simulated"
-    texts = [repr(r), r._repr_html_(), repr(r.attempts), kit.usage().to_json(), json.dumps(kit.status())]
+    texts = [repr(r), r._repr_html_(), repr(r.attempts), kit.usage().to_json(date_format="iso"), json.dumps(kit.status())]
     assert all(OPENAI_KEY not in t for t in texts)
     assert "[REDACTED]" in kit.usage().iloc[0].error_message
     ledger_bytes = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
