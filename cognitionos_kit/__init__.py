@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Kit",
+    "Experiment",
     "Completion",
     "Attempt",
     "Usage",
@@ -48,11 +49,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .experiments import Experiment
     from .kit import Kit
     from .providers.simulated import LatencyModel, SimulatedProvider
 
 _LAZY = {
     "Kit": ("kit", "Kit"),
+    "Experiment": ("experiments", "Experiment"),
     "SimulatedProvider": ("providers.simulated", "SimulatedProvider"),
     "LatencyModel": ("providers.simulated", "LatencyModel"),
 }

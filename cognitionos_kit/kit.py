@@ -164,6 +164,24 @@ class Kit:
 
         return dashboard(self, **kwargs)
 
+    def run(self, experiment: Any, **kwargs: Any) -> Any:
+        """Run an ``Experiment`` grid (cached, budgeted, with a manifest); see ``experiments``."""
+        from .experiments import run_experiment
+
+        return run_experiment(self, experiment, **kwargs)
+
+    def runs(self) -> "pd.DataFrame":
+        """Past experiment runs under this data folder, newest first."""
+        from .experiments import list_runs
+
+        return list_runs(self)
+
+    def compare(self, run_a: Any, run_b: Any) -> Any:
+        """What changed between two runs in scores, cost and latency (a table and a chart)."""
+        from .experiments import compare_runs
+
+        return compare_runs(self, run_a, run_b)
+
     def status(self) -> dict[str, Any]:
         """What the kit will use right now; never includes a key."""
         chain = self.chain
