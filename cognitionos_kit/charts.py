@@ -1,66 +1,290 @@
 """Plotly figures built from ledger data (a DataFrame from ``kit.usage()``).
 
-Each function returns a ``go.Figure``; an empty ledger gives an empty figure with a clear title.
+The module functions take a ledger DataFrame; ``Charts`` (``kit.charts``) reads the ledger with
+filters and calls them. Each returns a ``go.Figure``; an empty ledger gives an empty figure whose
+title says "no calls", never an exception. Latency charts use successful attempts only.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
-_TEMPLATE = "plotly_white"
+__all__ = [
+    "Charts", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
+    "spend_by", "tokens_vs_latency",
+]  # fmt: skip
+
+FILTERS = ("user_id", "since", "until", "experiment_id", "provider", "model", "run_id", "kind")
+PERCENTILES = (50, 95, 99)
+_PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC", "#FF9DA6")
+_FAIL = "#D62728"
+_template: Any = None
 
 
-def _empty(title: str) -> "go.Figure":
+def template() -> "go.layout.Template":
+    """The kit's chart look: plotly_white, system font, left-aligned titles, tidy margins."""
+    global _template
+    if _template is None:
+        import plotly.graph_objects as go
+        import plotly.io as pio
+
+        t = go.layout.Template(pio.templates["plotly_white"])
+        t.layout.update(
+            font=dict(family="system-ui, -apple-system, Segoe UI, sans-serif", size=12, color="#333"),
+            title=dict(x=0.01, xanchor="left", font_size=15),
+            colorway=list(_PALETTE),
+            margin=dict(l=60, r=20, t=60, b=50),
+            hoverlabel=dict(font_size=12),
+            legend=dict(orientation="h", y=-0.18),
+        )
+        _template = t
+    return _template
+
+
+def _figure(title: str, **layout: Any) -> "go.Figure":
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.update_layout(title=f"{title} — no calls recorded yet", template=_TEMPLATE)
+    fig.update_layout(title=title, template=template(), **layout)
     return fig
 
 
-def latency_distribution(df: "pd.DataFrame") -> "go.Figure":
-    """Latency of successful attempts per provider/model, with p50/p95/p99 marked."""
+def _empty(title: str, note: str = "", why: str = "") -> "go.Figure":
+    """An empty chart whose title says there is nothing to show."""
+    why = why or ("no calls match the filters" if note else "no calls recorded yet")
+    fig = _figure(f"{title}{note} — {why}", xaxis_visible=False, yaxis_visible=False, height=260)
+    fig.add_annotation(text=why, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_color="#888", font_size=16)
+    return fig
+
+
+def _ok(df: "pd.DataFrame") -> "pd.DataFrame":
+    """Successful attempts with a latency."""
+    if not len(df):
+        return df
+    return df[(df["status"] == "ok") & df["latency_ms"].notna()]
+
+
+def _keys(df: "pd.DataFrame") -> "pd.Series":
+    return df["provider"].astype(str) + "/" + df["model"].astype(str)
+
+
+def _colors(keys: list[str]) -> dict[str, str]:
+    return {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(keys)}
+
+
+def _floats(s: "pd.Series") -> list[float]:
+    """Plain floats (nullable ints and NA become float/NaN) for plotly."""
+    return s.astype("float64").tolist()
+
+
+def _text(s: "pd.Series") -> list[str]:
+    return s.astype(object).where(s.notna(), "—").astype(str).tolist()
+
+
+def latency_distribution(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
+    """Latency of successful attempts per provider/model (box), with p50/p95/p99 marked per group."""
     import plotly.graph_objects as go
 
-    ok = df[df["status"] == "ok"] if len(df) else df
+    title = "Latency per provider/model"
+    ok = _ok(df)
     if not len(ok):
-        return _empty("Latency per provider/model")
-    fig = go.Figure()
-    for key, g in ok.groupby(ok["provider"] + "/" + ok["model"]):
-        fig.add_trace(go.Box(x=g["latency_ms"], name=key, boxpoints="outliers", orientation="h"))
-    for q, dash in ((0.5, "dot"), (0.95, "dash"), (0.99, "longdash")):
-        v = float(ok["latency_ms"].quantile(q))
-        fig.add_vline(x=v, line_dash=dash, line_color="#888", annotation_text=f"p{int(q * 100)} {v:.0f} ms")
-    fig.update_layout(title="Latency per provider/model", xaxis_title="latency (ms)", template=_TEMPLATE, showlegend=False)
+        return _empty(title, note)
+    keys = _keys(ok)
+    groups = sorted(keys.unique())
+    colors = _colors(groups)
+    fig = _figure(f"{title}{note}", xaxis_title="latency (ms)", showlegend=True, height=max(260, 90 + 70 * len(groups)))
+    marks: dict[int, list[float]] = {q: [] for q in PERCENTILES}
+    counts = []
+    for key in groups:
+        lat = ok.loc[keys == key, "latency_ms"].astype("float64")
+        counts.append(len(lat))
+        fig.add_trace(go.Box(x=lat.tolist(), name=key, orientation="h", boxpoints="outliers", marker_color=colors[key],
+                             showlegend=False, hoverinfo="x+name"))
+        for q in PERCENTILES:
+            marks[q].append(float(lat.quantile(q / 100)))  # linear interpolation, as numpy
+    styles = {50: ("circle", "bottom center"), 95: ("diamond", "top left"), 99: ("x", "top right")}
+    for q in PERCENTILES:
+        symbol, pos = styles[q]
+        fig.add_trace(go.Scatter(
+            x=marks[q], y=groups, name=f"p{q}", mode="markers+text", marker=dict(symbol=symbol, size=10, color="#222"),
+            text=[f"p{q} {v:,.0f}" for v in marks[q]], textposition=pos, textfont_size=10, customdata=counts,
+            hovertemplate=f"%{{y}}<br>p{q}: %{{x:,.1f}} ms over %{{customdata}} calls<extra></extra>",
+        ))
     return fig
 
 
-def cumulative_spend(df: "pd.DataFrame") -> "go.Figure":
-    """Cumulative spend over time, one line per provider."""
+def latency_over_time(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
+    """Latency of each attempt against time, per provider/model; failed attempts marked in red."""
     import plotly.graph_objects as go
 
-    priced = df.dropna(subset=["cost_usd"]) if len(df) else df
-    if not len(priced):
-        return _empty("Cumulative spend")
-    fig = go.Figure()
-    for provider, g in priced.sort_values("ts").groupby("provider"):
-        fig.add_trace(go.Scatter(x=g["ts"], y=g["cost_usd"].cumsum(), mode="lines", name=provider))
-    fig.update_layout(title="Cumulative spend (USD)", yaxis_title="USD", template=_TEMPLATE)
+    title = "Latency over time"
+    ok = _ok(df)
+    if not len(df) or df["latency_ms"].isna().all():
+        return _empty(title, note)
+    fig = _figure(f"{title}{note}", yaxis_title="latency (ms)", xaxis_title="time (UTC)", hovermode="closest")
+    keys = _keys(ok)
+    hover = "%{x|%H:%M:%S.%L}<br>%{y:,.1f} ms<br>user %{customdata[0]} · %{customdata[1]} tokens<extra>%{fullData.name}</extra>"
+    for key, color in _colors(sorted(keys.unique())).items():
+        g = ok[keys == key]
+        fig.add_trace(go.Scatter(x=g["ts"].tolist(), y=_floats(g["latency_ms"]), name=key, mode="markers",
+                                 marker=dict(color=color, size=7, opacity=0.8),
+                                 customdata=list(zip(_text(g["user_id"]), _text(g["total_tokens"]))), hovertemplate=hover))
+    bad = df[(df["status"] != "ok") & df["latency_ms"].notna()]
+    if len(bad):
+        fig.add_trace(go.Scatter(
+            x=bad["ts"].tolist(), y=_floats(bad["latency_ms"]), name="failed attempt", mode="markers",
+            marker=dict(color=_FAIL, symbol="x", size=8), customdata=list(zip(_text(bad["provider"]), _text(bad["error_type"]))),
+            hovertemplate="%{x|%H:%M:%S.%L}<br>%{customdata[0]}: %{customdata[1]} after %{y:,.1f} ms<extra></extra>",
+        ))
     return fig
 
 
-def spend_by(df: "pd.DataFrame", by: str = "user_id") -> "go.Figure":
-    """Spend per user, model, provider (any ledger column) as a bar chart."""
+def cumulative_spend(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
+    """Cumulative spend over time: a total line, plus one per provider when there are several."""
     import plotly.graph_objects as go
 
-    priced = df.dropna(subset=["cost_usd"]) if len(df) else df
+    title = "Cumulative spend (USD)"
+    priced = df.dropna(subset=["cost_usd"]).sort_values("ts", kind="stable") if len(df) else df
     if not len(priced):
-        return _empty(f"Spend by {by}")
-    totals = priced.groupby(priced[by].fillna("(none)"))["cost_usd"].sum().sort_values(ascending=False)
-    fig = go.Figure(go.Bar(x=totals.index.astype(str), y=totals.values, text=[f"${v:.4f}" for v in totals.values]))
-    fig.update_layout(title=f"Spend by {by} (USD)", yaxis_title="USD", template=_TEMPLATE)
+        return _empty(title, note, "" if not len(df) else "no calls with a known cost")
+    unpriced = int(((df["status"] == "ok") & df["cost_usd"].isna()).sum())
+    extra = f" · {unpriced} unpriced call(s) not counted" if unpriced else ""
+    fig = _figure(f"{title}{note}{extra}", yaxis_title="USD", yaxis_tickprefix="$", xaxis_title="time (UTC)",
+                  hovermode="x unified")
+    hover = "$%{y:,.6f}<extra>%{fullData.name}</extra>"
+    fig.add_trace(go.Scatter(x=priced["ts"].tolist(), y=priced["cost_usd"].cumsum().tolist(), name="total", mode="lines",
+                             line=dict(color="#222", width=2.5, shape="hv"), hovertemplate=hover))
+    providers = sorted(priced["provider"].unique())
+    if len(providers) > 1:
+        for provider, color in _colors(providers).items():
+            g = priced[priced["provider"] == provider]
+            fig.add_trace(go.Scatter(x=g["ts"].tolist(), y=g["cost_usd"].cumsum().tolist(), name=provider, mode="lines",
+                                     line=dict(color=color, dash="dot", shape="hv"), hovertemplate=hover))
     return fig
+
+
+spend_over_time = cumulative_spend
+
+
+def spend_by(df: "pd.DataFrame", by: str = "user_id", *, note: str = "") -> "go.Figure":
+    """Spend per user, model, provider, day (UTC) or any ledger column, as bars (days in order)."""
+    import plotly.graph_objects as go
+
+    title = f"Spend by {by.removesuffix('_id')} (USD)"
+    if by != "day" and by not in df.columns:
+        raise ValueError(f"cannot chart spend by {by!r}: use 'day' or a ledger column such as user_id, model, provider")
+    if not len(df) or df["cost_usd"].isna().all():
+        return _empty(title, note, "" if not len(df) else "no calls with a known cost")
+    key = df["ts"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d") if by == "day" else df[by].astype(object).fillna("(none)").astype(str)
+    frame = df.assign(_key=key, _ok=df["status"] == "ok", _tokens=df["total_tokens"].astype("float64"))
+    totals = frame.groupby("_key").agg(cost=("cost_usd", "sum"), calls=("_ok", "sum"), tokens=("_tokens", "sum"))
+    totals = totals.sort_index() if by == "day" else totals.sort_values("cost", ascending=False, kind="stable")
+    fig = _figure(f"{title}{note}", yaxis_title="USD", yaxis_tickprefix="$", xaxis_title=by, xaxis_type="category")
+    fig.add_trace(go.Bar(
+        x=totals.index.tolist(), y=totals["cost"].tolist(), marker_color=_PALETTE[0], name="spend",
+        text=[f"${v:,.4f}" for v in totals["cost"]], textposition="auto",
+        customdata=list(zip(totals["calls"].astype(int), totals["tokens"].astype(int))),
+        hovertemplate="%{x}<br>$%{y:,.6f}<br>%{customdata[0]} calls · %{customdata[1]:,} tokens<extra></extra>",
+    ))
+    return fig
+
+
+def tokens_vs_latency(df: "pd.DataFrame", *, tokens: str = "completion_tokens", note: str = "") -> "go.Figure":
+    """Latency against tokens (output tokens by default) per provider/model, with a least-squares line."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    title = f"Latency vs {tokens.replace('_', ' ')}"
+    ok = _ok(df)
+    ok = ok[ok[tokens].notna()] if len(ok) else ok
+    if not len(ok):
+        return _empty(title, note)
+    fig = _figure(f"{title}{note}", xaxis_title=tokens.replace("_", " "), yaxis_title="latency (ms)")
+    keys = _keys(ok)
+    for key, color in _colors(sorted(keys.unique())).items():
+        g = ok[keys == key]
+        fig.add_trace(go.Scatter(
+            x=_floats(g[tokens]), y=_floats(g["latency_ms"]), name=key, mode="markers", marker=dict(color=color, size=7, opacity=0.8),
+            customdata=list(zip(_text(g["prompt_tokens"]), _text(g["completion_tokens"]), _text(g["user_id"]))),
+            hovertemplate="%{y:,.1f} ms<br>%{customdata[0]} in + %{customdata[1]} out tokens<br>user %{customdata[2]}"
+                          "<extra>%{fullData.name}</extra>",
+        ))
+    x, y = np.asarray(_floats(ok[tokens])), np.asarray(_floats(ok["latency_ms"]))
+    if len(np.unique(x)) > 1:
+        slope, icept = np.polyfit(x, y, 1)
+        xs = [float(x.min()), float(x.max())]
+        fig.add_trace(go.Scatter(x=xs, y=[icept + slope * v for v in xs], mode="lines", name=f"fit: {slope:.2f} ms/token",
+                                 line=dict(color="#888", dash="dash"), hoverinfo="skip"))
+    return fig
+
+
+def describe_filters(filters: dict[str, Any]) -> str:
+    """' · user alice · since 2026-01-02 10:00' for a title (empty when unfiltered)."""
+    parts = []
+    for k, v in filters.items():
+        if isinstance(v, datetime):
+            v = v.isoformat(sep=" ", timespec="minutes")
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            v = "|".join(map(str, v))
+        parts.append(f"{k.removesuffix('_id')} {v}")
+    return "".join(f" · {p}" for p in parts)
+
+
+def clean_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """Known filters with a value (None means 'any')."""
+    bad = sorted(set(filters) - set(FILTERS))
+    if bad:
+        raise TypeError(f"unknown filter(s) {bad}: use {', '.join(FILTERS)}")
+    return {k: v for k, v in filters.items() if v is not None}
+
+
+class Charts:
+    """Plotly figures of a Kit's ledger: ``kit.charts.latency(user_id="alice")``.
+
+    Every method takes the filters ``user_id, since, until, experiment_id, provider, model``
+    (plus ``run_id``, ``kind``); None means any. ``since`` is inclusive, ``until`` exclusive.
+    """
+
+    def __init__(self, kit: Any) -> None:
+        self.kit = kit
+
+    def __repr__(self) -> str:
+        return f"Charts({self.kit!r}): latency, latency_over_time, spend_over_time, spend_by, tokens_vs_latency"
+
+    def data(self, **filters: Any) -> "pd.DataFrame":
+        """The ledger rows the charts draw, for these filters."""
+        return self.kit.usage(**clean_filters(filters))
+
+    def _df(self, filters: dict[str, Any]) -> tuple["pd.DataFrame", str]:
+        f = clean_filters(filters)
+        return self.kit.usage(**f), describe_filters(f)
+
+    def latency(self, **filters: Any) -> "go.Figure":
+        """Latency distribution per provider/model with p50/p95/p99 marked."""
+        df, note = self._df(filters)
+        return latency_distribution(df, note=note)
+
+    def latency_over_time(self, **filters: Any) -> "go.Figure":
+        """Each attempt's latency against time; failures in red."""
+        df, note = self._df(filters)
+        return latency_over_time(df, note=note)
+
+    def spend_over_time(self, **filters: Any) -> "go.Figure":
+        """Cumulative spend, total and per provider."""
+        df, note = self._df(filters)
+        return cumulative_spend(df, note=note)
+
+    def spend_by(self, by: str = "user_id", **filters: Any) -> "go.Figure":
+        """Spend per ``user_id``, ``model``, ``provider`` or ``day`` (UTC) as bars."""
+        df, note = self._df(filters)
+        return spend_by(df, by, note=note)
+
+    def tokens_vs_latency(self, tokens: str = "completion_tokens", **filters: Any) -> "go.Figure":
+        """Latency against output tokens (or ``tokens="total_tokens"``) per provider/model."""
+        df, note = self._df(filters)
+        return tokens_vs_latency(df, tokens=tokens, note=note)

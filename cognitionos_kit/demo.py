@@ -88,8 +88,8 @@ def write_report(df, path: Path) -> Path:
     """A self-contained HTML page (plotly.js embedded: opens offline)."""
     from . import charts
 
-    figs = [charts.latency_distribution(df), charts.cumulative_spend(df), charts.spend_by(df, "user_id"),
-            charts.spend_by(df, "model")]
+    figs = [charts.latency_distribution(df), charts.latency_over_time(df), charts.cumulative_spend(df),
+            charts.spend_by(df, "user_id"), charts.spend_by(df, "model"), charts.tokens_vs_latency(df)]
     parts = [figs[0].to_html(full_html=False, include_plotlyjs=True)]
     parts += [f.to_html(full_html=False, include_plotlyjs=False) for f in figs[1:]]
     path.parent.mkdir(parents=True, exist_ok=True)

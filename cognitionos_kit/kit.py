@@ -16,6 +16,7 @@ from . import fallback, tokens
 from .config import DEFAULT_ORDER, load_settings
 from .errors import ConfigurationError, InvalidRequestError, redact
 from .fallback import Step
+from .notebook.reprs import AttemptList
 from .pricing import Price, PriceBook
 from .providers.base import Provider
 from .providers.simulated import SIMULATED_MODELS, LatencyModel, SimulatedProvider
@@ -364,7 +365,7 @@ class Kit:
                 cost_usd=est.cost_usd,
                 latency_ms=(time.perf_counter() - call.t_start) * 1000,
                 request_id=call.request_id,
-                attempts=list(attempts or [attempt]),
+                attempts=AttemptList(attempts or [attempt]),
                 cached_tokens=usage.cached_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 finish_reason=resp.finish_reason,
@@ -392,7 +393,7 @@ class Kit:
         _, _, attempts = fallback.run(call.steps, on_attempt, call.request_id)
         completion = records[attempts[-1].number]
         assert completion is not None
-        completion.attempts = attempts
+        completion.attempts = AttemptList(attempts)
         return completion
 
     async def acomplete(self, prompt: Any, **kwargs: Any) -> Completion:
@@ -406,7 +407,7 @@ class Kit:
         _, _, attempts = await fallback.arun(call.steps, on_attempt, call.request_id)
         completion = records[attempts[-1].number]
         assert completion is not None
-        completion.attempts = attempts
+        completion.attempts = AttemptList(attempts)
         return completion
 
     def stream(self, prompt: Any, **kwargs: Any) -> Stream:
@@ -492,6 +493,12 @@ class Kit:
     def spend(self, by: str | Sequence[str] = "user_id") -> "pd.DataFrame":
         """Spend and calls grouped by user_id, model, provider, day (or a list of them)."""
         return self.ledger.spend(by=by)
+
+    def summary(self, **filters: Any) -> Any:
+        """Calls, attempts, failures, spend and p50/p95 latency of the (filtered) ledger, as a compact table."""
+        from .notebook.reprs import UsageSummary
+
+        return UsageSummary(self.usage(**filters))
 
     def models(self) -> "pd.DataFrame":
         """Models the kit can use right now, with role defaults, context window and prices."""

@@ -18,7 +18,11 @@ def main(names: list[str]) -> None:
     paths = [ROOT / n for n in names] if names else sorted(ROOT.glob("[0-9][0-9]_*.ipynb"))
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+        # store_widget_state=False: saved widget state would embed plotly's 5 MB widget bundle
+        NotebookClient(
+            nb, timeout=300, kernel_name="python3", store_widget_state=False,
+            resources={"metadata": {"path": str(ROOT)}},
+        ).execute()
         nbformat.write(nb, path)
         print(f"executed {path.name}")
 

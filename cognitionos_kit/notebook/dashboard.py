@@ -1,0 +1,189 @@
+"""``kit.dashboard()``: live plotly FigureWidgets and a summary table over the ledger.
+
+A daemon thread wakes every ``refresh_s`` seconds and looks at the journal folder's file names,
+sizes and mtimes (a directory listing, no DuckDB). Only when they changed does it read the ledger
+and redraw, so a quiet dashboard costs nothing and never holds the database file. Widget changes
+from a thread reach the browser through ipykernel's thread-safe IOPub channel.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import threading
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from .. import charts
+from .reprs import UsageSummary
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+__all__ = ["Dashboard", "dashboard"]
+
+
+def dashboard(kit: Any, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, **filters: Any) -> "Dashboard":
+    """A live view of ``kit``'s ledger (filters as in ``kit.charts``); ``.stop()`` ends polling."""
+    return Dashboard(kit, refresh_s=refresh_s, budget_usd=budget_usd, **filters)
+
+
+def _sync(widget: "go.FigureWidget", fig: "go.Figure") -> None:
+    """Make ``widget`` show ``fig``: restyle in place when the traces match, else replace them."""
+    if [(t.type, t.name) for t in widget.data] == [(t.type, t.name) for t in fig.data]:
+        with widget.batch_update():
+            for old, new in zip(widget.data, fig.data):
+                old.update(new.to_plotly_json(), overwrite=True)
+    else:
+        widget.data = []
+        widget.add_traces(list(fig.data))
+    stale = set(widget.layout._props) - set(fig.layout._props)  # e.g. the "no calls" annotation
+    if stale:
+        widget.plotly_relayout({k: None for k in stale})
+    widget.layout = fig.layout
+
+
+def gauge(spend_usd: float, budget_usd: float) -> "go.Figure":
+    """A gauge of spend against a budget (red past it)."""
+    import plotly.graph_objects as go
+
+    top = max(budget_usd, spend_usd) * 1.1
+    fig = go.Figure(go.Indicator(
+        mode="gauge+number", value=spend_usd, number=dict(prefix="$", valueformat=",.5f"),
+        title=dict(text=f"spend of ${budget_usd:g} budget ({spend_usd / budget_usd:.0%})", font_size=13),
+        gauge=dict(axis=dict(range=[0, top], tickprefix="$"), bar_color="#D62728" if spend_usd > budget_usd else "#4C78A8",
+                   threshold=dict(value=budget_usd, line=dict(color="#D62728", width=3), thickness=0.8)),
+    ))
+    fig.update_layout(template=charts.template(), height=220, margin=dict(l=30, r=30, t=50, b=10))
+    return fig
+
+
+class Dashboard(widgets.VBox):
+    """Summary table, latency per model, cumulative spend and (with a budget) a spend gauge.
+
+    ``refresh()`` redraws now; ``stop()`` ends the background polling (``close()`` stops too).
+    ``refresh_s=None`` never polls: call ``refresh()`` yourself.
+    """
+
+    def __init__(self, kit: Any, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, **filters: Any) -> None:
+        import plotly.graph_objects as go
+
+        if refresh_s is not None and not refresh_s > 0:
+            raise ValueError(f"refresh_s must be a positive number of seconds (or None), got {refresh_s!r}")
+        if budget_usd is not None and not budget_usd > 0:
+            raise ValueError(f"budget_usd must be a positive number of US dollars, got {budget_usd!r}")
+        self.kit, self.refresh_s, self.budget_usd = kit, refresh_s, budget_usd
+        self.filters = charts.clean_filters(filters)
+        self.note = charts.describe_filters(self.filters)
+        self.status_line = widgets.HTML()
+        self.summary = widgets.HTML()
+        self.latency_fig = go.FigureWidget()
+        self.spend_fig = go.FigureWidget()
+        self.gauge_fig = go.FigureWidget() if budget_usd else None
+        top = [self.summary] + ([self.gauge_fig] if self.gauge_fig is not None else [])
+        super().__init__(children=[self.status_line, widgets.HBox(top), self.latency_fig, self.spend_fig])
+        self.spend_usd = 0.0
+        self.rows = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._signature: tuple | None = None
+        self._error = ""
+        self.refresh()
+        if refresh_s is not None:
+            self.start()
+
+    # --- drawing -------------------------------------------------------------------------
+    def _journal_signature(self) -> tuple:
+        """Names, sizes and mtimes of the journal files: changes whenever a call is recorded."""
+        try:
+            with os.scandir(self.kit.ledger.journal_dir) as it:
+                return tuple(sorted((e.name, s.st_size, s.st_mtime_ns) for e in it for s in [e.stat()]))
+        except FileNotFoundError:
+            return ()
+
+    def refresh(self, force: bool = True) -> bool:
+        """Re-read the ledger and redraw (with ``force=False`` only if it changed); True if redrawn."""
+        with self._lock:
+            sig = self._journal_signature()
+            if not force and sig == self._signature:
+                return False
+            df = self.kit.usage(**self.filters)
+            self._signature = sig
+            self._draw(df)
+            return True
+
+    def _draw(self, df: "pd.DataFrame") -> None:
+        title = "Usage" + self.note
+        self.summary.value = UsageSummary(df, title=title)._repr_html_()
+        _sync(self.latency_fig, charts.latency_distribution(df, note=self.note))
+        _sync(self.spend_fig, charts.cumulative_spend(df, note=self.note))
+        self.rows = len(df)
+        self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
+        if self.gauge_fig is not None:
+            _sync(self.gauge_fig, gauge(self.spend_usd, self.budget_usd))
+        self._error = ""
+        self._show_status()
+
+    def _show_status(self) -> None:
+        now = datetime.now(timezone.utc).strftime("%H:%M:%S")
+        if self._error:
+            state = f"<span style='color:#b42318'>● {html.escape(self._error)}</span>"
+        elif self.running:
+            state = f"<span style='color:#2e7d32'>● live</span> (checks every {self.refresh_s:g} s)"
+        else:
+            state = "<span style='color:#888'>○ stopped</span> (call <code>.refresh()</code> to update)"
+        self.status_line.value = (f"<div style='font-size:12px;color:#555'>{state} · {self.rows} ledger rows · "
+                                  f"updated {now} UTC · <code>{html.escape(str(self.kit.home))}</code></div>")
+
+    # --- polling -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def start(self) -> None:
+        """Poll the ledger in a daemon thread (again, after ``stop()``)."""
+        if self.running:
+            return
+        if self.refresh_s is None:
+            self.refresh_s = 1.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(self._stop,), name="cognitionos-dashboard", daemon=True)
+        self._thread.start()
+        self._show_status()
+
+    def _poll(self, stop: threading.Event) -> None:
+        while not stop.wait(self.refresh_s):
+            try:
+                self.refresh(force=False)
+            except Exception as e:  # a locked or missing ledger: say so, keep polling
+                self._error = f"{type(e).__name__}: {e}"[:200]
+                self._show_status()
+
+    def stop(self) -> None:
+        """Stop polling; the widgets keep their last state."""
+        self._halt()
+        self._show_status()
+
+    def _halt(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop polling and close the widgets."""
+        if "_stop" in self.__dict__:  # not when __init__ failed half-way
+            self._halt()
+        for name in ("latency_fig", "spend_fig", "gauge_fig"):
+            if self.__dict__.get(name) is not None:
+                self.__dict__[name].close()
+        super().close()
+
+    def __repr__(self) -> str:
+        state = "live" if self.running else "stopped"
+        budget = f", budget ${self.budget_usd:g}" if self.budget_usd else ""
+        return f"Dashboard({state}, {self.rows} ledger rows, spend ${self.spend_usd:.6f}{budget}{self.note})"

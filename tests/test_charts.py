@@ -1,0 +1,207 @@
+"""Chart builders: the data in each figure equals what the ledger holds; filters narrow it;
+empty ledgers give a titled empty chart. Also the notebook reprs (AttemptList, UsageSummary)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from cognitionos_kit import Kit, LatencyModel, SimulatedProvider, charts
+from cognitionos_kit.notebook.reprs import AttemptList, UsageSummary
+
+USERS = ("alice", "bob", "carol")
+
+
+@pytest.fixture
+def busy(tmp_path):
+    """A Kit with a flaky provider in front of the simulated one, and 30 recorded calls."""
+    flaky = SimulatedProvider(name="flaky", seed=3, failure_rate=0.3, latency=LatencyModel(scale=0))
+    kit = Kit(tmp_path / "busy", providers=[flaky, "simulated"], dotenv=False, simulated_latency=LatencyModel(scale=0))
+    for i in range(30):
+        kit.complete(f"Explain idea number {i} about caching", role=("planner", "executor", "critic")[i % 3],
+                     user_id=USERS[i % 3], max_tokens=(40, 90)[i % 2], experiment_id="exp-a" if i < 20 else "exp-b")
+    yield kit
+    kit.close()
+
+
+def _keys(df):
+    return df["provider"] + "/" + df["model"]
+
+
+def test_latency_percentile_markers_equal_numpy(busy):
+    df = busy.usage()
+    ok = df[df["status"] == "ok"]
+    fig = busy.charts.latency()
+    assert isinstance(fig, go.Figure)
+    boxes = {t.name: t for t in fig.data if t.type == "box"}
+    assert set(boxes) == set(_keys(ok))
+    marks = {t.name: t for t in fig.data if t.type == "scatter"}
+    assert set(marks) == {"p50", "p95", "p99"}
+    for key, box in boxes.items():
+        lat = ok.loc[_keys(ok) == key, "latency_ms"].to_numpy(dtype=float)
+        assert sorted(box.x) == pytest.approx(sorted(lat))
+        for q in (50, 95, 99):
+            i = list(marks[f"p{q}"].y).index(key)
+            assert marks[f"p{q}"].x[i] == pytest.approx(np.percentile(lat, q, method="linear"))
+            assert marks[f"p{q}"].text[i].startswith(f"p{q} ")
+
+
+def test_percentiles_on_known_values():
+    import pandas as pd
+
+    lat = [10.0, 20.0, 30.0, 40.0, 1000.0]
+    df = pd.DataFrame({"status": "ok", "provider": "p", "model": "m", "latency_ms": lat})
+    marks = {t.name: t.x[0] for t in charts.latency_distribution(df).data if t.type == "scatter"}
+    assert marks == {"p50": 30.0, "p95": pytest.approx(808.0), "p99": pytest.approx(961.6)}
+
+
+def test_latency_over_time_holds_every_attempt(busy):
+    df = busy.usage()
+    fig = busy.charts.latency_over_time()
+    failed = [t for t in fig.data if t.name == "failed attempt"]
+    assert len(failed) == 1 and len(failed[0].y) == int((df["status"] != "ok").sum()) > 0
+    ok = df[df["status"] == "ok"]
+    for t in fig.data:
+        if t.name != "failed attempt":
+            assert list(t.y) == pytest.approx(ok.loc[_keys(ok) == t.name, "latency_ms"].tolist())
+    assert sum(len(t.y) for t in fig.data) == len(df)
+
+
+def test_cumulative_spend_ends_at_ledger_totals(busy):
+    df = busy.usage()
+    fig = busy.charts.spend_over_time()
+    lines = {t.name: t for t in fig.data}
+    assert lines["total"].y[-1] == pytest.approx(df["cost_usd"].sum())
+    assert list(lines["total"].y) == sorted(lines["total"].y)  # cumulative: never decreases
+    for provider, total in df.groupby("provider")["cost_usd"].sum().items():
+        assert lines[provider].y[-1] == pytest.approx(total)
+
+
+@pytest.mark.parametrize("by", ["user_id", "model", "provider"])
+def test_spend_by_equals_groupby(busy, by):
+    expected = busy.usage().groupby(by)["cost_usd"].sum()
+    bar = busy.charts.spend_by(by).data[0]
+    assert dict(zip(bar.x, bar.y)) == pytest.approx(expected.to_dict())
+    assert list(bar.y) == sorted(bar.y, reverse=True)
+    # and the same as the ledger's own SQL aggregation
+    sql = busy.spend(by=by).set_index(by)["cost_usd"]
+    assert dict(zip(bar.x, bar.y)) == pytest.approx(sql.to_dict())
+
+
+def test_spend_by_day_in_date_order(tmp_path):
+    kit = Kit(tmp_path / "days", dotenv=False, simulated_latency=LatencyModel(scale=0))
+    day = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    rows = [{"ts": day + timedelta(days=d), "request_id": f"r{d}{i}", "attempt": 1, "kind": "chat", "user_id": "u",
+             "provider": "simulated", "model": "sim-small", "status": "ok", "latency_ms": 5.0, "cost_usd": 0.01 * (d + 1)}
+            for d in (2, 0, 1) for i in range(2)]
+    kit.ledger.record(rows)
+    bar = kit.charts.spend_by("day").data[0]
+    assert list(bar.x) == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    assert list(bar.y) == pytest.approx([0.02, 0.04, 0.06])
+    assert list(kit.charts.spend_by("day", since="2026-03-02").data[0].x) == ["2026-03-02", "2026-03-03"]
+    assert list(kit.charts.spend_by("day", until=day + timedelta(days=1)).data[0].x) == ["2026-03-01"]
+    kit.close()
+
+
+def test_tokens_vs_latency_points_are_ledger_rows(busy):
+    ok = busy.usage(status="ok")
+    fig = busy.charts.tokens_vs_latency()
+    for t in fig.data:
+        if t.name.startswith("fit"):
+            continue
+        g = ok[_keys(ok) == t.name]
+        assert list(t.x) == g["completion_tokens"].astype(float).tolist()
+        assert list(t.y) == pytest.approx(g["latency_ms"].tolist())
+    assert sum(len(t.x) for t in fig.data if not t.name.startswith("fit")) == len(ok)
+    total = busy.charts.tokens_vs_latency(tokens="total_tokens")
+    assert sorted(x for t in total.data if not t.name.startswith("fit") for x in t.x) == sorted(ok["total_tokens"].astype(float))
+
+
+def test_filters_narrow_the_data_and_title(busy):
+    bar = busy.charts.spend_by("user_id", user_id="bob").data[0]
+    assert list(bar.x) == ["bob"]
+    assert bar.y[0] == pytest.approx(busy.usage(user_id="bob")["cost_usd"].sum())
+    exp = busy.usage(experiment_id="exp-b")
+    fig = busy.charts.latency_over_time(experiment_id="exp-b")
+    assert sum(len(t.y) for t in fig.data) == len(exp) < len(busy.usage())
+    assert "experiment exp-b" in fig.layout.title.text
+    fig = busy.charts.spend_over_time(provider="simulated")
+    assert [t.name for t in fig.data] == ["total"]
+    assert fig.data[0].y[-1] == pytest.approx(busy.usage(provider="simulated")["cost_usd"].sum())
+    future = datetime.now(timezone.utc) + timedelta(days=1)
+    assert "no calls" in busy.charts.latency(since=future).layout.title.text
+    assert "user dave" in busy.charts.latency(user_id="dave").layout.title.text
+    with pytest.raises(TypeError, match="unknown filter"):
+        busy.charts.latency(usr="bob")
+
+
+def test_empty_ledger_gives_titled_empty_charts(kit):
+    c = kit.charts
+    figs = [c.latency(), c.latency_over_time(), c.spend_over_time(), c.tokens_vs_latency()]
+    figs += [c.spend_by(by) for by in ("user_id", "model", "day", "provider")]
+    for fig in figs:
+        assert isinstance(fig, go.Figure) and not fig.data
+        assert "no calls" in fig.layout.title.text
+    # the module functions used by reports, on an empty frame
+    df = kit.usage()
+    for fn in (charts.latency_distribution, charts.cumulative_spend, charts.latency_over_time, charts.tokens_vs_latency):
+        assert "no calls" in fn(df).layout.title.text
+    assert "no calls" in charts.spend_by(df, "user_id").layout.title.text
+
+
+def test_unpriced_calls_are_not_counted_as_spend(kit):
+    kit.ledger.record([{"request_id": "r1", "attempt": 1, "provider": "local", "model": "m", "status": "ok",
+                        "latency_ms": 3.0, "cost_usd": None}])
+    fig = kit.charts.spend_over_time()
+    assert not fig.data and "no calls with a known cost" in fig.layout.title.text
+    kit.complete("hello", user_id="x")
+    fig = kit.charts.spend_over_time()
+    assert "1 unpriced" in fig.layout.title.text
+    assert fig.data[0].y[-1] == pytest.approx(kit.usage()["cost_usd"].sum())
+
+
+def test_charts_render_without_cdn(busy):
+    html = busy.charts.latency().to_html(include_plotlyjs=False, full_html=False)
+    assert "cdn" not in html.lower()
+
+
+# --- reprs ---------------------------------------------------------------------------------
+def test_attempt_list_renders(tmp_path):
+    flaky = SimulatedProvider(name="flaky")
+    kit = Kit(tmp_path / "h", providers=[flaky, "simulated"], dotenv=False, simulated_latency=LatencyModel(scale=0))
+    flaky.fail_next(1, "overloaded")
+    attempts = AttemptList(kit.complete("hi there", user_id="u").attempts)
+    html, text = attempts._repr_html_(), str(attempts)
+    assert "<table" in html and "overloaded" in html and "flaky" in html and "simulated" in html
+    assert text.splitlines()[0] == "2 attempt(s): flaky -> simulated"
+    assert "overloaded" in text.splitlines()[2] and "ok" in text.splitlines()[3]
+    assert list(attempts.to_frame()["status"]) == ["error", "ok"]
+    assert isinstance(attempts, list) and len(attempts) == 2
+    kit.close()
+
+
+def test_usage_summary_numbers(busy):
+    df = busy.usage()
+    s = UsageSummary(df)
+    ok = df[df["status"] == "ok"]
+    assert s.calls == df["request_id"].nunique() == 30
+    assert s.attempts == len(df) and s.failures == int((df["status"] != "ok").sum()) > 0
+    assert s.spend_usd == pytest.approx(df["cost_usd"].sum())
+    assert s.p50_ms == pytest.approx(np.percentile(ok["latency_ms"], 50))
+    assert s.p95_ms == pytest.approx(np.percentile(ok["latency_ms"], 95))
+    by = s.by_provider.set_index("provider")
+    assert by.loc["flaky", "failures"] == s.failures
+    assert by["answered"].sum() == 30 and by["attempts"].sum() == len(df)
+    html, text = s._repr_html_(), repr(s)
+    for needle in (f"{s.calls} calls", f"{s.attempts} attempts", f"{s.failures} failed", f"${s.spend_usd:.6f}"):
+        assert needle in html and needle in text
+    assert "flaky" in text.splitlines()[2] and "<table" in html
+
+
+def test_usage_summary_of_empty_ledger(kit):
+    s = UsageSummary(kit.usage())
+    assert (s.calls, s.attempts, s.spend_usd, s.p50_ms) == (0, 0, 0.0, None)
+    assert "no calls" in repr(s) and "no calls" in s._repr_html_()

@@ -1,0 +1,101 @@
+"""The live dashboard: FigureWidgets equal the ledger after refresh(), the background thread picks
+up new calls without being asked, a budget gauge shows spend, an empty ledger does not crash."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from cognitionos_kit.notebook.dashboard import Dashboard, dashboard
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_costs_and_latency.ipynb"
+
+
+def _calls(kit, n, user="alice"):
+    for i in range(n):
+        kit.complete(f"Question {i} about ledgers", user_id=user, role=("planner", "executor")[i % 2])
+
+
+def test_empty_ledger_then_refresh_reflects_calls(kit):
+    d = kit.dashboard(refresh_s=None, budget_usd=0.05)
+    assert isinstance(d, Dashboard)
+    assert isinstance(d.latency_fig, go.FigureWidget) and isinstance(d.spend_fig, go.FigureWidget)
+    assert "no calls" in d.latency_fig.layout.title.text and not d.latency_fig.data
+    assert d.gauge_fig.data[0].value == 0
+    assert "no calls" in d.summary.value
+
+    _calls(kit, 6)
+    assert d.refresh() is True
+    df = kit.usage()
+    ok = df[df["status"] == "ok"]
+    boxes = {t.name: t for t in d.latency_fig.data if t.type == "box"}
+    assert set(boxes) == set(ok["provider"] + "/" + ok["model"])
+    assert sum(len(b.x) for b in boxes.values()) == len(ok)
+    p95 = next(t for t in d.latency_fig.data if t.name == "p95")
+    for key, box in boxes.items():
+        assert p95.x[list(p95.y).index(key)] == pytest.approx(np.percentile(box.x, 95))
+    assert d.latency_fig.layout.annotations == ()  # the "no calls" note is gone
+    assert d.spend_fig.data[0].y[-1] == pytest.approx(df["cost_usd"].sum())
+    assert d.gauge_fig.data[0].value == pytest.approx(df["cost_usd"].sum()) == pytest.approx(d.spend_usd)
+    assert "6 calls" in d.summary.value
+    assert d.refresh(force=False) is False  # nothing new: no ledger read
+
+    _calls(kit, 2, user="bob")
+    assert d.refresh(force=False) is True
+    assert d.gauge_fig.data[0].value == pytest.approx(kit.usage()["cost_usd"].sum())
+    assert "8 calls" in d.summary.value
+    d.close()
+
+
+def test_filters_apply(kit):
+    _calls(kit, 3, "alice")
+    _calls(kit, 2, "bob")
+    d = dashboard(kit, refresh_s=None, user_id="bob")
+    assert "user bob" in d.latency_fig.layout.title.text
+    assert d.spend_fig.data[0].y[-1] == pytest.approx(kit.usage(user_id="bob")["cost_usd"].sum())
+    assert "2 calls" in d.summary.value
+    assert d.gauge_fig is None
+    d.close()
+
+
+def test_background_thread_updates_without_refresh_call(kit):
+    d = kit.dashboard(refresh_s=0.02, budget_usd=1.0)
+    assert d.running
+    _calls(kit, 3)
+    spend = kit.usage()["cost_usd"].sum()
+    deadline = time.monotonic() + 30
+    while d.gauge_fig.data[0].value != pytest.approx(spend) and time.monotonic() < deadline:
+        time.sleep(0.02)  # nobody calls refresh(): the dashboard's thread must notice the calls
+    assert d.gauge_fig.data[0].value == pytest.approx(spend)
+    d.stop()
+    assert not d.running and not d._thread.is_alive()
+    assert "stopped" in d.status_line.value and "stopped" in repr(d)
+    d.start()
+    assert d.running
+    d.close()
+    assert not d._thread.is_alive()
+
+
+def test_bad_arguments(kit):
+    with pytest.raises(ValueError, match="refresh_s"):
+        kit.dashboard(refresh_s=0)
+    with pytest.raises(ValueError, match="budget_usd"):
+        kit.dashboard(budget_usd=-1)
+    with pytest.raises(TypeError, match="unknown filter"):
+        kit.dashboard(refresh_s=None, usr="x")
+
+
+def test_notebook_03_loads_no_script_from_a_cdn():
+    text = NOTEBOOK.read_text(encoding="utf-8")
+    # saved widget state would embed plotly's 5 MB widget bundle (which names CDN URLs) per FigureWidget
+    assert len(text) < 1_000_000, "strip metadata.widgets (NotebookClient(store_widget_state=False))"
+    nb = json.loads(text)
+    outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
+    assert "<script src=" not in outputs.replace('"', "'").replace("\\'", "'")
+    assert "cdn." not in outputs.lower() and "cdn.plot.ly" not in text and "cdn.jsdelivr" not in text
+    assert 'pio.renderers.default = "plotly_mimetype"' in "".join(nb["cells"][1]["source"])
