@@ -21,6 +21,7 @@ demo: setup
 OFFLINE := env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u OPENAI_BASE_URL -u ANTHROPIC_BASE_URL COGNITIONOS_DOTENV=0
 
 test: setup
+	sh tools/ensure_chromium.sh
 	$(OFFLINE) $(PY) -m pytest -q
 
 notebooks: setup

@@ -1,0 +1,239 @@
+"""A prompt playground widget: type a prompt, pick provider/model/role, Run, watch it stream.
+
+``kit.playground()`` (or ``compare=True`` to run one prompt on several models side by side).
+Every control is an attribute (``.prompt``, ``.model``, ``.run_button``...) and ``.run()`` is what
+the button calls, so the widget can be driven from code and tests without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from ..errors import InvalidRequestError, StreamInterruptedError
+from ..router import DEFAULT_ROLE
+from ..types import ROLES, Completion
+
+if TYPE_CHECKING:
+    from ..kit import Kit
+
+AUTO = "auto (fallback chain)"
+_UPDATE_EVERY_S = 0.03  # stream repaint interval: fast enough to look live, light on the comm
+_LABEL = {"description_width": "90px"}
+_INDENT = "98px"  # label width + its margin: lines the button and answer up with the inputs
+_FONT = "font-family:var(--jp-content-font-family,system-ui,sans-serif)"
+_ANSWER_BOX = (
+    f"{_FONT};font-size:14px;line-height:1.5;white-space:pre-wrap;word-break:break-word;"
+    "border:1px solid var(--jp-border-color1,#ccc);border-radius:6px;padding:10px 12px;"
+    "min-height:3em;background:var(--jp-layout-color0,#fff);color:var(--jp-content-font-color1,#222)"
+)
+
+
+def _answer_html(text: str, placeholder: str = "The answer appears here.") -> str:
+    if not text:
+        grey = "color:var(--jp-content-font-color3,#999)"
+        return f"<div class='cok-answer-empty' style='{_ANSWER_BOX};{grey}'>{placeholder}</div>"
+    return f"<div class='cok-answer' style='{_ANSWER_BOX}'>{html.escape(text)}</div>"
+
+
+def _footer_html(c: Completion) -> str:
+    cost = "n/a" if c.cost_usd is None else f"${c.cost_usd:.6f}"
+    parts = [c.provider, c.model, f"{c.prompt_tokens}+{c.completion_tokens} tokens", cost, f"{c.latency_ms:.0f} ms"]
+    line = " · ".join(html.escape(p) for p in parts)
+    if len(c.attempts) > 1:
+        path = " → ".join(html.escape(f"{a.provider} ({a.error_type or a.status})") for a in c.attempts)
+        line += f"<br><span style='color:#a15c00'>fallback: {path}</span>"
+    style = f"{_FONT};color:var(--jp-content-font-color2,#666);font-size:12px;line-height:1.4"
+    return f"<div class='cok-footer' style='{style}'>{line}</div>"
+
+
+def _error_html(exc: BaseException) -> str:
+    """One readable line (the first line of the message), never a traceback."""
+    first, *rest = (str(exc) or type(exc).__name__).splitlines()
+    more = ""
+    if rest:  # e.g. every failed attempt of an AllProvidersFailedError, kept on the same line
+        more = f" <span style='color:#888'>({html.escape('; '.join(r.strip() for r in rest))})</span>"
+    return (
+        f"<div class='cok-error' style='{_FONT};color:#b00020;font-size:13px;line-height:1.4'>"
+        f"<b>{html.escape(type(exc).__name__)}</b>: {html.escape(first)}{more}</div>"
+    )
+
+
+def model_choices(kit: "Kit", provider: str | None = None) -> list[tuple[str, str]]:
+    """(provider, model) pairs the kit can use now: role defaults then the ladder, per provider."""
+    pairs = []
+    for p in kit.chain if provider is None else [provider]:
+        models = list(kit.router.role_models.get(p, {}).values()) + kit.router.ladders.get(p, [])
+        pairs += [(p, m) for m in dict.fromkeys(models)]
+    return pairs
+
+
+class _Card(w.VBox):
+    """One model's result in compare mode: title, streamed answer, footer, error."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.target = (provider, model)
+        name = html.escape(f"{provider} / {model}")
+        self.title = w.HTML(f"<div style='{_FONT};font-weight:600'>{name}</div>")
+        self.output = w.HTML(_answer_html("", "Waiting…"))
+        self.footer = w.HTML()
+        self.error = w.HTML()
+        super().__init__([self.title, self.output, self.footer, self.error], layout=w.Layout(min_width="0"))
+
+
+class Playground(w.VBox):
+    """Prompt and system text, provider/model/role pickers, temperature, max_tokens, user_id, Run."""
+
+    def __init__(self, kit: "Kit", *, compare: bool = False, prompt: str = "") -> None:
+        self.kit = kit
+        self.compare = compare
+        self.completion: Completion | None = None
+        self.completions: list[Completion | None] = []
+        cell = lambda: w.Layout(width="auto", min_width="0")  # noqa: E731  (fills one column of the controls grid)
+        self.prompt = w.Textarea(value=prompt, placeholder="Type a prompt…", description="Prompt",
+                                 style=_LABEL, layout=w.Layout(width="100%", height="90px"))
+        self.system = w.Textarea(placeholder="Optional system prompt", description="System",
+                                 style=_LABEL, layout=w.Layout(width="100%", height="48px"))
+        self.provider = w.Dropdown(options=[(AUTO, "")] + [(p, p) for p in kit.chain], value="",
+                                   description="Provider", style=_LABEL, layout=cell())
+        if compare:
+            self.model = w.SelectMultiple(description="Models", style=_LABEL, layout=cell())
+        else:
+            self.model = w.Dropdown(description="Model", style=_LABEL, layout=cell())
+        self.role = w.Dropdown(options=[(f"default ({DEFAULT_ROLE})", "")] + [(r, r) for r in ROLES], value="",
+                               description="Role", style=_LABEL, layout=cell())
+        self.temperature = w.FloatSlider(value=0.7, min=0.0, max=2.0, step=0.1, description="Temperature",
+                                         style=_LABEL, readout_format=".1f", layout=cell())
+        self.max_tokens = w.BoundedIntText(value=kit.default_max_tokens, min=1, max=200_000,
+                                           description="Max tokens", style=_LABEL, layout=cell())
+        self.user_id = w.Text(placeholder="optional", description="User id", style=_LABEL, layout=cell())
+        self.run_button = w.Button(description="Compare" if compare else "Run", button_style="primary",
+                                   tooltip="Send the prompt", layout=w.Layout(width="120px"))
+        self.status = w.HTML()
+        self.error = w.HTML()
+        self.output = w.HTML(_answer_html(""))
+        self.footer = w.HTML()
+        self.cards: list[_Card] = []
+        self.results = w.GridBox(layout=w.Layout(grid_gap="12px"))
+
+        self.provider.observe(lambda _: self._fill_models(), names="value")
+        self._fill_models()
+        self.run_button.on_click(lambda _: self.run())
+
+        controls = w.GridBox(
+            [self.provider, self.model, self.role, self.temperature, self.max_tokens, self.user_id],
+            layout=w.Layout(grid_template_columns="repeat(3, minmax(0, 1fr))", grid_gap="2px 16px",
+                            align_items="flex-start"),
+        )
+        actions = w.HBox([self.run_button, self.status],
+                         layout=w.Layout(align_items="center", grid_gap="12px", margin=f"4px 0 0 {_INDENT}"))
+        for box in (self.error, self.output, self.footer, self.results):
+            box.layout.margin = f"0 0 0 {_INDENT}"
+        body = [self.results] if compare else [self.output, self.footer]
+        super().__init__([self.prompt, self.system, controls, actions, self.error, *body],
+                         layout=w.Layout(width="100%", max_width="1100px", grid_gap="4px"))
+        self.add_class("cok-playground")
+
+    def __repr__(self) -> str:  # the text fallback where widgets cannot render (GitHub, a terminal)
+        mode = "compare mode, " if self.compare else ""
+        return f"Playground({mode}chain={self.kit.chain}): run the cell in Jupyter to use it"
+
+    # --- pickers ------------------------------------------------------------------------
+    def _fill_models(self) -> None:
+        pairs = model_choices(self.kit, self.provider.value or None)
+        if self.compare:
+            self.model.options = [(f"{p} / {m}", (p, m)) for p, m in pairs]
+            self.model.rows = max(2, min(len(pairs), 6))
+            self.model.value = tuple(v for _, v in self.model.options[:3])
+        else:
+            auto = not self.provider.value
+            labels = [(f"{m}  ({p})" if auto else m, m) for p, m in pairs]
+            self.model.options = [("from role", "")] + _dedupe(labels)
+            self.model.value = ""
+
+    # --- running ------------------------------------------------------------------------
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(
+            system=self.system.value or None, role=self.role.value or None,
+            temperature=float(self.temperature.value), max_tokens=int(self.max_tokens.value),
+            user_id=self.user_id.value.strip() or None,
+        )
+
+    def run(self) -> Completion | list[Completion | None] | None:
+        """Send the prompt (each selected model in compare mode); errors show in ``.error``."""
+        self.error.value = ""
+        self.run_button.disabled = True
+        self.status.value = "<span style='color:#888'>running…</span>"
+        try:
+            if self.compare:
+                return self._run_compare()
+            self.footer.value = ""
+            self.output.value = _answer_html("", "Waiting for the first tokens…")
+            provider = self.provider.value
+            self.completion = _stream_into(
+                self.kit, self.prompt.value, self.output, self.footer, self.error,
+                model=self.model.value or None, providers=[provider] if provider else None, **self._kwargs(),
+            )
+            return self.completion
+        finally:
+            self.run_button.disabled = False
+            self.status.value = ""
+
+    def _run_compare(self) -> list[Completion | None]:
+        targets = list(self.model.value)
+        if not targets:
+            self.error.value = _error_html(InvalidRequestError("pick at least one model to compare"))
+            return []
+        if not self.prompt.value.strip():
+            self.error.value = _error_html(InvalidRequestError("prompt is empty: type something to send"))
+            return []
+        self.cards = [_Card(p, m) for p, m in targets]
+        n = min(len(self.cards), 3)
+        self.results.layout.grid_template_columns = f"repeat({n}, minmax(0, 1fr))"
+        self.results.children = self.cards
+        self.completions = [
+            _stream_into(self.kit, self.prompt.value, c.output, c.footer, c.error,
+                         model=c.target[1], providers=[c.target[0]], **self._kwargs())
+            for c in self.cards
+        ]
+        return self.completions
+
+
+def _dedupe(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    return [(lab, v) for lab, v in labels if not (v in seen or seen.add(v))]
+
+
+def _stream_into(
+    kit: "Kit", prompt: str, output: w.HTML, footer: w.HTML, error: w.HTML, **kwargs: Any
+) -> Completion | None:
+    """Stream one answer into ``output``; footer on success, a one-line error otherwise."""
+    text = ""
+    try:
+        stream = kit.stream(prompt, **kwargs)
+        last = 0.0
+        for chunk in stream:
+            text += chunk
+            if time.monotonic() - last >= _UPDATE_EVERY_S:
+                output.value = _answer_html(text)
+                last = time.monotonic()
+        output.value = _answer_html(text)
+        c = stream.completion
+        footer.value = _footer_html(c) if c else ""
+        return c
+    except StreamInterruptedError as exc:
+        output.value = _answer_html(text)
+        error.value = _error_html(exc)
+        return exc.completion
+    except Exception as exc:  # KitErrors and anything else: a widget must never dump a traceback wall
+        output.value = _answer_html(text, "No answer.")
+        error.value = _error_html(exc)
+    return None
+
+
+def playground(kit: "Kit", *, compare: bool = False, prompt: str = "") -> Playground:
+    """Build a playground bound to ``kit``; display it as a cell's last expression."""
+    return Playground(kit, compare=compare, prompt=prompt)

@@ -1,0 +1,259 @@
+"""End to end in a real browser: JupyterLab on a loopback port, Debian's chromium driven by Playwright.
+
+Opens ``04_playground``, runs every cell, types a prompt in the playground, clicks Run and waits for
+the streamed answer and its cost line; then opens the charts notebook and checks plotly drew traces.
+Screenshots land in the test's temporary folder (printed at the end). Any page error fails the test.
+Needs /usr/bin/chromium: ``tools/ensure_chromium.sh`` installs it (``make test`` runs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PLAYGROUND_NOTEBOOK = "04_playground.ipynb"
+CHARTS_NOTEBOOK = "03_costs_and_latency.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SERVER_START_S = 60
+RUN_ALL_MS = 120_000  # all cells of one notebook, kernel start included
+STEP_MS = 30_000  # one UI step: a click's answer, a chart drawn
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+_STRIP_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "COGNITIONOS_HOME")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _copy_notebooks(root: Path) -> None:
+    """Copy the notebooks without outputs or widget state, so nothing stale can satisfy a wait."""
+    (root / "notebooks").mkdir(parents=True)
+    (root / "data").mkdir()
+    for name in {PLAYGROUND_NOTEBOOK, CHARTS_NOTEBOOK}:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        nb.metadata.pop("widgets", None)
+        nbformat.write(nb, root / "notebooks" / name)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on a free loopback port, offline, with fresh Jupyter folders."""
+    root = tmp_path_factory.mktemp("lab")
+    _copy_notebooks(root)
+    jupyter = root / ".jupyter"
+    settings = jupyter / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))  # no news toast, no network
+    env = {k: v for k, v in os.environ.items() if k not in _STRIP_ENV}
+    env.update(
+        COGNITIONOS_DOTENV="0", JUPYTER_CONFIG_DIR=str(jupyter / "config"), JUPYTER_DATA_DIR=str(jupyter / "data"),
+        JUPYTER_RUNTIME_DIR=str(jupyter / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(jupyter / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(jupyter / "workspaces"), IPYTHONDIR=str(jupyter / "ipython"),
+    )
+    port, token = _free_port(), secrets.token_hex(16)
+    log = open(root / "jupyterlab.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}",
+         "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}"],
+        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{(root / 'jupyterlab.log').read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not answer within {SERVER_START_S}s:\n"
+                                f"{(root / 'jupyterlab.log').read_text()[-3000:]}")
+                time.sleep(0.25)
+        yield {"base": base, "token": token, "root": root}
+    finally:
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown", method="POST",
+                                         headers={"Authorization": f"token {token}"})
+            urllib.request.urlopen(req, timeout=5).read()
+            proc.wait(timeout=10)
+        except Exception:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # kernels and anything else the server started
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    """A fresh chromium profile; yields (context, problems): page errors and requests leaving loopback."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} not found: run tools/ensure_chromium.sh (make test does) to install Debian's chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser test needs playwright and jupyterlab: pip install -e '.[dev]'")
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(lab["root"] / ".chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1800},
+        )
+        context.set_default_timeout(STEP_MS)
+        context.on("page", lambda page: page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}")))
+        context.on("request", lambda r: None if r.url.startswith((lab["base"], "data:", "blob:"))
+                   else errors.append(f"request off loopback (a CDN?): {r.url}"))
+        try:
+            yield context, errors
+        finally:
+            context.close()
+
+
+@contextlib.contextmanager
+def _screenshot_on_failure(page, path: Path):
+    """Keep what the page looked like when a step failed (next to the other screenshots)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(path))
+        raise
+
+
+def _open_and_run_all(context, lab, name: str):
+    """Open a notebook, run all cells, wait until every code cell has run and the kernel is idle."""
+    page = context.new_page()
+    with _screenshot_on_failure(page, _shots(lab) / f"failed_run_{name}.png"):
+        return _run_all(page, lab, name)
+
+
+def _run_all(page, lab, name: str):
+    page.goto(f"{lab['base']}/lab/tree/notebooks/{name}?token={lab['token']}")
+    page.wait_for_function(
+        """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                   const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+                   return !!k && k.status === 'idle' && w.content && w.content.widgets.length > 0; }""",
+        timeout=RUN_ALL_MS,
+    )
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    state = page.wait_for_function(
+        """() => { const w = window.jupyterapp.shell.currentWidget;
+                   const cells = w.content.widgets.filter(c => c.model.type === 'code');
+                   for (const c of cells) {
+                     for (let i = 0; i < c.model.outputs.length; i++) {
+                       const o = c.model.outputs.get(i);
+                       if (o.type === 'error') return {error: o.toJSON().ename + ': ' + o.toJSON().evalue};
+                     }
+                   }
+                   const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim());
+                   const ran = cells.every(c => Number.isInteger(c.model.executionCount))
+                               && prompts.length === cells.length && prompts.every(p => /^\\[\\d+\\]:?$/.test(p));
+                   return ran && w.sessionContext.session.kernel.status === 'idle' ? {ok: cells.length} : false; }""",
+        timeout=RUN_ALL_MS,
+    ).json_value()
+    assert "ok" in state, f"{name}: a cell failed: {state['error']}"
+    return page
+
+
+def _shots(lab) -> Path:
+    folder = lab["root"] / "screenshots"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def test_playground_runs_in_jupyterlab(lab, browser):
+    context, errors = browser
+    page = _open_and_run_all(context, lab, PLAYGROUND_NOTEBOOK)
+    shots = _shots(lab)
+    with _screenshot_on_failure(page, shots / "failed_playground.png"):
+        _check_playground(page, shots)
+    assert not errors, f"page errors: {errors}"
+    print(f"\nscreenshots: {shots}")
+
+
+def _check_playground(page, shots: Path) -> None:
+    # the magic's answer and footer were drawn
+    magic_cell = page.locator(".jp-CodeCell").filter(has_text="%%llm executor")
+    magic_out = magic_cell.locator(".jp-OutputArea").inner_text()
+    assert "(simulated sim-small)" in magic_out and "$" in magic_out and " ms" in magic_out
+    magic_cell.screenshot(path=str(shots / "magic.png"))
+
+    pg = page.locator(".cok-playground").first
+    pg.scroll_into_view_if_needed()
+    assert pg.locator(".cok-answer").count() == 0  # nothing answered before the click
+    pg.get_by_role("textbox", name="Prompt").fill("Explain vector databases in two sentences")
+    pg.get_by_role("button", name="Run", exact=True).click()
+    answer = pg.locator(".cok-answer")
+    answer.filter(has_text="(simulated").wait_for()  # the first chunks (the answer streams in)
+    footer = pg.locator(".cok-footer")
+    footer.filter(has_text="$").wait_for()  # the cost line comes once the stream is complete
+    assert "databases" in answer.inner_text()  # the typed prompt reached the kernel
+    assert "simulated" in footer.inner_text() and "tokens" in footer.inner_text() and " ms" in footer.inner_text()
+    pg.screenshot(path=str(shots / "playground.png"))
+
+    cmp_pg = page.locator(".cok-playground").nth(1)
+    cmp_pg.scroll_into_view_if_needed()
+    cmp_pg.get_by_role("button", name="Compare", exact=True).click()
+    cmp_pg.locator(".cok-footer").nth(2).filter(has_text="$").wait_for()
+    assert cmp_pg.locator(".cok-answer").count() == 3
+    cmp_pg.screenshot(path=str(shots / "playground_compare.png"))
+    page.screenshot(path=str(shots / "playground_page.png"))
+
+
+def test_charts_are_drawn(lab, browser):
+    context, errors = browser
+    page = _open_and_run_all(context, lab, CHARTS_NOTEBOOK)
+    shots = _shots(lab)
+    with _screenshot_on_failure(page, shots / "failed_charts.png"):
+        _check_charts(page, shots)
+    assert not errors, f"page errors: {errors}"
+    print(f"\nscreenshots: {shots}")
+
+
+def _check_charts(page, shots: Path) -> None:
+    plots = page.locator(".js-plotly-plot")
+    plots.last.scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .trace, .js-plotly-plot .point').length > 0",
+                           timeout=STEP_MS)
+    expected = page.evaluate(
+        """() => window.jupyterapp.shell.currentWidget.content.widgets
+                 .filter(c => c.model.type === 'code')
+                 .reduce((n, c) => { for (let i = 0; i < c.model.outputs.length; i++)
+                     if ('application/vnd.plotly.v1+json' in c.model.outputs.get(i).data) n++; return n; }, 0)""")
+    assert expected >= 1, f"{CHARTS_NOTEBOOK} produced no plotly chart output"
+    # FigureWidgets (e.g. a dashboard) draw more plots than there are plotly outputs, never fewer
+    assert plots.count() >= expected, f"{expected} plotly outputs but {plots.count()} drawn"
+    for i in range(plots.count()):
+        plot = plots.nth(i)
+        plot.scroll_into_view_if_needed()
+        assert plot.locator(".trace, .point").count() > 0, f"chart {i + 1} of {CHARTS_NOTEBOOK} has no traces"
+        plot.screenshot(path=str(shots / f"chart_{i + 1}.png"))

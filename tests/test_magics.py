@@ -1,0 +1,156 @@
+"""The %%llm magic: line parsing, {variable} interpolation, and a real IPython shell end to end."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+import cognitionos_kit
+from cognitionos_kit.notebook.magics import interpolate, parse_line, resolve_target
+
+
+# --- parsing -----------------------------------------------------------------------------
+def test_defaults():
+    a = parse_line("")
+    assert (a.target, a.user, a.max_cost, a.format, a.var, a.kit) == (None, None, None, "markdown", "_llm", None)
+
+
+def test_every_flag_with_space_or_equals():
+    a = parse_line("planner --user ann --max-cost 0.01 --format=code --as result "
+                   "--system 'Be brief.' --max-tokens 64 --temperature=0.3 --kit mykit")
+    assert a.target == "planner" and a.user == "ann" and a.max_cost == 0.01 and a.format == "code"
+    assert a.var == "result" and a.system == "Be brief." and a.max_tokens == 64
+    assert a.temperature == 0.3 and a.kit == "mykit"
+
+
+def test_negative_temperature_value_is_a_value_not_a_flag():
+    assert parse_line("--temperature -0.5").temperature == -0.5
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("--bogus 1", ["unknown option '--bogus'", "--user", "--max-cost", "--format", "--as"]),
+        ("--format html", ["markdown, code, text"]),
+        ("--max-cost abc", ["--max-cost needs a positive number"]),
+        ("--max-cost -1", ["--max-cost needs a positive number"]),
+        ("--max-tokens 1.5", ["--max-tokens needs a positive integer"]),
+        ("--as 1abc", ["--as needs a Python variable name"]),
+        ("--as class", ["--as needs a Python variable name"]),
+        ("--user", ["--user needs a value"]),
+        ("gpt-4o planner", ["unexpected 'planner'"]),
+        ("--system 'unclosed", ["cannot parse"]),
+    ],
+)
+def test_bad_lines_are_one_line_usage_errors(line, words):
+    with pytest.raises(UsageError) as e:
+        parse_line(line)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_target_resolution(kit):
+    assert resolve_target(None, kit) == {}
+    assert resolve_target("critic", kit) == {"role": "critic"}
+    assert resolve_target("sim-large", kit) == {"model": "sim-large"}
+    assert resolve_target("gpt-4o-mini", kit) == {"model": "gpt-4o-mini"}  # known prefix, routed by the kit
+    assert resolve_target("openai:llama3", kit) == {"model": "openai:llama3"}
+    with pytest.raises(UsageError) as e:
+        resolve_target("gtp4", kit)
+    msg = str(e.value)
+    assert "\n" not in msg and "'gtp4'" in msg
+    for accepted in ("planner", "executor", "critic", "summarizer", "sim-small", "claude-*", "gpt-*"):
+        assert accepted in msg
+
+
+# --- interpolation -----------------------------------------------------------------------
+def test_interpolation_from_namespace():
+    ns = {"topic": "DuckDB", "n": 3, "price": 0.12345, "doc": {"title": "Ledger"}, "items": ["a", "b"]}
+    out = interpolate("List {n} facts on {topic} ({doc[title]}, {items[1]}) at ${price:.2f}", ns)
+    assert out == "List 3 facts on DuckDB (Ledger, b) at $0.12"
+
+
+def test_escaped_braces_stay_literal():
+    assert interpolate('Return JSON like {{"name": "{who}"}}', {"who": "ann"}) == 'Return JSON like {"name": "ann"}'
+
+
+def test_missing_name_is_named():
+    with pytest.raises(UsageError) as e:
+        interpolate("Tell me about {topic} and {missing}", {"topic": "x"})
+    assert "{missing} is not defined" in str(e.value) and "{{" in str(e.value)
+
+
+@pytest.mark.parametrize("template", ["an empty {} field", "a stray } brace", "an unclosed { brace"])
+def test_malformed_fields_are_usage_errors(template):
+    with pytest.raises(UsageError) as e:
+        interpolate(template, {})
+    assert "\n" not in str(e.value)
+
+
+# --- end to end in a real IPython shell ----------------------------------------------------
+@pytest.fixture
+def shell(kit, tmp_path, monkeypatch):
+    """A real IPython shell (no history file, its own IPYTHONDIR), cleared afterwards."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    cfg = Config()
+    cfg.HistoryManager.enabled = False
+    sh = InteractiveShell.instance(config=cfg)
+    sh.run_line_magic("load_ext", "cognitionos_kit")
+    sh.user_ns["kit"] = kit
+    yield sh
+    InteractiveShell.clear_instance()  # later tests must not see a global shell
+
+
+def test_magic_streams_and_stores_the_completion(shell, kit, capsys):
+    shell.user_ns["topic"] = "vector indexes"
+    result = shell.run_cell("%%llm planner --kit kit --as answer --user ann\nExplain {topic} in two sentences")
+    assert result.success, result.error_in_exec
+    c = shell.user_ns["answer"]
+    assert c.provider == "simulated" and c.model == "sim-large" and c.user_id == "ann"
+    assert c.content.startswith("(simulated sim-large)") and "vector" in c.content
+    # the interpolated prompt is what was sent: same answer as calling the kit directly
+    direct = kit.complete("Explain vector indexes in two sentences", role="planner")
+    assert direct.content == c.content
+    out = capsys.readouterr().out
+    assert c.content in out and f"${c.cost_usd:.6f}" in out and " ms" in out  # answer, then the footer
+    usage = kit.usage()
+    assert list(usage["user_id"]).count("ann") == 1
+
+
+def test_magic_default_variable_and_model(shell):
+    assert shell.run_cell("%%llm sim-nano --kit kit --format text\nhello").success
+    assert shell.user_ns["_llm"].model == "sim-nano"
+
+
+def test_magic_errors_are_one_liners_not_tracebacks(shell, capsys):
+    for cell in ("%%llm gtp4 --kit kit\nhi", "%%llm --kit kit --nope\nhi", "%%llm --kit kit\nhi {undefined_name}",
+                 "%%llm --kit kit\n   ", "%%llm --kit nokit\nhi", "%%llm sim-huge --kit kit\nhi",
+                 "%%llm --kit kit --max-cost 0.0000001\nhi"):
+        shell.run_cell(cell)
+        err = capsys.readouterr().err
+        assert err.startswith("UsageError: ") and err.count("\n") == 1 and "Traceback" not in err, (cell, err)
+    assert "_llm" not in shell.user_ns
+
+
+def test_extension_is_not_imported_with_the_package():
+    import subprocess
+    import sys
+
+    code = "import cognitionos_kit, sys; print('IPython' in sys.modules, 'ipywidgets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+    assert callable(cognitionos_kit.load_ipython_extension)
+
+
+def test_magic_stream_broken_midway_keeps_the_partial_answer(shell, kit, capsys):
+    kit.simulated.fail_next(1, "server_error", mid_stream=True)
+    shell.run_cell("%%llm --kit kit --as part\nExplain how a token ledger works")
+    err = capsys.readouterr().err
+    assert err.startswith("UsageError: the stream broke (partial answer kept in part)") and err.count("\n") == 1
+    part = shell.user_ns["part"]
+    assert part.content.startswith("(simulated") and part.attempts[-1].status == "interrupted"
