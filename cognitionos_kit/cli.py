@@ -1,4 +1,4 @@
-"""Command line: ``python -m cognitionos_kit demo | status``."""
+"""Command line: ``python -m cognitionos_kit demo | status | run EXPERIMENT.yaml | report RUN_ID``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--live", action="store_true", help="use real providers when keys are set")
     status = sub.add_parser("status", help="print what the kit would use right now (no keys shown)")
     status.add_argument("--home", default=None)
+    run = sub.add_parser("run", help="run an experiment defined in YAML (cached, budgeted, with a report)")
+    run.add_argument("experiment", help="experiment YAML file")
+    run.add_argument("--home", default=None)
+    run.add_argument("--concurrency", type=int, default=None, help="calls in flight (default: YAML run.concurrency or 8)")
+    run.add_argument("--budget", type=float, default=None, help="stop before spending more than this many USD")
+    run.add_argument("--executor", choices=["local", "ray"], default=None)
+    run.add_argument("--no-cache", action="store_true", help="bypass the response cache (no reads, no writes)")
+    run.add_argument("--refresh", action="store_true", help="send every call again and store the new answers")
+    run.add_argument("--no-progress", action="store_true")
+    report = sub.add_parser("report", help="rewrite a run's HTML report and print its path")
+    report.add_argument("run_id")
+    report.add_argument("--home", default=None)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -27,5 +39,58 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(Kit(args.home).status(), indent=2))
         return 0
+    if args.command in ("run", "report"):
+        from .errors import KitError
+
+        try:
+            return _run(args) if args.command == "run" else _report(args)
+        except (KitError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     parser.print_help(sys.stderr)
     return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Exit 0 when every cell completed, 3 when a budget stopped the run, 1 when cells failed."""
+    from pathlib import Path
+
+    import yaml
+
+    from .experiments import Experiment
+    from .kit import Kit
+
+    exp = Experiment.from_yaml(args.experiment)
+    opts = (yaml.safe_load(Path(args.experiment).read_text(encoding="utf-8")) or {}).get("run") or {}
+    cache = False if args.no_cache else "refresh" if args.refresh else opts.get("cache", True)
+    kit = Kit(args.home)
+    run = kit.run(
+        exp,
+        concurrency=args.concurrency or opts.get("concurrency", 8),
+        budget_usd=args.budget if args.budget is not None else opts.get("budget_usd"),
+        executor=args.executor or opts.get("executor", "local"),
+        cache=cache,
+        progress=not args.no_progress,
+    )
+    kit.close()
+    print(run)
+    print(run.summary.to_string(index=False))
+    if run.stopped_reason:
+        print(f"stopped: {run.stopped_reason}")
+    print(f"run: {run.run_id}")
+    print(f"report: {run.report_path}")
+    t = run.manifest["totals"]
+    return 3 if run.stopped_reason else 1 if t["errors"] else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .experiments import load_run
+    from .experiments.report import write_report
+    from .kit import Kit
+
+    kit = Kit(args.home)
+    run = load_run(kit, args.run_id)
+    print(run)
+    print(run.summary.to_string(index=False))
+    print(f"report: {write_report(run)}")
+    return 0

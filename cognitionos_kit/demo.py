@@ -80,6 +80,21 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     report = write_report(df, home_path / "report.html")
     summary["report"] = str(report)
     print(f"\nreport: {report}")
+
+    from .experiments import Experiment  # a small offline experiment, run twice: the rerun is all cache hits
+
+    exp = Experiment("demo-capitals", [{"country": c, "expected": e} for c, e in
+                                       (("France", "Paris"), ("Japan", "Tokyo"), ("Peru", "Lima"))],
+                     "What is the capital of {country}?", ["sim-small", "sim-nano"],
+                     settings={"temperature": [0.0, 0.7]}, scorers=["contains", {"regex": "capital"}])
+    sim_kit = Kit(home_path, providers=["simulated"], dotenv=False)
+    first = sim_kit.run(exp, budget_usd=0.05, progress=False)
+    again = sim_kit.run(exp, budget_usd=0.05, progress=False)
+    print(f"\nexperiment {exp.name}: {len(first.results)} cells, ${first.cost_usd:.6f}; "
+          f"rerun {again.cache_hits} cache hits, ${again.cost_usd:.6f} new spend")
+    summary["experiment_report"] = str(first.report_path)
+    print(f"experiment report: {first.report_path}")
+    sim_kit.close()
     kit.close()
     return summary
 

@@ -1,0 +1,82 @@
+"""The response cache: a content-addressed file store at ``<home>/cache/<key[:2]>/<key>.json``.
+
+Why files and not the DuckDB ``Store``: a lookup must be fast in the middle of a run and must
+see answers another process wrote a second ago. One small JSON file per answer gives both: a
+lookup is one ``open`` (tens of microseconds, no lock, no ingest step), and a write goes to a
+temporary file then ``os.replace`` - atomic on POSIX and Windows - so a reader sees either no
+entry or a whole one, and two processes writing the same key write the same answer (last one
+wins, nothing torn). Only successful answers are written; errors never are.
+
+The key is a SHA-256 of the intended provider, model, full request (messages, system,
+max_tokens, temperature) and the repeat index, so repeats are distinct, separately cached samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..types import ProviderRequest
+
+__all__ = ["ResponseCache", "cache_key"]
+
+
+def cache_key(provider: str, request: ProviderRequest, repeat: int) -> str:
+    """Stable hash of what decides an answer (the stream flag excluded: same answer either way)."""
+    blob = json.dumps(
+        {
+            "provider": provider,
+            "model": request.model,
+            "messages": [[m.role, m.content] for m in request.messages],
+            "system": request.system,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "repeat": repeat,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResponseCache:
+    """Get/put cached answers by key; ``clear()`` empties it."""
+
+    def __init__(self, home: str | Path) -> None:
+        self.root = Path(home) / "cache"
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            with open(self._path(key), encoding="utf-8") as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):  # absent, or corrupted by hand: a miss
+            return None
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(entry, f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.root.glob("*/*.json")) if self.root.exists() else 0
+
+    def clear(self) -> int:
+        """Delete every cached answer; returns how many there were."""
+        n = len(self)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return n

@@ -1,0 +1,290 @@
+"""``kit.run(experiment)``: plan every call (validating all of them first), serve what the cache
+holds, send the rest with bounded concurrency under a budget, score, and write the run folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+
+from .. import tokens
+from ..errors import InvalidRequestError
+from .budget import Budget
+from .cache import ResponseCache, cache_key
+from .experiment import Cell, Experiment
+from .scorers import JUDGE_PROMPT, Scorer, parse_judge_score
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..kit import Kit
+
+__all__ = ["Run", "run_experiment", "ENTRY_FIELDS", "RUN_ONLY_COLUMNS"]
+
+ENTRY_FIELDS = ("content", "provider", "model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
+                "finish_reason", "request_id")
+RUN_ONLY_COLUMNS = ("cache_hit", "spent_usd")  # the only columns that differ when a rerun is served from cache
+_SAFETY = (1.15, 32)  # worst-case prompt tokens = count x 1.15 + 32: tokenizers of other vendors differ
+Send = Callable[[str, Mapping[str, Any]], Awaitable[dict]]
+
+
+@dataclass
+class Run:
+    """One experiment run: its table, summary, manifest and folder ``<home>/runs/<run_id>/``."""
+
+    run_id: str
+    results: "pd.DataFrame"
+    summary: "pd.DataFrame"
+    manifest: dict[str, Any]
+    path: Any = None
+    comparison: Any = field(default=None, repr=False)
+
+    @property
+    def cost_usd(self) -> float:
+        """New money spent by this run (cache hits cost nothing)."""
+        return float(self.manifest["totals"]["spent_usd"])
+
+    @property
+    def cache_hits(self) -> int:
+        return int(self.manifest["totals"]["cache_hits"])
+
+    @property
+    def stopped_reason(self) -> str | None:
+        return self.manifest.get("stopped_reason")
+
+    @property
+    def report_path(self) -> Any:
+        return None if self.path is None else self.path / "report.html"
+
+    def __repr__(self) -> str:
+        t = self.manifest["totals"]
+        stop = f", stopped: {self.stopped_reason}" if self.stopped_reason else ""
+        return (f"Run({self.run_id!r}, {t['completed']}/{t['cells']} cells, {t['cache_hits']} cached, "
+                f"spent ${t['spent_usd']:.6f}{stop})")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<div><code>{html.escape(repr(self))}</code></div>" + self.summary.to_html(index=False)
+
+
+@dataclass
+class _Plan:
+    cell: Cell
+    key: str
+    worst: float | None
+
+
+def _run_id(name: str) -> str:
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower()).strip("-")[:40] or "run"
+    return f"{slug}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _worst_case(kit: "Kit", call: Any, counts: dict) -> float | None:
+    """The most any provider in the chain could charge for this request (None: a price is unknown)."""
+    worst = 0.0
+    req0 = call.steps[0].request
+    msgs = [{"role": m.role, "content": m.content} for m in req0.messages]
+    for step in call.steps:
+        req = step.request
+        ck = (req.model, req0.messages, req0.system)
+        if ck not in counts:
+            counts[ck] = tokens.count_messages(msgs, req.model, system=req0.system)
+        n = math.ceil(counts[ck] * _SAFETY[0]) + _SAFETY[1]
+        wc = kit.prices.worst_case(step.provider.price_id or step.provider.name, req.model, n, req.max_tokens)
+        if wc is None:
+            return None
+        worst = max(worst, wc)
+    return worst
+
+
+def _plan(kit: "Kit", exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
+    """Validate every call and compute its cache key (and worst case, with a budget): no call is sent."""
+    plans, counts = [], {}
+    for cell in exp.cells():
+        call = kit._prepare(cell.prompt, **cell.kwargs, experiment_id=exp.name, run_id=run_id)
+        step = call.steps[0]
+        worst = _worst_case(kit, call, counts) if budget else None
+        if budget and worst is None:
+            raise InvalidRequestError(
+                f"budget_usd needs a known price for every model; {step.provider.name}/{step.request.model} "
+                f"(or a fallback) has none: add one with kit.set_price(...)"
+            )
+        plans.append(_Plan(cell, cache_key(step.provider.name, step.request, cell.repeat), worst))
+    return plans
+
+
+def _entry(c: Any) -> dict[str, Any]:
+    return {k: getattr(c, k) for k in ENTRY_FIELDS}
+
+
+class _Engine:
+    """The async part: fetch (cache -> budget -> send -> cache) with counters for the progress bar."""
+
+    def __init__(self, kit: "Kit", exp: Experiment, run_id: str, send: Send, budget: Budget,
+                 cache: ResponseCache | None, read_cache: bool) -> None:
+        self.kit, self.exp, self.run_id, self.send = kit, exp, run_id, send
+        self.budget, self.cache, self.read_cache = budget, cache, read_cache
+        self.hits = 0
+        self.calls = 0
+        self.saved = 0.0
+
+    def _hit_row(self, entry: dict, lookup_ms: float, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "request_id": "req_" + uuid.uuid4().hex[:24], "attempt": 1, "kind": "chat", "provider": entry["provider"],
+            "model": entry["model"], "latency_ms": lookup_ms, "status": "ok", "cost_usd": 0.0,
+            "saved_cost_usd": entry["cost_usd"], "cache_hit": True, "stream": False, "role": kwargs.get("role"),
+            "experiment_id": self.exp.name, "run_id": self.run_id, "price_source": "cache",
+        }
+
+    async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None) -> tuple[str, Any, float, bool]:
+        """-> (status "ok"/"error"/"skipped", entry or error text, new spend, cache hit); hits go to the ledger."""
+        if self.cache is not None and self.read_cache:
+            t0 = time.perf_counter()
+            entry = self.cache.get(key)
+            if entry is not None:
+                self.kit.ledger.record([self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs)])
+                self.hits += 1
+                self.saved += entry["cost_usd"] or 0.0
+                return "ok", entry, 0.0, True
+        w = worst or 0.0
+        if not await self.budget.acquire(w):
+            return "skipped", "budget exhausted", 0.0, False
+        real = 0.0
+        try:
+            entry = await self.send(prompt, {**kwargs, "experiment_id": self.exp.name, "run_id": self.run_id})
+            real = entry["cost_usd"] or 0.0
+        except Exception as exc:  # noqa: BLE001 - one failed cell must not end the run; errors are not cached
+            return "error", f"{type(exc).__name__}: {exc}"[:500], 0.0, False
+        finally:
+            self.calls += 1
+            await self.budget.settle(w, real)
+        if self.cache is not None:
+            self.cache.put(key, entry)
+        return "ok", entry, real, False
+
+    async def judge(self, scorer: Scorer, cell: Cell, row: Mapping[str, Any], output: str) -> tuple[float, float]:
+        """An LLM-judge score through the kit (cached and budgeted like any call) -> (score, spend)."""
+        o = scorer.options
+        ref = f"Reference answer:\n{row[o['field']]}\n\n" if o.get("field") else ""
+        prompt = JUDGE_PROMPT.format(rubric=o.get("rubric", "correct, complete and concise"), prompt=cell.prompt,
+                                     reference=ref, output=output)
+        kwargs = {("model" if o.get("model") else "role"): o.get("model") or o.get("role", "critic"),
+                  "max_tokens": int(o.get("max_tokens", 16)), "temperature": 0.0}
+        call = self.kit._prepare(prompt, **kwargs)
+        step = call.steps[0]
+        worst = _worst_case(self.kit, call, {}) if self.budget.limit is not None else None
+        status, entry, spent, _ = await self.fetch(prompt, kwargs, cache_key(step.provider.name, step.request, 0), worst)
+        return (parse_judge_score(entry["content"]) if status == "ok" else math.nan), spent  # type: ignore[index]
+
+
+def _run_coro(coro: Awaitable[Any]) -> Any:
+    """Run a coroutine to completion, also from inside a running loop (a notebook cell)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _local_send(kit: "Kit") -> Send:
+    async def send(prompt: str, kwargs: Mapping[str, Any]) -> dict:
+        return _entry(await kit.acomplete(prompt, **kwargs))
+
+    return send
+
+
+def _check_args(concurrency: Any, budget_usd: Any, executor: Any, cache: Any) -> None:
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise InvalidRequestError(f"concurrency must be a positive integer, got {concurrency!r}")
+    if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float))
+                                   or not budget_usd > 0 or math.isinf(budget_usd)):
+        raise InvalidRequestError(f"budget_usd must be a positive number of US dollars, got {budget_usd!r}")
+    if executor not in ("local", "ray"):
+        raise InvalidRequestError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if cache not in (True, False, "refresh"):
+        raise InvalidRequestError(f"cache must be True, False or 'refresh' (send again, then store), got {cache!r}")
+
+
+def run_experiment(
+    kit: "Kit",
+    experiment: Experiment,
+    *,
+    concurrency: int = 8,
+    budget_usd: float | None = None,
+    executor: str = "local",
+    cache: bool | str = True,
+    progress: bool = True,
+) -> Run:
+    """Run every cell of ``experiment``; see ``Run``. ``cache=False`` bypasses the cache (no reads, no
+    writes); ``cache="refresh"`` sends every call again and stores the new answers."""
+    from .runs import finish_run
+
+    if not isinstance(experiment, Experiment):
+        raise InvalidRequestError(f"kit.run expects an Experiment, got {type(experiment).__name__}")
+    _check_args(concurrency, budget_usd, executor, cache)
+    run_id = _run_id(experiment.name)
+    plans = _plan(kit, experiment, run_id, budget_usd is not None)  # every call validated before any is sent
+    if executor == "ray":
+        from .ray_executor import ray_send
+
+        send = ray_send(kit)
+    else:
+        send = _local_send(kit)
+    store = ResponseCache(kit.home) if cache is not False else None
+    engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd), store, read_cache=cache is True)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    outcomes = _run_coro(_drive(engine, plans, concurrency, progress))
+    wall = time.perf_counter() - t0
+    return finish_run(kit, experiment, engine, plans, outcomes, run_id=run_id, started=started, wall_s=wall,
+                      options={"concurrency": concurrency, "budget_usd": budget_usd, "executor": executor,
+                               "cache": cache})
+
+
+async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress: bool) -> list[dict]:
+    """N workers drain the plan in order; returns one outcome dict per cell."""
+    from tqdm.auto import tqdm
+
+    exp = engine.exp
+    rows = exp.data.to_dict("records")
+    judges = [s for s in exp.scorer_list if s.judge]
+    outcomes: list[dict] = [{} for _ in plans]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(plans)):
+        queue.put_nowait(i)
+    bar = tqdm(total=len(plans), desc=exp.name, unit="call", disable=not progress, dynamic_ncols=True)
+
+    async def worker() -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            p = plans[i]
+            status, entry, spent, hit = await engine.fetch(p.cell.prompt, p.cell.kwargs, p.key, p.worst)
+            out: dict[str, Any] = {"status": status, "entry": entry if status == "ok" else None,
+                                   "error": None if status == "ok" else entry, "spent": spent, "judged": {},
+                                   "cache_hit": hit}
+            if status == "ok":
+                for s in judges:
+                    score, j_spent = await engine.judge(s, p.cell, rows[p.cell.row], entry["content"])  # type: ignore[index]
+                    out["judged"][s.name] = score
+                    out["spent"] += j_spent
+            outcomes[i] = out
+            bar.update(1)
+            bar.set_postfix_str(f"${engine.budget.spent:.4f} spent, {engine.hits} cached", refresh=False)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(plans)))))
+    finally:
+        bar.close()
+    return outcomes

@@ -1,0 +1,221 @@
+"""The run folder ``<home>/runs/<run_id>/``: results.parquet, manifest.json, report.html; listing,
+loading and comparing runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidRequestError
+from .runner import Run
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..kit import Kit
+    from .experiment import Experiment
+
+__all__ = ["finish_run", "load_run", "list_runs", "compare_runs", "Comparison", "GROUP"]
+
+GROUP = ["template", "model", "settings"]
+_PACKAGES = ("cognitionos_kit", "openai", "anthropic", "duckdb", "pandas", "pyarrow", "plotly", "tiktoken",
+             "genai-prices", "tqdm", "pyyaml", "ray")
+
+
+def _git(cwd: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the git repository around ``cwd`` (None when not in one)."""
+    def run(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = run("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _results(exp: "Experiment", plans: list, outcomes: list[dict]) -> "pd.DataFrame":
+    import pandas as pd
+
+    records = exp.data.to_dict("records")
+    reserved = {"cell", "row", "template", "model", "settings", "repeat", "prompt", "output", "status", "error",
+                "provider", "served_model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
+                "finish_reason", "cache_hit", "spent_usd"}
+    rows = []
+    for p, out in zip(plans, outcomes):
+        c, e = p.cell, out.get("entry") or {}
+        r: dict[str, Any] = {"cell": c.index, "row": c.row, "template": c.template, "model": c.model,
+                             "settings": c.settings, "repeat": c.repeat}
+        for k, v in records[c.row].items():
+            k = str(k)
+            r[f"data_{k}" if k in reserved or k.startswith("score_") else k] = v
+        r.update({
+            "prompt": c.prompt, "output": e.get("content"), "status": out["status"], "error": out.get("error"),
+            "provider": e.get("provider"), "served_model": e.get("model"),
+            "prompt_tokens": e.get("prompt_tokens"), "completion_tokens": e.get("completion_tokens"),
+            "cost_usd": e.get("cost_usd"), "latency_ms": e.get("latency_ms"), "finish_reason": e.get("finish_reason"),
+        })
+        for s in exp.scorer_list:
+            r[f"score_{s.name}"] = out["judged"].get(s.name, math.nan) if s.judge else (
+                s.score(e["content"], records[c.row]) if e else math.nan)
+        r["cache_hit"] = bool(out.get("cache_hit"))
+        r["spent_usd"] = float(out.get("spent", 0.0))
+        rows.append(r)
+    df = pd.DataFrame(rows)
+    for col in ("prompt_tokens", "completion_tokens"):
+        df[col] = df[col].astype("Int64")
+    for col in ("cost_usd", "latency_ms"):
+        df[col] = df[col].astype("float64")
+    return df
+
+
+def summarize(results: "pd.DataFrame") -> "pd.DataFrame":
+    """One row per template x model x settings: cells, ok, mean scores, cost, latency, cache hits."""
+    import pandas as pd
+
+    scores = [c for c in results.columns if c.startswith("score_")]
+    rows = []
+    for key, g in results.groupby(GROUP, sort=False, dropna=False):
+        ok = g[g.status == "ok"]
+        r = dict(zip(GROUP, key))
+        r.update({"cells": len(g), "ok": len(ok), "errors": int((g.status == "error").sum()),
+                  "skipped": int((g.status == "skipped").sum())})
+        r.update({c: ok[c].mean() for c in scores})
+        r.update({"cost_usd": ok.cost_usd.sum(min_count=1), "spent_usd": g.spent_usd.sum(),
+                  "latency_ms_p50": ok.latency_ms.median(), "completion_tokens_mean": ok.completion_tokens.astype(float).mean(),
+                  "cache_hits": int(g.cache_hit.sum())})
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def finish_run(kit: "Kit", exp: "Experiment", engine: Any, plans: list, outcomes: list[dict], *, run_id: str,
+               started: datetime, wall_s: float, options: dict[str, Any]) -> Run:
+    """Build the table, summary and manifest; write the run folder; return the ``Run``."""
+    from ..pricing import genai_prices_version
+    from .report import write_report
+
+    results = _results(exp, plans, outcomes)
+    summary = summarize(results)
+    n, ok = len(results), results[results.status == "ok"]
+    skipped = int((results.status == "skipped").sum())
+    stopped = None
+    if skipped:
+        b = engine.budget
+        stopped = (f"budget exhausted: ${b.spent:.6f} of ${b.limit:g} spent and the next call's worst case "
+                   f"(${b.refused or 0:.6f}) would not fit; {skipped} of {n} cells not sent. "
+                   "Run again (with a larger budget) to resume: completed cells come from the cache.")
+    totals = {
+        "cells": n, "completed": len(ok), "errors": int((results.status == "error").sum()), "skipped": skipped,
+        "cache_hits": int(results.cache_hit.sum()), "calls_sent": engine.calls,
+        "spent_usd": float(engine.budget.spent), "answers_cost_usd": float(ok.cost_usd.sum()),
+        "saved_usd": float(engine.saved), "prompt_tokens": int(ok.prompt_tokens.sum()),
+        "completion_tokens": int(ok.completion_tokens.sum()),
+    }
+    manifest: dict[str, Any] = {
+        "run_id": run_id, "experiment": exp.name, "experiment_hash": exp.hash, "dataset_hash": exp.dataset_hash,
+        "spec": exp.spec(),
+        "code_version": {**_git(Path.cwd()), "package_version": _versions()["cognitionos_kit"]},
+        "package_versions": _versions(), "price_table_version": genai_prices_version(),
+        "seeds": {"kit_seed": getattr(kit.simulated, "seed", None), "repeat_indices": list(range(exp.repeats))},
+        "started_at": started.isoformat(), "ended_at": datetime.now(timezone.utc).isoformat(),
+        "wall_s": wall_s, **options, "chain": list(kit.chain), "totals": totals,
+        "cache_hit_ratio": totals["cache_hits"] / n if n else 0.0, "stopped_reason": stopped,
+        "files": {"results": "results.parquet", "manifest": "manifest.json", "report": "report.html"},
+    }
+    path = Path(kit.home) / "runs" / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    results.to_parquet(path / "results.parquet", index=False)
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    run = Run(run_id, results, summary, manifest, path)
+    write_report(run)
+    return run
+
+
+def _runs_dir(kit: "Kit") -> Path:
+    return Path(kit.home) / "runs"
+
+
+def load_run(kit: "Kit", run: Any) -> Run:
+    """A past run by id (or a ``Run``, returned as is)."""
+    import pandas as pd
+
+    if isinstance(run, Run):
+        return run
+    path = _runs_dir(kit) / str(run)
+    if not isinstance(run, str) or not (path / "manifest.json").exists():
+        raise InvalidRequestError(f"no run {run!r} under {_runs_dir(kit)}; kit.runs() lists them")
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    results = pd.read_parquet(path / "results.parquet")
+    return Run(manifest["run_id"], results, summarize(results), manifest, path)
+
+
+def list_runs(kit: "Kit") -> "pd.DataFrame":
+    """Every run under the data folder, newest first."""
+    import pandas as pd
+
+    rows = []
+    for mf in _runs_dir(kit).glob("*/manifest.json"):
+        m = json.loads(mf.read_text(encoding="utf-8"))
+        t = m["totals"]
+        rows.append({"run_id": m["run_id"], "experiment": m["experiment"], "started_at": m["started_at"],
+                     "cells": t["cells"], "completed": t["completed"], "cache_hits": t["cache_hits"],
+                     "cache_hit_ratio": m["cache_hit_ratio"], "spent_usd": t["spent_usd"],
+                     "executor": m.get("executor"), "stopped_reason": m.get("stopped_reason"),
+                     "experiment_hash": m["experiment_hash"][:12], "report": str(mf.parent / "report.html")})
+    cols = ["run_id", "experiment", "started_at", "cells", "completed", "cache_hits", "cache_hit_ratio", "spent_usd",
+            "executor", "stopped_reason", "experiment_hash", "report"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values("started_at", ascending=False, ignore_index=True)
+
+
+class Comparison:
+    """What changed from run A to run B: ``.table`` (per template x model x settings) and ``.figure``."""
+
+    def __init__(self, a: Run, b: Run, table: "pd.DataFrame") -> None:
+        self.a, self.b, self.table = a, b, table
+
+    @property
+    def figure(self) -> Any:
+        from .report import comparison_figure
+
+        return comparison_figure(self)
+
+    def _repr_html_(self) -> str:
+        return self.table.to_html(index=False) + self.figure.to_html(full_html=False, include_plotlyjs=False)
+
+    def __repr__(self) -> str:
+        return f"Comparison({self.a.run_id!r} -> {self.b.run_id!r})\n{self.table.to_string(index=False)}"
+
+
+def compare_runs(kit: "Kit", run_a: Any, run_b: Any) -> Comparison:
+    """Per group: mean scores, answer cost, spend and p50 latency in A and B, and B - A."""
+    a, b = load_run(kit, run_a), load_run(kit, run_b)
+    metrics = [c for c in dict.fromkeys([*a.summary.columns, *b.summary.columns])
+               if c.startswith("score_") or c in ("cost_usd", "spent_usd", "latency_ms_p50", "ok")]
+    sa = a.summary.reindex(columns=GROUP + metrics)
+    sb = b.summary.reindex(columns=GROUP + metrics)
+    t = sa.merge(sb, on=GROUP, how="outer", suffixes=("_a", "_b"))
+    for m in metrics:
+        t[f"{m}_delta"] = t[f"{m}_b"] - t[f"{m}_a"]
+    ordered = GROUP + [f"{m}_{s}" for m in metrics for s in ("a", "b", "delta")]
+    return Comparison(a, b, t[ordered])

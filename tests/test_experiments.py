@@ -1,0 +1,260 @@
+"""Experiment runs: grid, cache, budget, manifest, report, compare, Ray, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from cognitionos_kit import Experiment, InvalidRequestError
+from cognitionos_kit.experiments import RUN_ONLY_COLUMNS, ResponseCache
+
+DATA = pd.DataFrame({"country": ["France", "Japan", "Peru"], "expected": ["Paris", "Tokyo", "Lima"], "n": [1, 2, 3]})
+
+
+def _exp(**kw):
+    spec = dict(name="capitals", dataset=DATA, prompts={"q": "What is the capital of {country}?"},
+                models=["sim-small", "sim-nano"], settings={"temperature": [0.0, 0.7]}, repeats=2,
+                scorers=["contains", "valid_json", {"regex": "capital"}])
+    spec.update(kw)
+    return Experiment(**spec)
+
+
+def _stable(df):
+    return df.drop(columns=list(RUN_ONLY_COLUMNS))
+
+
+def test_run_grid_against_simulated(kit):
+    run = kit.run(_exp(), progress=False)
+    df = run.results
+    assert len(df) == 3 * 1 * 2 * 2 * 2 and run.stopped_reason is None
+    assert (df.status == "ok").all() and (df.provider == "simulated").all()
+    assert set(df.served_model) == {"sim-small", "sim-nano"} and set(df.repeat) == {0, 1}
+    assert {"score_contains", "score_valid_json", "score_regex", "output", "prompt_tokens", "cost_usd",
+            "latency_ms", "cache_hit"} <= set(df.columns)
+    assert (df.score_regex == 1.0).all()  # the simulated answers echo the prompt's key words
+    assert df.prompt.iloc[0] == "What is the capital of France?" and df.country.iloc[0] == "France"
+    assert len(run.summary) == 4 and (run.summary.cells == 6).all()
+    ledger = kit.usage(run_id=run.run_id)
+    assert (ledger.experiment_id == "capitals").all()
+    # the two repeats of a cell send the same request: the second may be served from the first's cache
+    assert len(ledger) == 24 and math.isclose(ledger.cost_usd.sum(), run.cost_usd, rel_tol=1e-9)
+
+
+def test_rerun_is_all_cache_hits_with_identical_table(kit):
+    first = kit.run(_exp(), progress=False)
+    second = kit.run(_exp(), progress=False)
+    assert second.cache_hits == 24 and second.cost_usd == 0.0 and second.manifest["cache_hit_ratio"] == 1.0
+    assert second.results.cache_hit.all() and (second.results.spent_usd == 0).all()
+    assert_frame_equal(_stable(first.results), _stable(second.results))
+    rows = kit.usage(run_id=second.run_id)
+    assert len(rows) == 24 and rows.cache_hit.all() and (rows.cost_usd == 0).all() and (rows.status == "ok").all()
+    assert math.isclose(rows.saved_cost_usd.sum(), first.results.cost_usd.sum(), rel_tol=1e-9)
+    assert (rows.provider == "simulated").all() and set(rows.model) == {"sim-small", "sim-nano"}
+
+
+def test_cache_bypass_refresh_and_clear(kit):
+    kit.run(_exp(repeats=1), progress=False)
+    off = kit.run(_exp(repeats=1), cache=False, progress=False)
+    assert off.cache_hits == 0 and off.cost_usd > 0
+    assert not kit.usage(run_id=off.run_id).cache_hit.fillna(False).any()
+    refresh = kit.run(_exp(repeats=1), cache="refresh", progress=False)
+    assert refresh.cache_hits == 0 and refresh.cost_usd > 0
+    cache = ResponseCache(kit.home)
+    assert len(cache) == 12 and cache.clear() == 12 and len(cache) == 0
+    again = kit.run(_exp(repeats=1), progress=False)
+    assert again.cache_hits == 0
+
+
+def test_errors_are_not_cached(kit):
+    exp = _exp(models=["sim-small"], settings=None, repeats=1)
+    kit.simulated.fail_next(1, kind="invalid_request")  # not retryable: the first cell fails
+    first = kit.run(exp, concurrency=1, progress=False)
+    assert list(first.results.status) == ["error", "ok", "ok"]
+    assert "invalid request" in first.results.error.iloc[0] and math.isnan(first.results.score_contains.iloc[0])
+    second = kit.run(exp, concurrency=1, progress=False)
+    assert list(second.results.status) == ["ok"] * 3 and list(second.results.cache_hit) == [False, True, True]
+
+
+def test_run_against_loopback_openai_and_anthropic(live_kit, openai_server, anthropic_server):
+    exp = _exp(models=["gpt-4o-mini", "claude-haiku-4-5"], settings=None, repeats=1)
+    run = live_kit.run(exp, concurrency=4, progress=False)
+    assert (run.results.status == "ok").all()
+    assert dict(run.results.provider.value_counts()) == {"openai": 3, "anthropic": 3}
+    assert len(openai_server.requests) == 3 and len(anthropic_server.requests) == 3
+    sent = sorted(r.body["messages"][-1]["content"] for r in openai_server.requests)
+    assert sent == sorted(f"What is the capital of {c}?" for c in DATA.country)
+    assert run.cost_usd > 0
+    again = live_kit.run(exp, concurrency=4, progress=False)
+    assert len(openai_server.requests) == 3 and len(anthropic_server.requests) == 3  # nothing new sent
+    assert again.cache_hits == 6 and again.cost_usd == 0.0
+    assert_frame_equal(_stable(run.results), _stable(again.results))
+
+
+def test_fallback_answers_are_cached_under_the_intended_request(live_kit, openai_server, anthropic_server):
+    openai_server.enqueue_error(400, times=1)  # openai rejects the request: not retryable, not cached
+    exp = _exp(models=["gpt-4o-mini"], settings=None, repeats=1, dataset=DATA.head(1))
+    first = live_kit.run(exp, progress=False)
+    assert first.results.status.iloc[0] == "error"
+    openai_server.enqueue_error(500, headers={"retry-after": "0"}, times=2)  # retryable: falls back to anthropic
+    second = live_kit.run(exp, progress=False)
+    assert second.results.provider.iloc[0] == "anthropic" and not second.results.cache_hit.iloc[0]
+    third = live_kit.run(exp, progress=False)
+    assert third.results.cache_hit.iloc[0] and third.results.provider.iloc[0] == "anthropic"
+
+
+def test_budget_stops_a_concurrent_run_and_rerun_resumes(kit):
+    exp = _exp(models=["sim-large"], repeats=3, settings={"max_tokens": [200]})
+    full_cost = kit.run(exp, cache=False, progress=False).cost_usd  # what the whole grid costs
+    budget = full_cost / 2
+    run = kit.run(exp, concurrency=8, budget_usd=budget, cache=False, progress=False)
+    assert run.stopped_reason and "budget" in run.stopped_reason
+    spent = kit.usage(run_id=run.run_id).cost_usd.sum()
+    assert 0 < spent <= budget and math.isclose(spent, run.cost_usd, rel_tol=1e-9)
+    assert (run.results.status == "skipped").any() and (run.results.status == "ok").any()
+
+    kit2_first = kit.run(exp, concurrency=8, budget_usd=budget, progress=False)  # cache on: fills part of it
+    assert kit2_first.stopped_reason and kit.usage(run_id=kit2_first.run_id).cost_usd.sum() <= budget
+    done = set(kit2_first.results.cell[kit2_first.results.status == "ok"])
+    resumed = kit.run(exp, concurrency=8, budget_usd=1.0, progress=False)
+    assert resumed.stopped_reason is None and (resumed.results.status == "ok").all()
+    hits = set(resumed.results.cell[resumed.results.cache_hit])
+    assert done <= hits  # completed cells came from the cache
+    rows = kit.usage(run_id=resumed.run_id)
+    sent = rows[~rows.cache_hit.fillna(False).astype(bool)]
+    assert len(sent) == len(exp.data) * 3 - len(hits)  # only the rest were sent
+
+
+def test_manifest_parquet_report_and_listing(kit):
+    run = kit.run(_exp(), progress=False)
+    m = run.manifest
+    for key in ("run_id", "experiment_hash", "dataset_hash", "code_version", "package_versions",
+                "price_table_version", "seeds", "started_at", "ended_at", "totals", "cache_hit_ratio"):
+        assert key in m, key
+    assert {"git_commit", "git_dirty"} <= set(m["code_version"]) and m["package_versions"]["pandas"] == pd.__version__
+    assert m["seeds"]["kit_seed"] == 0 and m["totals"]["cells"] == 24
+    assert m["experiment_hash"] == _exp().hash and m["experiment_hash"] != _exp(repeats=3).hash
+    assert m["dataset_hash"] != _exp(dataset=DATA.head(2)).dataset_hash
+    folder = Path(kit.home) / "runs" / run.run_id
+    assert json.loads((folder / "manifest.json").read_text())["run_id"] == run.run_id
+    assert_frame_equal(pd.read_parquet(folder / "results.parquet"), run.results)
+    page = run.report_path.read_text()
+    import re
+
+    assert not re.search(r"<script[^>]*\bsrc=", page) and "Plotly.newPlot" in page  # nothing fetched
+    assert len(page) > 1_000_000  # plotly.js itself is embedded
+    listed = kit.runs()
+    assert list(listed.run_id) == [run.run_id]
+
+
+def test_compare_shows_changes(kit):
+    a = kit.run(_exp(repeats=1), progress=False)
+    b = kit.run(_exp(repeats=1, models=["sim-small", "sim-large"]), progress=False)
+    c = kit.compare(a, b.run_id)
+    t = c.table
+    assert {"score_contains_delta", "cost_usd_delta", "latency_ms_p50_delta"} <= set(t.columns)
+    same = t[t.model == "sim-small"]
+    assert len(same) == 2 and (same.cost_usd_delta == 0).all()
+    assert t[t.model == "sim-large"].cost_usd_a.isna().all() and t[t.model == "sim-nano"].cost_usd_b.isna().all()
+    assert len(c.figure.data) > 0 and "sim-small" in c._repr_html_()
+
+
+def test_scorers_function_numeric_and_judge(kit):
+    data = pd.DataFrame({"q": ["2+2"], "expected": [4.0]})
+
+    def length(output, row):
+        return len(output) > 5
+
+    exp = Experiment("math", data, "Compute {q}", ["sim-small"],
+                     scorers={"len": length, "num": {"numeric": {"tolerance": 0.5}},
+                              "judge": {"llm_judge": {"rubric": "is it right?", "field": "expected"}}})
+    run = kit.run(exp, progress=False)
+    r = run.results.iloc[0]
+    assert r.score_len == 1.0 and r.score_num in (0.0, 1.0)
+    assert "score_judge" in run.results.columns
+    rows = kit.usage(run_id=run.run_id)
+    assert len(rows) == 2 and rows.cost_usd.sum() == pytest.approx(run.cost_usd)  # the judge is costed
+    from cognitionos_kit.experiments.scorers import BUILTIN, parse_judge_score
+
+    assert BUILTIN["numeric"]("about 3.9 units", {"expected": 4}, tolerance=0.2) == 1.0
+    assert BUILTIN["valid_json"]('```json\n{"a": 1}\n```', {}) == 1.0 and BUILTIN["valid_json"]("{a", {}) == 0.0
+    assert parse_judge_score("Score: 0.8") == 0.8 and math.isnan(parse_judge_score("great"))
+
+
+def test_yaml_definition_matches_python(tmp_path):
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in DATA.to_dict("records")))
+    (tmp_path / "e.yaml").write_text(
+        "name: capitals\ndataset: d.jsonl\nprompts: {q: 'What is the capital of {country}?'}\n"
+        "models: [sim-small, sim-nano]\nsettings: {temperature: [0.0, 0.7]}\nrepeats: 2\n"
+        "scorers: [contains, valid_json, {regex: capital}]\nrun: {concurrency: 4}\n")
+    assert Experiment.from_yaml(tmp_path / "e.yaml").hash == _exp().hash
+
+
+@pytest.mark.parametrize(
+    "kwargs,run_kw,match",
+    [
+        ({"prompts": "Capital of {nation}?"}, {}, "nation"),
+        ({"scorers": ["bleu"]}, {}, "unknown scorer 'bleu'"),
+        ({"dataset": DATA.iloc[0:0]}, {}, "empty"),
+        ({"repeats": 0}, {}, "repeats"),
+        ({"repeats": -2}, {}, "repeats"),
+        ({}, {"budget_usd": 0}, "budget_usd"),
+        ({}, {"budget_usd": -1.0}, "budget_usd"),
+        ({"settings": {"top_k": [1]}}, {}, "top_k"),
+        ({"scorers": [{"exact_match": {"field": "answer"}}]}, {}, "answer"),
+        ({"models": ["sim-huge"]}, {}, "sim-huge"),
+        ({"settings": {"temperature": [5.0]}}, {}, "temperature"),
+    ],
+)
+def test_bad_input_fails_before_any_call(kit, kwargs, run_kw, match):
+    with pytest.raises(InvalidRequestError, match=match):
+        kit.run(_exp(**kwargs), progress=False, **run_kw)
+    assert kit.simulated.calls == 0 and len(kit.usage()) == 0 and kit.runs().empty
+
+
+def test_two_processes_share_the_cache(kit, tmp_path):
+    yaml_path = tmp_path / "e.yaml"
+    yaml_path.write_text("name: shared\ndataset: [{x: a}, {x: b}, {x: c}, {x: d}]\nprompts: 'Say {x}'\n"
+                         "models: [sim-small]\nrepeats: 5\n")
+    cmd = [sys.executable, "-m", "cognitionos_kit", "run", str(yaml_path), "--home", str(kit.home), "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))} | {"COGNITIONOS_DOTENV": "0"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for f in (Path(kit.home) / "cache").glob("*/*.json"):
+        json.loads(f.read_text())  # every entry whole
+    assert len(ResponseCache(kit.home)) == 20
+    run = kit.run(Experiment.from_yaml(yaml_path), progress=False)
+    assert run.cache_hits == 20 and run.cost_usd == 0.0
+
+
+def test_ray_executor_matches_local(kit, tmp_path):
+    from cognitionos_kit import Kit, LatencyModel
+
+    exp = _exp(repeats=1)
+    local = kit.run(exp, cache=False, progress=False)
+    other = Kit(tmp_path / "ray-home", dotenv=False, simulated_latency=LatencyModel(scale=0))
+    try:
+        remote = other.run(exp, executor="ray", concurrency=4, progress=False)
+        cols = [c for c in local.results.columns if c not in (*RUN_ONLY_COLUMNS, "latency_ms")]
+        assert_frame_equal(local.results[cols], remote.results[cols])
+        lr, rr = kit.usage(run_id=local.run_id), other.usage(run_id=remote.run_id)
+        key = ["provider", "model", "prompt_tokens", "completion_tokens", "cost_usd", "status", "experiment_id"]
+        assert_frame_equal(lr[key].sort_values(key, ignore_index=True), rr[key].sort_values(key, ignore_index=True))
+        assert remote.manifest["executor"] == "ray" and set(remote.manifest) == set(local.manifest)
+        assert remote.manifest["totals"]["spent_usd"] == pytest.approx(local.manifest["totals"]["spent_usd"])
+        again = other.run(exp, executor="ray", progress=False)
+        assert again.cache_hits == len(exp.data) * 4 and again.cost_usd == 0.0
+    finally:
+        other.close()
+        import ray
+
+        ray.shutdown()
