@@ -1,0 +1,13 @@
+"""Semantic memory: store, retrieve, update and delete texts with real embeddings, per user.
+
+``kit.memory`` is a :class:`Memory` on the Kit's data folder. See ``memory.py`` for the design,
+``ranking.py`` for the score and ``filters.py`` for the filter language.
+"""
+
+from .filters import OPERATORS
+from .hit import MemoryHit
+from .index import MEMORY_TYPES, SCOPES
+from .memory import Memory, MemoryNotFoundError
+from .ranking import Weights
+
+__all__ = ["Memory", "MemoryHit", "MemoryNotFoundError", "Weights", "MEMORY_TYPES", "SCOPES", "OPERATORS"]

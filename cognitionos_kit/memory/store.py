@@ -1,0 +1,159 @@
+"""Persistence of the memory: an event log in ``<home>/memory.duckdb`` fed by per-process journals.
+
+Every change is one journaled event (``store``, ``update``, ``reembed``, ``delete``, ``config``)
+in ``memory_events``; retrievals append one ``memory_access`` row each. Appends are durable when
+they return (see :class:`cognitionos_kit.storage.Store`); DuckDB, after ingest, is the source of
+truth. Ingest stamps new rows with a global ``seq`` so every process can load just the events it
+has not seen yet. The memory lives in its own database file and journal folder: its rows carry
+embeddings (about 2 KB each), and the LLM ledger should not pay for ingesting them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..migrations import Migrations
+from ..storage import _HOST, Store, _parse_name
+
+if TYPE_CHECKING:
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["EventLog", "MEMORY_MIGRATIONS", "encode_vectors", "decode_vectors"]
+
+EVENTS, ACCESS = "memory_events", "memory_access"
+EVENT_COLUMNS = (
+    "row_id", "seq", "ts", "op", "collection", "memory_id", "user_id", "scope", "agent_id", "memory_type",
+    "content", "content_hash", "metadata", "model", "dim", "embedding", "created_at", "updated_at",
+)  # fmt: skip
+MEMORY_MIGRATIONS = Migrations("memory")
+
+
+@MEMORY_MIGRATIONS
+def m001_events(con: "duckdb.DuckDBPyConnection") -> None:
+    # Times are epoch seconds (DOUBLE): exact ordering, and cheap to load into numpy.
+    con.execute(
+        """
+        CREATE TABLE memory_events (
+            row_id VARCHAR PRIMARY KEY, seq BIGINT, ts DOUBLE, op VARCHAR, collection VARCHAR,
+            memory_id VARCHAR, user_id VARCHAR, scope VARCHAR, agent_id VARCHAR, memory_type VARCHAR,
+            content VARCHAR, content_hash VARCHAR, metadata VARCHAR, model VARCHAR, dim INTEGER,
+            embedding VARCHAR, created_at DOUBLE, updated_at DOUBLE
+        )
+        """
+    )
+    con.execute("CREATE TABLE memory_access (row_id VARCHAR PRIMARY KEY, seq BIGINT, ts DOUBLE, collection VARCHAR, ids VARCHAR[])")
+    con.execute("CREATE SEQUENCE memory_seq")
+
+
+def encode_vectors(vectors: "np.ndarray") -> list[str]:
+    """Each float32 row as base64 text: exact, half the size of JSON floats and 20x faster to write."""
+    import numpy as np
+
+    v = np.ascontiguousarray(vectors, dtype="<f4")
+    return [base64.b64encode(row.tobytes()).decode("ascii") for row in v]
+
+
+def decode_vectors(texts: Sequence[str], dim: int) -> "np.ndarray":
+    import numpy as np
+
+    # Rows of 3n bytes encode without padding, so their texts can be decoded in one call.
+    raw = base64.b64decode("".join(texts)) if (4 * dim) % 3 == 0 else b"".join(map(base64.b64decode, texts))
+    return np.frombuffer(raw, dtype="<f4").reshape(len(texts), dim).astype(np.float32, copy=True)
+
+
+class EventLog:
+    """The memory's tables in one data folder, shared by every process using it."""
+
+    def __init__(self, home: str | Path, *, lock_timeout: float = 30.0, fsync: bool = False) -> None:
+        self.home = Path(home).expanduser()
+        self.db_path = self.home / "memory.duckdb"
+        self.journal_dir = self.home / "memory-journal"
+        self.store = Store(self.db_path, self.journal_dir, MEMORY_MIGRATIONS, lock_timeout=lock_timeout, fsync=fsync)
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.store.append(EVENTS, rows)
+
+    def append_access(self, row: dict[str, Any]) -> None:
+        self.store.append(ACCESS, [row])
+
+    def signature(self) -> tuple:
+        """What other processes have written: their event journals' sizes and the database file's
+        state. Unchanged signature means nothing new to load (our own events are applied as we write)."""
+        me = f"-{os.getpid()}-"
+        files = []
+        try:
+            with os.scandir(self.journal_dir) as it:
+                for e in it:
+                    parsed = _parse_name(e.name)
+                    if parsed and parsed[1] == EVENTS and not (parsed[0] == _HOST and me in e.name[len(_HOST):]):
+                        try:
+                            files.append((e.name, e.stat().st_size))
+                        except FileNotFoundError:
+                            pass
+        except FileNotFoundError:
+            pass
+        return tuple(sorted(files))
+
+    def db_state(self) -> tuple:
+        try:
+            st = os.stat(self.db_path)
+            wal = os.stat(str(self.db_path) + ".wal").st_mtime_ns if os.path.exists(str(self.db_path) + ".wal") else 0
+            return (st.st_mtime_ns, st.st_size, wal)
+        except FileNotFoundError:
+            return ()
+
+    def pull(self, collection: str, after: int, after_access: int, full: bool) -> dict[str, Any]:
+        """Ingest every journal, then read this collection's events with ``seq > after`` (or, with
+        ``full``, its folded current state) and access rows with ``seq > after_access``."""
+        with self.store.connect() as con:
+            self.store.ingest(con)
+            for table in (EVENTS, ACCESS):
+                con.execute(f"UPDATE {table} SET seq = nextval('memory_seq') WHERE seq IS NULL")
+            top = con.execute("SELECT max(seq) FROM memory_events").fetchone()[0] or 0
+            top_access = con.execute("SELECT max(seq) FROM memory_access").fetchone()[0] or 0
+            cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+            if full:
+                # Pick the latest event per memory on small columns first, then fetch only those rows.
+                events = _columns(con.execute(
+                    f"""WITH latest AS (
+                            SELECT arg_max(row_id, (ts, seq)) AS rid FROM memory_events
+                            WHERE collection = ? AND op <> 'config' GROUP BY memory_id HAVING bool_and(op <> 'delete'))
+                        SELECT {cols} FROM memory_events e JOIN latest ON e.row_id = latest.rid ORDER BY e.seq""",
+                    [collection],
+                ))
+                access = _columns(con.execute(
+                    "SELECT id, count(*) AS n, max(ts) AS last FROM (SELECT unnest(ids) AS id, ts FROM memory_access"
+                    " WHERE collection = ?) GROUP BY id",
+                    [collection],
+                ))
+            else:
+                events = _columns(con.execute(
+                    f"SELECT {cols} FROM memory_events e WHERE collection = ? AND op <> 'config' AND seq > ? ORDER BY ts, seq",
+                    [collection, after],
+                ))
+                access = _columns(con.execute(
+                    "SELECT row_id, ts, ids FROM memory_access WHERE collection = ? AND seq > ?", [collection, after_access]
+                ))
+            config = con.execute(
+                "SELECT model, dim FROM memory_events WHERE collection = ? AND op = 'config' ORDER BY ts DESC, seq DESC LIMIT 1",
+                [collection],
+            ).fetchone()
+        return {"events": events, "access": access, "config": config, "seq": top, "access_seq": top_access}
+
+    def query(self, sql: str, params: Sequence[Any]) -> "pd.DataFrame":
+        """Run ``sql`` with bound ``params`` after ingesting every journal."""
+        with self.store.connect() as con:
+            self.store.ingest(con)
+            return con.execute(sql, list(params)).df()
+
+
+def _columns(cursor: Any) -> dict[str, list[Any]]:
+    """A result as {column: list of Python values}: no pandas on the load path (10x faster)."""
+    names = [d[0] for d in cursor.description]
+    rows = cursor.fetchall()
+    return {n: [r[i] for r in rows] for i, n in enumerate(names)}
