@@ -715,6 +715,12 @@ class Memory:
                 self._ann.detach()
                 self._ann = None
 
+    def explorer(self, **kwargs: Any) -> Any:
+        """A search box, user picker, score-breakdown table and chart (ipywidgets)."""
+        from ..notebook.explorer import explorer
+
+        return explorer(self, **kwargs)
+
 
 # --- helpers ------------------------------------------------------------------------------
 def _normalised(vectors: Any, n: int, dim: int | None, model: str | None) -> "np.ndarray":

@@ -1,0 +1,135 @@
+"""``kit.memory.explorer()``: search a user's memories and see why each hit ranks where it does.
+
+A query box, user and type pickers, ``k``; the hits as a table with the score breakdown and a
+stacked bar chart of the weighted parts (similarity, decay, boost add up to the score). Every
+control is an attribute and ``.search()`` is what the button and Enter call, so it runs headless.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import ipywidgets as w
+
+from ..errors import InvalidRequestError
+from ..memory.hit import MemoryHit
+from ..memory.index import MEMORY_TYPES
+from .playground import _FONT, _LABEL, _error_html
+from .reprs import html_table
+
+if TYPE_CHECKING:
+    from ..memory.memory import Memory
+
+__all__ = ["MemoryExplorer", "explorer"]
+
+HEADERS = ["rank", "content", "score", "similarity", "decay", "boost", "type", "scope"]
+PARTS = ("similarity", "decay", "boost")
+_COLORS = {"similarity": "#4c78a8", "decay": "#f58518", "boost": "#54a24b"}
+_CONTENT = 80  # characters of content in the table
+_LABEL_CHARS = 28  # characters of content in a bar's label
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _note(text: str) -> str:
+    return f"<div style='{_FONT};color:var(--jp-content-font-color2,#666);font-size:13px'>{html.escape(text)}</div>"
+
+
+def hits_html(hits: list[MemoryHit]) -> str:
+    """The hits as a table (rank, truncated content, score and its terms, type, scope)."""
+    if not hits:
+        return _note("No memories match: try another query, user or type.")
+    rows = [(h.rank, _short(h.content, _CONTENT), round(h.score, 3), round(h.similarity, 3), round(h.decay, 3),
+             round(h.boost, 3), h.memory_type, h.scope) for h in hits]
+    return f"<div style='{_FONT}'>{html_table(HEADERS, rows)}</div>"
+
+
+class MemoryExplorer(w.VBox):
+    """Query, user, type and k pickers, Search; the hits as a table and a score-breakdown chart."""
+
+    def __init__(self, memory: "Memory", *, user_id: str | None = None, k: int = 5, query: str = "") -> None:
+        import plotly.graph_objects as go
+
+        self.memory = memory
+        self.hits: list[MemoryHit] = []
+        cell = lambda: w.Layout(width="auto", min_width="0")  # noqa: E731  (one per widget)
+        self.query = w.Text(value=query, placeholder="Search memories… (Enter)", description="Query",
+                            continuous_update=False, style=_LABEL, layout=w.Layout(width="100%"))
+        self.user = w.Dropdown(description="User", style=_LABEL, layout=cell())
+        self.k = w.IntSlider(value=max(1, min(int(k), 20)), min=1, max=20, description="k", style=_LABEL, layout=cell())
+        self.memory_type = w.Dropdown(options=[("any", "")] + [(t, t) for t in MEMORY_TYPES], value="",
+                                      description="Type", style=_LABEL, layout=cell())
+        self.search_button = w.Button(description="Search", button_style="primary", layout=w.Layout(width="120px"))
+        self.error = w.HTML()
+        self.table = w.HTML(_note("Type a query and press Enter or Search."))
+        self.chart = go.FigureWidget(
+            [go.Bar(name=p, orientation="h", x=[], y=[], marker_color=_COLORS[p]) for p in PARTS],
+            layout=dict(barmode="relative", height=160, margin=dict(l=10, r=10, t=40, b=30), template="plotly_white",
+                        title=dict(text="Score = weighted similarity + decay + boost", font_size=13),
+                        yaxis=dict(autorange="reversed", automargin=True), xaxis_title="score",
+                        legend=dict(orientation="h", y=1.12, x=1, xanchor="right")),
+        )
+        self.refresh_users(user_id)
+
+        self.search_button.on_click(lambda _: self.search())
+        self.query.observe(lambda _: self.search(), names="value")  # Enter (continuous_update=False)
+
+        controls = w.GridBox([self.user, self.memory_type, self.k],
+                             layout=w.Layout(grid_template_columns="repeat(3, minmax(0, 1fr))", grid_gap="2px 16px"))
+        super().__init__([self.query, controls, self.search_button, self.error, self.table, self.chart],
+                         layout=w.Layout(width="100%", max_width="1100px", grid_gap="4px"))
+        self.add_class("cok-memory-explorer")
+
+    def __repr__(self) -> str:  # the text fallback where widgets cannot render
+        return f"MemoryExplorer(user={self.user.value!r}, {len(self.hits)} hits): run the cell in Jupyter to use it"
+
+    def refresh_users(self, user_id: str | None = None) -> None:
+        """Fill the user picker from the memory's own listing (plus ``user_id``), keeping the choice."""
+        keep = user_id or self.user.value
+        try:
+            users = sorted({str(u) for u in self.memory.frame()["user_id"]})
+        except Exception as exc:  # an unreadable store is shown, not raised
+            users, self.error.value = [], _error_html(exc)
+        if keep and keep not in users:
+            users.append(keep)
+        self.user.options = users
+        self.user.value = keep if keep else (users[0] if users else None)
+
+    def search(self) -> list[MemoryHit]:
+        """Retrieve the hits for the query and draw them; errors show as one line in ``.error``."""
+        self.error.value = ""
+        try:
+            if not self.query.value.strip():
+                raise InvalidRequestError("query is empty: type what to search for")
+            if not self.user.value:
+                raise InvalidRequestError("no user picked: store a memory first or pass user_id=")
+            hits = self.memory.retrieve(self.user.value, self.query.value, int(self.k.value),
+                                        memory_type=self.memory_type.value or None)
+        except Exception as exc:  # a widget never dumps a traceback
+            self.error.value = _error_html(exc)
+            return []
+        self.hits = list(hits)  # type: ignore[arg-type]
+        self.table.value = hits_html(self.hits)
+        self._draw()
+        return self.hits
+
+    def _draw(self) -> None:
+        wts = self.memory.ranking.weights
+        labels = [f"#{h.rank} {_short(h.content, _LABEL_CHARS)}" for h in self.hits]
+        with self.chart.batch_update():
+            for trace, part in zip(self.chart.data, PARTS):
+                weight = getattr(wts, part)
+                trace.x = [weight * getattr(h, part) for h in self.hits]
+                trace.y = labels
+                trace.customdata = [getattr(h, part) for h in self.hits]
+                trace.hovertemplate = f"{part}: %{{customdata:.3f}} × {weight:g} = %{{x:.3f}}<extra></extra>"
+            self.chart.layout.height = 120 + 28 * max(len(self.hits), 1)
+
+
+def explorer(memory: "Memory", *, user_id: str | None = None, k: int = 5, query: str = "") -> MemoryExplorer:
+    """Build a memory explorer; display it as a cell's last expression, or call ``.search()``."""
+    return MemoryExplorer(memory, user_id=user_id, k=k, query=query)
