@@ -57,6 +57,17 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     print(f"local embeddings: {vectors.shape[0]} x {vectors.shape[1]} float32, "
           f"sim(ledger, accounting) = {float(vectors[0] @ vectors[1]):.2f} vs sim(ledger, cat) = {float(vectors[0] @ vectors[2]):.2f}\n")
 
+    facts = [
+        "DuckDB runs inside the host process and opens one database file at a time.",
+        "Prompt caching bills repeated input tokens at a lower price.",
+        "A fallback chain moves to the next provider on rate limits and server errors.",
+        "Half-life decay lowers the weight of memories nobody has used in a while.",
+    ]
+    kit.memory.store_many("alice", facts, metadata={"source": "demo"})
+    hit = kit.memory.retrieve("alice", "which database lives inside my program?", k=1)[0]
+    print(f"memory: best match {hit.content!r}\n  score {hit.score:.3f} = similarity {hit.similarity:.3f} "
+          f"+ decay {hit.decay:.2f} and boost {hit.boost:.2f} (weighted)\n")
+
     df = kit.usage()
     ok = df[df["status"] == "ok"]
     summary = {

@@ -62,3 +62,19 @@ def test_simulation_mode_without_keys(tmp_path):
         "print(json.dumps({'sim': kit.status()['simulation_mode'], 'provider': r.provider, 'rows': len(kit.usage())}))\n"
     )
     assert json.loads(_run_python(code)) == {"sim": True, "provider": "simulated", "rows": 1}
+
+
+def test_demo_runs_offline_and_writes_reports(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", COGNITIONOS_DOTENV="0")
+    out = subprocess.run([sys.executable, "-m", "cognitionos_kit", "demo", "--home", str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "simulation mode: True" in text and "calls made        26" in text
+    assert "latency p50 / p95" in text and "memory: best match 'DuckDB runs inside" in text
+    assert "rerun 12 cache hits, $0.000000 new spend" in text
+    report = tmp_path / "demo" / "report.html"
+    html = report.read_text()
+    assert "<script src=" not in html and "plotly" in html.lower()
+    assert list((tmp_path / "demo" / "runs").glob("*/report.html"))
