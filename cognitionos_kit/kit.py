@@ -244,6 +244,7 @@ class Kit:
         max_cost: float | None = None,
         providers: Sequence[str] | None = None,
         stream: bool = False,
+        seed: int | None = None,
         experiment_id: str | None = None,
         run_id: str | None = None,
     ) -> _Call:
@@ -260,6 +261,8 @@ class Kit:
             not isinstance(max_cost, Real) or isinstance(max_cost, bool) or not max_cost > 0 or math.isinf(max_cost)
         ):
             raise InvalidRequestError(f"max_cost must be a positive number of US dollars, got {max_cost!r}")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise InvalidRequestError(f"seed must be an integer, got {seed!r}")
         for label, v in (("user_id", user_id), ("agent_id", agent_id), ("task_id", task_id)):
             if v is not None and not isinstance(v, str):
                 raise InvalidRequestError(f"{label} must be a string, got {type(v).__name__}")
@@ -311,7 +314,7 @@ class Kit:
         )
         msgs_t = tuple(messages)
         steps = [
-            Step(self._providers[r.provider], ProviderRequest(r.model, msgs_t, system, max_tokens, temperature, stream))
+            Step(self._providers[r.provider], ProviderRequest(r.model, msgs_t, system, max_tokens, temperature, stream, seed))
             for r in routes
         ]
         meta = {
@@ -336,6 +339,7 @@ class Kit:
             "status": attempt.status,
             "error_type": attempt.error_type,
             "error_message": attempt.error_message,
+            "cache_hit": False,  # the experiment runner records cache hits itself
             **call.meta,
         }
         completion = None
@@ -381,7 +385,7 @@ class Kit:
         """One costed, timed completion, falling back across providers.
 
         ``prompt`` is a string or a list of ``{"role", "content"}`` messages. Keyword arguments:
-        role, model, system, max_tokens, temperature, user_id, agent_id, task_id, max_cost,
+        role, model, system, max_tokens, temperature, seed, user_id, agent_id, task_id, max_cost,
         providers. Works inside a running event loop (a notebook cell).
         """
         call = self._prepare(prompt, **kwargs)

@@ -26,6 +26,7 @@ class ProviderRequest:
     max_tokens: int
     temperature: float | None
     stream: bool = False
+    seed: int | None = None  # OpenAI's best-effort sampling seed; the simulated provider's too
 
 
 @dataclass

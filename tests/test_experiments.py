@@ -64,7 +64,7 @@ def test_cache_bypass_refresh_and_clear(kit):
     kit.run(_exp(repeats=1), progress=False)
     off = kit.run(_exp(repeats=1), cache=False, progress=False)
     assert off.cache_hits == 0 and off.cost_usd > 0
-    assert not kit.usage(run_id=off.run_id).cache_hit.fillna(False).any()
+    assert not kit.usage(run_id=off.run_id).cache_hit.any()  # sent calls are marked False, not NULL
     refresh = kit.run(_exp(repeats=1), cache="refresh", progress=False)
     assert refresh.cache_hits == 0 and refresh.cost_usd > 0
     cache = ResponseCache(kit.home)

@@ -126,7 +126,8 @@ def test_base_url_alone_configures_openai(tmp_path, monkeypatch, openai_server):
     """An OpenAI-compatible local server (Ollama, vLLM, llama.cpp) needs only its base URL."""
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     kit = Kit(tmp_path, dotenv=False, max_retries=0)
-    r = kit.complete("hello local model", model="llama3.2")
+    with pytest.warns(UserWarning, match="no price known for openai/llama3.2"):
+        r = kit.complete("hello local model", model="llama3.2")
     assert r.provider == "openai" and openai_server.requests[-1].body["model"] == "llama3.2"
     with pytest.warns(UserWarning, match="no price known"):
         r2 = kit.complete("and again", model="llama3.1")

@@ -243,3 +243,13 @@ def test_count_tokens_labels_estimates(live_kit):
     counts = live_kit.count_tokens("hello world", role="planner")
     assert counts["openai"] == {"model": "gpt-4.1", "prompt_tokens": 9, "estimated": False}  # 2 + 3 + 1 role + 3 priming
     assert counts["anthropic"]["estimated"] is True and counts["anthropic"]["model"] == "claude-sonnet-5-5"
+
+
+def test_seed_gives_distinct_reproducible_samples(kit, live_kit, openai_server):
+    prompt = "Suggest a name for a notebook toolkit"
+    a, b, a2 = (kit.complete(prompt, seed=s, temperature=0.8).content for s in (1, 2, 1))
+    assert a == a2 and a != b
+    live_kit.complete(prompt, seed=7, providers=["openai"])
+    assert openai_server.requests[-1].body["seed"] == 7
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        kit.complete(prompt, seed="7")

@@ -36,6 +36,7 @@ def cache_key(provider: str, request: ProviderRequest, repeat: int) -> str:
             "system": request.system,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
+            "seed": request.seed,
             "repeat": repeat,
         },
         sort_keys=True,

@@ -182,7 +182,9 @@ class Experiment:
                     for s in self.grid:
                         kwargs: dict[str, Any] = {("role" if m in ROLES else "model"): m, **s}
                         for k in range(self.repeats):
-                            yield Cell(i, r, tname, m, _settings_id(s), k, prompt, kwargs)
+                            # each repeat is its own seeded sample: distinct, and reproducible
+                            # where the provider honours seeds (OpenAI, the simulated provider)
+                            yield Cell(i, r, tname, m, _settings_id(s), k, prompt, {**kwargs, "seed": k})
                             i += 1
 
     @property

@@ -75,6 +75,8 @@ class OpenAIProvider(Provider):
             params["max_tokens"] = req.max_tokens
         if req.temperature is not None:
             params["temperature"] = req.temperature
+        if req.seed is not None:
+            params["seed"] = req.seed
         if req.stream:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}

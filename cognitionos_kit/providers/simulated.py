@@ -108,7 +108,8 @@ class SimulatedProvider(Provider):
             failure = self._scheduled.popleft() if self._scheduled else None
             if failure is None and self.failure_rate and self._failure_rng.random() < self.failure_rate:
                 failure = _Failure(self.failure_kind)
-        key = repr((self.seed, req.model, req.system, req.messages, req.max_tokens, req.temperature))
+        parts = (self.seed, req.model, req.system, req.messages, req.max_tokens, req.temperature)
+        key = repr(parts if req.seed is None else parts + (req.seed,))
         rng = random.Random(hashlib.sha256(key.encode()).digest())
         text = compose_answer(req, rng)
         enc = tokens.encoding_for_model(req.model)
