@@ -258,6 +258,10 @@ class _LoopbackServer:
         """Send the first ``after_events`` SSE events of ``entry`` then drop the connection."""
         self._push(("broken", entry, after_events))
 
+    def enqueue_raw(self, status: int, content_type: str, data: bytes) -> None:
+        """Answer the next request with exactly these bytes (e.g. a proxy's HTML page)."""
+        self._push(("raw", status, content_type, data))
+
     def enqueue_disconnect(self) -> None:
         """Close the socket without sending any response."""
         self._push(("disconnect",))
@@ -292,6 +296,9 @@ class _LoopbackServer:
             _, entry, n = item
             r = entry["response"]
             h.send_sse(r["status"], r["content_type"], sse_events(r["sse"])[:n], complete=False)
+        elif kind == "raw":
+            _, status, ctype, data = item
+            h.send_bytes(status, ctype, data)
         elif kind == "disconnect":
             h.drop()
         else:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class ResponseCache:
 
     def __init__(self, home: str | Path) -> None:
         self.root = Path(home) / "cache"
+        self._dirs: set[Path] = set()  # folders known to exist: saves a mkdir per write
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -61,16 +62,26 @@ class ResponseCache:
         except (FileNotFoundError, ValueError):  # absent, or corrupted by hand: a miss
             return None
 
-    def put(self, key: str, entry: dict[str, Any]) -> None:
+    def put(self, key: str, entry: dict[str, Any], *, _again: bool = True) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        # a name no other writer uses (pid + thread; put never yields to another coroutine),
+        # cheaper than mkstemp's random names and O_EXCL retries
+        tmp = path.parent / f".tmp-{key}-{os.getpid()}-{threading.get_ident()}"
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(entry, f, ensure_ascii=False)
             os.replace(tmp, path)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            if not _again:
+                raise
+            self._dirs.clear()  # the cache was cleared meanwhile (here or in another process)
+            self.put(key, entry, _again=False)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def __len__(self) -> int:
@@ -80,4 +91,5 @@ class ResponseCache:
         """Delete every cached answer; returns how many there were."""
         n = len(self)
         shutil.rmtree(self.root, ignore_errors=True)
+        self._dirs.clear()
         return n

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from ..config import ProviderSettings
 from ..types import ProviderRequest, ProviderResponse, Usage
-from .base import LoopLocal, Provider, StreamItem, classify_sdk_error
+from .base import LoopLocal, Provider, StreamItem, async_http_client, classify_sdk_error
 
 
 class AnthropicProvider(Provider):
@@ -57,7 +57,7 @@ class AnthropicProvider(Provider):
         def make() -> Any:
             import anthropic
 
-            return anthropic.AsyncAnthropic(**self._kwargs())
+            return anthropic.AsyncAnthropic(http_client=async_http_client(anthropic), **self._kwargs())
 
         return self._aclients.get(make)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import weakref
 from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Union
@@ -47,18 +48,67 @@ class Provider(ABC):
 
 
 class LoopLocal:
-    """One async SDK client per event loop: an httpx async pool cannot cross loops
-    (e.g. successive ``asyncio.run`` calls in a script or test)."""
+    """One async SDK client per event loop: a connection pool cannot cross loops
+    (e.g. successive ``asyncio.run`` calls in a script or test).
+
+    Each client is closed when its loop shuts down: a started async generator is registered
+    with the loop (asyncio's ``shutdown_asyncgens``, which ``asyncio.run`` calls, finalises it),
+    so an aiohttp session never outlives its loop and never warns "Unclosed client session".
+    """
 
     def __init__(self) -> None:
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._closers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
 
     def get(self, factory: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = factory()
+            closer = _close_at_shutdown(client)
+            try:  # run it to its first yield: the loop's firstiter hook now tracks it
+                closer.asend(None).send(None)
+            except StopIteration:
+                self._closers[loop] = closer  # kept alive until the loop finalises it
         return client
+
+    async def aclose(self) -> None:
+        """Close the running loop's client now (the next call makes a new one)."""
+        loop = asyncio.get_running_loop()
+        self._clients.pop(loop, None)
+        closer = self._closers.pop(loop, None)
+        if closer is not None:
+            await closer.aclose()
+
+
+async def _close_at_shutdown(client: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+def async_http_client(sdk: Any) -> Any:
+    """The HTTP client for an async SDK client: the SDK's own aiohttp transport when aiohttp
+    is installed (``COGNITIONOS_ASYNC_HTTP=httpx`` opts out), else None (the SDK's default).
+
+    Why: at experiment concurrency (64 requests in flight) the default pool spends about
+    1.2 ms of CPU per request choosing a connection; aiohttp's pool does not
+    (benchmarks/bench_experiment.py measures both).
+    """
+    if os.environ.get("COGNITIONOS_ASYNC_HTTP", "aiohttp").lower() == "httpx":
+        return None
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return None
+    factory = getattr(sdk, "DefaultAioHttpClient", None)
+    if factory is None:
+        return None
+    try:
+        return factory()
+    except RuntimeError:  # the SDK was installed without its aiohttp extra
+        return None
 
 
 def classify_sdk_error(exc: BaseException, provider: str, model: str) -> ProviderError | None:
@@ -72,7 +122,7 @@ def classify_sdk_error(exc: BaseException, provider: str, model: str) -> Provide
         return None
     status = getattr(exc, "status_code", None)
     message = _sdk_message(exc)
-    if "APITimeoutError" in names:
+    if "APITimeoutError" in names and not _dropped_connection(exc):
         kind, retryable = "timeout", True
     elif "APIConnectionError" in names:
         kind, retryable = "connection_error", True
@@ -100,6 +150,21 @@ def classify_sdk_error(exc: BaseException, provider: str, model: str) -> Provide
         status_code=status,
         retryable=retryable,
     )
+
+
+# aiohttp errors the SDKs' aiohttp transport reports as a connect *timeout* although nothing timed out
+_DROPPED = {"ServerDisconnectedError", "ClientOSError", "ClientConnectorError", "ConnectionResetError"}
+
+
+def _dropped_connection(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if {cls.__name__ for cls in type(cause).__mro__} & _DROPPED:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _sdk_message(exc: BaseException) -> str:
