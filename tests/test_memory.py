@@ -465,3 +465,29 @@ def test_kit_memory_is_one_object_and_closes(tmp_path):
     k.memory.store("u", "closing is harmless")
     k.close()
     assert Memory(tmp_path / "home").frame().content.tolist() == ["closing is harmless"]
+
+
+def test_first_load_reads_vectors_exactly_through_arrow(tmp_path):
+    """A new process loads vectors from DuckDB's BLOB buffer: bit-identical to what was stored,
+    also when some rows were written by another model (other width) and are skipped."""
+    from cognitionos_kit.memory.store import Blobs, decode_vectors, encode_vectors
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((50, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    m = Memory(tmp_path / "h")
+    m.store_many("u", [f"fact {i}" for i in range(50)], embeddings=vecs)
+    fresh = Memory(tmp_path / "h")
+    assert len(fresh) == 50
+    t, w = fresh._table, m._table
+    np.testing.assert_array_equal(t.vec[: t.n], w.vec[: w.n])  # bit-identical to the writer's, same order
+    np.testing.assert_allclose(t.vec[: t.n], vecs, atol=1e-6)
+
+    wide, narrow = rng.standard_normal((2, 8)).astype(np.float32), rng.standard_normal((1, 4)).astype(np.float32)
+    raw = [np.frombuffer(__import__("base64").b64decode(s), dtype=np.uint8) for s in
+           encode_vectors(wide[:1]) + encode_vectors(narrow) + encode_vectors(wide[1:])]
+    blobs = Blobs(np.cumsum([0] + [len(r) for r in raw]), np.concatenate(raw))
+    np.testing.assert_array_equal(blobs.take([0, 2], 8), wide)  # the mixed-width path
+    np.testing.assert_array_equal(blobs.take([1], 4), decode_vectors(encode_vectors(narrow), 4))
+    uniform = Blobs(np.array([0, 32, 64]), np.concatenate([wide[0].view(np.uint8), wide[1].view(np.uint8)]))
+    np.testing.assert_array_equal(uniform.take([0, 1], 8), wide)  # the one-buffer path

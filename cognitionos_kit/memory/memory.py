@@ -28,7 +28,7 @@ from .filters import compile_filter
 from .hit import MemoryHit
 from .index import MEMORY_TYPES, SCOPES, ApproximateIndex, Table
 from .ranking import Ranking, Weights
-from .store import EventLog, decode_vectors, encode_vectors
+from .store import Blobs, EventLog, decode_vectors, encode_vectors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -243,7 +243,9 @@ class Memory:
         table = Table(int(dim), capacity=max(1024, len(ok)))
         if ok:
             rows = _rows(ev, self.collection)
-            table.add([rows[i] for i in ok], decode_vectors([ev["embedding"][i] for i in ok], int(dim)))
+            emb = ev["embedding"]
+            vectors = emb.take(ok, int(dim)) if isinstance(emb, Blobs) else decode_vectors([emb[i] for i in ok], int(dim))
+            table.add(rows if len(ok) == len(rows) else [rows[i] for i in ok], vectors)
         acc = data["access"]
         pairs = [(table.pos[i], n, last) for i, n, last in zip(acc["id"], acc["n"], acc["last"]) if i in table.pos]
         if pairs:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["EventLog", "MEMORY_MIGRATIONS", "encode_vectors", "decode_vectors"]
+__all__ = ["Blobs", "EventLog", "MEMORY_MIGRATIONS", "encode_vectors", "decode_vectors"]
 
 EVENTS, ACCESS = "memory_events", "memory_access"
 EVENT_COLUMNS = (
@@ -113,19 +113,23 @@ class EventLog:
         with self.store.connect() as con:
             self.store.ingest(con)
             for table in (EVENTS, ACCESS):
-                con.execute(f"UPDATE {table} SET seq = nextval('memory_seq') WHERE seq IS NULL")
-            top = con.execute("SELECT max(seq) FROM memory_events").fetchone()[0] or 0
-            top_access = con.execute("SELECT max(seq) FROM memory_access").fetchone()[0] or 0
+                con.execute(f"UPDATE {table} SET seq = nextval('memory_seq') WHERE seq IS NULL").fetchall()
+            # fetchall, not fetchone: DuckDB 2 refuses con.sql() while a result is half read
+            top = con.execute("SELECT max(seq) FROM memory_events").fetchall()[0][0] or 0
+            top_access = con.execute("SELECT max(seq) FROM memory_access").fetchall()[0][0] or 0
             cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
             if full:
                 # Pick the latest event per memory on small columns first, then fetch only those rows.
-                events = _columns(con.execute(
-                    f"""WITH latest AS (
+                # Arrow, not fetchall: 100k rows load in half the time, and the vectors arrive as
+                # one contiguous buffer (DuckDB decodes the base64) instead of 100k Python strings.
+                plain = ", ".join(f"e.{c}" for c in EVENT_COLUMNS if c != "embedding")
+                events = _arrow_columns(con, f"""WITH latest AS (
                             SELECT arg_max(row_id, (ts, seq)) AS rid FROM memory_events
-                            WHERE collection = ? AND op <> 'config' GROUP BY memory_id HAVING bool_and(op <> 'delete'))
-                        SELECT {cols} FROM memory_events e JOIN latest ON e.row_id = latest.rid ORDER BY e.seq""",
+                            WHERE collection = $1 AND op <> 'config' GROUP BY memory_id HAVING bool_and(op <> 'delete'))
+                        SELECT {plain}, from_base64(e.embedding) AS embedding
+                        FROM memory_events e JOIN latest ON e.row_id = latest.rid ORDER BY e.seq""",
                     [collection],
-                ))
+                )
                 access = _columns(con.execute(
                     "SELECT id, count(*) AS n, max(ts) AS last FROM (SELECT unnest(ids) AS id, ts FROM memory_access"
                     " WHERE collection = ?) GROUP BY id",
@@ -150,6 +154,46 @@ class EventLog:
         with self.store.connect() as con:
             self.store.ingest(con)
             return con.execute(sql, list(params)).df()
+
+
+class Blobs:
+    """A column of binary vectors as one buffer plus offsets (from Arrow), sliced without copies."""
+
+    def __init__(self, offsets: "np.ndarray", data: "np.ndarray") -> None:
+        self.offsets, self.data = offsets, data
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def take(self, rows: Sequence[int], dim: int) -> "np.ndarray":
+        import numpy as np
+
+        o = self.offsets
+        if len(rows) == len(self) and len(rows) and o[-1] - o[0] == 4 * dim * len(rows) \
+                and bool((np.diff(o) == 4 * dim).all()):  # the usual case: every row, one model
+            return self.data[o[0]:o[-1]].view("<f4").reshape(len(rows), dim).copy()
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        for j, i in enumerate(rows):
+            out[j] = self.data[o[i]:o[i + 1]].view("<f4")
+        return out
+
+
+def _arrow_columns(con: "duckdb.DuckDBPyConnection", sql: str, params: Sequence[Any]) -> dict[str, Any]:
+    """Like :func:`_columns`, with the ``embedding`` BLOB column as :class:`Blobs`."""
+    import numpy as np
+
+    rel = con.sql(sql, params=list(params))
+    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+    out: dict[str, Any] = {n: table.column(n).to_pylist() for n in table.column_names if n != "embedding"}
+    emb = table.column("embedding").combine_chunks()
+    if emb.null_count:
+        raise ValueError("memory_events holds a row without an embedding")
+    width = 8 if "large" in str(emb.type) else 4
+    buffers = emb.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32 if width == 4 else np.int64)[emb.offset:emb.offset + len(emb) + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    out["embedding"] = Blobs(offsets, data)
+    return out
 
 
 def _columns(cursor: Any) -> dict[str, list[Any]]:
