@@ -72,14 +72,6 @@ class LoopLocal:
                 self._closers[loop] = closer  # kept alive until the loop finalises it
         return client
 
-    async def aclose(self) -> None:
-        """Close the running loop's client now (the next call makes a new one)."""
-        loop = asyncio.get_running_loop()
-        self._clients.pop(loop, None)
-        closer = self._closers.pop(loop, None)
-        if closer is not None:
-            await closer.aclose()
-
 
 async def _close_at_shutdown(client: Any) -> AsyncIterator[None]:
     try:
