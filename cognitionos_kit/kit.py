@@ -62,6 +62,9 @@ class Kit:
     >>> kit = Kit()                       # keys from the environment or .env; none -> simulated
     >>> r = kit.complete("Name three uses of DuckDB", role="executor")
     >>> r.content, r.cost_usd, r.latency_ms
+
+    ``max_retries`` bounds the SDKs' own retry loop (the only one); a provider asking to wait
+    longer than ``max_retry_wait`` seconds before a retry is skipped for that call instead.
     """
 
     def __init__(
@@ -74,11 +77,14 @@ class Kit:
         simulated_latency: LatencyModel | None = None,
         timeout: float = 60.0,
         max_retries: int = 2,
+        max_retry_wait: float | None = 20.0,
         default_max_tokens: int = 1024,
         dotenv: bool | str = True,
     ) -> None:
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if max_retry_wait is not None and (not isinstance(max_retry_wait, Real) or not max_retry_wait >= 0):
+            raise ConfigurationError(f"max_retry_wait must be a number of seconds >= 0 or None, got {max_retry_wait!r}")
         if not isinstance(default_max_tokens, int) or default_max_tokens <= 0:
             raise ConfigurationError(f"default_max_tokens must be a positive int, got {default_max_tokens!r}")
         self.settings = load_settings(home, dotenv=dotenv)
@@ -90,8 +96,10 @@ class Kit:
         from .providers.openai import OpenAIProvider
 
         self._providers: dict[str, Provider] = {
-            "openai": OpenAIProvider(self.settings.openai, timeout=timeout, max_retries=max_retries),
-            "anthropic": AnthropicProvider(self.settings.anthropic, timeout=timeout, max_retries=max_retries),
+            "openai": OpenAIProvider(self.settings.openai, timeout=timeout, max_retries=max_retries,
+                                     max_retry_wait=max_retry_wait),
+            "anthropic": AnthropicProvider(self.settings.anthropic, timeout=timeout, max_retries=max_retries,
+                                           max_retry_wait=max_retry_wait),
             "simulated": SimulatedProvider(seed=seed, latency=simulated_latency),
         }
         order: list[str] = []

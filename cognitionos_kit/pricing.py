@@ -112,10 +112,15 @@ class PriceBook:
         return CostEstimate(price.cost(usage), source, version)
 
     def worst_case(self, provider: str, model: str, prompt_tokens: int, max_tokens: int) -> float | None:
-        """Upper bound before the call: every prompt token at the input price, max_tokens out."""
-        price, _, _ = self.price(provider, model)
+        """Upper bound before the call: every prompt token at the input price, max_tokens out
+        (at the long-context tier's price when the prompt reaches it)."""
+        price, source, _ = self.price(provider, model)
         if price is None:
             return None
+        if price.tiered and source == "genai-prices":
+            exact = _genai_cost(provider, model, Usage(prompt_tokens=prompt_tokens, completion_tokens=max_tokens))
+            if exact is not None:
+                return exact
         return (prompt_tokens * price.input_mtok + max_tokens * price.output_mtok) / 1_000_000
 
 

@@ -135,3 +135,50 @@ def test_base_url_alone_configures_openai(tmp_path, monkeypatch, openai_server):
     assert kit.usage(request_id=r2.request_id).iloc[0].cost_usd != kit.usage(request_id=r2.request_id).iloc[0].cost_usd
     kit.set_price("llama3.2", input_per_mtok=0.0, output_per_mtok=0.0)
     assert kit.complete("free now", model="llama3.2").cost_usd == 0.0
+
+
+def test_retry_after_is_honoured_by_the_one_retry_loop(live_kit, openai_server, anthropic_server):
+    """The SDK waits what the server asks (here 400 ms) and retries once; the chain does not move on."""
+    import time
+
+    openai_server.enqueue_error(429, headers={"retry-after-ms": "400"})
+    t0 = time.perf_counter()
+    r = live_kit.complete(PROMPT)
+    waited = time.perf_counter() - t0
+    assert r.provider == "openai" and len(r.attempts) == 1
+    assert len(openai_server.requests) == 2 and len(anthropic_server.requests) == 0
+    assert waited >= 0.4
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_a_long_retry_after_moves_on_at_once(tmp_path, monkeypatch, openai_server, anthropic_server, sync):
+    """A provider asking to wait longer than max_retry_wait is not retried: the next one answers now."""
+    import asyncio
+    import time
+
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_server.base_url)
+    kit = Kit(tmp_path, dotenv=False, max_retries=2, max_retry_wait=1.0, simulated_latency=LatencyModel(scale=0))
+    openai_server.enqueue_error(429, headers={"retry-after": "30"})
+    anthropic_server.enqueue_error(529, headers={"retry-after": "45"})
+    t0 = time.perf_counter()
+    r = kit.complete(PROMPT) if sync else asyncio.run(kit.acomplete(PROMPT))
+    assert time.perf_counter() - t0 < 5
+    assert r.fallback_path == "openai -> anthropic -> simulated"
+    assert [a.error_type for a in r.attempts] == ["rate_limit", "overloaded", None]
+    assert len(openai_server.requests) == 1 and len(anthropic_server.requests) == 1  # no SDK retry
+    # a wait within the cap is still honoured (and the retry succeeds)
+    openai_server.enqueue_error(429, headers={"retry-after": "0.2"})
+    r = kit.complete(PROMPT) if sync else asyncio.run(kit.acomplete(PROMPT))
+    assert r.provider == "openai" and len(openai_server.requests) == 3
+    kit.close()
+
+
+def test_bad_max_retry_wait(tmp_path):
+    from cognitionos_kit import ConfigurationError
+
+    for bad in (-1, "soon"):
+        with pytest.raises(ConfigurationError, match="max_retry_wait"):
+            Kit(tmp_path, dotenv=False, max_retry_wait=bad)

@@ -132,6 +132,25 @@ def test_secrets_never_leak(tmp_path, monkeypatch, openai_server, anthropic_serv
     assert OPENAI_KEY.encode() not in ledger_bytes
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_secrets_never_reach_a_printed_traceback(live_kit, openai_server, anthropic_server, provider):
+    """A 400 whose body echoes the key: the raised error, its message and the whole printed
+    traceback (causes and contexts included) are key-free."""
+    import traceback
+
+    from cognitionos_kit import ProviderError
+
+    key = OPENAI_KEY if provider == "openai" else ANTHROPIC_KEY
+    server = openai_server if provider == "openai" else anthropic_server
+    server.enqueue_error(400, body=server.error_body(400, f"bad header: Authorization: Bearer {key} (x-api-key {key})"))
+    with pytest.raises(ProviderError) as info:
+        live_kit.complete("hi", providers=[provider])
+    printed = "".join(traceback.format_exception(info.value))
+    assert "[REDACTED]" in str(info.value) and "bad header" in str(info.value)
+    assert key not in printed and key not in repr(info.value)
+    assert key not in live_kit.usage().to_json(date_format="iso")
+
+
 def test_models_lists_what_is_usable(live_kit):
     df = live_kit.models()
     assert set(df.provider) == {"openai", "anthropic", "simulated"}
@@ -174,6 +193,36 @@ def test_openai_embeddings_are_batched_and_ledgered(live_kit, openai_server):
     assert v.shape[0] == 300 and v.dtype == np.float32
     rows = live_kit.usage(kind="embedding")
     assert len(rows) == 2 and (rows.user_id == "emb").all() and (rows.cost_usd > 0).all()
+
+
+def test_recorded_embedding_exchange_read_exactly(live_kit, openai_server):
+    """The recorded text-embedding-3-small answer (base64 floats, as the SDK asks for them) comes
+    back as the same vector, with the recorded token count priced by genai-prices."""
+    import base64
+
+    from genai_prices import Usage as GUsage, calc_price
+    from loopback import load_fixtures
+
+    entry = next(e for e in load_fixtures("openai", "/v1/embeddings", status=200) if "dimensions" not in e["request"])
+    openai_server.enqueue(entry)
+    v = live_kit.embed(entry["request"]["input"], model="text-embedding-3-small", user_id="emb")
+    recorded = np.frombuffer(base64.b64decode(entry["response"]["json"]["data"][0]["embedding"]), dtype="<f4")
+    assert v.shape == (1, recorded.size) and np.array_equal(v[0], recorded)
+    tokens = entry["response"]["json"]["usage"]["prompt_tokens"]
+    row = live_kit.usage(kind="embedding").iloc[0]
+    assert int(row.prompt_tokens) == tokens and row.status == "ok" and row.price_source == "genai-prices"
+    expected = calc_price(GUsage(input_tokens=tokens), model_ref="text-embedding-3-small", provider_id="openai")
+    assert row.cost_usd == pytest.approx(float(expected.total_price), rel=1e-9)
+
+
+def test_call_metadata_reaches_every_row(live_kit, openai_server):
+    openai_server.enqueue_error(503, times=2)  # one failed attempt, then Anthropic
+    r = live_kit.complete("plan the ablation", role="planner", user_id="ana", agent_id="agent-7", task_id="t-42")
+    rows = live_kit.usage(request_id=r.request_id).sort_values("attempt")
+    assert list(rows.provider) == ["openai", "anthropic"]
+    for col, want in (("user_id", "ana"), ("agent_id", "agent-7"), ("task_id", "t-42"), ("role", "planner")):
+        assert list(rows[col]) == [want, want], col
+    assert list(rows.model) == ["gpt-4.1", "claude-sonnet-5-5"]  # the planner's models
 
 
 def test_remote_embeddings_need_a_key(kit):

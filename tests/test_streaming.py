@@ -88,3 +88,43 @@ def test_async_stream_over_both_providers(live_kit, openai_server, anthropic_ser
         return out
 
     assert asyncio.run(main()) == [("openai", True, True), ("anthropic", True, True)]
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_anthropic_stream_dropped_before_any_text_falls_back(live_kit, openai_server, anthropic_server, sync):
+    """message_start arrives, then the connection drops: no text reached the user, so the chain moves on."""
+    calls = live_kit.simulated.calls
+    anthropic_server.enqueue_broken_stream(ANTHROPIC_STREAM, after_events=1)
+
+    async def collect(s):
+        return "".join([c async for c in s])
+
+    if sync:
+        s = live_kit.stream("tell me", providers=["anthropic", "simulated"])
+        text = "".join(s)
+    else:
+        s = live_kit.astream("tell me", providers=["anthropic", "simulated"])
+        text = asyncio.run(collect(s))
+    c = s.completion
+    assert c.provider == "simulated" and text == c.content and live_kit.simulated.calls == calls + 1
+    assert [(a.provider, a.status, a.error_type) for a in c.attempts] == [
+        ("anthropic", "error", "connection_error"), ("simulated", "ok", None)]
+    rows = live_kit.usage(request_id=c.request_id).sort_values("attempt")
+    assert list(rows.status) == ["error", "ok"] and rows.iloc[0].cost_usd != rows.iloc[0].cost_usd  # NaN
+
+
+def test_anthropic_mid_stream_failure_raises_and_records_partial(live_kit, openai_server, anthropic_server):
+    events = [e for e in ANTHROPIC_STREAM["response"]["sse"].split("\n\n") if e.strip()]
+    first_text = next(i for i, e in enumerate(events) if "text_delta" in e)
+    anthropic_server.enqueue_broken_stream(ANTHROPIC_STREAM, after_events=first_text + 1)
+    calls = live_kit.simulated.calls
+    s = live_kit.stream("tell me", providers=["anthropic", "simulated"])
+    got = []
+    with pytest.raises(StreamInterruptedError) as info:
+        for chunk in s:
+            got.append(chunk)
+    assert got and info.value.partial == "".join(got) and info.value.provider == "anthropic"
+    assert live_kit.simulated.calls == calls  # never sent twice
+    rows = live_kit.usage()
+    assert len(rows) == 1 and rows.iloc[0].status == "interrupted" and bool(rows.iloc[0].tokens_estimated)
+    assert rows.iloc[0].error_type == "connection_error" and rows.iloc[0].cost_usd > 0

@@ -49,6 +49,26 @@ def test_bad_input_is_rejected_before_any_call(kit, kwargs, message):
     assert len(kit.usage()) == 0
 
 
+LIVE_BAD = [b for b in BAD if "simulated" not in b[1]] + [
+    ({"prompt": "hi", "temperature": 2.5, "providers": ["openai"]}, "outside openai's range"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", LIVE_BAD, ids=[m for _, m in LIVE_BAD])
+def test_bad_input_sends_nothing_to_real_providers(live_kit, openai_server, anthropic_server, kwargs, message):
+    """With the official SDKs configured, bad input still fails before a single request."""
+    kwargs = dict(kwargs)
+    prompt = kwargs.pop("prompt")
+    if kwargs.get("model") == "sim-huge":
+        kwargs["providers"] = ["simulated"]
+    for call in (lambda: live_kit.complete(prompt, **kwargs), lambda: live_kit.stream(prompt, **kwargs),
+                 lambda: asyncio.run(live_kit.acomplete(prompt, **kwargs))):
+        with pytest.raises(InvalidRequestError, match=message):
+            call()
+    assert len(openai_server.requests) == 0 and len(anthropic_server.requests) == 0
+    assert len(live_kit.usage()) == 0
+
+
 def test_temperature_range_and_anthropic_without_temperature(live_kit, openai_server, anthropic_server):
     with pytest.raises(InvalidRequestError, match=r"outside openai's range \[0.0, 2.0\]"):
         live_kit.complete("hi", temperature=2.5)

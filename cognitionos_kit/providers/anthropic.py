@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from ..config import ProviderSettings
 from ..types import ProviderRequest, ProviderResponse, Usage
-from .base import LoopLocal, Provider, StreamItem, async_http_client, classify_sdk_error
+from .base import LoopLocal, Provider, StreamItem, async_http_client, sync_http_client, translate_errors
 
 
 class AnthropicProvider(Provider):
@@ -21,10 +21,14 @@ class AnthropicProvider(Provider):
     name = "anthropic"
     temperature_range = None  # deprecated by Anthropic: not sent
 
-    def __init__(self, settings: ProviderSettings, *, timeout: float = 60.0, max_retries: int = 2) -> None:
+    def __init__(
+        self, settings: ProviderSettings, *, timeout: float = 60.0, max_retries: int = 2,
+        max_retry_wait: float | None = 20.0,
+    ) -> None:
         self._settings = settings
         self._timeout = timeout
         self._max_retries = max_retries
+        self._max_retry_wait = max_retry_wait
         self._client: Any = None
         self._aclients = LoopLocal()
 
@@ -49,7 +53,7 @@ class AnthropicProvider(Provider):
         if self._client is None:
             import anthropic
 
-            self._client = anthropic.Anthropic(**self._kwargs())
+            self._client = anthropic.Anthropic(http_client=sync_http_client(anthropic, self._max_retry_wait), **self._kwargs())
         return self._client
 
     @property
@@ -57,7 +61,9 @@ class AnthropicProvider(Provider):
         def make() -> Any:
             import anthropic
 
-            return anthropic.AsyncAnthropic(http_client=async_http_client(anthropic), **self._kwargs())
+            return anthropic.AsyncAnthropic(
+                http_client=async_http_client(anthropic, self._max_retry_wait), **self._kwargs()
+            )
 
         return self._aclients.get(make)
 
@@ -95,43 +101,32 @@ class AnthropicProvider(Provider):
             response_id=msg.id,
         )
 
-    def _error(self, exc: BaseException, req: ProviderRequest) -> BaseException:
-        return classify_sdk_error(exc, self.name, req.model) or exc
-
     def complete(self, req: ProviderRequest) -> ProviderResponse:
-        try:
+        with translate_errors(self.name, req.model):
             msg = self.client.messages.create(**self._params(req))
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         return self._response(msg)
 
     async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
-        try:
+        with translate_errors(self.name, req.model):
             msg = await self.aclient.messages.create(**self._params(req))
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         return self._response(msg)
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
         acc = _EventAccumulator(req.model)
-        try:
+        with translate_errors(self.name, req.model):
             for event in self.client.messages.create(**self._params(req)):
                 text = acc.feed(event)
                 if text:
                     yield text
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         yield acc.result()
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
         acc = _EventAccumulator(req.model)
-        try:
+        with translate_errors(self.name, req.model):
             async for event in await self.aclient.messages.create(**self._params(req)):
                 text = acc.feed(event)
                 if text:
                     yield text
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         yield acc.result()
 
 

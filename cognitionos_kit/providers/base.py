@@ -80,27 +80,107 @@ async def _close_at_shutdown(client: Any) -> AsyncIterator[None]:
         await client.close()
 
 
-def async_http_client(sdk: Any) -> Any:
-    """The HTTP client for an async SDK client: the SDK's own aiohttp transport when aiohttp
-    is installed (``COGNITIONOS_ASYNC_HTTP=httpx`` opts out), else None (the SDK's default).
+# --- the SDK's one retry loop, bounded ---------------------------------------------------
+# Both SDKs sleep for whatever Retry-After says, up to 120 s per retry, before the fallback chain
+# gets a chance. A response hook marks a longer requested wait with the SDKs' own
+# ``x-should-retry: false`` header, so the SDK raises at once and the chain moves on.
+_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
-    Why: at experiment concurrency (64 requests in flight) the default pool spends about
-    1.2 ms of CPU per request choosing a connection; aiohttp's pool does not
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """The server-requested wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date)."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) / divisor
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        import email.utils
+        import time
+
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is not None:
+            return email.utils.mktime_tz(parsed) - time.time()
+    return None
+
+
+def _cap_retry(response: Any, max_wait: float) -> None:
+    if response.status_code in _RETRY_STATUSES and "x-should-retry" not in response.headers:
+        wait = retry_after_seconds(response.headers)
+        if wait is not None and wait > max_wait:
+            response.headers["x-should-retry"] = "false"
+
+
+def retry_cap_hooks(max_wait: float | None, *, is_async: bool) -> dict[str, list] | None:
+    """httpx event hooks that stop the SDK waiting longer than ``max_wait`` seconds to retry."""
+    if max_wait is None:
+        return None
+    if is_async:
+        async def hook(response: Any) -> None:
+            _cap_retry(response, max_wait)
+    else:
+        def hook(response: Any) -> None:  # type: ignore[misc]
+            _cap_retry(response, max_wait)
+    return {"response": [hook]}
+
+
+def sync_http_client(sdk: Any, max_retry_wait: float | None) -> Any:
+    """The SDK's default sync httpx client, with the retry cap hook."""
+    hooks = retry_cap_hooks(max_retry_wait, is_async=False)
+    return sdk.DefaultHttpxClient(event_hooks=hooks) if hooks else None
+
+
+def async_http_client(sdk: Any, max_retry_wait: float | None = None) -> Any:
+    """The HTTP client for an async SDK client: the SDK's own aiohttp transport when aiohttp
+    is installed (``COGNITIONOS_ASYNC_HTTP=httpx`` opts out), else the SDK's default; both
+    with the retry cap hook.
+
+    Why aiohttp: at experiment concurrency (64 requests in flight) the default pool spends
+    about 1.2 ms of CPU per request choosing a connection; aiohttp's pool does not
     (benchmarks/bench_experiment.py measures both).
     """
+    hooks = retry_cap_hooks(max_retry_wait, is_async=True)
+    kw = {"event_hooks": hooks} if hooks else {}
+    default = sdk.DefaultAsyncHttpxClient(**kw) if hooks else None
     if os.environ.get("COGNITIONOS_ASYNC_HTTP", "aiohttp").lower() == "httpx":
-        return None
+        return default
     try:
         import aiohttp  # noqa: F401
     except ImportError:
-        return None
+        return default
     factory = getattr(sdk, "DefaultAioHttpClient", None)
     if factory is None:
-        return None
+        return default
     try:
-        return factory()
+        return factory(**kw)
     except RuntimeError:  # the SDK was installed without its aiohttp extra
+        return default
+
+
+class translate_errors:
+    """``with translate_errors(provider, model):`` an SDK or transport exception leaves the block
+    as a ``ProviderError``. Its cause is not chained: an SDK error can echo request headers or
+    a body holding the API key, and a printed traceback would show it."""
+
+    __slots__ = ("provider", "model")
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider, self.model = provider, model
+
+    def __enter__(self) -> None:
         return None
+
+    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, ProviderError):
+            return False
+        err = classify_sdk_error(exc, self.provider, self.model)
+        if err is None:
+            return False
+        raise err from None
 
 
 def classify_sdk_error(exc: BaseException, provider: str, model: str) -> ProviderError | None:
@@ -111,7 +191,7 @@ def classify_sdk_error(exc: BaseException, provider: str, model: str) -> Provide
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "APIError" not in names:
-        return None
+        return _transport_error(exc, names, provider, model)
     status = getattr(exc, "status_code", None)
     message = _sdk_message(exc)
     if "APITimeoutError" in names and not _dropped_connection(exc):
@@ -141,6 +221,23 @@ def classify_sdk_error(exc: BaseException, provider: str, model: str) -> Provide
         error_type=kind,
         status_code=status,
         retryable=retryable,
+    )
+
+
+# The SDKs wrap transport errors raised while sending a request, but not those raised while
+# reading a stream's body: these arrive as the HTTP library's own exceptions.
+_TRANSPORT_MODULES = ("httpx", "httpcore", "httpx2", "httpcore2", "aiohttp", "h11")
+
+
+def _transport_error(exc: BaseException, names: set[str], provider: str, model: str) -> ProviderError | None:
+    module = type(exc).__module__.split(".", 1)[0]
+    if module not in _TRANSPORT_MODULES and not isinstance(exc, (OSError, asyncio.TimeoutError)):
+        return None
+    timed_out = isinstance(exc, asyncio.TimeoutError) or any("Timeout" in n for n in names)
+    kind = "timeout" if timed_out else "connection_error"
+    return ProviderError(
+        f"{provider}/{model}: {type(exc).__name__}: {exc or 'connection lost'}",
+        provider=provider, model=model, error_type=kind, retryable=True,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator, Iterator
 from ..config import ProviderSettings
 from ..errors import ProviderError
 from ..types import ProviderRequest, ProviderResponse, Usage
-from .base import LoopLocal, Provider, StreamItem, async_http_client, classify_sdk_error
+from .base import LoopLocal, Provider, StreamItem, async_http_client, sync_http_client, translate_errors
 
 # Reasoning models take max_completion_tokens; older and compatible servers take max_tokens.
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -33,10 +33,14 @@ class OpenAIProvider(Provider):
     name = "openai"
     temperature_range = (0.0, 2.0)
 
-    def __init__(self, settings: ProviderSettings, *, timeout: float = 60.0, max_retries: int = 2) -> None:
+    def __init__(
+        self, settings: ProviderSettings, *, timeout: float = 60.0, max_retries: int = 2,
+        max_retry_wait: float | None = 20.0,
+    ) -> None:
         self._settings = settings
         self._timeout = timeout
         self._max_retries = max_retries
+        self._max_retry_wait = max_retry_wait
         self._client: Any = None
         self._aclients = LoopLocal()
 
@@ -62,7 +66,7 @@ class OpenAIProvider(Provider):
         if self._client is None:
             import openai
 
-            self._client = openai.OpenAI(**self._kwargs())
+            self._client = openai.OpenAI(http_client=sync_http_client(openai, self._max_retry_wait), **self._kwargs())
         return self._client
 
     @property
@@ -70,7 +74,7 @@ class OpenAIProvider(Provider):
         def make() -> Any:
             import openai
 
-            return openai.AsyncOpenAI(http_client=async_http_client(openai), **self._kwargs())
+            return openai.AsyncOpenAI(http_client=async_http_client(openai, self._max_retry_wait), **self._kwargs())
 
         return self._aclients.get(make)
 
@@ -135,52 +139,39 @@ class OpenAIProvider(Provider):
             response_id=data.get("id"),
         )
 
-    def _error(self, exc: BaseException, req: ProviderRequest) -> BaseException:
-        return classify_sdk_error(exc, self.name, req.model) or exc
-
     # --- calls ------------------------------------------------------------------------
     def complete(self, req: ProviderRequest) -> ProviderResponse:
-        try:
+        with translate_errors(self.name, req.model):
             data = self.client.post(_CHAT_PATH, body=self._params(req), cast_to=object, options=_CHAT_OPTIONS)
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         return self._response(data, req)
 
     async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
-        try:
+        with translate_errors(self.name, req.model):
             data = await self.aclient.post(_CHAT_PATH, body=self._params(req), cast_to=object, options=_CHAT_OPTIONS)
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         return self._response(data, req)
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
         acc = _StreamAccumulator(req.model)
-        try:
+        with translate_errors(self.name, req.model):
             for chunk in self.client.chat.completions.create(**self._params(req)):
                 text = acc.feed(chunk)
                 if text:
                     yield text
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         yield acc.result(self._usage)
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
         acc = _StreamAccumulator(req.model)
-        try:
+        with translate_errors(self.name, req.model):
             async for chunk in await self.aclient.chat.completions.create(**self._params(req)):
                 text = acc.feed(chunk)
                 if text:
                     yield text
-        except Exception as exc:
-            raise self._error(exc, req) from exc
         yield acc.result(self._usage)
 
     # --- embeddings -------------------------------------------------------------------
     def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], Usage, str]:
-        try:
+        with translate_errors(self.name, model):
             resp = self.client.embeddings.create(model=model, input=texts)
-        except Exception as exc:
-            raise classify_sdk_error(exc, self.name, model) or exc from exc
         vectors = [d.embedding for d in sorted(resp.data, key=lambda d: d.index)]
         tokens = getattr(resp.usage, "prompt_tokens", 0) or 0
         return vectors, Usage(prompt_tokens=tokens), resp.model or model
