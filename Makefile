@@ -30,6 +30,7 @@ notebooks: setup
 bench: setup
 	$(PY) benchmarks/bench_overhead.py
 	$(PY) benchmarks/bench_import.py
+	$(PY) benchmarks/bench_experiment.py
 
 clean:
 	rm -rf $(VENV) data/demo .pytest_cache

@@ -24,7 +24,8 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     from .kit import Kit
     from .providers.simulated import SimulatedProvider
 
-    home_path = Path(home or os.environ.get("COGNITIONOS_HOME") or "data") / "demo"
+    data_home = Path(home or os.environ.get("COGNITIONOS_HOME") or "data")  # the default data folder
+    home_path = data_home / "demo"
     shutil.rmtree(home_path, ignore_errors=True)  # the demo's own folder: each run starts clean
     # A flaky stand-in in front of the simulated provider shows fallback offline: a third of its
     # calls fail with a rate limit and move on down the chain, as OpenAI -> Anthropic would.
@@ -92,17 +93,23 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     summary["report"] = str(report)
     print(f"\nreport: {report}")
 
-    from .experiments import Experiment  # a small offline experiment, run twice: the rerun is all cache hits
+    # A small offline experiment, run twice: the rerun is all cache hits. It runs in the data folder
+    # itself, so its report lands in <data>/runs/<run_id>/report.html where kit.runs() finds it; the
+    # response cache there persists, so a later demo serves the first run from it too (and says so).
+    from .experiments import Experiment
 
     exp = Experiment("demo-capitals", [{"country": c, "expected": e} for c, e in
                                        (("France", "Paris"), ("Japan", "Tokyo"), ("Peru", "Lima"))],
                      "What is the capital of {country}?", ["sim-small", "sim-nano"],
                      settings={"temperature": [0.0, 0.7]}, scorers=["contains", {"regex": "capital"}])
-    sim_kit = Kit(home_path, providers=["simulated"], dotenv=False)
+    sim_kit = Kit(data_home, providers=["simulated"], dotenv=False)
     first = sim_kit.run(exp, budget_usd=0.05, progress=False)
     again = sim_kit.run(exp, budget_usd=0.05, progress=False)
-    print(f"\nexperiment {exp.name}: {len(first.results)} cells, ${first.cost_usd:.6f}; "
+    sent = first.manifest["totals"]["calls_sent"]
+    earlier = f" ({first.cache_hits} from an earlier demo's cache)" if first.cache_hits else ""
+    print(f"\nexperiment {exp.name}: {len(first.results)} cells, {sent} sent for ${first.cost_usd:.6f}{earlier}; "
           f"rerun {again.cache_hits} cache hits, ${again.cost_usd:.6f} new spend")
+    summary["experiment_run"] = first.run_id
     summary["experiment_report"] = str(first.report_path)
     print(f"experiment report: {first.report_path}")
     sim_kit.close()

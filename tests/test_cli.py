@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +30,15 @@ def test_run_then_rerun_then_report(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "64/64 cells, 0 cached" in first.stdout and "report: " in first.stdout
     assert "capitals" in first.stderr and "call" in first.stderr  # the progress bar
+    bar = first.stderr.replace("\r", "\n").splitlines()
+    done = [ln for ln in bar if "64/64" in ln]
+    assert done and re.search(r"\$0\.\d{4} spent, 0 cached", done[-1]), done  # live spend in its postfix
+    spent = float(re.search(r"\$(0\.\d{4}) spent", done[-1]).group(1))
     run_id = _run_id(first.stdout)
     report = tmp_path / "h" / "runs" / run_id / "report.html"
     assert report.exists() and (report.parent / "results.parquet").exists()
+    manifest = json.loads((report.parent / "manifest.json").read_text())
+    assert spent == pytest.approx(manifest["totals"]["spent_usd"], abs=5e-5) and spent > 0  # the bar's figure is the spend
 
     second = _cli("run", str(EXAMPLE), "--home", "h", "--no-progress", cwd=tmp_path)
     assert second.returncode == 0 and "64 cached, spent $0.000000" in second.stdout

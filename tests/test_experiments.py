@@ -178,7 +178,8 @@ def test_scorers_function_numeric_and_judge(kit):
     run = kit.run(exp, progress=False)
     r = run.results.iloc[0]
     assert r.score_len == 1.0 and r.score_num in (0.0, 1.0)
-    assert "score_judge" in run.results.columns
+    # the simulated provider does not answer with a number: the score is missing, and the row says why
+    assert math.isnan(r.score_judge) and r.status == "ok" and "score_judge missing: judge reply has no score" in r.error
     rows = kit.usage(run_id=run.run_id)
     assert len(rows) == 2 and rows.cost_usd.sum() == pytest.approx(run.cost_usd)  # the judge is costed
     from cognitionos_kit.experiments.scorers import BUILTIN, parse_judge_score
@@ -211,6 +212,14 @@ def test_yaml_definition_matches_python(tmp_path):
         ({"scorers": [{"exact_match": {"field": "answer"}}]}, {}, "answer"),
         ({"models": ["sim-huge"]}, {}, "sim-huge"),
         ({"settings": {"temperature": [5.0]}}, {}, "temperature"),
+        # an LLM judge is checked against the Kit when the run is planned, like the grid's own calls
+        ({"scorers": [{"llm_judge": {"model": "sim-huge"}}]}, {}, "scorer 'llm_judge' .*sim-huge"),
+        ({"scorers": [{"llm_judge": {"role": "boss"}}]}, {}, "unknown role 'boss'"),
+        ({"scorers": [{"llm_judge": {"max_tokens": 0}}]}, {}, "max_tokens"),
+        ({"scorers": [{"llm_judge": {"model": ""}}]}, {}, "model must be a non-empty string"),
+        # with a budget every judge model needs a known price (else its calls could not be reserved)
+        ({"scorers": [{"llm_judge": {"model": "my-local-judge"}}]}, {"budget_usd": 1.0},
+         "judges included.*simulated/my-local-judge"),
     ],
 )
 def test_bad_input_fails_before_any_call(kit, kwargs, run_kw, match):
@@ -258,3 +267,186 @@ def test_ray_executor_matches_local(kit, tmp_path):
         import ray
 
         ray.shutdown()
+
+
+# --- dataset files, settings lists, roles, the system prompt -----------------------------------
+
+
+def test_csv_dataset_settings_list_and_role(kit, tmp_path):
+    DATA.to_csv(tmp_path / "capitals.csv", index=False)
+    exp = Experiment("csv", tmp_path / "capitals.csv", "What is the capital of {country}?", ["planner", "sim-nano"],
+                     settings=[{"temperature": 0.0}, {"temperature": 0.7, "max_tokens": 5}], scorers=["contains"])
+    run = kit.run(exp, progress=False)
+    df = run.results
+    assert len(df) == 3 * 2 * 2 and (df.status == "ok").all()
+    assert list(df.columns[:9]) == ["cell", "row", "template", "model", "settings", "repeat", "country", "expected", "n"]
+    assert list(df.country.unique()) == ["France", "Japan", "Peru"] and df.n.dtype.kind == "i"  # read from the CSV
+    assert list(df.settings.unique()) == ["temperature=0.0", "temperature=0.7,max_tokens=5"]
+    # a role in models is routed like role= in kit.complete: the planner is sim-large on the simulated provider
+    assert (df[df.model == "planner"].served_model == "sim-large").all()
+    assert (df[df.model == "sim-nano"].served_model == "sim-nano").all()
+    short = df[df.settings == "temperature=0.7,max_tokens=5"]
+    assert (short.completion_tokens <= 5).all() and (short.finish_reason == "length").all()
+    assert (df[df.settings == "temperature=0.0"].completion_tokens > 5).all()
+    assert list(run.summary.model) == ["planner", "planner", "sim-nano", "sim-nano"] and (run.summary.cells == 3).all()
+    ledger = kit.usage(run_id=run.run_id)
+    assert set(ledger[ledger.role == "planner"].model) == {"sim-large"} and ledger[ledger.model == "sim-nano"].role.isna().all()
+
+
+def test_system_setting_reaches_the_request(live_kit, openai_server):
+    system = "Answer with the city name only."
+    exp = Experiment("sys", DATA, "What is the capital of {country}?", ["executor"],
+                     settings=[{"system": system}, {"temperature": 0.2}])
+    run = live_kit.run(exp, concurrency=1, progress=False)
+    df = run.results
+    assert len(df) == 6 and (df.status == "ok").all()
+    assert (df.provider == "openai").all() and (df.served_model == "gpt-4o-mini").all()  # the executor at OpenAI
+    assert list(df.settings.unique()) == [f"system={system}", "temperature=0.2"]
+    bodies = [r.body for r in openai_server.requests]
+    assert len(bodies) == 6
+    with_system = [b for b in bodies if b["messages"][0]["role"] == "system"]
+    assert len(with_system) == 3 and all(b["messages"][0]["content"] == system for b in with_system)
+    assert sorted(b["messages"][-1]["content"] for b in with_system) == sorted(f"What is the capital of {c}?" for c in DATA.country)
+    without = [b for b in bodies if b["messages"][0]["role"] != "system"]
+    assert len(without) == 3 and all(b["temperature"] == 0.2 for b in without)
+    last = openai_server.requests[-1].body  # cells run in order: the last one is Peru without a system prompt
+    assert last["messages"] == [{"role": "user", "content": "What is the capital of Peru?"}]
+
+
+# --- the LLM judge end to end ------------------------------------------------------------------
+
+
+def _judge_reply(text: str, prompt_tokens: int = 150, completion_tokens: int = 3) -> dict:
+    """A recorded OpenAI chat answer whose message is ``text`` (the judge's reply), with plausible usage."""
+    from loopback import load_fixtures
+
+    entry = load_fixtures("openai", "/v1/chat/completions", stream=False, tools=False, status=200)[0]
+    body = entry["response"]["json"]
+    body["choices"][0]["message"]["content"] = text
+    body["usage"].update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                         total_tokens=prompt_tokens + completion_tokens)
+    return entry
+
+
+def _gpt4o_mini_cost(prompt_tokens: int, completion_tokens: int) -> float:
+    from genai_prices import Usage as GUsage, calc_price
+
+    p = calc_price(GUsage(input_tokens=prompt_tokens, output_tokens=completion_tokens), model_ref="gpt-4o-mini",
+                   provider_id="openai")
+    return float(p.total_price)
+
+
+def _judged(data=DATA, **judge):
+    return Experiment("judged", data, "What is the capital of {country}?", ["sim-small"], settings={"max_tokens": [16]},
+                      scorers={"judge": {"llm_judge": {"model": "gpt-4o-mini", "rubric": "names the right city",
+                                                      "field": "expected", **judge}}})
+
+
+def test_llm_judge_scores_and_is_costed(live_kit, openai_server):
+    for text in ("0.9", "Score: 0.25", "1"):
+        openai_server.enqueue(_judge_reply(text))
+    run = live_kit.run(_judged(), concurrency=1, progress=False)  # in order: France, Japan, Peru
+    df = run.results
+    assert list(df.score_judge) == [0.9, 0.25, 1.0] and df.error.isna().all() and run.stopped_reason is None
+    assert (df.provider == "simulated").all()  # the answers; only the judge went to OpenAI
+    bodies = [r.body for r in openai_server.requests]
+    assert len(bodies) == 3 and {b["model"] for b in bodies} == {"gpt-4o-mini"} and {b["temperature"] for b in bodies} == {0.0}
+    first = bodies[0]["messages"][-1]["content"]
+    assert "names the right city" in first and "What is the capital of France?" in first
+    assert "Reference answer:\nParis" in first and df.output.iloc[0] in first
+    ledger = live_kit.usage(run_id=run.run_id)
+    judge_rows = ledger[ledger.provider == "openai"]
+    assert len(ledger) == 6 and len(judge_rows) == 3 and set(judge_rows.model) == {"gpt-4o-mini"}
+    assert judge_rows.cost_usd.tolist() == pytest.approx([_gpt4o_mini_cost(150, 3)] * 3, rel=1e-9)
+    assert run.cost_usd == pytest.approx(ledger.cost_usd.sum(), rel=1e-9)  # the run's spend includes the judge
+    answers = ledger[ledger.provider == "simulated"].cost_usd.sum()
+    assert run.cost_usd == pytest.approx(answers + 3 * _gpt4o_mini_cost(150, 3), rel=1e-9)
+    assert df.spent_usd.sum() == pytest.approx(run.cost_usd, rel=1e-9)
+    assert (df.spent_usd > df.cost_usd).all()  # each cell's spend = its answer + its judge call
+    assert run.summary.score_judge.iloc[0] == pytest.approx((0.9 + 0.25 + 1.0) / 3)
+
+    again = live_kit.run(_judged(), concurrency=1, progress=False)  # answers and judge replies from the cache
+    assert len(openai_server.requests) == 3 and again.cost_usd == 0.0 and list(again.results.score_judge) == [0.9, 0.25, 1.0]
+
+
+def test_budget_refused_judge_stops_the_run_and_rerun_fills_it(live_kit, openai_server):
+    exp = _judged(DATA.head(1), max_tokens=2000)
+    # the answer's worst case (sim-small, 16 tokens out) is ~$0.00002; the judge's (gpt-4o-mini, up to
+    # 2,000 tokens out) is ~$0.0012: $0.0005 lets the answer through and refuses the judge
+    run = live_kit.run(exp, concurrency=1, budget_usd=0.0005, progress=False)
+    r = run.results.iloc[0]
+    assert r.status == "ok" and r.output and math.isnan(r.score_judge)
+    assert "score_judge missing: budget exhausted before the judge call" in r.error
+    assert run.stopped_reason and "budget exhausted" in run.stopped_reason and "1 judge call(s) not sent" in run.stopped_reason
+    assert run.manifest["totals"]["judge_skipped"] == 1 and len(openai_server.requests) == 0
+    assert live_kit.usage(run_id=run.run_id).cost_usd.sum() <= 0.0005
+    assert (run.path / "manifest.json").exists()
+
+    openai_server.enqueue(_judge_reply("0.7"))
+    resumed = live_kit.run(exp, concurrency=1, budget_usd=0.01, progress=False)
+    r = resumed.results.iloc[0]
+    assert resumed.stopped_reason is None and r.cache_hit and r.score_judge == 0.7 and r.error is None
+    assert len(openai_server.requests) == 1 and resumed.cost_usd == pytest.approx(_gpt4o_mini_cost(150, 3), rel=1e-9)
+
+
+# --- the budget under real overlap -------------------------------------------------------------
+
+
+def test_budget_holds_with_calls_really_in_flight(tmp_path):
+    from cognitionos_kit import Kit, LatencyModel
+
+    countries = ["France", "Japan", "Peru", "Kenya", "Chile", "Norway", "Egypt", "Canada", "India", "Spain",
+                 "Ghana", "Nepal"]
+    data = pd.DataFrame({"country": countries, "expected": countries})
+    exp = Experiment("overlap", data, "What is the capital of {country}?", ["sim-large"],
+                     settings={"max_tokens": [120]}, repeats=4)
+    # 4-20 ms per simulated call: with 12 workers many calls are in flight at once
+    k = Kit(tmp_path / "h", dotenv=False, simulated_latency=LatencyModel(scale=0.2))
+    try:
+        full = k.run(exp, concurrency=12, cache=False, progress=False).cost_usd
+        budget = full / 2
+        run = k.run(exp, concurrency=12, budget_usd=budget, cache=False, progress=False)
+        ledger = k.usage(run_id=run.run_id)
+    finally:
+        k.close()
+    assert run.stopped_reason and run.stopped_reason.startswith("budget exhausted")
+    assert (run.results.status == "skipped").any() and (run.results.status == "ok").sum() > 12
+    assert 0 < ledger.cost_usd.sum() <= budget and ledger.cost_usd.sum() == pytest.approx(run.cost_usd, rel=1e-9)
+    # the calls really overlapped: sweep the [end - latency, end] intervals of the ledger rows
+    ts = pd.to_datetime(ledger.ts)
+    end = (ts - ts.min()).dt.total_seconds() * 1000  # ms
+    events = sorted([(e - lat, 1) for e, lat in zip(end, ledger.latency_ms)] + [(e, -1) for e in end],
+                    key=lambda x: (x[0], x[1]))
+    depth = peak = 0
+    for _, d in events:
+        depth += d
+        peak = max(peak, depth)
+    assert 4 <= peak <= 12, peak  # never more than the 12 workers
+
+
+# --- the parameterised notebook under papermill ------------------------------------------------
+
+
+def test_notebook_runs_under_papermill_from_the_repo_root(tmp_path):
+    import papermill
+
+    root = Path(__file__).resolve().parent.parent
+    home = tmp_path / "nb-home"
+    out = tmp_path / "out.ipynb"
+    # as documented: run from the repository root, only the parameters change
+    papermill.execute_notebook(str(root / "notebooks" / "05_experiment.ipynb"), str(out), cwd=str(root),
+                               parameters={"repeats": 1, "budget_usd": 0.01, "home": str(home)},
+                               kernel_name="python3", progress_bar=False, request_save_on_cell_execute=False)
+    import nbformat
+
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    assert "capitals · 32 calls" in text and "1 repeats" in text
+    assert "cells: 32 · stopped: None" in text and "cache hits: 32/32 · new spend: $0.000000" in text
+    report = Path(next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("self-contained HTML report")))
+    assert report.parent.parent == home / "runs" and report.exists()
+    manifest = json.loads((report.parent / "manifest.json").read_text())
+    assert manifest["run_id"] == report.parent.name and manifest["totals"]["cells"] == 32
+    assert manifest["spec"]["repeats"] == 1 and manifest["budget_usd"] == 0.01
+    assert len(list((home / "runs").glob("*/manifest.json"))) == 2  # the run and its cached rerun

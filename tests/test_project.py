@@ -67,14 +67,34 @@ def test_simulation_mode_without_keys(tmp_path):
 def test_demo_runs_offline_and_writes_reports(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
     env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", COGNITIONOS_DOTENV="0")
-    out = subprocess.run([sys.executable, "-m", "cognitionos_kit", "demo", "--home", str(tmp_path)],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert out.returncode == 0, out.stderr
-    text = out.stdout
+
+    def demo() -> str:
+        out = subprocess.run([sys.executable, "-m", "cognitionos_kit", "demo", "--home", str(tmp_path)],
+                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def experiment_report(text: str) -> Path:
+        return Path(next(ln.split(": ", 1)[1] for ln in text.splitlines() if ln.startswith("experiment report: ")))
+
+    text = demo()
     assert "simulation mode: True" in text and "calls made        26" in text
     assert "latency p50 / p95" in text and "memory: best match 'DuckDB runs inside" in text
+    assert "experiment demo-capitals: 12 cells, 12 sent for $0.0" in text
     assert "rerun 12 cache hits, $0.000000 new spend" in text
     report = tmp_path / "demo" / "report.html"
     html = report.read_text()
     assert "<script src=" not in html and "plotly" in html.lower()
-    assert list((tmp_path / "demo" / "runs").glob("*/report.html"))
+    # the experiment's report is in the data folder's runs/, where kit.runs() looks
+    first = experiment_report(text)
+    assert first.parent.parent == tmp_path / "runs" and first.exists() and "Plotly.newPlot" in first.read_text()
+    assert not (tmp_path / "demo" / "runs").exists()
+
+    again = demo()  # a second demo: same showcase, and the experiment says where its answers came from
+    assert "calls made        26" in again
+    assert "experiment demo-capitals: 12 cells, 0 sent for $0.000000 (12 from an earlier demo's cache)" in again
+    assert "rerun 12 cache hits, $0.000000 new spend" in again
+    assert experiment_report(again).exists() and first.exists()  # the earlier run is kept
+    code = (f"import cognitionos_kit as ck; k = ck.Kit({str(tmp_path)!r}, dotenv=False); "
+            "print(sorted(k.runs().experiment)); k.close()")
+    assert _run_python(code).strip() == str(["demo-capitals"] * 4)

@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from .. import tokens
-from ..errors import InvalidRequestError
+from ..errors import ConfigurationError, InvalidRequestError
 from .budget import Budget
 from .cache import ResponseCache, cache_key
 from .experiment import Cell, Experiment
-from .scorers import JUDGE_PROMPT, Scorer, parse_judge_score
+from .scorers import Scorer, judge_request, parse_judge_score
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +104,11 @@ def _worst_case(kit: "Kit", call: Any, counts: dict) -> float | None:
 
 
 def _plan(kit: "Kit", exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
-    """Validate every call and compute its cache key (and worst case, with a budget): no call is sent."""
+    """Validate every call and compute its cache key (and worst case, with a budget): no call is sent.
+
+    LLM judges are validated here too: one judge request per judge scorer is prepared (its model or
+    role must exist and, with a budget, have a known price), so a bad judge fails before the grid runs.
+    """
     plans, counts = [], {}
     for cell in exp.cells():
         call = kit._prepare(cell.prompt, **cell.kwargs, experiment_id=exp.name, run_id=run_id)
@@ -116,7 +120,28 @@ def _plan(kit: "Kit", exp: Experiment, run_id: str, budget: bool) -> list[_Plan]
                 f"(or a fallback) has none: add one with kit.set_price(...)"
             )
         plans.append(_Plan(cell, cache_key(step.provider.name, step.request, cell.repeat), worst))
+    if plans:
+        _check_judges(kit, exp, plans[0].cell, budget)
     return plans
+
+
+def _check_judges(kit: "Kit", exp: Experiment, cell: Cell, budget: bool) -> None:
+    row = exp.data.iloc[cell.row].to_dict()
+    for s in exp.scorer_list:
+        if not s.judge:
+            continue
+        prompt, kwargs = judge_request(s.options, cell.prompt, row, "")
+        try:
+            call = kit._prepare(prompt, **kwargs)
+        except (InvalidRequestError, ConfigurationError) as exc:  # both take just a message
+            raise type(exc)(f"scorer {s.name!r} (llm_judge): {exc}") from None
+        if budget and _worst_case(kit, call, {}) is None:
+            step = call.steps[0]
+            raise InvalidRequestError(
+                f"budget_usd needs a known price for every model, judges included; scorer {s.name!r} (llm_judge) "
+                f"uses {step.provider.name}/{step.request.model} (or a fallback), which has none: add one with "
+                "kit.set_price(...)"
+            )
 
 
 def _entry(c: Any) -> dict[str, Any]:
@@ -168,19 +193,22 @@ class _Engine:
             self.cache.put(key, entry)
         return "ok", entry, real, False
 
-    async def judge(self, scorer: Scorer, cell: Cell, row: Mapping[str, Any], output: str) -> tuple[float, float]:
-        """An LLM-judge score through the kit (cached and budgeted like any call) -> (score, spend)."""
-        o = scorer.options
-        ref = f"Reference answer:\n{row[o['field']]}\n\n" if o.get("field") else ""
-        prompt = JUDGE_PROMPT.format(rubric=o.get("rubric", "correct, complete and concise"), prompt=cell.prompt,
-                                     reference=ref, output=output)
-        kwargs = {("model" if o.get("model") else "role"): o.get("model") or o.get("role", "critic"),
-                  "max_tokens": int(o.get("max_tokens", 16)), "temperature": 0.0}
+    async def judge(self, scorer: Scorer, cell: Cell, row: Mapping[str, Any], output: str) -> tuple[float, float, str | None]:
+        """An LLM-judge score through the kit (cached and budgeted like any call) -> (score, spend, note).
+
+        ``note`` explains a missing score: ``"budget"`` (the budget refused the call), or why it failed."""
+        prompt, kwargs = judge_request(scorer.options, cell.prompt, row, output)
         call = self.kit._prepare(prompt, **kwargs)
         step = call.steps[0]
         worst = _worst_case(self.kit, call, {}) if self.budget.limit is not None else None
         status, entry, spent, _ = await self.fetch(prompt, kwargs, cache_key(step.provider.name, step.request, 0), worst)
-        return (parse_judge_score(entry["content"]) if status == "ok" else math.nan), spent  # type: ignore[index]
+        if status == "skipped":
+            return math.nan, spent, "budget"
+        if status == "error":
+            return math.nan, spent, f"judge call failed: {entry}"
+        score = parse_judge_score(entry["content"] or "")
+        note = None if not math.isnan(score) else f"judge reply has no score: {(entry['content'] or '')[:80]!r}"
+        return score, spent, note
 
 
 def _run_coro(coro: Awaitable[Any]) -> Any:
@@ -273,12 +301,14 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
             status, entry, spent, hit = await engine.fetch(p.cell.prompt, p.cell.kwargs, p.key, p.worst)
             out: dict[str, Any] = {"status": status, "entry": entry if status == "ok" else None,
                                    "error": None if status == "ok" else entry, "spent": spent, "judged": {},
-                                   "cache_hit": hit}
+                                   "judge_notes": {}, "cache_hit": hit}
             if status == "ok":
                 for s in judges:
-                    score, j_spent = await engine.judge(s, p.cell, rows[p.cell.row], entry["content"])  # type: ignore[index]
+                    score, j_spent, note = await engine.judge(s, p.cell, rows[p.cell.row], entry["content"])  # type: ignore[index]
                     out["judged"][s.name] = score
                     out["spent"] += j_spent
+                    if note:
+                        out["judge_notes"][s.name] = note
             outcomes[i] = out
             bar.update(1)
             bar.set_postfix_str(f"${engine.budget.spent:.4f} spent, {engine.hits} cached", refresh=False)

@@ -78,6 +78,12 @@ def _results(exp: "Experiment", plans: list, outcomes: list[dict]) -> "pd.DataFr
         for s in exp.scorer_list:
             r[f"score_{s.name}"] = out["judged"].get(s.name, math.nan) if s.judge else (
                 s.score(e["content"], records[c.row]) if e else math.nan)
+        notes = out.get("judge_notes") or {}
+        if notes:  # the answer is there (status ok) but a judge score is missing: say why
+            r["error"] = "; ".join(
+                f"score_{name} missing: " + ("budget exhausted before the judge call (run again with a larger "
+                                             "budget to fill it)" if why == "budget" else why)
+                for name, why in notes.items())
         r["cache_hit"] = bool(out.get("cache_hit"))
         r["spent_usd"] = float(out.get("spent", 0.0))
         rows.append(r)
@@ -118,14 +124,20 @@ def finish_run(kit: "Kit", exp: "Experiment", engine: Any, plans: list, outcomes
     summary = summarize(results)
     n, ok = len(results), results[results.status == "ok"]
     skipped = int((results.status == "skipped").sum())
+    judge_skipped = sum(1 for o in outcomes for why in (o.get("judge_notes") or {}).values() if why == "budget")
+    judge_errors = sum(1 for o in outcomes for why in (o.get("judge_notes") or {}).values() if why != "budget")
     stopped = None
-    if skipped:
+    if skipped or judge_skipped:
         b = engine.budget
+        parts = [f"{skipped} of {n} cells not sent"] if skipped else []
+        if judge_skipped:
+            parts.append(f"{judge_skipped} judge call(s) not sent (those scores are missing)")
         stopped = (f"budget exhausted: ${b.spent:.6f} of ${b.limit:g} spent and the next call's worst case "
-                   f"(${b.refused or 0:.6f}) would not fit; {skipped} of {n} cells not sent. "
-                   "Run again (with a larger budget) to resume: completed cells come from the cache.")
+                   f"(${b.refused or 0:.6f}) would not fit; {' and '.join(parts)}. "
+                   "Run again (with a larger budget) to resume: completed cells and judge scores come from the cache.")
     totals = {
         "cells": n, "completed": len(ok), "errors": int((results.status == "error").sum()), "skipped": skipped,
+        "judge_skipped": judge_skipped, "judge_errors": judge_errors,
         "cache_hits": int(results.cache_hit.sum()), "calls_sent": engine.calls,
         "spent_usd": float(engine.budget.spent), "answers_cost_usd": float(ok.cost_usd.sum()),
         "saved_usd": float(engine.saved), "prompt_tokens": int(ok.prompt_tokens.sum()),

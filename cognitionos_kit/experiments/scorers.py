@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import InvalidRequestError
 
-__all__ = ["Scorer", "build_scorers", "BUILTIN", "JUDGE_PROMPT", "parse_judge_score"]
+__all__ = ["Scorer", "build_scorers", "BUILTIN", "JUDGE_PROMPT", "parse_judge_score", "judge_request"]
 
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 JUDGE_PROMPT = (
@@ -76,6 +76,15 @@ def parse_judge_score(text: str) -> float:
     """The first number in a judge's reply, clamped to [0, 1]; NaN when there is none."""
     found = _NUMBER.findall(text)
     return min(max(float(found[0]), 0.0), 1.0) if found else math.nan
+
+
+def judge_request(options: Mapping[str, Any], prompt: str, row: Mapping[str, Any], output: str) -> tuple[str, dict[str, Any]]:
+    """The judge's prompt and ``kit.complete`` keyword arguments for one answer (model wins over role)."""
+    ref = f"Reference answer:\n{row[options['field']]}\n\n" if options.get("field") else ""
+    text = JUDGE_PROMPT.format(rubric=options.get("rubric", "correct, complete and concise"), prompt=prompt,
+                               reference=ref, output=output)
+    target = {"model": options["model"]} if options.get("model") else {"role": options.get("role", "critic")}
+    return text, {**target, "max_tokens": options.get("max_tokens", 16), "temperature": 0.0}
 
 
 @dataclass
@@ -144,6 +153,11 @@ def _one(spec: Any, name: str | None, columns: set[str]) -> Scorer:
         raise InvalidRequestError(f"unknown scorer {kind!r}: use one of {', '.join([*BUILTIN, 'llm_judge'])} or a function")
     if kind == "llm_judge":
         allowed = {"model", "role", "rubric", "field", "max_tokens"}
+        for opt in ("model", "role", "rubric"):
+            if opt in options and not (isinstance(options[opt], str) and options[opt].strip()):
+                raise InvalidRequestError(f"scorer 'llm_judge': {opt} must be a non-empty string, got {options[opt]!r}")
+        # model, role and max_tokens are checked against the Kit (known model, role, price) when the
+        # run is planned, before any call is sent
     else:
         allowed = set(inspect.signature(BUILTIN[kind]).parameters) - {"output", "row"}
     bad = sorted(set(options) - allowed)
