@@ -116,14 +116,19 @@ class Completion:
         return f"Completion({text!r}, {self._footer()}{path})"
 
     def _repr_html_(self) -> str:
+        """A compact card: the answer, then one small line of provider, model, tokens, cost, latency."""
+        muted = "color:var(--jp-content-font-color2,#666);font-size:12px;margin-top:4px"
         path = ""
         if len(self.attempts) > 1:
-            path = "<div style='color:#a15c00'>fallback: " + html.escape(self.fallback_path) + "</div>"
+            steps = " → ".join(f"{a.provider} ({a.error_type or a.status})" for a in self.attempts)
+            path = f"<br><span style='color:#a15c00'>fallback: {html.escape(steps)}</span>"
+        text = html.escape(self.content) or "<span style='color:#999'>(no text)</span>"
         return (
-            "<div style='font-family:var(--jp-content-font-family,sans-serif)'>"
-            f"<div style='white-space:pre-wrap'>{html.escape(self.content)}</div>"
-            f"<div style='color:#666;font-size:85%;margin-top:4px'>{html.escape(self._footer())}</div>"
-            f"{path}</div>"
+            "<div class='cok-completion' style='font-family:var(--jp-content-font-family,system-ui,sans-serif);"
+            "font-size:13px;line-height:1.45;border-left:3px solid var(--jp-border-color1,#ccc);"
+            "padding:2px 0 2px 10px;max-width:110ch'>"
+            f"<div style='white-space:pre-wrap;word-break:break-word'>{text}</div>"
+            f"<div style='{muted}'>{html.escape(self._footer())}{path}</div></div>"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -209,12 +209,18 @@ def _check_playground(page, shots: Path) -> None:
 
     pg = page.locator(".cok-playground").first
     pg.scroll_into_view_if_needed()
-    assert pg.locator(".cok-answer").count() == 0  # nothing answered before the click
+    answer, footer = pg.locator(".cok-answer"), pg.locator(".cok-footer")
+    # the notebook's `pg.run()` cell drove this widget from code: its answer and cost line are drawn
+    answer.filter(has_text="(simulated sim-small)").filter(has_text="tracking").wait_for()
+    footer.filter(has_text="$").wait_for()
+    assert "databases" not in answer.inner_text()
+    pg.screenshot(path=str(shots / "playground_from_code.png"))
+
     pg.get_by_role("textbox", name="Prompt").fill("Explain vector databases in two sentences")
     pg.get_by_role("button", name="Run", exact=True).click()
-    answer = pg.locator(".cok-answer")
-    answer.filter(has_text="(simulated").wait_for()  # the first chunks (the answer streams in)
-    footer = pg.locator(".cok-footer")
+    # the click cleared the footer before the first chunk of the new answer (widget messages keep
+    # their order), so the cost line waited for below is the new one
+    answer.filter(has_text="databases").wait_for()
     footer.filter(has_text="$").wait_for()  # the cost line comes once the stream is complete
     assert "databases" in answer.inner_text()  # the typed prompt reached the kernel
     assert "simulated" in footer.inner_text() and "tokens" in footer.inner_text() and " ms" in footer.inner_text()
@@ -257,3 +263,15 @@ def _check_charts(page, shots: Path) -> None:
         plot.scroll_into_view_if_needed()
         assert plot.locator(".trace, .point").count() > 0, f"chart {i + 1} of {CHARTS_NOTEBOOK} has no traces"
         plot.screenshot(path=str(shots / f"chart_{i + 1}.png"))
+
+    # the live dashboard's charts fill its width (plotly's FigureWidget alone stays at 700 px)
+    dash = page.locator(".cok-dashboard")
+    dash.scroll_into_view_if_needed()
+    page.wait_for_function(
+        """() => { const d = document.querySelector('.cok-dashboard');
+                   const wide = [...d.querySelectorAll('.js-plotly-plot svg.main-svg:first-of-type')]
+                       .filter(s => s.getBoundingClientRect().width >= 0.95 * d.getBoundingClientRect().width);
+                   return d.getBoundingClientRect().width > 800 && wide.length >= 2; }""",
+        timeout=STEP_MS,
+    )
+    dash.screenshot(path=str(shots / "dashboard.png"))

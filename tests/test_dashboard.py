@@ -99,3 +99,37 @@ def test_notebook_03_loads_no_script_from_a_cdn():
     assert "<script src=" not in outputs.replace('"', "'").replace("\\'", "'")
     assert "cdn." not in outputs.lower() and "cdn.plot.ly" not in text and "cdn.jsdelivr" not in text
     assert 'pio.renderers.default = "plotly_mimetype"' in "".join(nb["cells"][1]["source"])
+
+
+def test_layout_fills_the_width_with_legends_clear_of_the_axis_titles(kit):
+    _calls(kit, 4)
+    d = kit.dashboard(refresh_s=None, budget_usd=0.05)
+    for fig in (d.latency_fig, d.spend_fig):
+        assert fig.layout.autosize is True and fig.layout.width is None  # as wide as the cell, not 700 px
+        if fig.layout.showlegend is not False and fig.data:
+            # pinned to the figure's bottom edge, under the tick labels and the axis title
+            assert (fig.layout.legend.yref, fig.layout.legend.y, fig.layout.legend.yanchor) == ("container", 0, "bottom")
+            assert fig.layout.margin.b >= 80
+    assert d.latency_fig.layout.showlegend is True and d.latency_fig.layout.legend.yref == "container"
+    assert d.gauge_fig.layout.width == 360  # a fixed size beside the summary table
+    row = d.children[1]
+    assert list(row.children) == [d.summary, d.gauge_fig] and row.layout.flex_flow == "row wrap"
+    assert "line-height:1.45" in d.summary.value  # not the HTML widget's 28 px one-line height
+    assert "cok-dashboard" in d._dom_classes
+    d.close()
+
+
+def test_each_drawn_view_is_asked_to_measure_its_width(kit):
+    """plotly 7 draws a FigureWidget view before it is on the page (so at 700 px) and never measures
+    again; the dashboard answers each view's "drawn" report (its trace deltas) with an autosize."""
+    _calls(kit, 2)
+    d = kit.dashboard(refresh_s=None)
+    sent = []
+    d.latency_fig.observe(lambda ch: ch["new"] and sent.append(ch["new"]["relayout_data"]), names="_py2js_relayout")
+    # what a browser view sends once Plotly.newPlot has drawn it
+    d.latency_fig._js2py_traceDeltas = {"trace_deltas": [{"uid": t.uid} for t in d.latency_fig.data],
+                                       "trace_edit_id": d.latency_fig._last_trace_edit_id}
+    assert sent == [{"autosize": True}]
+    d.latency_fig._js2py_traceDeltas = None  # an empty message asks for nothing
+    assert sent == [{"autosize": True}]
+    d.close()

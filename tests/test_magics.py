@@ -6,6 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import cognitionos_kit
+from cognitionos_kit import Kit, LatencyModel
 from cognitionos_kit.notebook.magics import interpolate, parse_line, resolve_target
 
 
@@ -154,3 +155,79 @@ def test_magic_stream_broken_midway_keeps_the_partial_answer(shell, kit, capsys)
     assert err.startswith("UsageError: the stream broke (partial answer kept in part)") and err.count("\n") == 1
     part = shell.user_ns["part"]
     assert part.content.startswith("(simulated") and part.attempts[-1].status == "interrupted"
+
+
+# --- what the magic displays -------------------------------------------------------------
+def _displayed(shell, cell):
+    """Run ``cell`` and return what it published: [(data, display_id, is_update)], in order."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as cap:
+        result = shell.run_cell(cell)
+    assert result.success, result.error_in_exec
+    return [(o.data, o.transient.get("display_id"), o.update) for o in cap.outputs]
+
+
+def _answer_and_footer(outputs):
+    """The answer's last state (the final update of its display) and the footer shown under it."""
+    (first, answer_id, _), *rest = outputs
+    assert answer_id is not None  # displayed with an id, so it can be updated in place
+    updates = [data for data, did, upd in rest if did == answer_id and upd]
+    footers = [data for data, did, upd in rest if not upd]
+    assert updates and len(footers) == 1, outputs
+    return first, updates, footers[0]
+
+
+CODE_PROMPT = "Write a python function that parses log lines"
+
+
+def test_format_code_shows_only_the_code_block(shell):
+    outputs = _displayed(shell, f"%%llm sim-large --kit kit --format code --as c\n{CODE_PROMPT}")
+    c = shell.user_ns["c"]
+    assert "```python\n" in c.content and c.content.startswith("(simulated sim-large)")  # prose, then a fence
+    code = c.content.split("```python\n", 1)[1].split("```", 1)[0].rstrip("\n")
+    _, updates, footer = _answer_and_footer(outputs)
+    assert updates[-1] == {"text/markdown": f"```python\n{code}\n```", "text/plain": code}
+    assert code.startswith("def ") and "(simulated" not in updates[-1]["text/markdown"]  # the prose is dropped
+    assert f"${c.cost_usd:.6f}" in footer["text/plain"] and f"${c.cost_usd:.6f}" in footer["text/html"]
+
+
+def test_format_code_without_a_fence_shows_the_whole_answer_as_code(shell):
+    outputs = _displayed(shell, "%%llm --kit kit --format code --as c\nExplain a token ledger")
+    c = shell.user_ns["c"]
+    assert "```" not in c.content
+    _, updates, _ = _answer_and_footer(outputs)
+    assert updates[-1] == {"text/markdown": f"```\n{c.content}\n```", "text/plain": c.content}
+
+
+def test_format_markdown_is_the_default_and_renders_the_answer_as_markdown(shell):
+    outputs = _displayed(shell, f"%%llm sim-large --kit kit --as c\n{CODE_PROMPT}")
+    c = shell.user_ns["c"]
+    first, updates, footer = _answer_and_footer(outputs)
+    assert first == {"text/markdown": "…", "text/plain": ""}  # a placeholder until the first tokens
+    assert updates[-1] == {"text/markdown": c.content, "text/plain": c.content}  # fence and prose kept
+    assert footer["text/plain"].startswith("simulated/sim-large · ") and footer["text/plain"].endswith(" ms")
+
+
+def test_format_text_is_plain_text_only(shell):
+    outputs = _displayed(shell, f"%%llm sim-large --kit kit --format text --as c\n{CODE_PROMPT}")
+    _, updates, _ = _answer_and_footer(outputs)
+    assert updates[-1] == {"text/plain": shell.user_ns["c"].content}
+
+
+def test_magic_output_streams_before_the_footer(shell, tmp_path):
+    """With real (simulated) latency the answer's display is updated several times with growing text."""
+    slow = LatencyModel(base_ms=800, per_input_token_ms=0, per_output_token_ms=0, jitter=0)
+    with Kit(tmp_path / "slow", dotenv=False, simulated_latency=slow) as k:
+        shell.user_ns["slow"] = k
+        outputs = _displayed(shell, "%%llm --kit slow --format text --as c\nExplain how a token ledger records cost")
+    c = shell.user_ns["c"]
+    _, updates, footer = _answer_and_footer(outputs)
+    assert outputs[-1][0] == footer  # the footer comes last, after every update of the answer
+    texts = [u["text/plain"] for u in updates]
+    assert texts[-1] == c.content
+    partial = list(dict.fromkeys(texts))  # the last repaint may repeat the final text
+    assert len(partial) >= 4, f"only {len(partial)} distinct repaints"
+    assert len(partial[0]) < len(c.content) / 2
+    for before, after in zip(partial, partial[1:]):
+        assert after.startswith(before) and len(after) > len(before)

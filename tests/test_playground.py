@@ -34,6 +34,8 @@ def test_run_streams_the_answer_and_the_cost_line(kit):
     for part in ("simulated", "sim-large", f"{c.prompt_tokens}+{c.completion_tokens} tokens",
                  f"${c.cost_usd:.6f}", f"{c.latency_ms:.0f} ms"):
         assert part in pg.footer.value
+    assert pg.footer_text == (f"simulated · sim-large · {c.prompt_tokens}+{c.completion_tokens} tokens · "
+                              f"${c.cost_usd:.6f} · {c.latency_ms:.0f} ms")
     assert pg.error.value == "" and not pg.run_button.disabled
     assert kit.usage()["stream"].tolist() == [True]
 
@@ -72,6 +74,7 @@ def test_a_fallback_shows_its_path(tmp_path):
         c = pg.run()
         assert c.provider == "simulated"
         assert "fallback: flaky (rate_limit) → simulated (ok)" in pg.footer.value
+        assert pg.footer_text.splitlines()[1] == "fallback: flaky (rate_limit) → simulated (ok)"
 
 
 def test_all_providers_failing_is_one_readable_error(tmp_path):
@@ -93,7 +96,8 @@ def test_compare_mode_one_card_per_model(kit):
     assert list(pg.results.children) == pg.cards and len(pg.cards) == 2
     for card, c in zip(pg.cards, results):
         assert html.escape(c.content) in card.output.value
-        assert c.model in card.footer.value and f"${c.cost_usd:.6f}" in card.footer.value
+        assert f"simulated / {c.model}" in card.title.value  # named in the title, so not repeated below
+        assert card.footer_text == f"{c.prompt_tokens}+{c.completion_tokens} tokens · ${c.cost_usd:.6f} · {c.latency_ms:.0f} ms"
     assert "repeat(2" in pg.results.layout.grid_template_columns
 
 
@@ -109,3 +113,47 @@ def test_a_stream_broken_midway_keeps_the_partial_answer(kit):
     c = pg.run()
     assert c is not None and c.attempts[-1].status == "interrupted"
     assert html.escape(c.content) in pg.output.value and "StreamInterruptedError" in pg.error.value
+
+
+def test_the_answer_streams_in_before_the_footer(tmp_path):
+    """With real (simulated) latency the answer box is repainted several times with growing text,
+    and the cost line appears only once the stream is complete."""
+    slow = LatencyModel(base_ms=600, per_input_token_ms=0, per_output_token_ms=0, jitter=0)
+    with Kit(tmp_path / "h", dotenv=False, simulated_latency=slow) as k:
+        pg = k.playground(prompt="Explain how a token ledger records cost and latency")
+        events: list[tuple[str, str]] = []
+        pg.output.observe(lambda ch: events.append(("output", ch["new"])), names="value")
+        pg.footer.observe(lambda ch: events.append(("footer", ch["new"])), names="value")
+        c = pg.run()
+    assert c is not None
+    footer_at = next(i for i, (name, value) in enumerate(events) if name == "footer" and value)
+    partials = [v for name, v in events[:footer_at] if name == "output" and "cok-answer'" in v]
+    assert len(partials) >= 4, f"only {len(partials)} repaints before the footer"
+    texts = [html.unescape(v.split(">", 1)[1].rsplit("</div>", 1)[0]) for v in partials]
+    assert texts[-1] == c.content
+    assert len(texts[0]) < len(c.content) / 2  # the first paint is early, not the whole answer
+    for before, after in zip(texts, texts[1:]):
+        assert after.startswith(before) and len(after) > len(before)  # each repaint adds text
+    assert events[footer_at + 1:] == []  # the footer is the last thing drawn
+
+
+# --- a Completion as a cell's last expression ----------------------------------------------
+def test_completion_renders_as_a_compact_card_and_a_one_line_repr(tmp_path):
+    flaky = SimulatedProvider(name="flaky", latency=LatencyModel(scale=0))
+    with Kit(tmp_path / "h", providers=[flaky, "simulated"], dotenv=False, simulated_latency=LatencyModel(scale=0)) as k:
+        flaky.fail_next(1, "rate_limit")
+        c = k.complete("Summarize: use <b> & <i> for emphasis, never <script>alert(1)</script>.")
+        plain = k.complete("Why track latency?")
+    card = c._repr_html_()
+    assert "<script>" in c.content and "<script>" not in card  # the answer is escaped, not rendered
+    assert html.escape(c.content) in card
+    footer = f"simulated/{c.model} · {c.prompt_tokens}+{c.completion_tokens} tokens · ${c.cost_usd:.6f} · {c.latency_ms:.0f} ms"
+    assert footer in card
+    assert "fallback: flaky (rate_limit) → simulated (ok)" in card
+    assert card.count("<br>") == 1 and "<table" not in card  # answer, then two short lines
+    assert "fallback" not in plain._repr_html_() and html.escape(plain._footer()) in plain._repr_html_()
+
+    text = repr(c)  # what a terminal shows: one line, the answer cut short, the same footer
+    assert "\n" not in text and len(text) < 200
+    assert text == f"Completion({c.content[:77] + '...'!r}, {footer}, path='flaky -> simulated')"
+    assert "path=" not in repr(plain) and str(plain) == plain.content

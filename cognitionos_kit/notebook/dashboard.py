@@ -46,6 +46,43 @@ def _sync(widget: "go.FigureWidget", fig: "go.Figure") -> None:
     widget.layout = fig.layout
 
 
+_GAUGE_WIDTH = 360  # px; the summary table takes the rest of the row
+
+
+def _fit(fig: "go.Figure", legend_room: int) -> "go.Figure":
+    """Dashboard layout for a chart: fill the cell's width, legend at the very bottom.
+
+    The charts' own legend sits just under the plot, where it can overlap the x-axis title once
+    it wraps or the widget is narrow; pinned to the figure's bottom edge (``legend_room`` px under
+    the plot for tick labels, the axis title and the legend) it never does.
+    """
+    if fig.layout.showlegend is not False and len(fig.data):
+        fig.update_layout(legend=dict(yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                          margin_b=legend_room)
+    fig.update_layout(autosize=True, width=None)
+    return fig
+
+
+def _fill_width(widget: "go.FigureWidget") -> None:
+    """Make each view of ``widget`` fill its container instead of plotly's 700 px default.
+
+    plotly 7 draws a FigureWidget view before the page attaches it, so plotly.js measures no
+    width, falls back to 700 px and never measures again. Every view reports its traces once it
+    has drawn (``_js2py_traceDeltas``); answering that with an ``autosize`` relayout makes the
+    view measure its container, attached by then. Sent as a message, not a layout change,
+    because the layout already says ``autosize=True``.
+    """
+    send = getattr(widget, "_send_relayout_msg", None)
+    if send is None:  # another plotly: keep its own sizing
+        return
+
+    def remeasure(change: dict) -> None:
+        if change["new"]:
+            send({"autosize": True})
+
+    widget.observe(remeasure, names="_js2py_traceDeltas")
+
+
 def gauge(spend_usd: float, budget_usd: float) -> "go.Figure":
     """A gauge of spend against a budget (red past it)."""
     import plotly.graph_objects as go
@@ -57,7 +94,8 @@ def gauge(spend_usd: float, budget_usd: float) -> "go.Figure":
         gauge=dict(axis=dict(range=[0, top], tickprefix="$"), bar_color="#D62728" if spend_usd > budget_usd else "#4C78A8",
                    threshold=dict(value=budget_usd, line=dict(color="#D62728", width=3), thickness=0.8)),
     ))
-    fig.update_layout(template=charts.template(), height=220, margin=dict(l=30, r=30, t=50, b=10))
+    fig.update_layout(template=charts.template(), height=220, width=_GAUGE_WIDTH,
+                      margin=dict(l=45, r=55, t=50, b=10))  # room for the end ticks' labels
     return fig
 
 
@@ -82,9 +120,15 @@ class Dashboard(widgets.VBox):
         self.summary = widgets.HTML()
         self.latency_fig = go.FigureWidget()
         self.spend_fig = go.FigureWidget()
+        for fig in (self.latency_fig, self.spend_fig):
+            _fill_width(fig)
         self.gauge_fig = go.FigureWidget() if budget_usd else None
+        self.summary.layout = widgets.Layout(flex="1 1 420px", min_width="0", overflow="auto")
         top = [self.summary] + ([self.gauge_fig] if self.gauge_fig is not None else [])
-        super().__init__(children=[self.status_line, widgets.HBox(top), self.latency_fig, self.spend_fig])
+        row = widgets.HBox(top, layout=widgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="8px 24px"))
+        super().__init__(children=[self.status_line, row, self.latency_fig, self.spend_fig],
+                         layout=widgets.Layout(width="100%", max_width="1100px"))
+        self.add_class("cok-dashboard")
         self.spend_usd = 0.0
         self.rows = 0
         self._lock = threading.RLock()
@@ -118,9 +162,10 @@ class Dashboard(widgets.VBox):
 
     def _draw(self, df: "pd.DataFrame") -> None:
         title = "Usage" + self.note
-        self.summary.value = UsageSummary(df, title=title)._repr_html_()
-        _sync(self.latency_fig, charts.latency_distribution(df, note=self.note))
-        _sync(self.spend_fig, charts.cumulative_spend(df, note=self.note))
+        # an HTML widget's 28 px line height suits one-line labels, not a wrapped title or header
+        self.summary.value = f"<div style='line-height:1.45'>{UsageSummary(df, title=title)._repr_html_()}</div>"
+        _sync(self.latency_fig, _fit(charts.latency_distribution(df, note=self.note), 80))
+        _sync(self.spend_fig, _fit(charts.cumulative_spend(df, note=self.note), 100))  # two-line time ticks
         self.rows = len(df)
         self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
         if self.gauge_fig is not None:

@@ -8,6 +8,7 @@ the button calls, so the widget can be driven from code and tests without a brow
 from __future__ import annotations
 
 import html
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +40,23 @@ def _answer_html(text: str, placeholder: str = "The answer appears here.") -> st
     return f"<div class='cok-answer' style='{_ANSWER_BOX}'>{html.escape(text)}</div>"
 
 
-def _footer_html(c: Completion) -> str:
+def _footer_html(c: Completion, shown: tuple[str, str] | None = None) -> str:
+    """provider · model · tokens · cost · latency (provider and model left out when they are
+    ``shown`` already, as in a compare card's title); the line wraps between parts, never inside."""
     cost = "n/a" if c.cost_usd is None else f"${c.cost_usd:.6f}"
-    parts = [c.provider, c.model, f"{c.prompt_tokens}+{c.completion_tokens} tokens", cost, f"{c.latency_ms:.0f} ms"]
-    line = " · ".join(html.escape(p) for p in parts)
+    parts = [] if shown == (c.provider, c.model) else [c.provider, c.model]
+    parts += [f"{c.prompt_tokens}+{c.completion_tokens} tokens", cost, f"{c.latency_ms:.0f} ms"]
+    line = " · ".join(f"<span style='white-space:nowrap'>{html.escape(p)}</span>" for p in parts)
     if len(c.attempts) > 1:
         path = " → ".join(html.escape(f"{a.provider} ({a.error_type or a.status})") for a in c.attempts)
         line += f"<br><span style='color:#a15c00'>fallback: {path}</span>"
     style = f"{_FONT};color:var(--jp-content-font-color2,#666);font-size:12px;line-height:1.4"
     return f"<div class='cok-footer' style='{style}'>{line}</div>"
+
+
+def _plain(markup: str) -> str:
+    """The text of one of our small HTML snippets: line breaks kept, tags dropped."""
+    return html.unescape(re.sub(r"<[^>]+>", "", markup.replace("<br>", "\n")))
 
 
 def _error_html(exc: BaseException) -> str:
@@ -82,6 +91,11 @@ class _Card(w.VBox):
         self.footer = w.HTML()
         self.error = w.HTML()
         super().__init__([self.title, self.output, self.footer, self.error], layout=w.Layout(min_width="0"))
+
+    @property
+    def footer_text(self) -> str:
+        """The line under this card's answer as plain text: tokens · cost · latency."""
+        return _plain(self.footer.value)
 
 
 class Playground(w.VBox):
@@ -136,6 +150,11 @@ class Playground(w.VBox):
         super().__init__([self.prompt, self.system, controls, actions, self.error, *body],
                          layout=w.Layout(width="100%", max_width="1100px", grid_gap="4px"))
         self.add_class("cok-playground")
+
+    @property
+    def footer_text(self) -> str:
+        """The line under the answer as plain text (provider · model · tokens · cost · latency)."""
+        return _plain(self.footer.value)
 
     def __repr__(self) -> str:  # the text fallback where widgets cannot render (GitHub, a terminal)
         mode = "compare mode, " if self.compare else ""
@@ -195,7 +214,7 @@ class Playground(w.VBox):
         self.results.layout.grid_template_columns = f"repeat({n}, minmax(0, 1fr))"
         self.results.children = self.cards
         self.completions = [
-            _stream_into(self.kit, self.prompt.value, c.output, c.footer, c.error,
+            _stream_into(self.kit, self.prompt.value, c.output, c.footer, c.error, shown=c.target,
                          model=c.target[1], providers=[c.target[0]], **self._kwargs())
             for c in self.cards
         ]
@@ -208,7 +227,8 @@ def _dedupe(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _stream_into(
-    kit: "Kit", prompt: str, output: w.HTML, footer: w.HTML, error: w.HTML, **kwargs: Any
+    kit: "Kit", prompt: str, output: w.HTML, footer: w.HTML, error: w.HTML, shown: tuple[str, str] | None = None,
+    **kwargs: Any,
 ) -> Completion | None:
     """Stream one answer into ``output``; footer on success, a one-line error otherwise."""
     text = ""
@@ -222,7 +242,7 @@ def _stream_into(
                 last = time.monotonic()
         output.value = _answer_html(text)
         c = stream.completion
-        footer.value = _footer_html(c) if c else ""
+        footer.value = _footer_html(c, shown) if c else ""
         return c
     except StreamInterruptedError as exc:
         output.value = _answer_html(text)
