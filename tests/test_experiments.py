@@ -73,6 +73,34 @@ def test_cache_bypass_refresh_and_clear(kit):
     assert again.cache_hits == 0
 
 
+def test_cache_answers_survive_a_new_process_and_old_file_caches_are_read(tmp_path):
+    entries = {f"{i:064x}": {"content": f"answer {i}", "cost_usd": 0.001 * i} for i in range(200)}
+    writer = ResponseCache(tmp_path)
+    for key, entry in entries.items():
+        writer.put(key, entry)
+    code = ("import json, sys; from cognitionos_kit.experiments import ResponseCache; c = ResponseCache(sys.argv[1]); "
+            "print(json.dumps([len(c), c.get(sys.argv[2])]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), f"{7:064x}"], capture_output=True, text=True,
+                         timeout=60)
+    assert json.loads(out.stdout) == [200, entries[f"{7:064x}"]], out.stderr  # seen while the writer is still open
+    # a cache written by an earlier version (one JSON file per answer) is still served, and cleared
+    legacy = tmp_path / "cache" / "ab" / ("ab" + "1" * 62 + ".json")
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps({"content": "from an old run"}))
+    reader = ResponseCache(tmp_path)
+    assert reader.get("ab" + "1" * 62) == {"content": "from an old run"} and len(reader) == 201
+    assert reader.clear() == 201 and len(reader) == 0 and not legacy.exists()
+    assert writer.get(f"{7:064x}") is None  # cleared for every process
+
+
+def test_unwritable_cache_is_a_clear_storage_error(tmp_path):
+    from cognitionos_kit import StorageError
+
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    with pytest.raises(StorageError, match="cannot open the response cache"):
+        ResponseCache(tmp_path).put("k" * 64, {"content": "x"})
+
+
 def test_errors_are_not_cached(kit):
     exp = _exp(models=["sim-small"], settings=None, repeats=1)
     kit.simulated.fail_next(1, kind="invalid_request")  # not retryable: the first cell fails
@@ -150,6 +178,14 @@ def test_manifest_parquet_report_and_listing(kit):
 
     assert not re.search(r"<script[^>]*\bsrc=", page) and "Plotly.newPlot" in page  # nothing fetched
     assert len(page) > 1_000_000  # plotly.js itself is embedded
+    from cognitionos_kit.experiments.report import figure_specs
+
+    specs = figure_specs(run)
+    assert page.count("Plotly.newPlot(") == len(specs) == 4 and page.count("plotly.js v") == 1
+    cost = next(s for s in specs if s["layout"]["title"]["text"].startswith("Cost of the answers"))
+    drawn = {x: y for t in cost["data"] for x, y in zip(t["x"], t["y"])}
+    groups = run.summary.model + " · " + run.summary.template + " · " + run.summary.settings
+    assert drawn == pytest.approx(dict(zip(groups, run.summary.cost_usd)))
     listed = kit.runs()
     assert list(listed.run_id) == [run.run_id]
 
@@ -238,9 +274,9 @@ def test_two_processes_share_the_cache(kit, tmp_path):
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-    for f in (Path(kit.home) / "cache").glob("*/*.json"):
-        json.loads(f.read_text())  # every entry whole
-    assert len(ResponseCache(kit.home)) == 20
+    cache = ResponseCache(kit.home)
+    assert len(cache) == 20
+    assert all(cache.get(k)["content"] for (k,) in cache._conn().execute("SELECT key FROM answers"))  # every entry whole
     run = kit.run(Experiment.from_yaml(yaml_path), progress=False)
     assert run.cache_hits == 20 and run.cost_usd == 0.0
 

@@ -271,7 +271,11 @@ def run_experiment(
     engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd), store, read_cache=cache is True)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    outcomes = _run_coro(_drive(engine, plans, concurrency, progress))
+    try:
+        outcomes = _run_coro(_drive(engine, plans, concurrency, progress))
+    finally:
+        if store is not None:
+            store.close()
     wall = time.perf_counter() - t0
     return finish_run(kit, experiment, engine, plans, outcomes, run_id=run_id, started=started, wall_s=wall,
                       options={"concurrency": concurrency, "budget_usd": budget_usd, "executor": executor,
