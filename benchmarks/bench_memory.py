@@ -1,8 +1,11 @@
-"""Memory search, side by side: kit.memory vs plain numpy vs DuckDB SQL, and the approximate index
-vs exact search and vs faiss called directly.
+"""Memory search, side by side: kit.memory vs plain numpy vs DuckDB SQL; and, at 1M, kit.memory
+with the approximate index vs exact search, vs faiss called directly on the same index and vs an
+HNSW index (usearch, if installed: ``pip install usearch``; not a dependency of the kit).
 
     python benchmarks/bench_memory.py                       # 100k exact + 1M approximate
-    python benchmarks/bench_memory.py --ann-n 200000        # a smaller approximate run
+    python benchmarks/bench_memory.py --n 0 --ann-n 200000  # a smaller approximate run only
+
+Memory figures are growth of the process's resident set (VmRSS), measured around each step.
 
 Data: synthetic clustered unit vectors (384 dims, 1 cluster per 100 vectors, noise so that
 neighbours have cosine ~0.5, like MiniLM neighbours); real embeddings of 1M texts would take
@@ -14,6 +17,7 @@ queries, interleaved, in one run.
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import tempfile
@@ -23,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from cognitionos_kit.memory import Memory
-from cognitionos_kit.memory.index import ApproximateIndex, Table
 
 
 def clustered(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
@@ -135,43 +138,98 @@ def bench_exact(n: int, nq: int, home: Path) -> None:
     print(f"kit.memory retrieve, approximate:            {ms(t_ann):6.2f} ms  recall@10 {np.mean(rec):.3f}")
 
 
-def bench_approximate(n: int, nq: int) -> None:
+def rss() -> int:
+    """This process's resident memory in bytes (VmRSS from /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB"
+
+
+def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
+    """kit.memory with the approximate index at ``n`` memories, faiss called on the same index,
+    and (if usearch is installed) an HNSW index built from the same vectors."""
     import faiss
 
-    print(f"\n## approximate index (faiss IVF-Flat), {n:,} vectors x 384 dims, {nq} queries, k=10")
+    print(f"\n## approximate index (faiss IVF, 8-bit codes, exact re-scoring) through kit.memory, {n:,} memories x 384 dims, {nq} queries, k=10")
     x = clustered(n, seed=2)
-    table = Table(384, capacity=n)
-    rows = [{"memory_id": f"m{i}", "user_id": "u", "scope": "user", "agent_id": None, "memory_type": "semantic",
-             "content_hash": str(i), "created_at": 0.0, "updated_at": 0.0, "ts": 0.0} for i in range(n)]
-    table.add(rows, x)
-    del rows
-    t = time.perf_counter()
-    ann = ApproximateIndex(table)
-    build = time.perf_counter() - t
-    print(f"build: {build:.1f} s (nlist={ann.nlist}, trained on {min(n, 64 * ann.nlist):,} vectors), "
-          f"index memory ~{ann.memory_bytes / 2**20:,.0f} MiB (vectors {n * 384 * 4 / 2**20:,.0f} MiB)")
     qs = queries(x, nq, seed=3)
-    exact = [numpy_topk(x, q) for q in qs[:50]]
-    t_ex = []
-    for q in qs[:50]:
-        t = time.perf_counter()
-        numpy_topk(x, q)
-        t_ex.append(time.perf_counter() - t)
-    for nprobe in (8, 16, 32, 64):
+    t = time.perf_counter()
+    exact = [numpy_topk(x, q) for q in qs]
+    t_ex = (time.perf_counter() - t) / nq
+    mem = Memory(home, collection="large")
+    len(mem)  # DuckDB and Arrow imported and opened once, so the growth below is the collection's
+    r0 = rss()
+    t = time.perf_counter()
+    mem.store_many("researcher", [f"memory {i}" for i in range(n)], embeddings=x)
+    dt = time.perf_counter() - t
+    r1 = rss()
+    print(f"store_many: {dt:.0f} s ({n / dt:,.0f} memories/s); RSS +{gib(r1 - r0)} for the collection in kit.memory "
+          f"(its vectors alone: {gib(n * 384 * 4)})")
+    mem.use_index("approximate")
+    t = time.perf_counter()
+    mem.retrieve_by_vector("researcher", qs[0], k=10)
+    build = time.perf_counter() - t
+    r2 = rss()
+    ann = mem._ann
+    print(f"build (first retrieve): {build:.0f} s (nlist={ann.nlist}, trained on {min(n, 64 * ann.nlist):,} vectors), "
+          f"RSS +{gib(r2 - r1)}; peak RSS of the process {gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+    want = [{f"memory {i}" for i in e} for e in exact]
+    for nprobe in (128, 256, 320, 384):
         ann.index.nprobe = nprobe
-        t_ours, t_raw, rec = [], [], []
-        for i, q in enumerate(qs):
+        t_sim, t_full, t_raw, rec, rec_raw = [], [], [], [], []
+        for q, w, e in zip(qs, want, exact):
             t = time.perf_counter()
-            keys, _ = ann.search(q, 10)
-            t_ours.append(time.perf_counter() - t)
+            hits = mem.retrieve_by_vector("researcher", q, k=10, weights={"decay": 0, "boost": 0})
+            t_sim.append(time.perf_counter() - t)
             t = time.perf_counter()
-            ann.index.search(q[None], 10)
+            mem.retrieve_by_vector("researcher", q, k=10)
+            t_full.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            _, keys = ann.index.search(q[None], 10)
             t_raw.append(time.perf_counter() - t)
-            if i < len(exact):
-                rec.append(len(set(keys.tolist()) & set(exact[i].tolist())) / 10)
-        print(f"nprobe={nprobe:2d}: recall@10 {np.mean(rec):.3f}, {ms(t_ours):.2f} ms/query through the kit's index, "
-              f"{ms(t_raw):.2f} ms calling faiss directly; exact numpy {ms(t_ex):.1f} ms")
+            rec.append(len({h.content for h in hits} & w) / 10)
+            rec_raw.append(len(set(keys[0].tolist()) & set(e.tolist())) / 10)
+        print(f"nprobe={nprobe:2d}: kit.memory retrieve recall@10 {np.mean(rec):.3f}, {ms(t_sim):.2f} ms similarity only, "
+              f"{ms(t_full):.2f} ms default score; faiss alone (8-bit scores, no re-scoring) recall@10 {np.mean(rec_raw):.3f}, {ms(t_raw):.2f} ms; "
+              f"exact numpy {t_ex * 1000:.1f} ms")
     print(f"faiss threads: {faiss.omp_get_max_threads()}")
+    mem.close()
+    del mem, ann
+    if hnsw:
+        bench_hnsw(x, qs, exact)
+
+
+def bench_hnsw(x: np.ndarray, qs: np.ndarray, exact: list[np.ndarray]) -> None:
+    try:
+        from usearch.index import Index
+    except ImportError:
+        print("\n(usearch not installed: pip install usearch to compare an HNSW index)")
+        return
+    import os
+
+    threads = os.cpu_count() or 1
+    print(f"\n## HNSW (usearch, connectivity 16, expansion_add 128, {threads} threads), same {len(x):,} vectors")
+    r0 = rss()
+    index = Index(ndim=x.shape[1], metric="ip", dtype="f32", connectivity=16, expansion_add=128)
+    t = time.perf_counter()
+    index.add(np.arange(len(x)), x, threads=threads)
+    build = time.perf_counter() - t
+    print(f"build: {build:.0f} s, RSS +{gib(rss() - r0)}")
+    for ef in (32, 64, 128):
+        index.expansion_search = ef
+        t_s, rec = [], []
+        for q, e in zip(qs, exact):
+            t = time.perf_counter()
+            keys = index.search(q, 10, threads=1).keys
+            t_s.append(time.perf_counter() - t)
+            rec.append(len(set(keys.tolist()) & set(e.tolist())) / 10)
+        print(f"expansion_search={ef:3d}: recall@10 {np.mean(rec):.3f}, {ms(t_s):.2f} ms/query")
 
 
 def main() -> None:
@@ -179,15 +237,16 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--ann-n", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--no-hnsw", action="store_true", help="skip the usearch HNSW comparison")
     a = p.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    try:
-        if a.n:
-            bench_exact(a.n, a.queries, home)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    if a.ann_n:
-        bench_approximate(a.ann_n, a.queries)
+    for run, size in ((bench_exact, a.n), (bench_approximate, a.ann_n)):
+        if not size:
+            continue
+        home = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+        try:
+            run(size, a.queries, home, *([] if run is bench_exact else [not a.no_hnsw]))
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

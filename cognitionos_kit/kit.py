@@ -65,6 +65,9 @@ class Kit:
 
     ``max_retries`` bounds the SDKs' own retry loop (the only one); a provider asking to wait
     longer than ``max_retry_wait`` seconds before a retry is skipped for that call instead.
+
+    ``memory`` sets ``kit.memory``'s options (any of ``Memory.OPTIONS``), e.g.
+    ``Kit(memory={"weights": {"decay": 0.3}, "half_life_days": 7})``.
     """
 
     def __init__(
@@ -80,7 +83,12 @@ class Kit:
         max_retry_wait: float | None = 20.0,
         default_max_tokens: int = 1024,
         dotenv: bool | str = True,
+        memory: Mapping[str, Any] | None = None,
     ) -> None:
+        if memory is not None:
+            from .memory import Memory
+
+            memory = Memory.check_options(memory)
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if max_retry_wait is not None and (not isinstance(max_retry_wait, Real) or not max_retry_wait >= 0):
@@ -116,6 +124,7 @@ class Kit:
         self._ledger: Ledger | None = None
         self._warned_temperature: set[str] = set()
         self._memory: Memory | None = None
+        self._memory_options: dict[str, Any] = dict(memory or {})
 
     # --- configuration ----------------------------------------------------------------
     def _check_provider_name(self, name: Any) -> str:
@@ -151,7 +160,7 @@ class Kit:
         if self._memory is None:
             from .memory import Memory
 
-            self._memory = Memory(self.home, kit=self)
+            self._memory = Memory(self.home, kit=self, **self._memory_options)
         return self._memory
 
     @property
@@ -184,6 +193,19 @@ class Kit:
         from .experiments import list_runs
 
         return list_runs(self)
+
+    def clear_cache(self) -> int:
+        """Delete every cached experiment answer under this data folder; returns how many there were.
+
+        (``kit.run(exp, cache=False)`` bypasses the cache for one run; ``cache="refresh"`` re-sends and re-stores.)
+        """
+        from .experiments import ResponseCache
+
+        cache = ResponseCache(self.home)
+        try:
+            return cache.clear()
+        finally:
+            cache.close()
 
     def compare(self, run_a: Any, run_b: Any) -> Any:
         """What changed between two runs in scores, cost and latency (a table and a chart)."""

@@ -5,9 +5,9 @@
 """
 
 from .filters import OPERATORS
-from .hit import MemoryHit
+from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES
 from .memory import Memory, MemoryNotFoundError
 from .ranking import Weights
 
-__all__ = ["Memory", "MemoryHit", "MemoryNotFoundError", "Weights", "MEMORY_TYPES", "SCOPES", "OPERATORS"]
+__all__ = ["Memory", "MemoryHit", "HitList", "MemoryNotFoundError", "Weights", "MEMORY_TYPES", "SCOPES", "OPERATORS"]

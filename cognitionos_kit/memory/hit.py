@@ -1,13 +1,25 @@
-"""``MemoryHit``: one retrieved memory with its score breakdown."""
+"""``MemoryHit``: one retrieved memory with its score breakdown; ``HitList``: what ``retrieve`` returns."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MemoryHit"]
+from ..notebook.reprs import html_table, text_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MemoryHit", "HitList"]
+
+_HEADERS = ("rank", "content", "score", "similarity", "decay", "boost", "type", "scope")
+_CONTENT, _CONTENT_TEXT = 80, 48  # characters of content shown in a notebook table, in a terminal
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -32,16 +44,38 @@ class MemoryHit:
     rank: int = 0
 
     def __repr__(self) -> str:
-        text = self.content if len(self.content) <= 60 else self.content[:57] + "..."
         return (f"MemoryHit(#{self.rank} score={self.score:.3f} sim={self.similarity:.3f} decay={self.decay:.3f} "
-                f"boost={self.boost:.3f} {self.memory_type}/{self.scope} id={self.id} {text!r})")
+                f"boost={self.boost:.3f} {self.memory_type}/{self.scope} id={self.id} {_short(self.content, 60)!r})")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    def _row(self, width: int = _CONTENT) -> tuple:
+        return (self.rank, _short(self.content, width), round(self.score, 3), round(self.similarity, 3),
+                round(self.decay, 3), round(self.boost, 3), self.memory_type, self.scope)
+
     def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in self.as_dict().items()
-        )
-        return f"<table>{cells}</table>"
+        return html_table(_HEADERS, [self._row()])
+
+
+class HitList(list):
+    """The hits of one ``retrieve``, best first: a plain list that shows as one compact table."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "no memories match"
+        return f"{len(self)} hit(s)\n" + text_table(_HEADERS, [h._row(_CONTENT_TEXT) for h in self])
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's plain-text repr
+        p.text("[...]" if cycle else repr(self))
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<div>no memories match</div>"
+        return html_table(_HEADERS, [h._row() for h in self])
+
+    def to_frame(self) -> "pd.DataFrame":
+        """The hits as a DataFrame, one row each with every field (as ``retrieve_frame``)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records([h.as_dict() for h in self], columns=list(MemoryHit.__dataclass_fields__))

@@ -4,10 +4,11 @@ Design, in one paragraph: every write is an event appended to this process's jou
 when the call returns, see ``store.py``); DuckDB, after ingest, is the source of truth. Each
 process mirrors its collection in a numpy :class:`~.index.Table` and searches it exactly (one
 matrix-vector product, masks for visibility and type, vectorised decay and boost, argpartition).
-Before each call the process checks, with one directory scan, whether another process wrote
-events; only then does it open DuckDB and load the new events. Access counts from ``retrieve``
-are events too, applied to the local table at once (other processes' counts arrive with their
-next batch of events). Filters are evaluated in Python on the table, never pasted into SQL.
+Before each call a Memory checks, with one directory scan and a counter of this process's
+appends, whether another process or another Memory object wrote events; only then does it open
+DuckDB and load the new events. Access counts from ``retrieve`` are events too, applied to the
+local table at once (other writers' counts arrive with their next batch of events). Filters are
+evaluated in Python on the table, never pasted into SQL.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ConfigurationError, InvalidRequestError
 from .filters import compile_filter
-from .hit import MemoryHit
+from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES, ApproximateIndex, Table
 from .ranking import Ranking, Weights
 from .store import Blobs, EventLog, decode_vectors, encode_vectors
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["Memory", "MemoryNotFoundError"]
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
+# Widths of the models kit.embed serves: known without an embedding call (so no key is needed to
+# load precomputed vectors). A collection of another model takes the width of its first vectors.
+EMBEDDING_DIMS = {LOCAL_MODEL: 384, "text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
+                  "text-embedding-ada-002": 1536}
 _WRITE_CHUNK = 20_000  # rows per journal write in store_many / reembed
 _EMBED_CHUNK = 1024
 
@@ -112,7 +117,11 @@ class Memory:
     >>> m = kit.memory
     >>> mid = m.store("ada", "DuckDB runs inside the Python process.", metadata={"source": "notes"})
     >>> m.retrieve("ada", "Which database is embedded?", k=3)
+
+    ``Kit(memory={...})`` passes its keyword arguments (see ``OPTIONS``) to the Kit's memory.
     """
+
+    OPTIONS = ("collection", "embedding_model", "half_life_days", "weights", "boost_cap", "index", "lock_timeout", "fsync")
 
     def __init__(
         self,
@@ -128,9 +137,9 @@ class Memory:
         lock_timeout: float = 30.0,
         fsync: bool = False,
     ) -> None:
-        self.collection = _text(collection, "collection")
-        if embedding_model is not None:
-            _text(embedding_model, "embedding_model")
+        self.check_options({"collection": collection, "embedding_model": embedding_model, "index": index,
+                            "lock_timeout": lock_timeout, "fsync": fsync})
+        self.collection = collection
         self.ranking = Ranking(Weights.coerce(weights), half_life_days, boost_cap)
         self.kit = kit
         self.log = EventLog(home, lock_timeout=lock_timeout, fsync=fsync)
@@ -148,6 +157,32 @@ class Memory:
         self._ann: ApproximateIndex | None = None
         self._ann_params: dict[str, Any] = {}
         self.index = index
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``options`` (keyword arguments of ``Memory`` but home and kit) checked without touching
+        the data folder; a bad name or value is an InvalidRequestError."""
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise InvalidRequestError(f"memory options must be a dict, got {type(options).__name__}")
+        unknown = sorted(set(options) - set(cls.OPTIONS), key=str)
+        if unknown:
+            raise InvalidRequestError(f"unknown memory option(s) {unknown}: use {', '.join(cls.OPTIONS)}")
+        o = dict(options)
+        if "collection" in o:
+            _text(o["collection"], "collection")
+        if o.get("embedding_model") is not None:
+            _text(o["embedding_model"], "embedding_model")
+        Ranking(Weights.coerce(o.get("weights")), **{k: o[k] for k in ("half_life_days", "boost_cap") if k in o})
+        if "index" in o:
+            _choice(o["index"], ("exact", "approximate"), "index")
+        lt = o.get("lock_timeout", 30.0)
+        if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not lt > 0:
+            raise InvalidRequestError(f"lock_timeout must be a number of seconds > 0, got {lt!r}")
+        if not isinstance(o.get("fsync", False), bool):
+            raise InvalidRequestError(f"fsync must be True or False, got {o['fsync']!r}")
+        return o
 
     def __repr__(self) -> str:
         n = len(self._table) if self._table is not None else "?"
@@ -235,7 +270,7 @@ class Memory:
                 f"open it with embedding_model={model!r}, or migrate it with reembed(model={self._requested_model!r})"
             )
         if dim is None:
-            dim = 384 if model == LOCAL_MODEL else self._embed(["dimension probe"], model).shape[1]
+            dim = EMBEDDING_DIMS.get(model, 0)  # 0: not known until the first vectors arrive
         self._model = model
         ev = data["events"]
         ok = [i for i, (m, d) in enumerate(zip(ev["model"], ev["dim"])) if m == model and d == dim]
@@ -283,7 +318,7 @@ class Memory:
                 if mid in t.pos:
                     t.remove(mid)
                 continue
-            if mid in self._deleted:
+            if mid in self._deleted or emb is None:  # emb None: purged, its delete follows
                 continue
             if model != self._model or dim != t.dim:
                 self._stale += 1
@@ -373,11 +408,10 @@ class Memory:
             todo = list(new.values())
             if todo:
                 if embeddings is not None:
-                    vecs = _normalised(embeddings, len(contents), t.dim, self._model)[todo]
+                    vecs = _normalised(embeddings, len(contents), t.dim or None, self._model)[todo]
                 else:
                     vecs = self._embed([contents[i] for i in todo], self._model)  # type: ignore[arg-type]
-                    if vecs.shape[1] != t.dim:
-                        raise ConfigurationError(f"{self._model} returned {vecs.shape[1]} dims, the collection holds {t.dim}")
+                t = self._fit(vecs.shape[1])
                 now = time.time()
                 rows = []
                 for i in todo:
@@ -394,6 +428,16 @@ class Memory:
                 if ids[i] is None:
                     ids[i] = ids[new[h]]
         return ids  # type: ignore[return-value]
+
+    def _fit(self, width: int) -> Table:
+        """The table, checked against (or, while its width is unknown, made) ``width`` dims wide."""
+        t = self._table
+        assert t is not None
+        if t.dim == 0 and not t.n:
+            t = self._table = Table(int(width))
+        elif width != t.dim:
+            raise ConfigurationError(f"{self._model} returned {width} dims, the collection holds {t.dim}")
+        return t
 
     def _write(self, rows: list[dict[str, Any]], vecs: "np.ndarray") -> None:
         """Journal events (with their vectors); the collection's config goes first if it has none."""
@@ -435,24 +479,28 @@ class Memory:
         boost_cap: int | None = None,
         now: Any = None,
         as_frame: bool = False,
-    ) -> "list[MemoryHit] | pd.DataFrame":
+    ) -> "HitList | pd.DataFrame":
         """The ``k`` best memories ``user_id`` may see (its own, its own with ``agent_id``, global
-        ones), best first, scored as in ``ranking.py``. ``filters`` use the language of
+        ones), best first, scored as in ``ranking.py``, as a :class:`~.hit.HitList` of
+        :class:`MemoryHit` (a list that shows as a table). ``filters`` use the language of
         ``filters.py``; ``now`` (for reproducible scores) defaults to the current time. Each
-        returned memory's access count goes up by one."""
+        returned memory's access count goes up by one and its last_accessed_at is set (a hit
+        shows the count it was ranked with, before this retrieval)."""
         _text(query, "query")
         args = self._check(user_id, k, memory_type, filters, agent_id, created_after, created_before,
                            weights, half_life_days, boost_cap, now)
         with self._lock:
-            self._sync()
+            t = self._sync()
             q = self._embed([query], self._model)[0]  # type: ignore[arg-type]
+            if t.n:
+                self._fit(len(q))
             return self._search(q, *args, as_frame=as_frame)
 
     def retrieve_frame(self, user_id: str, query: str, k: int = 5, **kw: Any) -> "pd.DataFrame":
         """``retrieve`` as a DataFrame, one row per hit with the score breakdown."""
         return self.retrieve(user_id, query, k, as_frame=True, **kw)  # type: ignore[return-value]
 
-    def retrieve_by_vector(self, user_id: str, vector: "np.ndarray", k: int = 5, **kw: Any) -> "list[MemoryHit] | pd.DataFrame":
+    def retrieve_by_vector(self, user_id: str, vector: "np.ndarray", k: int = 5, **kw: Any) -> "HitList | pd.DataFrame":
         """``retrieve`` with a query vector of the collection's model instead of a text."""
         as_frame = kw.pop("as_frame", False)
         args = self._check(user_id, k, kw.pop("memory_type", None), kw.pop("filters", None), kw.pop("agent_id", None),
@@ -462,7 +510,7 @@ class Memory:
             raise InvalidRequestError(f"unknown argument(s) {sorted(kw)}")
         with self._lock:
             t = self._sync()
-            q = _normalised(vector, 1, t.dim, self._model)[0]
+            q = _normalised(vector, 1, t.dim or None, self._model)[0]
             return self._search(q, *args, as_frame=as_frame)
 
     def _check(self, user_id, k, memory_type, filters, agent_id, after, before, weights, half_life, cap, now) -> tuple:  # type: ignore[no-untyped-def]
@@ -489,19 +537,24 @@ class Memory:
 
         t = self._table
         assert t is not None
-        n = t.n
-        mask = t.visible(user_id, agent_id)
-        if types is not None:
-            mask &= np.isin(t.mtype[:n], types)
-        if after is not None:
-            mask &= t.created[:n] >= after
-        if before is not None:
-            mask &= t.created[:n] < before
+
+        def allowed(rows: "np.ndarray | None" = None) -> "np.ndarray":
+            """Visibility, type and time masks: over every row, or only over candidate ``rows``."""
+            pick = slice(0, t.n) if rows is None else rows
+            mask = t.visible(user_id, agent_id, rows)
+            if types is not None:
+                mask &= np.isin(t.mtype[pick], types)
+            if after is not None:
+                mask &= t.created[pick] >= after
+            if before is not None:
+                mask &= t.created[pick] < before
+            return mask
+
         picked = None
-        if self._index == "approximate" and n:
-            picked = self._approximate(q, mask, k, match, ranking, now)
+        if self._index == "approximate" and t.n:
+            picked = self._approximate(q, allowed, k, match, ranking, now)
         if picked is None:
-            picked = self._exact(q, mask, k, match, ranking, now)
+            picked = self._exact(q, allowed(), k, match, ranking, now)
         rows, sims, dec, bst, scores = picked
         hits = [self._hit(t, int(i), s, d, b, sc, r + 1) for r, (i, s, d, b, sc) in enumerate(zip(rows, sims, dec, bst, scores))]
         if len(rows):
@@ -510,9 +563,8 @@ class Memory:
             self.log.append_access(row)
             self._pending_access.add(row["row_id"])
             t.touch(np.asarray(rows, dtype=np.int64), ts)
-        if as_frame:
-            return _frame([h.as_dict() for h in hits], list(MemoryHit.__dataclass_fields__))
-        return hits
+        hits = HitList(hits)
+        return hits.to_frame() if as_frame else hits
 
     def _terms(self, rows: "np.ndarray", ranking: Ranking, now: float) -> tuple["np.ndarray", "np.ndarray"]:
         t = self._table
@@ -563,8 +615,8 @@ class Memory:
             dec, bst = dec[take], bst[take]
         return rows, sims[take], dec, bst, scores[take]
 
-    def _approximate(self, q, mask, k, match, ranking: Ranking, now: float) -> tuple | None:  # type: ignore[no-untyped-def]
-        """Rerank the HNSW neighbours that pass the masks; None (-> exact) if too few pass."""
+    def _approximate(self, q, allowed, k, match, ranking: Ranking, now: float) -> tuple | None:  # type: ignore[no-untyped-def]
+        """Rerank the approximate (IVF) neighbours that pass the masks; None (-> exact) if too few pass."""
         import numpy as np
 
         if self._ann is not None and self._ann.stale:
@@ -572,10 +624,10 @@ class Memory:
             self._ann = None
         if self._ann is None:
             self._ann = ApproximateIndex(self._table, **self._ann_params)  # type: ignore[arg-type]
-        count = max(4 * k, 40)
+        count = max(5 * k, 50)  # candidates re-scored exactly: enough to undo the 8-bit codes' errors
         while True:
             rows, sims = self._ann.search(q, count)
-            rows_ok = mask[rows]
+            rows_ok = allowed(rows)
             cand, sims = rows[rows_ok], sims[rows_ok]
             if match is not None:
                 keep = np.array([match(self._table.rows[i]["metadata"]) for i in cand], dtype=bool)  # type: ignore[union-attr]
@@ -642,8 +694,18 @@ class Memory:
                 t.replace(i, row, vec)
             return self.get(memory_id)
 
-    def delete(self, memory_id: str) -> None:
-        """Delete a memory from DuckDB and every index; an unknown id raises MemoryNotFoundError."""
+    def delete(self, memory_id: str, *, purge: bool = False) -> None:
+        """Delete a memory: no retrieve, get, frame or dedupe of any process sees it again; an
+        unknown id raises MemoryNotFoundError.
+
+        By default its past versions (content, metadata, embedding) stay in the event table, so
+        ``history`` still shows them. ``purge=True`` also blanks them there (``history`` then
+        keeps only the ops and times) and drops this process's journal file once ingested.
+        Journals of other live processes that wrote the memory keep their lines until they are
+        ingested and removed (when that process exits), and DuckDB may keep freed bytes in its
+        file until it reuses them."""
+        if not isinstance(purge, bool):
+            raise InvalidRequestError(f"purge must be True or False, got {purge!r}")
         with self._lock:
             t, _ = self._find(memory_id)
             row = {"row_id": uuid.uuid4().hex, "ts": time.time(), "op": "delete", "collection": self.collection, "memory_id": memory_id}
@@ -651,6 +713,8 @@ class Memory:
             self._pending.add(row["row_id"])
             self._deleted.add(memory_id)
             t.remove(memory_id)
+            if purge:
+                self.log.purge(self.collection, memory_id)
 
     def history(self, memory_id: str) -> "pd.DataFrame":
         """Every change of a memory, oldest first: changed_at, op, old/new content, old/new metadata."""
@@ -695,7 +759,11 @@ class Memory:
             t = self._sync()
             alive = np.flatnonzero(t.alive[: t.n])
             texts = [t.rows[i]["content"] for i in alive]
-            vecs = self._embed(texts, target) if texts else self._embed(["dimension probe"], target)[:0]
+            if texts:
+                vecs = self._embed(texts, target)
+            else:  # an empty collection: only its config changes
+                dim = EMBEDDING_DIMS.get(target) or self._embed(["dimension probe"], target).shape[1]
+                vecs = np.zeros((0, dim), dtype=np.float32)
             now = time.time()
             rows = [{**t.rows[i], "row_id": uuid.uuid4().hex, "ts": max(now, t.version[i]), "op": "reembed",
                      "model": target, "dim": int(vecs.shape[1])} for i in alive]

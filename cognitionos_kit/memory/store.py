@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..migrations import Migrations
-from ..storage import _HOST, Store, _parse_name
+from ..storage import _HOST, Store, _journal, _parse_name
 
 if TYPE_CHECKING:
     import duckdb
@@ -31,6 +32,11 @@ EVENT_COLUMNS = (
     "content", "content_hash", "metadata", "model", "dim", "embedding", "created_at", "updated_at",
 )  # fmt: skip
 MEMORY_MIGRATIONS = Migrations("memory")
+
+# Event appends by every EventLog of this process, per journal folder. They share one journal
+# file, so its size cannot tell one Memory object what the others wrote; these counts can.
+_APPENDS: dict[str, int] = {}
+_APPENDS_LOCK = threading.Lock()
 
 
 @MEMORY_MIGRATIONS
@@ -74,16 +80,24 @@ class EventLog:
         self.db_path = self.home / "memory.duckdb"
         self.journal_dir = self.home / "memory-journal"
         self.store = Store(self.db_path, self.journal_dir, MEMORY_MIGRATIONS, lock_timeout=lock_timeout, fsync=fsync)
+        self._folder = self.store._folder
+        self._own = 0  # of _APPENDS[folder], the appends made through this EventLog
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         self.store.append(EVENTS, rows)
+        with _APPENDS_LOCK:
+            _APPENDS[self._folder] = _APPENDS.get(self._folder, 0) + 1
+            self._own += 1
 
     def append_access(self, row: dict[str, Any]) -> None:
         self.store.append(ACCESS, [row])
 
     def signature(self) -> tuple:
-        """What other processes have written: their event journals' sizes and the database file's
-        state. Unchanged signature means nothing new to load (our own events are applied as we write)."""
+        """What others have written: other processes' event journal sizes, and how many event
+        appends other EventLogs of this process made. Unchanged means nothing new to load (our
+        own events are applied as we write)."""
+        with _APPENDS_LOCK:
+            others_here = _APPENDS.get(self._folder, 0) - self._own
         me = f"-{os.getpid()}-"
         files = []
         try:
@@ -97,7 +111,7 @@ class EventLog:
                             pass
         except FileNotFoundError:
             pass
-        return tuple(sorted(files))
+        return (others_here, tuple(sorted(files)))
 
     def db_state(self) -> tuple:
         try:
@@ -148,6 +162,23 @@ class EventLog:
                 [collection],
             ).fetchone()
         return {"events": events, "access": access, "config": config, "seq": top, "access_seq": top_access}
+
+    def purge(self, collection: str, memory_id: str) -> None:
+        """Blank the content, metadata and embedding of every stored event of one memory, and
+        retire this process's event journal (which holds them as written) once it is ingested."""
+        with self.store.connect() as con:
+            self.store.ingest(con)
+            con.execute(
+                "UPDATE memory_events SET content = NULL, content_hash = NULL, metadata = NULL, embedding = NULL"
+                " WHERE collection = ? AND memory_id = ?",
+                [collection, memory_id],
+            )
+            journal = _journal(self._folder, EVENTS)
+            name = os.path.basename(journal.path)
+            done = con.execute('SELECT "offset" FROM _journal_offsets WHERE file = ?', [name]).fetchall()
+            if name and done and journal.retire(journal.path, done[0][0]):
+                con.execute("DELETE FROM _journal_offsets WHERE file = ?", [name])
+            con.execute("CHECKPOINT")
 
     def query(self, sql: str, params: Sequence[Any]) -> "pd.DataFrame":
         """Run ``sql`` with bound ``params`` after ingesting every journal."""
