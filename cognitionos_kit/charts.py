@@ -40,7 +40,10 @@ def template() -> "go.layout.Template":
             colorway=list(_PALETTE),
             margin=dict(l=60, r=20, t=60, b=50),
             hoverlabel=dict(font_size=12),
-            legend=dict(orientation="h", y=-0.18),
+            # pinned to the figure's bottom edge: just under the plot it overlaps the x-axis title
+            # once tick labels take two lines (dates) or the legend wraps; charts with a legend
+            # leave room for it with _legend_room
+            legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
         )
         _template = t
     return _template
@@ -51,6 +54,17 @@ def _figure(title: str, **layout: Any) -> "go.Figure":
 
     fig = go.Figure()
     fig.update_layout(title=title, template=template(), **layout)
+    return fig
+
+
+def _legend_room(fig: "go.Figure", *, ticks: int = 1) -> "go.Figure":
+    """Bottom margin for tick labels (``ticks`` lines), the x-axis title and the legend's rows."""
+    entries = sum(1 for t in fig.data if t.showlegend is not False)
+    if fig.layout.showlegend is False or (entries < 2 and fig.layout.showlegend is not True):
+        return fig
+    rows = max(1, -(-entries // 4))  # about four entries fit on a row of a notebook-wide chart
+    fig.update_layout(legend=dict(yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                      margin_b=40 + 18 * ticks + 22 * rows)
     return fig
 
 
@@ -115,7 +129,7 @@ def latency_distribution(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
             text=[f"p{q} {v:,.0f}" for v in marks[q]], textposition=pos, textfont_size=10, customdata=counts,
             hovertemplate=f"%{{y}}<br>p{q}: %{{x:,.1f}} ms over %{{customdata}} calls<extra></extra>",
         ))
-    return fig
+    return _legend_room(fig)
 
 
 def latency_over_time(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
@@ -141,7 +155,7 @@ def latency_over_time(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
             marker=dict(color=_FAIL, symbol="x", size=8), customdata=list(zip(_text(bad["provider"]), _text(bad["error_type"]))),
             hovertemplate="%{x|%H:%M:%S.%L}<br>%{customdata[0]}: %{customdata[1]} after %{y:,.1f} ms<extra></extra>",
         ))
-    return fig
+    return _legend_room(fig, ticks=2)
 
 
 def cumulative_spend(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
@@ -165,7 +179,7 @@ def cumulative_spend(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
             g = priced[priced["provider"] == provider]
             fig.add_trace(go.Scatter(x=g["ts"].tolist(), y=g["cost_usd"].cumsum().tolist(), name=provider, mode="lines",
                                      line=dict(color=color, dash="dot", shape="hv"), hovertemplate=hover))
-    return fig
+    return _legend_room(fig, ticks=2)
 
 
 spend_over_time = cumulative_spend
@@ -220,7 +234,7 @@ def tokens_vs_latency(df: "pd.DataFrame", *, tokens: str = "completion_tokens", 
         xs = [float(x.min()), float(x.max())]
         fig.add_trace(go.Scatter(x=xs, y=[icept + slope * v for v in xs], mode="lines", name=f"fit: {slope:.2f} ms/token",
                                  line=dict(color="#888", dash="dash"), hoverinfo="skip"))
-    return fig
+    return _legend_room(fig)
 
 
 def describe_filters(filters: dict[str, Any]) -> str:

@@ -205,3 +205,23 @@ def test_usage_summary_of_empty_ledger(kit):
     s = UsageSummary(kit.usage())
     assert (s.calls, s.attempts, s.spend_usd, s.p50_ms) == (0, 0, 0.0, None)
     assert "no calls" in repr(s) and "no calls" in s._repr_html_()
+
+
+def test_legends_sit_below_the_axis_title_with_room_for_their_rows(kit):
+    """Pinned to the figure's bottom edge with a margin for tick labels, the axis title and each
+    legend row, a legend never overlaps the x-axis title (two-line date ticks included)."""
+    from cognitionos_kit import AllProvidersFailedError
+
+    for i in range(3):
+        kit.complete(f"question {i}", role="planner")
+        kit.complete(f"question {i}", role="executor")
+    kit.simulated.fail_next(1, "server_error")
+    with pytest.raises(AllProvidersFailedError):
+        kit.complete("this one fails", providers=["simulated"])
+    for fig, ticks in ((kit.charts.latency_over_time(), 2), (kit.charts.latency(), 1)):
+        entries = sum(1 for t in fig.data if t.showlegend is not False)
+        assert entries >= 3  # two models (+ failed attempts, or p50/p95/p99)
+        legend = fig.layout.legend
+        assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")
+        assert fig.layout.margin.b == 40 + 18 * ticks + 22 * -(-entries // 4)
+    assert kit.charts.spend_by("model").layout.margin.b is None  # one series, no legend: the template's margin

@@ -106,7 +106,7 @@ def test_layout_fills_the_width_with_legends_clear_of_the_axis_titles(kit):
     d = kit.dashboard(refresh_s=None, budget_usd=0.05)
     for fig in (d.latency_fig, d.spend_fig):
         assert fig.layout.autosize is True and fig.layout.width is None  # as wide as the cell, not 700 px
-        if fig.layout.showlegend is not False and fig.data:
+        if fig.layout.showlegend is True or sum(t.showlegend is not False for t in fig.data) > 1:  # a legend is drawn
             # pinned to the figure's bottom edge, under the tick labels and the axis title
             assert (fig.layout.legend.yref, fig.layout.legend.y, fig.layout.legend.yanchor) == ("container", 0, "bottom")
             assert fig.layout.margin.b >= 80

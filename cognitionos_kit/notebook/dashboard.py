@@ -49,16 +49,8 @@ def _sync(widget: "go.FigureWidget", fig: "go.Figure") -> None:
 _GAUGE_WIDTH = 360  # px; the summary table takes the rest of the row
 
 
-def _fit(fig: "go.Figure", legend_room: int) -> "go.Figure":
-    """Dashboard layout for a chart: fill the cell's width, legend at the very bottom.
-
-    The charts' own legend sits just under the plot, where it can overlap the x-axis title once
-    it wraps or the widget is narrow; pinned to the figure's bottom edge (``legend_room`` px under
-    the plot for tick labels, the axis title and the legend) it never does.
-    """
-    if fig.layout.showlegend is not False and len(fig.data):
-        fig.update_layout(legend=dict(yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
-                          margin_b=legend_room)
+def _fit(fig: "go.Figure") -> "go.Figure":
+    """Dashboard layout for a chart: fill the cell's width (the legend already sits at the bottom edge)."""
     fig.update_layout(autosize=True, width=None)
     return fig
 
@@ -164,8 +156,8 @@ class Dashboard(widgets.VBox):
         title = "Usage" + self.note
         # an HTML widget's 28 px line height suits one-line labels, not a wrapped title or header
         self.summary.value = f"<div style='line-height:1.45'>{UsageSummary(df, title=title)._repr_html_()}</div>"
-        _sync(self.latency_fig, _fit(charts.latency_distribution(df, note=self.note), 80))
-        _sync(self.spend_fig, _fit(charts.cumulative_spend(df, note=self.note), 100))  # two-line time ticks
+        _sync(self.latency_fig, _fit(charts.latency_distribution(df, note=self.note)))
+        _sync(self.spend_fig, _fit(charts.cumulative_spend(df, note=self.note)))
         self.rows = len(df)
         self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
         if self.gauge_fig is not None:
