@@ -67,8 +67,7 @@ def test_cache_bypass_refresh_and_clear(kit):
     assert not kit.usage(run_id=off.run_id).cache_hit.any()  # sent calls are marked False, not NULL
     refresh = kit.run(_exp(repeats=1), cache="refresh", progress=False)
     assert refresh.cache_hits == 0 and refresh.cost_usd > 0
-    cache = ResponseCache(kit.home)
-    assert len(cache) == 12 and cache.clear() == 12 and len(cache) == 0
+    assert len(ResponseCache(kit.home)) == 12 and kit.clear_cache() == 12 and len(ResponseCache(kit.home)) == 0
     again = kit.run(_exp(repeats=1), progress=False)
     assert again.cache_hits == 0
 
