@@ -75,7 +75,10 @@ def figures(run: "Run") -> list[Any]:
 
 
 def _table(d: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+    def cell(v: Any) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(cell(v))}</td></tr>"
                    for k, v in d.items())
     return f"<table>{rows}</table>"
 
