@@ -92,6 +92,26 @@ def test_cache_answers_survive_a_new_process_and_old_file_caches_are_read(tmp_pa
     assert writer.get(f"{7:064x}") is None  # cleared for every process
 
 
+def test_processes_creating_the_cache_at_the_same_moment_all_write(tmp_path):
+    """A new cache file is switched to WAL under an exclusive lock SQLite's busy timeout does not
+    wait for: processes that open it at once must retry, not fail with "database is locked"."""
+    import multiprocessing as mp
+
+    from _cache_writer import write
+
+    ctx = mp.get_context("spawn")
+    for trial in range(8):  # the race hits in about one trial of three without the retry
+        home = tmp_path / f"t{trial}"
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=write, args=(str(home), f"p{i}", barrier)) for i in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        assert len(ResponseCache(home)) == 200
+
+
 def test_unwritable_cache_is_a_clear_storage_error(tmp_path):
     from cognitionos_kit import StorageError
 

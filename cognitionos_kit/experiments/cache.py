@@ -21,6 +21,7 @@ import json
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +64,32 @@ class ResponseCache:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                     timeout=_BUSY_TIMEOUT_MS / 1000)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID")
-            except (OSError, sqlite3.Error) as exc:
-                raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
-            self._db = db
+            deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+            while True:
+                try:
+                    self._db = self._open()
+                    break
+                except sqlite3.OperationalError as exc:
+                    # switching a new file to WAL takes an exclusive lock that SQLite's busy
+                    # timeout does not wait for: two processes creating the cache at once retry
+                    if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                        raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
+                    time.sleep(0.02)
+                except (OSError, sqlite3.Error) as exc:
+                    raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
