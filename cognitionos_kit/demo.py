@@ -83,7 +83,7 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     }
     print("summary")
     print(f"  calls made        {summary['calls']} ({summary['attempts']} attempts, {summary['failed_attempts']} fell back)")
-    print(f"  providers used    " + ", ".join(f"{k}: {v}" for k, v in summary["providers"].items()))
+    print("  providers used    " + ", ".join(f"{k}: {v}" for k, v in summary["providers"].items()))
     print(f"  spend             ${summary['spend_usd']:.5f} (simulated models carry nominal prices)")
     print(f"  latency p50 / p95 {summary['p50_ms']:.0f} ms / {summary['p95_ms']:.0f} ms")
     print("\nspend by user:")

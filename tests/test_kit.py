@@ -201,7 +201,6 @@ def test_recorded_embedding_exchange_read_exactly(live_kit, openai_server):
     import base64
 
     from genai_prices import Usage as GUsage, calc_price
-    from loopback import load_fixtures
 
     entry = next(e for e in load_fixtures("openai", "/v1/embeddings", status=200) if "dimensions" not in e["request"])
     openai_server.enqueue(entry)

@@ -9,12 +9,10 @@ an answer that is not a chat completion reported clearly; no aiohttp session lef
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import openai
 import pytest
