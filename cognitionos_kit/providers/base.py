@@ -88,7 +88,10 @@ _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
 def retry_after_seconds(headers: Any) -> float | None:
-    """The server-requested wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date)."""
+    """The server-requested wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date).
+
+    Written here because the SDKs' own parser (``_parse_retry_after_header``) is private; this
+    reads the same headers the same way."""
     for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = headers.get(name)
         if value is None:
@@ -145,20 +148,23 @@ def async_http_client(sdk: Any, max_retry_wait: float | None = None) -> Any:
     """
     hooks = retry_cap_hooks(max_retry_wait, is_async=True)
     kw = {"event_hooks": hooks} if hooks else {}
-    default = sdk.DefaultAsyncHttpxClient(**kw) if hooks else None
+
+    def default() -> Any:
+        return sdk.DefaultAsyncHttpxClient(**kw) if hooks else None
+
     if os.environ.get("COGNITIONOS_ASYNC_HTTP", "aiohttp").lower() == "httpx":
-        return default
+        return default()
     try:
         import aiohttp  # noqa: F401
     except ImportError:
-        return default
+        return default()
     factory = getattr(sdk, "DefaultAioHttpClient", None)
     if factory is None:
-        return default
+        return default()
     try:
         return factory(**kw)
     except RuntimeError:  # the SDK was installed without its aiohttp extra
-        return default
+        return default()
 
 
 class translate_errors:
