@@ -28,7 +28,8 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "provider", "model", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
     "cache_write_tokens", "tokens_estimated", "cost_usd", "price_source", "price_version",
     "latency_ms", "status", "error_type", "error_message", "stream", "experiment_id", "run_id",
-    "cache_hit", "saved_cost_usd",
+    "cache_hit", "saved_cost_usd", "requested_provider", "requested_model", "substituted", "response_model",
+    "http_requests", "retries_maybe_billed", "setup_ms",
 )  # fmt: skip
 _COLUMNS = frozenset(LEDGER_COLUMNS)
 _KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "experiment_id", "run_id", "kind")

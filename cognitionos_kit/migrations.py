@@ -112,3 +112,17 @@ def m002_response_cache(con: "duckdb.DuckDBPyConnection") -> None:
     # Response-cache accounting came after the first schema: a hit costs nothing but saves money.
     con.execute("ALTER TABLE llm_usage ADD COLUMN cache_hit BOOLEAN")
     con.execute("ALTER TABLE llm_usage ADD COLUMN saved_cost_usd DOUBLE")
+
+
+@LEDGER_MIGRATIONS
+def m003_what_answered(con: "duckdb.DuckDBPyConnection") -> None:
+    # What was asked beside what answered (a substitute is never silent), what the provider said
+    # answered, how many HTTP requests an attempt really sent (SDK retries included) and how many
+    # of them may have been billed without an answer, and client set-up time kept out of latency.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN requested_provider VARCHAR")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN requested_model VARCHAR")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN substituted BOOLEAN")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN response_model VARCHAR")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN http_requests INTEGER")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN retries_maybe_billed INTEGER")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN setup_ms DOUBLE")
