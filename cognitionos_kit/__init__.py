@@ -10,12 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AllProvidersFailedError,
+    AuthenticationWarning,
+    CacheWarning,
     ConfigurationError,
     CostLimitError,
     InvalidRequestError,
     KitError,
+    KitWarning,
     ProviderError,
     StorageError,
+    StorageWarning,
     StreamInterruptedError,
 )
 from .types import Attempt, Completion, Usage
@@ -36,6 +40,10 @@ __all__ = [
     "StreamInterruptedError",
     "AllProvidersFailedError",
     "StorageError",
+    "KitWarning",
+    "StorageWarning",
+    "CacheWarning",
+    "AuthenticationWarning",
     "SimulatedProvider",
     "LatencyModel",
     "default_kit",

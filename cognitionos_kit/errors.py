@@ -8,6 +8,11 @@
     │   └── StreamInterruptedError                a stream broke after text had arrived
     ├── AllProvidersFailedError                   every provider in the chain failed
     └── StorageError                              the data folder could not be read or written
+
+    KitWarning (a UserWarning)
+    ├── StorageWarning          an answer was kept although its ledger row could not be written yet
+    ├── CacheWarning            a cache entry or file was unreadable and treated as a miss
+    └── AuthenticationWarning   a provider refused the key (401/403); the chain moved on
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ __all__ = [
     "StreamInterruptedError",
     "AllProvidersFailedError",
     "StorageError",
+    "KitWarning",
+    "StorageWarning",
+    "CacheWarning",
+    "AuthenticationWarning",
     "redact",
 ]
 
@@ -97,6 +106,22 @@ class AllProvidersFailedError(KitError):
             code = f" HTTP {a.status_code}" if a.status_code else ""
             lines.append(f"  {a.number}. {a.provider}/{a.model}: {a.error_type}{code}: {a.error_message}")
         super().__init__("\n".join(lines))
+
+
+class KitWarning(UserWarning):
+    """Base class of the kit's warnings: something worked, but not exactly as asked."""
+
+
+class StorageWarning(KitWarning):
+    """The answer was returned but its ledger row is pending (spooled) until the data folder is writable."""
+
+
+class CacheWarning(KitWarning):
+    """A cached entry (or the cache file) could not be read; it was treated as a miss."""
+
+
+class AuthenticationWarning(KitWarning):
+    """A provider refused the API key (401/403); the chain moved on to the next provider."""
 
 
 # --- secrets --------------------------------------------------------------------------
