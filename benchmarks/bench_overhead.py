@@ -3,14 +3,22 @@
 Target (issue 2): median at most 1.25x the raw SDK's time and at most +0.3 ms.
 Calls strictly alternate between the two so drift hits both alike; the paired difference
 (kit call minus the raw call just before it) is reported beside the medians.
+
+``BENCH_BASELINE=<git ref>`` (e.g. the last release) also loads that version of the package from
+git, under another name in the same process, and alternates its calls with the other two: the
+"no slower than before, same run" check for a change to the call path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import io
 import os
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -24,18 +32,37 @@ BLOCK = 1  # strict alternation: machine noise hits both sides alike
 PROMPT = "Say hello"
 
 
+def load_baseline(ref: str, folder: str):
+    """The package as it was at git ``ref``, imported as ``cognitionos_kit_baseline`` (its
+    imports are all relative, so the two versions do not mix)."""
+    root = Path(__file__).resolve().parent.parent
+    blob = subprocess.run(["git", "archive", "--format=tar", ref, "cognitionos_kit"], cwd=root,
+                          capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(folder)
+    pkg = Path(folder) / "cognitionos_kit"
+    spec = importlib.util.spec_from_file_location("cognitionos_kit_baseline", pkg / "__init__.py",
+                                                  submodule_search_locations=[str(pkg)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cognitionos_kit_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     import openai
 
     from cognitionos_kit import Kit
 
-    with OpenAIServer() as server, tempfile.TemporaryDirectory() as home:
+    ref = os.environ.get("BENCH_BASELINE")
+    with OpenAIServer() as server, tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as old:
         for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
             os.environ.pop(k, None)
         os.environ["OPENAI_API_KEY"] = "sk-bench-000000"
         os.environ["OPENAI_BASE_URL"] = server.base_url
         raw = openai.OpenAI(api_key="sk-bench-000000", base_url=server.base_url, max_retries=2, timeout=60)
         kit = Kit(home, dotenv=False)
+        base = load_baseline(ref, old).Kit(Path(old) / "home", dotenv=False) if ref else None
 
         def raw_call():
             raw.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], max_tokens=1024)
@@ -43,16 +70,22 @@ def main() -> None:
         def kit_call():
             kit.complete(PROMPT, providers=["openai"])
 
-        for _ in range(50):  # warm up both (connections, tokenizer, prices, ledger)
-            raw_call(), kit_call()
-        t_raw, t_kit = [], []
+        def base_call():
+            base.complete(PROMPT, providers=["openai"])
+
+        sides = [(raw_call, []), (kit_call, [])] + ([(base_call, [])] if base else [])
+        for _ in range(50):  # warm up (connections, tokenizer, prices, ledger)
+            for fn, _acc in sides:
+                fn()
         for _ in range(N // BLOCK):
-            for fn, acc in ((raw_call, t_raw), (kit_call, t_kit)):
+            for fn, acc in sides:
                 for _ in range(BLOCK):
                     t0 = time.perf_counter()
                     fn()
                     acc.append((time.perf_counter() - t0) * 1000)
-        report("sync", t_raw, t_kit)
+        report("sync", sides[0][1], sides[1][1])
+        if base:
+            report_baseline("sync", ref, sides[0][1], sides[1][1], sides[2][1])
 
         araw = openai.AsyncOpenAI(api_key="sk-bench-000000", base_url=server.base_url, max_retries=2, timeout=60)
 
@@ -63,21 +96,35 @@ def main() -> None:
             async def a_kit():
                 await kit.acomplete(PROMPT, providers=["openai"])
 
+            async def a_base():
+                await base.acomplete(PROMPT, providers=["openai"])
+
+            a_sides = [(a_raw, []), (a_kit, [])] + ([(a_base, [])] if base else [])
             for _ in range(50):
-                await a_raw(), await a_kit()
-            a_t_raw, a_t_kit = [], []
+                for fn, _acc in a_sides:
+                    await fn()
             for _ in range(N // BLOCK):
-                for fn, acc in ((a_raw, a_t_raw), (a_kit, a_t_kit)):
+                for fn, acc in a_sides:
                     for _ in range(BLOCK):
                         t0 = time.perf_counter()
                         await fn()
                         acc.append((time.perf_counter() - t0) * 1000)
-            return a_t_raw, a_t_kit
+            return [acc for _fn, acc in a_sides]
 
-        report("async", *asyncio.run(run_async()))
+        a_times = asyncio.run(run_async())
+        report("async", a_times[0], a_times[1])
+        if base:
+            report_baseline("async", ref, *a_times)
         rows = len(kit.usage())
         print(f"ledger rows recorded by the kit during the run: {rows}")
         kit.close()
+
+
+def report_baseline(label: str, ref: str, t_raw: list[float], t_kit: list[float], t_base: list[float]) -> None:
+    m_raw, m_kit, m_base = (statistics.median(t) for t in (t_raw, t_kit, t_base))
+    paired = statistics.median(k - b for k, b in zip(t_kit, t_base))
+    print(f"[{label}] baseline {ref}: median {m_base:.3f} ms ({m_base / m_raw:.3f}x raw); this tree {m_kit:.3f} ms "
+          f"({m_kit / m_raw:.3f}x raw); this tree vs baseline {m_kit / m_base:.3f}x, paired median {paired * 1000:+.0f} us")
 
 
 def report(label: str, t_raw: list[float], t_kit: list[float]) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cognitionos_kit demo | status | run EXPERIMENT.yaml | report RUN_ID``."""
+"""Command line: ``python -m cognitionos_kit demo | status | run EXPERIMENT.yaml | report RUN_ID | rebuild``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="rewrite a run's HTML report and print its path")
     report.add_argument("run_id")
     report.add_argument("--home", default=None)
+    rebuild = sub.add_parser("rebuild", help="rebuild a damaged ledger database from its journals (the old file is kept)")
+    rebuild.add_argument("--home", default=None, help="data folder (default: $COGNITIONOS_HOME or ./data)")
+    rebuild.add_argument("--memory", action="store_true", help="rebuild the memory database (memory.duckdb) as well")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -39,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(Kit(args.home).status(), indent=2))
         return 0
-    if args.command in ("run", "report"):
+    if args.command in ("run", "report", "rebuild"):
         from .errors import KitError
 
         try:
-            return _run(args) if args.command == "run" else _report(args)
+            return _run(args) if args.command == "run" else _report(args) if args.command == "report" else _rebuild(args)
         except (KitError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -93,4 +96,22 @@ def _report(args: argparse.Namespace) -> int:
     print(run)
     print(run.summary.to_string(index=False))
     print(f"report: {write_report(run)}")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    """Move the database aside, rebuild it from the archived and live journals, say where each went."""
+    from .config import load_settings
+    from .ledger import Ledger
+
+    home = load_settings(args.home).home
+    stores = [("ledger", Ledger(home).store)]
+    if args.memory:
+        from .memory.store import EventLog
+
+        stores.append(("memory", EventLog(home).store))
+    for what, store in stores:
+        n = store.rebuild()
+        kept = f"; the old file is kept as {store.kept_as}" if store.kept_as else ""
+        print(f"rebuilt the {what} database {store.db_path} from the journals in {store.journal_dir}: {n} rows{kept}")
     return 0

@@ -40,13 +40,13 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
         for user, role, prompt in PROMPTS:
             r = kit.complete(prompt, role=role, user_id=user, max_tokens=120, task_id=f"round-{rnd}")
             if rnd == 0 and user == "alice" and role == "planner":
-                print(f"> {prompt}\n{r.content}\n  [{r._footer()}; path: {r.fallback_path}]\n")
+                print(f"> {prompt}\n{r.content}\n  [{r.footer()}; path: {r.fallback_path}]\n")
 
     print("> streaming: ", end="", flush=True)
     s = kit.stream("Describe in two sentences what a cost ledger is for", user_id="carol", max_tokens=80)
     for chunk in s:
         print(chunk, end="", flush=True)
-    print(f"\n  [{s.completion._footer()}]\n")
+    print(f"\n  [{s.completion.footer()}]\n")
 
     capped = kit.complete(
         "Draft a detailed research plan on evaluation leakage " * 20, role="planner", max_cost=0.002, max_tokens=400,

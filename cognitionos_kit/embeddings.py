@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, InvalidRequestError
+from .validation import check_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,20 +79,21 @@ def _validate(texts: Any) -> list[str]:
     elif isinstance(texts, (bytes, bytearray, Mapping, AbstractSet)) or not isinstance(texts, Iterable):
         raise InvalidRequestError(f"texts must be a sequence of str, got {type(texts).__name__}")
     items = list(texts)
+    if not items:
+        raise InvalidRequestError("texts is empty: pass at least one string")
     for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise InvalidRequestError(f"texts[{i}] must be a str, got {type(t).__name__}")
-        if not t.strip():
-            raise InvalidRequestError(f"texts[{i}] is empty or whitespace only")
+        check_text(t, f"texts[{i}]")  # a str, not blank, no lone surrogate (the tokenizer would choke on it)
     return items
 
 
 class LocalMiniLM:
     """all-MiniLM-L6-v2 (384 dims) on CPU; loads on first use; safe to share between threads.
 
-    ``embed`` takes a sequence of non-blank strings (a bare ``str`` is taken as one text and
-    gives shape (1, 384); non-str or blank items raise InvalidRequestError naming the index) and returns float32 rows of unit norm, in input order. Texts are
-    sorted by length before batching so batches carry little padding.
+    ``embed`` takes a non-empty sequence of non-blank strings (a bare ``str`` is taken as one text
+    and gives shape (1, 384); an empty sequence, or a non-str, blank or not valid UTF-8 (lone
+    surrogate) item, raises InvalidRequestError naming the index) and returns float32 rows of
+    unit norm, in input order. Texts are sorted by length before batching so batches carry little
+    padding.
     """
 
     name = "all-MiniLM-L6-v2"
@@ -150,8 +152,6 @@ class LocalMiniLM:
 
         items = _validate(texts)
         out = np.zeros((len(items), self.dim), dtype=np.float32)
-        if not items:
-            return out
         if self._session is None:
             self._load()
         order = sorted(range(len(items)), key=lambda i: len(items[i]))

@@ -1,91 +1,88 @@
-"""Where fallback decides: try each (provider, request) in order, move on when an error says
-another provider could help, stop when the request itself is wrong.
+"""The thin drivers that walk a call's chain: call each provider in turn, let ``policy.ChainRun``
+decide what a failure means, report every attempt as soon as it ends.
 
 Each attempt is reported to ``on_attempt`` as soon as it ends, so the ledger holds failed
-attempts even when the chain as a whole fails.
+attempts even when the chain as a whole fails. The provider's client is built (and its SDK
+imported) before the attempt's clock starts: that is set-up, not the provider's latency.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
 
-from .errors import AllProvidersFailedError, ProviderError, redact
-from .providers.base import Provider
-from .types import Attempt, ProviderRequest, ProviderResponse
+from .policy import ChainRun, Step
+from .providers.http import AttemptIO, attempt_scope
+from .types import Attempt, ProviderResponse
 
-
-@dataclass(frozen=True)
-class Step:
-    provider: Provider
-    request: ProviderRequest
-
+__all__ = ["Step", "OnAttempt", "run", "arun", "hard_timeout"]
 
 OnAttempt = Callable[[Step, Attempt, "ProviderResponse | None"], None]
+_GRACE = 0.25  # the HTTP client enforces the deadline; this backstop only catches what it cannot see
 
 
-def failed_attempt(number: int, step: Step, exc: BaseException, latency_ms: float) -> Attempt:
-    if isinstance(exc, ProviderError):
-        kind, code = exc.error_type, exc.status_code
-    else:
-        kind, code = type(exc).__name__, None
-    return Attempt(
-        number=number,
-        provider=step.provider.name,
-        model=step.request.model,
-        status="error",
-        latency_ms=latency_ms,
-        error_type=kind,
-        error_message=redact(exc)[:500],
-        status_code=code,
-    )
-
-
-def _should_stop(exc: BaseException) -> bool:
-    """Errors that are not a provider's (bugs, KeyboardInterrupt) and invalid requests stop the chain."""
-    return not isinstance(exc, ProviderError) or not exc.retryable
-
-
-def run(steps: list[Step], on_attempt: OnAttempt, request_id: str) -> tuple[Step, ProviderResponse, list[Attempt]]:
-    attempts: list[Attempt] = []
-    for number, step in enumerate(steps, 1):
+def run(chain: ChainRun, on_attempt: OnAttempt) -> tuple[Step, ProviderResponse, list[Attempt]]:
+    for number, step in chain:
+        setup_ms = step.provider.prepare(False)
+        io = chain.attempt_io()
         t0 = time.perf_counter()
         try:
-            resp = step.provider.complete(step.request)
+            with attempt_scope(io):
+                resp = step.provider.complete(step.request)
         except BaseException as exc:
-            attempt = failed_attempt(number, step, exc, (time.perf_counter() - t0) * 1000)
-            attempts.append(attempt)
+            attempt, stop = chain.failed(number, step, exc, (time.perf_counter() - t0) * 1000, io, setup_ms)
             on_attempt(step, attempt, None)
-            if _should_stop(exc):
-                exc.attempts = attempts  # type: ignore[attr-defined]
-                raise
+            if stop is not None:
+                raise stop from None
             continue
-        attempt = Attempt(number, step.provider.name, step.request.model, "ok", (time.perf_counter() - t0) * 1000)
-        attempts.append(attempt)
+        attempt = chain.succeeded(number, step, (time.perf_counter() - t0) * 1000, io, setup_ms)
         on_attempt(step, attempt, resp)
-        return step, resp, attempts
-    raise AllProvidersFailedError(attempts, request_id)
+        return step, resp, chain.attempts
+    raise chain.exhausted()
 
 
-async def arun(
-    steps: list[Step], on_attempt: OnAttempt, request_id: str
-) -> tuple[Step, ProviderResponse, list[Attempt]]:
-    attempts: list[Attempt] = []
-    for number, step in enumerate(steps, 1):
+async def arun(chain: ChainRun, on_attempt: OnAttempt) -> tuple[Step, ProviderResponse, list[Attempt]]:
+    for number, step in chain:
+        setup_ms = await step.provider.aprepare()
+        io = chain.attempt_io()
         t0 = time.perf_counter()
         try:
-            resp = await step.provider.acomplete(step.request)
+            with attempt_scope(io):
+                async with hard_timeout(io):
+                    resp = await step.provider.acomplete(step.request)
         except BaseException as exc:
-            attempt = failed_attempt(number, step, exc, (time.perf_counter() - t0) * 1000)
-            attempts.append(attempt)
+            attempt, stop = chain.failed(number, step, exc, (time.perf_counter() - t0) * 1000, io, setup_ms)
             on_attempt(step, attempt, None)
-            if _should_stop(exc):
-                exc.attempts = attempts  # type: ignore[attr-defined]
-                raise
+            if stop is not None:
+                raise stop from None
             continue
-        attempt = Attempt(number, step.provider.name, step.request.model, "ok", (time.perf_counter() - t0) * 1000)
-        attempts.append(attempt)
+        attempt = chain.succeeded(number, step, (time.perf_counter() - t0) * 1000, io, setup_ms)
         on_attempt(step, attempt, resp)
-        return step, resp, attempts
-    raise AllProvidersFailedError(attempts, request_id)
+        return step, resp, chain.attempts
+    raise chain.exhausted()
+
+
+if sys.version_info >= (3, 11):
+
+    @asynccontextmanager
+    async def hard_timeout(io: AttemptIO) -> AsyncIterator[None]:
+        """Cancel the awaited work shortly after the attempt's deadline (marks it timed out)."""
+        remaining = io.remaining()
+        if remaining == float("inf"):
+            yield
+            return
+        try:
+            async with asyncio.timeout(max(0.0, remaining) + _GRACE):
+                yield
+        except TimeoutError:
+            io.timed_out = True
+            raise
+
+else:  # pragma: no cover - Python 3.10: the HTTP client's deadline alone
+
+    @asynccontextmanager
+    async def hard_timeout(io: AttemptIO) -> AsyncIterator[None]:
+        yield

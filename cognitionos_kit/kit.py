@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from . import fallback, tokens
+from . import catalogue, fallback, tokens
 from .config import DEFAULT_ORDER, load_settings
-from .errors import ConfigurationError, InvalidRequestError, redact
-from .fallback import Step
+from .errors import AuthenticationWarning, ConfigurationError, InvalidRequestError, KitError, redact
 from .notebook.reprs import AttemptList
+from .policy import ChainRun, FallbackOn, FallbackPolicy, Step
 from .pricing import Price, PriceBook
 from .providers.base import Provider
 from .providers.simulated import SIMULATED_MODELS, LatencyModel, SimulatedProvider
 from .router import Router, provider_for_model
 from .streaming import AsyncStream, Stream
 from .types import ROLES, Attempt, Completion, Message, ProviderRequest, ProviderResponse, Usage
+from .validation import check_identifier, check_number, check_text, clean_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from .ledger import Ledger
     from .memory import Memory
 
-_REAL_PROVIDERS = ("openai", "anthropic")
 EMBEDDING_MODELS = ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002")
 _EMBED_BATCH = 256  # inputs per embeddings request (the API accepts up to 2048)
 
@@ -41,10 +41,15 @@ class _Call:
     """A validated request: everything decided before the first byte is sent."""
 
     request_id: str
-    steps: list[Step]
+    chain: ChainRun
     meta: dict[str, Any]
+    requested: tuple[str, str]  # (provider, model) the call asked for
     kit: "Kit" = field(repr=False)
     t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.chain.steps
 
     def estimate_usage(self, step: Step, completion_text: str) -> Usage:
         req = step.request
@@ -52,6 +57,19 @@ class _Call:
         return Usage(
             prompt_tokens=tokens.count_messages(msgs, req.model, system=req.system),
             completion_tokens=tokens.count_text(completion_text, req.model) if completion_text else 0,
+            estimated=True,
+        )
+
+    def fill_usage(self, step: Step, usage: Usage, text: str) -> Usage:
+        """Usage the provider did not report (all or part) counted locally, flagged as estimated."""
+        if not usage.estimated:
+            return usage
+        counted = self.estimate_usage(step, text)
+        return Usage(
+            prompt_tokens=usage.prompt_tokens or counted.prompt_tokens,
+            completion_tokens=usage.completion_tokens or counted.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
             estimated=True,
         )
 
@@ -63,8 +81,16 @@ class Kit:
     >>> r = kit.complete("Name three uses of DuckDB", role="executor")
     >>> r.content, r.cost_usd, r.latency_ms
 
-    ``max_retries`` bounds the SDKs' own retry loop (the only one); a provider asking to wait
-    longer than ``max_retry_wait`` seconds before a retry is skipped for that call instead.
+    ``timeout`` (seconds) bounds a whole attempt at one provider, the SDK's own retries included
+    (for a stream: the wait for the first chunk and each gap between chunks). ``max_retries``
+    bounds the SDKs' own retry loop (the only one); a provider asking to wait longer than
+    ``max_retry_wait`` seconds before a retry is skipped for that call instead.
+
+    Fallback: ``fallback_on`` (a set of error types or a function, see ``cognitionos_kit.policy``)
+    says which failures move on. A role falls back across vendors; a named model only to the
+    equivalents in ``fallback_models`` (``{"gpt-4o-mini": "claude-haiku-5-5"}``). The simulated
+    provider answers only in simulation mode (no provider configured), when listed in
+    ``providers``, or with ``simulate_on_failure=True``; its answers, like any substitute's, say so.
 
     ``memory`` sets ``kit.memory``'s options (any of ``Memory.OPTIONS``), e.g.
     ``Kit(memory={"weights": {"decay": 0.3}, "half_life_days": 7})``.
@@ -76,37 +102,82 @@ class Kit:
         *,
         providers: Sequence[str | Provider] | None = None,
         role_models: Mapping[str, Mapping[str, str]] | None = None,
+        fallback_models: Mapping[str, str | Sequence[str]] | None = None,
+        fallback_on: FallbackOn = None,
+        simulate_on_failure: bool = False,
         seed: int = 0,
         simulated_latency: LatencyModel | None = None,
         timeout: float = 60.0,
         max_retries: int = 2,
         max_retry_wait: float | None = 20.0,
         default_max_tokens: int = 1024,
-        dotenv: bool | str = True,
+        dotenv: bool | str | os.PathLike = True,
         memory: Mapping[str, Any] | None = None,
     ) -> None:
+        # every argument is checked here, before anything is read or created
+        if home is not None and not isinstance(home, (str, os.PathLike)):
+            raise ConfigurationError(f"home must be a folder path, got {type(home).__name__}")
+        if timeout is None or not isinstance(timeout, Real) or isinstance(timeout, bool) or not timeout > 0 \
+                or math.isnan(timeout) or math.isinf(timeout):
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds (it bounds each attempt, retries included), got "
+                f"{timeout!r}" + ("; there is no 'wait forever': pass a large number instead" if timeout is None else "")
+            )
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if max_retry_wait is not None and (not isinstance(max_retry_wait, Real) or isinstance(max_retry_wait, bool)
+                                           or not max_retry_wait >= 0):
+            raise ConfigurationError(f"max_retry_wait must be a number of seconds >= 0 or None, got {max_retry_wait!r}")
+        if not isinstance(default_max_tokens, int) or isinstance(default_max_tokens, bool) or default_max_tokens <= 0:
+            raise ConfigurationError(f"default_max_tokens must be a positive int, got {default_max_tokens!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigurationError(f"seed must be an int, got {seed!r}")
+        if not isinstance(simulate_on_failure, bool):
+            raise ConfigurationError(f"simulate_on_failure must be True or False, got {simulate_on_failure!r}")
+        if simulated_latency is not None and not isinstance(simulated_latency, LatencyModel):
+            raise ConfigurationError(f"simulated_latency must be a LatencyModel, got {type(simulated_latency).__name__}")
+        if not isinstance(dotenv, (bool, str, os.PathLike)):
+            raise ConfigurationError(f"dotenv must be True, False or the path of a .env file, got {dotenv!r}")
+        if providers is not None and (isinstance(providers, (str, bytes)) or not isinstance(providers, Sequence)):
+            raise ConfigurationError(f"providers must be a list such as ['openai', 'anthropic'], got {providers!r}")
+        if role_models is not None and (not isinstance(role_models, Mapping) or not all(
+                isinstance(t, Mapping) for t in role_models.values())):
+            raise ConfigurationError(
+                "role_models maps a provider to {role: model}, e.g. {'openai': {'executor': 'gpt-4.1-mini'}}; "
+                f"got {role_models!r}"
+            )
+        if fallback_models is not None and not isinstance(fallback_models, Mapping):
+            raise ConfigurationError(
+                f"fallback_models maps a model to its equivalents, e.g. {{'gpt-4o-mini': 'claude-haiku-5-5'}}; got {fallback_models!r}"
+            )
+        try:
+            self.policy = FallbackPolicy.make(fallback_on)
+        except InvalidRequestError as exc:
+            raise ConfigurationError(str(exc)) from None
         if memory is not None:
             from .memory import Memory
 
             memory = Memory.check_options(memory)
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if max_retry_wait is not None and (not isinstance(max_retry_wait, Real) or not max_retry_wait >= 0):
-            raise ConfigurationError(f"max_retry_wait must be a number of seconds >= 0 or None, got {max_retry_wait!r}")
-        if not isinstance(default_max_tokens, int) or default_max_tokens <= 0:
-            raise ConfigurationError(f"default_max_tokens must be a positive int, got {default_max_tokens!r}")
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.simulate_on_failure = simulate_on_failure
+        self.fallback_on = fallback_on
         self.settings = load_settings(home, dotenv=dotenv)
         self.home = self.settings.home
         self.default_max_tokens = default_max_tokens
         self.prices = PriceBook()
-        self.router = Router(self.prices, role_models)
+        try:
+            self.router = Router(self.prices, role_models, fallback_models)
+        except InvalidRequestError as exc:
+            raise ConfigurationError(str(exc)) from None
         from .providers.anthropic import AnthropicProvider
         from .providers.openai import OpenAIProvider
 
         self._providers: dict[str, Provider] = {
-            "openai": OpenAIProvider(self.settings.openai, timeout=timeout, max_retries=max_retries,
+            "openai": OpenAIProvider(self.settings.openai, timeout=self.timeout, max_retries=max_retries,
                                      max_retry_wait=max_retry_wait),
-            "anthropic": AnthropicProvider(self.settings.anthropic, timeout=timeout, max_retries=max_retries,
+            "anthropic": AnthropicProvider(self.settings.anthropic, timeout=self.timeout, max_retries=max_retries,
                                            max_retry_wait=max_retry_wait),
             "simulated": SimulatedProvider(seed=seed, latency=simulated_latency),
         }
@@ -117,12 +188,18 @@ class Kit:
                 self.router.add_provider(p.name, p.price_id or p.name)
                 order.append(p.name)
             else:
-                order.append(self._check_provider_name(p))
+                try:
+                    order.append(self._check_provider_name(p))
+                except InvalidRequestError as exc:
+                    raise ConfigurationError(str(exc)) from None
         if not order:
             raise ConfigurationError("providers must name at least one provider")
         self.order = order
+        self._listed = set(order) if providers is not None else set()  # named by the user: they always join
         self._ledger: Ledger | None = None
         self._warned_temperature: set[str] = set()
+        self._auth_failed: dict[str, str] = {}  # provider -> the refusal's message, until a call succeeds
+        self._auth_warned: set[str] = set()
         self._memory: Memory | None = None
         self._memory_options: dict[str, Any] = dict(memory or {})
 
@@ -136,8 +213,16 @@ class Kit:
 
     @property
     def chain(self) -> list[str]:
-        """The providers a call tries by default, in order: configured ones only."""
-        return [p for p in self.order if self._providers[p].configured]
+        """The providers a call tries by default, in order: configured ones only. A simulator
+        joins only when nothing else is configured (simulation mode), when listed in
+        ``providers``, or with ``simulate_on_failure=True``."""
+        real = [p for p in self.order if self._providers[p].configured and not self._is_simulator(p)]
+        sims = [p for p in self.order if self._is_simulator(p)
+                and (p in self._listed or not real or self.simulate_on_failure)]
+        return [p for p in self.order if p in real or p in sims]
+
+    def _is_simulator(self, name: str) -> bool:
+        return isinstance(self._providers[name], SimulatedProvider)
 
     @property
     def simulated(self) -> SimulatedProvider:
@@ -214,19 +299,28 @@ class Kit:
         return compare_runs(self, run_a, run_b)
 
     def status(self) -> dict[str, Any]:
-        """What the kit will use right now; never includes a key."""
+        """What the kit will use right now; never includes a key.
+
+        ``providers[name]["auth"]`` is ``"failing"`` after the provider refused the key (401/403)
+        until a later call to it succeeds, ``"ok"`` otherwise."""
         chain = self.chain
         return {
-            "simulation_mode": not any(p in _REAL_PROVIDERS for p in chain),
+            "simulation_mode": not any(not self._is_simulator(p) for p in chain),
             "chain": chain,
             "providers": {
                 name: {
                     "configured": p.configured,
                     "base_url": getattr(p, "base_url", None),
                     "key_set": bool(getattr(getattr(p, "_settings", None), "api_key", None)),
+                    "sources": dict(getattr(getattr(p, "_settings", None), "sources", None) or {}),
+                    "auth": "failing" if name in self._auth_failed else "ok",
+                    "auth_error": self._auth_failed.get(name),
                 }
                 for name, p in self._providers.items()
             },
+            "timeout": self.timeout,
+            "simulate_on_failure": self.simulate_on_failure,
+            "fallback_models": {k: list(v) for k, v in self.router.fallback_models.items()},
             "home": str(self.home),
             "ledger": str(self.home / "cognitionos.duckdb"),
             "dotenv": self.settings.dotenv_path,
@@ -244,9 +338,14 @@ class Kit:
         provider: str | None = None,
     ) -> None:
         """Add or override a model's price (USD per million tokens)."""
-        for label, v in (("input_per_mtok", input_per_mtok), ("output_per_mtok", output_per_mtok)):
-            if not isinstance(v, Real) or isinstance(v, bool) or v < 0 or math.isnan(v):
-                raise InvalidRequestError(f"{label} must be a number >= 0, got {v!r}")
+        check_text(model, "model")
+        for label, v in (("input_per_mtok", input_per_mtok), ("output_per_mtok", output_per_mtok),
+                         ("cached_input_per_mtok", cached_input_per_mtok), ("cache_write_per_mtok", cache_write_per_mtok)):
+            if v is None and label.startswith("cache"):
+                continue
+            check_number(v, f"{label} (USD per million tokens)", minimum=0)
+        if provider is not None:
+            self._check_provider_name(provider)
         self.prices.set_price(
             model, Price(float(input_per_mtok), float(output_per_mtok), cached_input_per_mtok, cache_write_per_mtok), provider
         )
@@ -275,14 +374,18 @@ class Kit:
         providers: Sequence[str] | None = None,
         stream: bool = False,
         seed: int | None = None,
+        deadline: float | None = None,
+        fallback_on: FallbackOn = None,
         experiment_id: str | None = None,
         run_id: str | None = None,
     ) -> _Call:
         messages, system = _normalise_prompt(prompt, system)
         if role is not None and role not in ROLES:
             raise InvalidRequestError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            raise InvalidRequestError(f"model must be a non-empty string, got {model!r}")
+        if model is not None:
+            if not isinstance(model, str) or not model.strip():
+                raise InvalidRequestError(f"model must be a non-empty string, got {model!r}")
+            check_text(model, "model")
         if max_tokens is None:
             max_tokens = self.default_max_tokens
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
@@ -293,12 +396,18 @@ class Kit:
             raise InvalidRequestError(f"max_cost must be a positive number of US dollars, got {max_cost!r}")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise InvalidRequestError(f"seed must be an integer, got {seed!r}")
-        for label, v in (("user_id", user_id), ("agent_id", agent_id), ("task_id", task_id)):
-            if v is not None and not isinstance(v, str):
-                raise InvalidRequestError(f"{label} must be a string, got {type(v).__name__}")
+        if deadline is not None:
+            check_number(deadline, "deadline (seconds for the whole call, every fallback included)", positive=True)
+        for label, v in (("user_id", user_id), ("agent_id", agent_id), ("task_id", task_id),
+                         ("experiment_id", experiment_id), ("run_id", run_id)):
+            check_identifier(v, label)
+        try:
+            policy = self.policy if fallback_on is None else FallbackPolicy.make(fallback_on)
+        except ConfigurationError as exc:
+            raise InvalidRequestError(str(exc)) from None
 
         if providers is not None:
-            if isinstance(providers, str) or not providers:
+            if isinstance(providers, str) or not isinstance(providers, Sequence) or not providers:
                 raise InvalidRequestError(f"providers must be a non-empty list of names, got {providers!r}")
             chain = [self._check_provider_name(p) for p in providers]
             missing = [p for p in chain if not self._providers[p].configured]
@@ -334,30 +443,48 @@ class Kit:
                         + (f"; leave {p} out with providers=[...] to use it" if len(chain) > 1 else "")
                     )
 
-        count_prompt = None
-        if max_cost is not None:
-            msgs = [{"role": m.role, "content": m.content} for m in messages]
-            count_prompt = lambda m: tokens.count_messages(msgs, m, system=system)  # noqa: E731
-        routes = self.router.routes(
+        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        counts: dict[str, int] = {}
+
+        def count_prompt(m: str) -> int:
+            if m not in counts:
+                counts[m] = tokens.count_messages(msgs, m, system=system)
+            return counts[m]
+
+        plan = self.router.plan(
             chain, role=role, model=model, max_cost=max_cost, max_tokens=max_tokens,
-            count_prompt=count_prompt, strict=providers is not None,
+            count_prompt=count_prompt if max_cost is not None else None, strict=providers is not None,
+            simulators=[p for p in chain if self._is_simulator(p)],
         )
+        chars = sum(len(m.content) for m in messages) + len(system or "")
+        for r in plan.routes:
+            _check_limits(r.provider, self._providers[r.provider].price_id or r.provider, r.model, max_tokens,
+                          chars, count_prompt)
         msgs_t = tuple(messages)
         steps = [
-            Step(self._providers[r.provider], ProviderRequest(r.model, msgs_t, system, max_tokens, temperature, stream, seed))
-            for r in routes
+            Step(self._providers[r.provider], ProviderRequest(r.model, msgs_t, system, max_tokens, temperature, stream, seed),
+                 explicit=r.explicit)
+            for r in plan.routes
         ]
         meta = {
             "user_id": user_id, "agent_id": agent_id, "task_id": task_id, "role": role,
             "stream": stream, "experiment_id": experiment_id, "run_id": run_id,
         }
-        return _Call(request_id="req_" + uuid.uuid4().hex[:24], steps=steps, meta=meta, kit=self)
+        request_id = "req_" + uuid.uuid4().hex[:24]
+        run = ChainRun(steps, policy, request_id, self.timeout, deadline, self.max_retry_wait)
+        return _Call(request_id=request_id, chain=run, meta=meta,
+                     requested=(plan.requested.provider, plan.requested.model), kit=self)
 
     # --- recording -------------------------------------------------------------------
     def _record(
         self, call: _Call, step: Step, attempt: Attempt, resp: ProviderResponse | None, attempts: list | None = None
     ) -> Completion | None:
-        """Write one ledger row for one attempt; for a response, build the Completion."""
+        """Write one ledger row for one attempt; for a response, build the Completion.
+
+        A ledger that cannot be written (a full or read-only disk) never costs the answer: the
+        ledger keeps the row and warns (``StorageWarning``)."""
+        served = (attempt.provider, attempt.model)
+        substituted = served != call.requested
         row: dict[str, Any] = {
             "ts": time.time(),  # epoch seconds: the ledger stores them as UTC
             "request_id": call.request_id,
@@ -365,18 +492,26 @@ class Kit:
             "kind": "chat",
             "provider": attempt.provider,
             "model": attempt.model,
+            "requested_provider": call.requested[0],
+            "requested_model": call.requested[1],
+            "substituted": substituted,
             "latency_ms": attempt.latency_ms,
+            "setup_ms": attempt.setup_ms,
+            "http_requests": attempt.http_requests,
+            "maybe_billed_requests": attempt.maybe_billed_requests or None,
             "status": attempt.status,
             "error_type": attempt.error_type,
-            "error_message": attempt.error_message,
+            "error_message": clean_text(attempt.error_message) if attempt.error_message else None,
             "cache_hit": False,  # the experiment runner records cache hits itself
             **call.meta,
         }
+        if attempt.error_type == "auth_error":
+            self._note_auth_failure(attempt)
+        elif attempt.status == "ok":
+            self._auth_failed.pop(attempt.provider, None)
         completion = None
         if resp is not None:
-            usage = resp.usage
-            if usage.estimated and not usage.prompt_tokens and not usage.completion_tokens:
-                usage = call.estimate_usage(step, resp.content)  # server sent no usage (e.g. llama.cpp)
+            usage = call.fill_usage(step, resp.usage, resp.content)
             provider_id = step.provider.price_id or step.provider.name
             est = self.prices.cost(provider_id, step.request.model, usage)
             row.update(
@@ -389,15 +524,18 @@ class Kit:
                 cost_usd=est.cost_usd,
                 price_source=est.source,
                 price_version=est.version,
+                response_model=clean_text(resp.model) if resp.model else None,
             )
             completion = Completion(
-                content=resp.content,
+                content=clean_text(resp.content),
                 provider=attempt.provider,
                 model=step.request.model,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 cost_usd=est.cost_usd,
-                latency_ms=(time.perf_counter() - call.t_start) * 1000,
+                # the call's wall time minus SDK import and client set-up (recorded per attempt)
+                latency_ms=(time.perf_counter() - call.t_start) * 1000 - sum(
+                    a.setup_ms or 0.0 for a in (attempts or [attempt])),
                 request_id=call.request_id,
                 attempts=AttemptList(attempts or [attempt]),
                 cached_tokens=usage.cached_tokens,
@@ -406,55 +544,168 @@ class Kit:
                 role=call.meta["role"],
                 user_id=call.meta["user_id"],
                 price_source=est.source,
+                requested_provider=call.requested[0],
+                requested_model=call.requested[1],
+                substituted=substituted,
+                response_model=resp.model or None,
+                tokens_estimated=usage.estimated,
             )
         self.ledger.record([row])
         return completion
 
-    # --- calls -----------------------------------------------------------------------
-    def complete(self, prompt: Any, **kwargs: Any) -> Completion:
-        """One costed, timed completion, falling back across providers.
+    def _note_auth_failure(self, attempt: Attempt) -> None:
+        """Warn once per provider per Kit that a key was refused; ``status()`` shows it until a success."""
+        self._auth_failed[attempt.provider] = attempt.error_message or "authentication failed"
+        if attempt.provider not in self._auth_warned:
+            self._auth_warned.add(attempt.provider)
+            warnings.warn(
+                f"{attempt.provider} refused the API key (HTTP {attempt.status_code or '401/403'}): calls fall back "
+                f"to the next provider. Check {attempt.provider.upper()}_API_KEY; kit.status() shows it as failing.",
+                AuthenticationWarning, stacklevel=4,
+            )
 
-        ``prompt`` is a string or a list of ``{"role", "content"}`` messages. Keyword arguments:
-        role, model, system, max_tokens, temperature, seed, user_id, agent_id, task_id, max_cost,
-        providers. Works inside a running event loop (a notebook cell).
+    # --- calls -------------------------------------------------------------------------
+    def complete(
+        self,
+        prompt: str | Sequence[Mapping[str, str]],
+        *,
+        role: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        max_cost: float | None = None,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+        fallback_on: FallbackOn = None,
+        experiment_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Completion:
+        """One costed, timed completion, falling back across providers as the policy allows.
+
+        ``prompt`` is a string or a list of ``{"role", "content"}`` messages. ``role`` picks a model
+        per provider (cross-vendor fallback); ``model`` names one (fallback only to its
+        ``fallback_models`` equivalents). ``deadline`` bounds the whole call in seconds;
+        ``fallback_on`` overrides the Kit's policy for this call. The Completion says what was
+        asked and what answered (``requested_model``, ``model``, ``substituted``). Works inside a
+        running event loop (a notebook cell).
         """
-        call = self._prepare(prompt, **kwargs)
+        call = self._prepare(prompt, role=role, model=model, system=system, max_tokens=max_tokens,
+                             temperature=temperature, seed=seed, user_id=user_id, agent_id=agent_id,
+                             task_id=task_id, max_cost=max_cost, providers=providers, deadline=deadline,
+                             fallback_on=fallback_on, experiment_id=experiment_id, run_id=run_id)
+        return self._complete_call(call)
+
+    def _complete_call(self, call: _Call) -> Completion:
         records: dict[int, Completion | None] = {}
 
         def on_attempt(step: Step, attempt: Attempt, resp: ProviderResponse | None) -> None:
             records[attempt.number] = self._record(call, step, attempt, resp)
 
-        _, _, attempts = fallback.run(call.steps, on_attempt, call.request_id)
+        _, _, attempts = fallback.run(call.chain, on_attempt)
         completion = records[attempts[-1].number]
         assert completion is not None
         completion.attempts = AttemptList(attempts)
         return completion
 
-    async def acomplete(self, prompt: Any, **kwargs: Any) -> Completion:
+    async def acomplete(
+        self,
+        prompt: str | Sequence[Mapping[str, str]],
+        *,
+        role: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        max_cost: float | None = None,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+        fallback_on: FallbackOn = None,
+        experiment_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Completion:
         """Async ``complete``: same arguments, same result, same ledger rows."""
-        call = self._prepare(prompt, **kwargs)
+        call = self._prepare(prompt, role=role, model=model, system=system, max_tokens=max_tokens,
+                             temperature=temperature, seed=seed, user_id=user_id, agent_id=agent_id,
+                             task_id=task_id, max_cost=max_cost, providers=providers, deadline=deadline,
+                             fallback_on=fallback_on, experiment_id=experiment_id, run_id=run_id)
+        return await self._acomplete_call(call)
+
+    async def _acomplete_call(self, call: _Call) -> Completion:
         records: dict[int, Completion | None] = {}
 
         def on_attempt(step: Step, attempt: Attempt, resp: ProviderResponse | None) -> None:
             records[attempt.number] = self._record(call, step, attempt, resp)
 
-        _, _, attempts = await fallback.arun(call.steps, on_attempt, call.request_id)
+        _, _, attempts = await fallback.arun(call.chain, on_attempt)
         completion = records[attempts[-1].number]
         assert completion is not None
         completion.attempts = AttemptList(attempts)
         return completion
 
-    def stream(self, prompt: Any, **kwargs: Any) -> Stream:
-        """Iterate the returned Stream for text chunks; ``.completion`` holds usage and cost after."""
-        call = self._prepare(prompt, stream=True, **kwargs)
+    def stream(
+        self,
+        prompt: str | Sequence[Mapping[str, str]],
+        *,
+        role: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        max_cost: float | None = None,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+        fallback_on: FallbackOn = None,
+    ) -> Stream:
+        """Iterate the returned Stream for text chunks; ``.completion`` holds usage and cost after.
+
+        Fallback happens only before the first chunk; a stream that breaks (or ends without its
+        finish event) after text arrived raises ``StreamInterruptedError`` with the partial text."""
+        call = self._prepare(prompt, role=role, model=model, system=system, max_tokens=max_tokens,
+                             temperature=temperature, seed=seed, user_id=user_id, agent_id=agent_id,
+                             task_id=task_id, max_cost=max_cost, providers=providers, deadline=deadline,
+                             fallback_on=fallback_on, stream=True)
         return Stream(call, self._finish_stream)
 
-    def astream(self, prompt: Any, **kwargs: Any) -> AsyncStream:
-        """``async for chunk in kit.astream(...)``."""
-        call = self._prepare(prompt, stream=True, **kwargs)
+    def astream(
+        self,
+        prompt: str | Sequence[Mapping[str, str]],
+        *,
+        role: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        max_cost: float | None = None,
+        providers: Sequence[str] | None = None,
+        deadline: float | None = None,
+        fallback_on: FallbackOn = None,
+    ) -> AsyncStream:
+        """``async for chunk in kit.astream(...)``: same arguments and behaviour as ``stream``."""
+        call = self._prepare(prompt, role=role, model=model, system=system, max_tokens=max_tokens,
+                             temperature=temperature, seed=seed, user_id=user_id, agent_id=agent_id,
+                             task_id=task_id, max_cost=max_cost, providers=providers, deadline=deadline,
+                             fallback_on=fallback_on, stream=True)
         return AsyncStream(call, self._finish_stream)
 
-    def _finish_stream(self, call: _Call, step: Step, attempt: Attempt, resp, attempts: list) -> Completion | None:
+    def _finish_stream(self, call: _Call, step: Step, attempt: Attempt, resp: ProviderResponse | None,
+                       attempts: list) -> Completion | None:
         return self._record(call, step, attempt, resp, attempts)
 
     def count_tokens(
@@ -468,7 +719,8 @@ class Kit:
         messages, system = _normalise_prompt(prompt, system)
         msgs = [{"role": m.role, "content": m.content} for m in messages]
         out = {}
-        for r in self.router.routes(self.chain, role=role, model=model, max_tokens=1):
+        for r in self.router.routes(self.chain, role=role, model=model, max_tokens=1,
+                                    simulators=[p for p in self.chain if self._is_simulator(p)]):
             out[r.provider] = {
                 "model": r.model,
                 "prompt_tokens": tokens.count_messages(msgs, r.model, system=system),
@@ -485,35 +737,55 @@ class Kit:
         """
         from .embeddings import get_local_embedder
 
+        items = _check_texts(texts)
+        check_identifier(user_id, "user_id")
+        if model is not None:
+            check_text(model, "model")
         if model is None or model == get_local_embedder().name:
             return get_local_embedder().embed(texts)
         if model not in EMBEDDING_MODELS:
             raise InvalidRequestError(
                 f"unknown embedding model {model!r}: use None (local all-MiniLM-L6-v2) or one of {', '.join(EMBEDDING_MODELS)}"
             )
-        items = _check_texts(texts)
         openai_p = self._providers["openai"]
         if not openai_p.configured:
             raise ConfigurationError(f"{model} needs OpenAI: set OPENAI_API_KEY (or use model=None for local embeddings)")
         import numpy as np
 
+        from .policy import as_provider_error
+        from .providers.http import AttemptIO, attempt_scope
+
         vectors: list[list[float]] = []
         request_id = "req_" + uuid.uuid4().hex[:24]
         for start in range(0, len(items), _EMBED_BATCH):
             batch = items[start : start + _EMBED_BATCH]
+            setup_ms = openai_p.prepare(False)
+            io = AttemptIO(self.timeout, max_retry_wait=self.max_retry_wait)
             t0 = time.perf_counter()
             row = {"request_id": request_id, "attempt": start // _EMBED_BATCH + 1, "kind": "embedding",
-                   "provider": "openai", "model": model, "user_id": user_id, "stream": False}
+                   "provider": "openai", "model": model, "requested_provider": "openai", "requested_model": model,
+                   "substituted": False, "user_id": user_id, "stream": False, "setup_ms": setup_ms or None}
             try:
-                vecs, usage, _ = openai_p.embed(batch, model)  # type: ignore[attr-defined]
+                with attempt_scope(io):
+                    vecs, usage, _ = openai_p.embed(batch, model)  # type: ignore[attr-defined]
             except Exception as exc:
+                err = as_provider_error(exc, Step(openai_p, ProviderRequest(model, (), None, 1, None)), io)
                 row.update(status="error", latency_ms=(time.perf_counter() - t0) * 1000,
-                           error_type=getattr(exc, "error_type", type(exc).__name__), error_message=redact(exc)[:500])
+                           http_requests=io.requests or None, maybe_billed_requests=io.maybe_billed or None,
+                           error_type=getattr(err, "error_type", type(err).__name__),
+                           error_message=clean_text(redact(err))[:500])
                 self.ledger.record([row])
+                if isinstance(err, KitError):
+                    raise err from None
                 raise
+            if usage.estimated:
+                usage = Usage(prompt_tokens=sum(tokens.count_text(t, "text-embedding-3-small") for t in batch),
+                              estimated=True)
             est = self.prices.cost("openai", model, usage)
             row.update(status="ok", latency_ms=(time.perf_counter() - t0) * 1000, prompt_tokens=usage.prompt_tokens,
                        completion_tokens=0, total_tokens=usage.prompt_tokens, cost_usd=est.cost_usd,
+                       tokens_estimated=usage.estimated, http_requests=io.requests or None,
+                       maybe_billed_requests=io.maybe_billed or None,
                        price_source=est.source, price_version=est.version)
             self.ledger.record([row])
             vectors.extend(vecs)
@@ -546,7 +818,7 @@ class Kit:
                 roles = [r for r, mm in self.router.role_models.get(p, {}).items() if mm == m]
                 rows.append({
                     "provider": p, "model": m, "roles": ", ".join(roles),
-                    "context_window": _context_window(p, m),
+                    "context_window": catalogue.context_window(self._providers[p].price_id or p, m),
                     "input_per_mtok": price.input_mtok if price else None,
                     "output_per_mtok": price.output_mtok if price else None,
                     "price_source": source,
@@ -578,33 +850,57 @@ class Kit:
         )
 
 
-def _context_window(provider: str, model: str) -> int | None:
-    if provider not in _REAL_PROVIDERS:
-        return 128_000 if provider == "simulated" else None
-    from .pricing import _genai_lookup
-
-    calc = _genai_lookup(provider, model)
-    return getattr(calc.model, "context_window", None) if calc else None
+def _check_limits(provider: str, price_id: str, model: str, max_tokens: int, chars: int,
+                  count_prompt: Any) -> None:
+    """Refuse, before sending, a prompt beyond the model's context window or a ``max_tokens``
+    beyond its longest answer (where the kit knows them)."""
+    limit = catalogue.max_output_tokens(price_id, model)
+    window = catalogue.context_window(price_id, model)
+    if limit is not None and max_tokens > limit:
+        raise InvalidRequestError(
+            f"max_tokens={max_tokens} is more than {provider}/{model} can answer ({limit} tokens at most): "
+            f"lower max_tokens" + ("" if provider == "simulated" else ", or pick a model with longer answers")
+        )
+    if window is None:
+        return
+    if max_tokens > window:
+        raise InvalidRequestError(
+            f"max_tokens={max_tokens} is more than {provider}/{model}'s whole context window ({window} tokens)"
+        )
+    # a token is at least one byte and a character at most four: a short prompt needs no counting
+    if chars * 4 <= window:
+        return
+    n = count_prompt(model)
+    if n > window:
+        est = " (estimated with tiktoken)" if tokens.is_estimate(model) else ""
+        raise InvalidRequestError(
+            f"the prompt is {n} tokens{est}, more than {provider}/{model}'s context window of {window} tokens: "
+            "shorten it, split it, or pick a model with a longer context"
+        )
 
 
 def _check_texts(texts: Any) -> list[str]:
     items = [texts] if isinstance(texts, str) else texts
     if not isinstance(items, Sequence):
         raise InvalidRequestError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    if not items:
+        raise InvalidRequestError("texts is empty: pass at least one string")
     for i, t in enumerate(items):
         if not isinstance(t, str) or not t.strip():
             raise InvalidRequestError(f"texts[{i}] must be a non-empty string, got {t!r:.60}")
+        check_text(t, f"texts[{i}]")
     return list(items)
 
 
 def _normalise_prompt(prompt: Any, system: str | None) -> tuple[list[Message], str | None]:
     """A string or a chat message list -> user/assistant turns plus one system prompt."""
-    if system is not None and (not isinstance(system, str)):
-        raise InvalidRequestError(f"system must be a string, got {type(system).__name__}")
+    if system is not None:
+        check_text(system, "system", allow_empty=True)
     systems = [system] if system and system.strip() else []
     if isinstance(prompt, str):
         if not prompt.strip():
             raise InvalidRequestError("prompt is empty: pass some text, or a list of chat messages")
+        check_text(prompt, "prompt")
         return [Message("user", prompt)], system if systems else None
     if not isinstance(prompt, (list, tuple)):
         raise InvalidRequestError(
@@ -623,6 +919,7 @@ def _normalise_prompt(prompt: Any, system: str | None) -> tuple[list[Message], s
             )
         if not isinstance(content, str) or not content.strip():
             raise InvalidRequestError(f"messages[{i}] ({role}) needs a non-empty 'content' string, got {content!r:.60}")
+        check_text(content, f"messages[{i}].content")
         if role == "system":
             systems.append(content)
         else:

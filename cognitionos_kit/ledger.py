@@ -3,17 +3,23 @@
 ``record`` only appends to this process's journal (microseconds, durable on return); ``usage``,
 ``spend`` and ``flush`` open DuckDB for a moment and ingest every process's journal first, so any
 number of notebooks and scripts can share one data folder.
+
+A data folder that cannot be written (read-only, full, permission denied) never costs a paid
+answer: ``record`` keeps the rows (``pending``), spools them outside the data folder, warns once
+(``StorageWarning``) and writes them at the next record or read that can. Ingested journals are
+archived, so a damaged database can be rebuilt from them (``rebuild``).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, StorageError, StorageWarning
 from .migrations import LEDGER_MIGRATIONS
 from .storage import Store
 
@@ -29,7 +35,7 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "cache_write_tokens", "tokens_estimated", "cost_usd", "price_source", "price_version",
     "latency_ms", "status", "error_type", "error_message", "stream", "experiment_id", "run_id",
     "cache_hit", "saved_cost_usd", "requested_provider", "requested_model", "substituted", "response_model",
-    "http_requests", "retries_maybe_billed", "setup_ms",
+    "http_requests", "maybe_billed_requests", "setup_ms",
 )  # fmt: skip
 _COLUMNS = frozenset(LEDGER_COLUMNS)
 _KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "experiment_id", "run_id", "kind")
@@ -59,7 +65,12 @@ class Ledger:
         self.home = Path(home).expanduser()
         self.db_path = self.home / "cognitionos.duckdb"
         self.journal_dir = self.home / "journal"
-        self.store = Store(self.db_path, self.journal_dir, LEDGER_MIGRATIONS, lock_timeout=lock_timeout, fsync=fsync)
+        self.store = Store(
+            self.db_path, self.journal_dir, LEDGER_MIGRATIONS, lock_timeout=lock_timeout, fsync=fsync,
+            label="ledger database",
+            rebuild_hint=f"kit.ledger.rebuild() or `python -m cognitionos_kit rebuild --home {self.home}`",
+        )
+        self._warned_episode = 0  # the store's fault episode this Ledger last warned about
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.home)!r})"
@@ -69,7 +80,10 @@ class Ledger:
         """Append rows (dicts keyed by ``LEDGER_COLUMNS``; missing ones are NULL).
 
         Fills ``row_id`` and ``ts`` (now, UTC) when absent. All rows are validated before any is
-        written; once this returns they survive the process being killed.
+        written (bad rows raise InvalidRequestError); once this returns they survive the process
+        being killed. If the journal cannot be written, this does not raise: the rows are kept
+        (see ``pending``) and spooled outside the data folder, with one StorageWarning per episode,
+        and are written at the next record or read that can.
         """
         if isinstance(rows, Mapping):
             rows = [rows]
@@ -90,7 +104,26 @@ class Ledger:
             elif not isinstance(ts, float):
                 row["ts"] = _utc_iso(ts, "ts")
             out.append(row)
-        self.store.append(TABLE, out)
+        if not self.store.append(TABLE, out, keep=True):
+            self._warn_kept()
+
+    @property
+    def pending(self) -> int:
+        """How many recorded rows are not in the journal yet (kept while the data folder cannot be written)."""
+        return self.store.pending
+
+    def _warn_kept(self) -> None:
+        store = self.store
+        if store.episode == self._warned_episode:
+            return
+        self._warned_episode = store.episode
+        cause = getattr(store.fault, "cause", None) or str(store.fault)
+        warnings.warn(
+            f"{cause}: the answer was returned and its ledger row kept in {store.kept_in}; it will be "
+            "written to the ledger when the data folder is writable again",
+            StorageWarning,
+            stacklevel=3,
+        )
 
     # --- reading ---------------------------------------------------------------------------
     def usage(self, *, since: Any = None, until: Any = None, **filters: Any) -> "pd.DataFrame":
@@ -136,9 +169,21 @@ class Ledger:
         """Ingest every process's pending rows into DuckDB now; return how many were added."""
         return self.store.flush()
 
+    def rebuild(self) -> int:
+        """Rebuild ``cognitionos.duckdb`` from the journals (archived and live); return its row count.
+
+        The old file is kept as ``cognitionos.duckdb.corrupt-<UTC time>`` (``self.store.kept_as``)."""
+        return self.store.rebuild()
+
     def close(self) -> None:
-        """Flush; there is nothing else to close."""
-        self.flush()
+        """Flush; there is nothing else to close. A data folder that cannot be written is a
+        StorageWarning here, not an error: the rows stay in the journals (or spooled) for later."""
+        try:
+            self.flush()
+        except StorageError as e:
+            if getattr(e, "reason", None) not in ("no_space", "read_only", "permission", "missing"):
+                raise
+            warnings.warn(f"the ledger could not be flushed on close: {e}", StorageWarning, stacklevel=2)
 
     def __enter__(self) -> "Ledger":
         return self

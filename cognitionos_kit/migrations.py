@@ -124,5 +124,5 @@ def m003_what_answered(con: "duckdb.DuckDBPyConnection") -> None:
     con.execute("ALTER TABLE llm_usage ADD COLUMN substituted BOOLEAN")
     con.execute("ALTER TABLE llm_usage ADD COLUMN response_model VARCHAR")
     con.execute("ALTER TABLE llm_usage ADD COLUMN http_requests INTEGER")
-    con.execute("ALTER TABLE llm_usage ADD COLUMN retries_maybe_billed INTEGER")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN maybe_billed_requests INTEGER")
     con.execute("ALTER TABLE llm_usage ADD COLUMN setup_ms DOUBLE")

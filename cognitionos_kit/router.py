@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from .errors import CostLimitError, InvalidRequestError
+from .errors import ConfigurationError, CostLimitError, InvalidRequestError
 from .pricing import PriceBook
 from .types import ROLES
 
@@ -55,19 +55,40 @@ class Route:
     provider: str
     model: str
     worst_case_usd: float | None = None
+    explicit: bool = False  # the user named this model (or mapped it as an equivalent)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a call asked for (``requested``) and the routes it will try, in order."""
+
+    requested: Route
+    routes: list[Route]
+
+
+def split_model(model: str) -> tuple[str | None, str]:
+    """``"anthropic:claude-x"`` -> ("anthropic", "claude-x"); a plain name -> (its provider or None, name)."""
+    provider = provider_for_model(model)
+    if provider and model.startswith(provider + ":"):
+        return provider, model.split(":", 1)[1]
+    return provider, model
 
 
 class Router:
     """Builds the ordered list of (provider, model) a request will try."""
 
-    def __init__(self, prices: PriceBook, role_models: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    def __init__(self, prices: PriceBook, role_models: Mapping[str, Mapping[str, str]] | None = None,
+                 fallback_models: Mapping[str, str | Sequence[str]] | None = None) -> None:
         self.prices = prices
         self.role_models = {p: dict(m) for p, m in DEFAULT_ROLE_MODELS.items()}
         self.ladders = {p: list(m) for p, m in DEFAULT_LADDERS.items()}
-        self.price_ids: dict[str, str] = {}  # provider name -> whose prices it uses
+        self.price_ids: dict[str, str] = {}  # provider name -> whose models and prices it uses
+        self.fallback_models: dict[str, list[str]] = {}
         for provider, table in (role_models or {}).items():
             for role, model in table.items():
                 self.set_role_model(provider, role, model)
+        for model, equivalents in (fallback_models or {}).items():
+            self.set_fallback_models(model, equivalents)
 
     def add_provider(self, name: str, like: str) -> None:
         """Register a provider instance that serves the same models as ``like`` (e.g. a second simulated one)."""
@@ -79,16 +100,39 @@ class Router:
     def set_role_model(self, provider: str, role: str, model: str) -> None:
         if role not in ROLES:
             raise InvalidRequestError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidRequestError(f"role_models[{provider!r}][{role!r}] must be a model name, got {model!r}")
         self.role_models.setdefault(provider, {})[role] = model
         ladder = self.ladders.setdefault(provider, [])
         if model not in ladder:
             ladder.insert(0, model)  # a user's model ranks first: they chose it for this role
 
+    def set_fallback_models(self, model: str, equivalents: str | Sequence[str]) -> None:
+        """Let ``model`` fall back to these models (at whichever providers serve them)."""
+        items = [equivalents] if isinstance(equivalents, str) else list(equivalents) if isinstance(
+            equivalents, (list, tuple)) else None
+        if not isinstance(model, str) or not model.strip() or items is None or not items or not all(
+                isinstance(m, str) and m.strip() for m in items):
+            raise InvalidRequestError(
+                f"fallback_models maps a model name to an equivalent model name or a list of them, e.g. "
+                f"{{'gpt-4o-mini': 'claude-haiku-5-5'}}; got {model!r}: {equivalents!r}"
+            )
+        for m in items:
+            if provider_for_model(m) is None:
+                raise InvalidRequestError(
+                    f"fallback_models[{model!r}]: cannot tell which provider serves {m!r}; write it as 'provider:model'"
+                )
+        self.fallback_models[model] = items
+
+    def serves(self, provider: str, model_provider: str) -> bool:
+        """Does ``provider`` serve ``model_provider``'s models (itself, or an instance registered like it)?"""
+        return provider == model_provider or self.price_ids.get(provider) == model_provider
+
     def model_for(self, provider: str, role: str | None) -> str:
         table = self.role_models.get(provider) or self.role_models["simulated"]
         return table.get(role or DEFAULT_ROLE) or table[DEFAULT_ROLE]
 
-    def routes(
+    def plan(
         self,
         providers: Sequence[str],
         *,
@@ -98,53 +142,82 @@ class Router:
         max_tokens: int,
         count_prompt: Callable[[str], int] | None = None,
         strict: bool = False,
-    ) -> list[Route]:
-        """The plan: one route per provider; with ``max_cost`` the best model that fits each.
+        simulators: Sequence[str] = ("simulated",),
+    ) -> Plan:
+        """What the call asks for and the routes to try.
 
-        ``strict`` (the caller named the providers): a model whose provider is not among them is
-        an error. Otherwise the other providers fall back to their model for the role.
+        A role (or nothing) gives one route per provider, each with its model for the role:
+        cross-vendor fallback. A named ``model`` gives the providers that serve it, then its
+        equivalents from ``fallback_models``, then a simulator only when one is in ``providers``
+        (simulation mode, listed, or ``simulate_on_failure``): never another vendor's model
+        unasked. ``strict`` (the caller named the providers): a model whose provider is not among
+        them is an error. With ``max_cost`` each route walks down its provider's ladder to the
+        most capable model that fits.
         """
-        model_provider = None
-        bare_model = model
         if model:
-            model_provider = provider_for_model(model)
-            if model_provider and model.startswith(model_provider + ":"):
-                bare_model = model.split(":", 1)[1]
-            if strict and model_provider and model_provider not in providers:
-                raise InvalidRequestError(
-                    f"model {model!r} is served by {model_provider!r}, which is not in providers={list(providers)}; "
-                    f"add {model_provider!r} to providers or choose one of their models"
-                )
-            if model_provider is None:
-                model_provider = providers[0]  # a custom name, e.g. a local model behind OPENAI_BASE_URL
-            if model_provider in providers:  # the model's own provider goes first, the chain follows
-                providers = [model_provider] + [p for p in providers if p != model_provider]
-
-        routes: list[Route] = []
-        for p in providers:
-            wanted = bare_model if (bare_model and p == model_provider) else self.model_for(p, role)
-            if max_cost is None:
-                routes.append(Route(p, wanted))
-                continue
-            fitted = self._fit(p, wanted, max_cost, max_tokens, count_prompt)
+            requested, wanted = self._explicit(providers, model, role, strict, simulators)
+        else:
+            first = providers[0]
+            requested = Route(first, self.model_for(first, role))
+            wanted = [Route(p, self.model_for(p, role)) for p in providers]
+        if max_cost is None:
+            return Plan(requested, wanted)
+        routes = []
+        for r in wanted:
+            fitted = self._fit(r.provider, r.model, max_cost, max_tokens, count_prompt)
             if fitted:
-                routes.append(fitted)
-        if max_cost is not None and not routes:
+                routes.append(Route(fitted.provider, fitted.model, fitted.worst_case_usd, r.explicit))
+        if not routes:
             cheapest = []
-            for p in providers:
-                ladder = self.ladders.get(p) or [self.model_for(p, role)]
-                m = ladder[-1]
-                wc = self.prices.worst_case(self.price_ids.get(p, p), m, count_prompt(m) if count_prompt else 0, max_tokens)
+            for r in wanted:
+                ladder = self.ladders.get(r.provider) or [r.model]
+                m = ladder[-1] if r.model in ladder else r.model
+                wc = self.prices.worst_case(self.price_ids.get(r.provider, r.provider), m,
+                                            count_prompt(m) if count_prompt else 0, max_tokens)
                 if wc is not None:
-                    cheapest.append(f"{p}/{m} ${wc:.6f}")
+                    cheapest.append(f"{r.provider}/{m} ${wc:.6f}")
             raise CostLimitError(
                 f"no model fits max_cost=${max_cost:g} for this request (worst case = prompt tokens x input price "
                 f"+ max_tokens={max_tokens} x output price). Cheapest options: {', '.join(cheapest) or 'none priced'}. "
                 "Raise max_cost, lower max_tokens or shorten the prompt."
             )
-        return routes
+        return Plan(requested, routes)
 
-    def _fit(self, provider, wanted, max_cost, max_tokens, count_prompt) -> Route | None:
+    def _explicit(self, providers: Sequence[str], model: str, role: str | None, strict: bool,
+                  simulators: Sequence[str]) -> tuple[Route, list[Route]]:
+        model_provider, bare = split_model(model)
+        if strict and model_provider and not any(self.serves(p, model_provider) for p in providers):
+            raise InvalidRequestError(
+                f"model {model!r} is served by {model_provider!r}, which is not in providers={list(providers)}; "
+                f"add {model_provider!r} to providers or choose one of their models"
+            )
+        if model_provider is None:  # a custom name, e.g. a local model behind OPENAI_BASE_URL
+            model_provider = next((p for p in providers if p not in simulators), providers[0])
+        requested = Route(model_provider, bare, explicit=True)
+        routes = [Route(p, bare, explicit=True) for p in providers if self.serves(p, model_provider)]
+        for eq in self.fallback_models.get(model) or self.fallback_models.get(bare) or ():
+            eq_provider, eq_bare = split_model(eq)
+            for p in providers:
+                if eq_provider and self.serves(p, eq_provider) and all(
+                        (r.provider, r.model) != (p, eq_bare) for r in routes):
+                    routes.append(Route(p, eq_bare, explicit=True))
+        if model_provider not in simulators:
+            routes += [Route(p, self.model_for(p, role)) for p in providers
+                       if p in simulators and all(r.provider != p for r in routes)]
+        if not routes:
+            raise ConfigurationError(
+                f"model {model!r} is served by {model_provider}, which is not configured here "
+                f"(the chain is {list(providers)}): set {model_provider.upper()}_API_KEY, map it to a model you can "
+                f"use with Kit(fallback_models={{{bare!r}: '...'}}), or pass role=... to let the kit choose a model"
+            )
+        return requested, routes
+
+    def routes(self, providers: Sequence[str], **kw: object) -> list[Route]:
+        """The routes alone (see :meth:`plan`)."""
+        return self.plan(providers, **kw).routes  # type: ignore[arg-type]
+
+    def _fit(self, provider: str, wanted: str, max_cost: float, max_tokens: int,
+             count_prompt: Callable[[str], int] | None) -> Route | None:
         ladder = self.ladders.get(provider, [])
         candidates = ladder[ladder.index(wanted):] if wanted in ladder else [wanted]
         for m in candidates:

@@ -1,18 +1,25 @@
-"""Streams: text as it arrives, fallback only before the first chunk, one ledger row at the end.
+"""Streams: text as it arrives, fallback only before the first chunk, one ledger row per attempt.
 
-A provider that fails before any text falls back to the next one. Once text has reached the
-user, the stream is committed: a later failure raises ``StreamInterruptedError`` and records what
-was received (tokens counted locally, flagged as estimates), and nothing is retried, so the same
-answer is never billed twice. A consumer that stops early is recorded as ``interrupted`` too.
+A provider that fails before any text falls back to the next one (as the policy says). Once text
+has reached the user, the stream is committed: a later failure, or an end without the provider's
+finish event, raises ``StreamInterruptedError`` and records what was received (tokens counted
+locally, flagged as estimates) with status ``interrupted``; nothing is retried, so the same answer
+is never billed twice. A consumer that stops early is recorded as ``interrupted`` too.
+
+``timeout`` bounds the wait for the first chunk and every gap between chunks (time the consumer
+spends between chunks does not count); ``deadline`` bounds the whole call.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
-from .errors import AllProvidersFailedError, StreamInterruptedError
-from .fallback import Step, _should_stop, failed_attempt
+from .errors import ProviderError, StreamInterruptedError
+from .fallback import hard_timeout
+from .policy import Step, as_provider_error
+from .providers.base import incomplete_stream
+from .providers.http import AttemptIO, attempt_scope
 from .types import Attempt, Completion, ProviderResponse
 
 if TYPE_CHECKING:
@@ -22,45 +29,69 @@ Finish = Callable[["_Call", Step, Attempt, "ProviderResponse | None", list], "Co
 
 
 class _StreamState:
+    """Everything both loops share: the chain, text so far, and what each outcome records."""
+
     def __init__(self, call: "_Call", finish: Finish) -> None:
         self.call = call
+        self.chain = call.chain
         self.finish = finish
-        self.attempts: list[Attempt] = []
         self.parts: list[str] = []
         self.completion: Completion | None = None
 
-    def failed(self, number: int, step: Step, exc: BaseException, t0: float) -> None:
-        attempt = failed_attempt(number, step, exc, (time.perf_counter() - t0) * 1000)
-        self.attempts.append(attempt)
-        self.finish(self.call, step, attempt, None, self.attempts)
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self.chain.attempts
 
-    def interrupted(self, number: int, step: Step, exc: BaseException | None, t0: float) -> Completion | None:
-        """Record the partial answer; returns its Completion."""
-        attempt = failed_attempt(number, step, exc, (time.perf_counter() - t0) * 1000) if exc else Attempt(
-            number, step.provider.name, step.request.model, "interrupted",
-            (time.perf_counter() - t0) * 1000, error_type="cancelled", error_message="consumer stopped reading",
+    def start(self) -> None:
+        self.call.t_start = time.perf_counter()  # latency counts from the first read, not creation
+
+    def failed(self, number: int, step: Step, exc: BaseException, t0: float, io: AttemptIO,
+               setup_ms: float, started: bool) -> BaseException | None:
+        """An attempt failed: before text it is an ordinary failure (None: try the next step);
+        after text the stream is committed and the partial answer is recorded."""
+        ms = (time.perf_counter() - t0) * 1000
+        if not started:
+            attempt, stop = self.chain.failed(number, step, exc, ms, io, setup_ms)
+            self.finish(self.call, step, attempt, None, self.attempts)
+            return stop
+        err = as_provider_error(exc, step, io)
+        attempt, _ = self.chain.failed(number, step, err, ms, io, setup_ms, status="interrupted")
+        completion = self._record_partial(step, attempt)
+        if not isinstance(err, ProviderError):  # a cancellation: re-raise it as it is
+            return err
+        out = StreamInterruptedError(
+            f"stream from {step.provider.name}/{step.request.model} broke after {len(self.parts)} chunk(s): {err}",
+            partial="".join(self.parts), provider=step.provider.name, model=step.request.model,
+            error_type=getattr(err, "error_type", type(err).__name__), retryable=False,
         )
-        attempt.status = "interrupted"
-        self.attempts.append(attempt)
-        partial = ProviderResponse("".join(self.parts), step.request.model, self.call.estimate_usage(step, "".join(self.parts)))
+        out.completion = completion
+        return out
+
+    def closed_early(self, number: int, step: Step, t0: float, io: AttemptIO, setup_ms: float) -> None:
+        """The consumer stopped reading: record what it got as ``interrupted``."""
+        attempt = self.chain._attempt(number, step, "interrupted", (time.perf_counter() - t0) * 1000, io, setup_ms)
+        attempt.error_type, attempt.error_message = "cancelled", "consumer stopped reading"
+        self._record_partial(step, attempt)
+
+    def _record_partial(self, step: Step, attempt: Attempt) -> Completion | None:
+        text = "".join(self.parts)
+        partial = ProviderResponse(text, step.request.model, self.call.estimate_usage(step, text))
         self.completion = self.finish(self.call, step, attempt, partial, self.attempts)
         return self.completion
 
-    def done(self, number: int, step: Step, resp: ProviderResponse, t0: float) -> None:
-        attempt = Attempt(number, step.provider.name, step.request.model, "ok", (time.perf_counter() - t0) * 1000)
-        self.attempts.append(attempt)
+    def done(self, number: int, step: Step, resp: ProviderResponse, t0: float, io: AttemptIO,
+             setup_ms: float) -> None:
+        attempt = self.chain.succeeded(number, step, (time.perf_counter() - t0) * 1000, io, setup_ms)
         self.completion = self.finish(self.call, step, attempt, resp, self.attempts)
 
 
-class Stream:
-    """Iterate for text chunks; afterwards ``.completion`` holds usage, cost and latency."""
-
+class _Base:
     def __init__(self, call: "_Call", finish: Finish) -> None:
         self._state = _StreamState(call, finish)
-        self._iter: Iterator[str] | None = None
 
     @property
     def completion(self) -> Completion | None:
+        """The recorded Completion once the stream has ended (usage, cost, latency, attempts)."""
         return self._state.completion
 
     @property
@@ -70,6 +101,22 @@ class Stream:
     @property
     def attempts(self) -> list[Attempt]:
         return self._state.attempts
+
+    def __repr__(self) -> str:
+        if self.completion is not None:
+            return f"{type(self).__name__}(done: {self.completion!r})"
+        return f"{type(self).__name__}({len(self._state.parts)} chunk(s) so far)"
+
+
+_END: Any = object()
+
+
+class Stream(_Base):
+    """Iterate for text chunks; afterwards ``.completion`` holds usage, cost and latency."""
+
+    def __init__(self, call: "_Call", finish: Finish) -> None:
+        super().__init__(call, finish)
+        self._iter: Iterator[str] | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self._iter is None:
@@ -85,55 +132,48 @@ class Stream:
 
     def _run(self) -> Iterator[str]:
         st = self._state
-        st.call.t_start = time.perf_counter()  # latency counts from the first read, not creation
-        for number, step in enumerate(st.call.steps, 1):
+        st.start()
+        for number, step in st.chain:
+            setup_ms = step.provider.prepare(False)
+            io = st.chain.attempt_io(stream=True)
             t0 = time.perf_counter()
             gen = step.provider.stream(step.request)
             started = False
             try:
-                for item in gen:
+                while True:
+                    if started:
+                        io.touch()
+                    with attempt_scope(io):
+                        item = next(gen, _END)
+                    if item is _END:
+                        raise incomplete_stream(step.provider.name, step.request.model, "the provider's stream stopped")
                     if isinstance(item, str):
                         started = True
                         st.parts.append(item)
                         yield item
                     else:
-                        st.done(number, step, item, t0)
+                        st.done(number, step, item, t0, io, setup_ms)
                         return
-                raise RuntimeError(f"{step.provider.name} stream ended without a final response")
             except GeneratorExit:
                 gen.close()
-                st.interrupted(number, step, None, t0)
+                st.closed_early(number, step, t0, io, setup_ms)
                 raise
             except BaseException as exc:
-                if started:
-                    completion = st.interrupted(number, step, exc, t0)
-                    err = StreamInterruptedError(
-                        f"stream from {step.provider.name}/{step.request.model} broke after "
-                        f"{len(st.parts)} chunk(s): {exc}",
-                        partial=self.text, provider=step.provider.name, model=step.request.model,
-                        error_type=getattr(exc, "error_type", type(exc).__name__), retryable=False,
-                    )
-                    err.completion = completion
-                    raise err from exc
-                st.failed(number, step, exc, t0)
-                if _should_stop(exc):
-                    raise
-        raise AllProvidersFailedError(st.attempts, st.call.request_id)
-
-    def __repr__(self) -> str:
-        if self.completion is not None:
-            return f"Stream(done: {self.completion!r})"
-        return f"Stream({len(self._state.parts)} chunk(s) so far)"
+                gen.close()
+                stop = st.failed(number, step, exc, t0, io, setup_ms, started)
+                if stop is not None:
+                    raise stop from None
+        raise st.chain.exhausted()
 
 
-class AsyncStream(Stream):
+class AsyncStream(_Base):
     """``async for chunk in kit.astream(...)``; ``.completion`` afterwards."""
 
     def __init__(self, call: "_Call", finish: Finish) -> None:
         super().__init__(call, finish)
         self._aiter: AsyncIterator[str] | None = None
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self) -> Any:
         raise TypeError("use 'async for' with kit.astream(...), or kit.stream(...) for a plain loop")
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -150,37 +190,40 @@ class AsyncStream(Stream):
 
     async def _arun(self) -> AsyncIterator[str]:
         st = self._state
-        st.call.t_start = time.perf_counter()
-        for number, step in enumerate(st.call.steps, 1):
+        st.start()
+        for number, step in st.chain:
+            setup_ms = await step.provider.aprepare()
+            io = st.chain.attempt_io(stream=True)
             t0 = time.perf_counter()
             gen = step.provider.astream(step.request)
             started = False
             try:
-                async for item in gen:
+                while True:
+                    if started:
+                        io.touch()
+                    with attempt_scope(io):
+                        async with hard_timeout(io):
+                            item = await gen.__anext__()
                     if isinstance(item, str):
                         started = True
                         st.parts.append(item)
                         yield item
                     else:
-                        st.done(number, step, item, t0)
+                        st.done(number, step, item, t0, io, setup_ms)
                         return
-                raise RuntimeError(f"{step.provider.name} stream ended without a final response")
             except GeneratorExit:
                 await gen.aclose()
-                st.interrupted(number, step, None, t0)
+                st.closed_early(number, step, t0, io, setup_ms)
                 raise
+            except StopAsyncIteration:
+                await gen.aclose()
+                exc = incomplete_stream(step.provider.name, step.request.model, "the provider's stream stopped")
+                stop = st.failed(number, step, exc, t0, io, setup_ms, started)
+                if stop is not None:
+                    raise stop from None
             except BaseException as exc:
-                if started:
-                    completion = st.interrupted(number, step, exc, t0)
-                    err = StreamInterruptedError(
-                        f"stream from {step.provider.name}/{step.request.model} broke after "
-                        f"{len(st.parts)} chunk(s): {exc}",
-                        partial=self.text, provider=step.provider.name, model=step.request.model,
-                        error_type=getattr(exc, "error_type", type(exc).__name__), retryable=False,
-                    )
-                    err.completion = completion
-                    raise err from exc
-                st.failed(number, step, exc, t0)
-                if _should_stop(exc):
-                    raise
-        raise AllProvidersFailedError(st.attempts, st.call.request_id)
+                await gen.aclose()
+                stop = st.failed(number, step, exc, t0, io, setup_ms, started)
+                if stop is not None:
+                    raise stop from None
+        raise st.chain.exhausted()

@@ -55,7 +55,13 @@ class ProviderResponse:
 
 @dataclass
 class Attempt:
-    """One try at one provider: what the ledger records as one row."""
+    """One try at one provider: what the ledger records as one row.
+
+    ``latency_ms`` is the provider's time only (SDK import and client construction are in
+    ``setup_ms``); ``http_requests`` counts what was really sent (the SDK's own retries included;
+    None for the simulated provider) and ``maybe_billed_requests`` those that failed after
+    reaching the server (a read timeout, a dropped connection), which it may have charged for.
+    """
 
     number: int
     provider: str
@@ -65,10 +71,14 @@ class Attempt:
     error_type: str | None = None
     error_message: str | None = None
     status_code: int | None = None
+    http_requests: int | None = None
+    maybe_billed_requests: int = 0
+    setup_ms: float | None = None
 
     def __repr__(self) -> str:
         tail = f", {self.error_type}" if self.error_type else ""
-        return f"Attempt({self.number}, {self.provider}/{self.model}, {self.status}{tail}, {self.latency_ms:.1f} ms)"
+        sent = f", {self.http_requests} requests" if self.http_requests and self.http_requests > 1 else ""
+        return f"Attempt({self.number}, {self.provider}/{self.model}, {self.status}{tail}, {self.latency_ms:.1f} ms{sent})"
 
 
 @dataclass
@@ -90,10 +100,32 @@ class Completion:
     role: str | None = None
     user_id: str | None = None
     price_source: str | None = None
+    requested_provider: str | None = None  # what the call asked for (its first route)...
+    requested_model: str | None = None
+    substituted: bool = False  # ...and True when another provider, model or the simulator answered
+    response_model: str | None = None  # the model the provider says answered (e.g. a dated snapshot)
+    tokens_estimated: bool = False  # usage counted locally: the provider sent none (or not all)
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def served(self) -> str:
+        """"provider/model" that produced this answer."""
+        return f"{self.provider}/{self.model}"
+
+    @property
+    def requested(self) -> str | None:
+        """"provider/model" the call asked for (None when it is not known)."""
+        if self.requested_model is None:
+            return None
+        return f"{self.requested_provider}/{self.requested_model}" if self.requested_provider else self.requested_model
+
+    @property
+    def substitute_note(self) -> str | None:
+        """A few words saying this answer stands in for what was asked, or None for the real thing."""
+        return f"SUBSTITUTE for {self.requested}" if self.substituted else None
 
     @property
     def fallback_path(self) -> str:
@@ -103,32 +135,50 @@ class Completion:
     def __str__(self) -> str:
         return self.content
 
-    def _footer(self) -> str:
+    def footer(self) -> str:
+        """One line: who answered, tokens (``~`` when estimated), cost, latency; substitutes flagged."""
         cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
-        return (
-            f"{self.provider}/{self.model} · {self.prompt_tokens}+{self.completion_tokens} tokens · "
+        approx = "~" if self.tokens_estimated else ""
+        line = (
+            f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens · "
             f"{cost} · {self.latency_ms:.0f} ms"
         )
+        note = self.substitute_note
+        return f"{line} · {note}" if note else line
+
+    _footer = footer  # the name views used before it was public
 
     def __repr__(self) -> str:
         text = self.content if len(self.content) <= 80 else self.content[:77] + "..."
         path = f", path={self.fallback_path!r}" if len(self.attempts) > 1 else ""
-        return f"Completion({text!r}, {self._footer()}{path})"
+        return f"Completion({text!r}, {self.footer()}{path})"
 
     def _repr_html_(self) -> str:
-        """A compact card: the answer, then one small line of provider, model, tokens, cost, latency."""
+        """A compact card: the answer, then one small line of provider, model, tokens, cost, latency.
+
+        A substitute answer gets an orange border and a first line saying so."""
         muted = "color:var(--jp-content-font-color2,#666);font-size:12px;margin-top:4px"
         path = ""
         if len(self.attempts) > 1:
             steps = " → ".join(f"{a.provider} ({a.error_type or a.status})" for a in self.attempts)
             path = f"<br><span style='color:#a15c00'>fallback: {html.escape(steps)}</span>"
         text = html.escape(self.content) or "<span style='color:#999'>(no text)</span>"
+        note = self.substitute_note
+        border = "#d97706" if note else "var(--jp-border-color1,#ccc)"
+        who = "the simulator" if self.provider == "simulated" else self.served
+        banner = (f"<div class='cok-substitute' style='color:#b45309;font-weight:600;font-size:12px'>"
+                  f"⚠ Substitute answer: asked {html.escape(str(self.requested))}, answered by {html.escape(who)}"
+                  "</div>") if note else ""
+        cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
+        approx = "~" if self.tokens_estimated else ""
+        line = (f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens · "
+                f"{cost} · {self.latency_ms:.0f} ms")
         return (
             "<div class='cok-completion' style='font-family:var(--jp-content-font-family,system-ui,sans-serif);"
-            "font-size:13px;line-height:1.45;border-left:3px solid var(--jp-border-color1,#ccc);"
+            f"font-size:13px;line-height:1.45;border-left:3px solid {border};"
             "padding:2px 0 2px 10px;max-width:110ch'>"
-            f"<div style='white-space:pre-wrap;word-break:break-word'>{text}</div>"
-            f"<div style='{muted}'>{html.escape(self._footer())}{path}</div></div>"
+            f"{banner}<div style='white-space:pre-wrap;word-break:break-word'>{text}</div>"
+            f"<div style='{muted}'>{html.escape(line)}{path}</div></div>"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,5 +193,10 @@ class Completion:
             "cost_usd": self.cost_usd,
             "latency_ms": self.latency_ms,
             "request_id": self.request_id,
-            "attempts": [a.__dict__ for a in self.attempts],
+            "requested_provider": self.requested_provider,
+            "requested_model": self.requested_model,
+            "substituted": self.substituted,
+            "response_model": self.response_model,
+            "tokens_estimated": self.tokens_estimated,
+            "attempts": [dict(a.__dict__) for a in self.attempts],
         }

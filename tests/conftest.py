@@ -15,7 +15,7 @@ from loopback import AnthropicServer, OpenAIServer  # noqa: E402
 from cognitionos_kit import Kit, LatencyModel  # noqa: E402
 
 _ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "COGNITIONOS_HOME",
-        "COGNITIONOS_DOTENV")
+        "COGNITIONOS_DOTENV", "COGNITIONOS_ALLOW_MIXED_SOURCES", "COGNITIONOS_ASYNC_HTTP")
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 
@@ -62,12 +62,27 @@ def anthropic_server(_anthropic_server):
 
 
 @pytest.fixture
-def live_kit(tmp_path, monkeypatch, openai_server, anthropic_server):
-    """A Kit whose OpenAI and Anthropic providers are the official SDKs talking to loopback servers."""
+def make_live_kit(tmp_path, monkeypatch, openai_server, anthropic_server):
+    """Build Kits whose OpenAI and Anthropic providers are the official SDKs talking to loopback
+    servers (keyword arguments go to Kit)."""
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_server.base_url)
-    k = Kit(tmp_path / "home", dotenv=False, simulated_latency=LatencyModel(scale=0), max_retries=1, timeout=2.0)
-    yield k
-    k.close()
+    kits = []
+
+    def make(**kw):
+        kw = {"simulated_latency": LatencyModel(scale=0), "max_retries": 1, "timeout": 2.0, **kw}
+        k = Kit(kw.pop("home", tmp_path / "home"), dotenv=False, **kw)
+        kits.append(k)
+        return k
+
+    yield make
+    for k in kits:
+        k.close()
+
+
+@pytest.fixture
+def live_kit(make_live_kit):
+    """A Kit whose OpenAI and Anthropic providers are the official SDKs talking to loopback servers."""
+    return make_live_kit()

@@ -145,16 +145,34 @@ def test_run_against_loopback_openai_and_anthropic(live_kit, openai_server, anth
     assert_frame_equal(_stable(run.results), _stable(again.results))
 
 
-def test_fallback_answers_are_cached_under_the_intended_request(live_kit, openai_server, anthropic_server):
+def test_a_substitute_answer_is_never_served_from_cache_as_the_requested_model(make_live_kit, openai_server,
+                                                                               anthropic_server):
+    """A role's answer that came from the fallback vendor is cached as that vendor's: the rerun
+    after the outage asks the requested model again, and the summary says who answered."""
+    live_kit = make_live_kit()
     openai_server.enqueue_error(400, times=1)  # openai rejects the request: not retryable, not cached
-    exp = _exp(models=["gpt-4o-mini"], settings=None, repeats=1, dataset=DATA.head(1))
+    exp = _exp(models=["executor"], settings=None, repeats=1, dataset=DATA.head(1))
     first = live_kit.run(exp, progress=False)
     assert first.results.status.iloc[0] == "error"
     openai_server.enqueue_error(500, headers={"retry-after": "0"}, times=2)  # retryable: falls back to anthropic
     second = live_kit.run(exp, progress=False)
-    assert second.results.provider.iloc[0] == "anthropic" and not second.results.cache_hit.iloc[0]
-    third = live_kit.run(exp, progress=False)
-    assert third.results.cache_hit.iloc[0] and third.results.provider.iloc[0] == "anthropic"
+    r = second.results.iloc[0]
+    assert (r.provider, r.served_model, r.requested_model) == ("anthropic", "claude-haiku-5-5", "gpt-4o-mini")
+    assert r.substituted and not r.cache_hit
+    s = second.summary.iloc[0]
+    assert s.served_by == "anthropic/claude-haiku-5-5" and s.substituted == 1
+    n_openai = len(openai_server.requests)
+    third = live_kit.run(exp, progress=False)  # the outage is over: OpenAI is asked, not the cache
+    r = third.results.iloc[0]
+    assert not r.cache_hit and r.provider == "openai" and not r.substituted
+    assert len(openai_server.requests) == n_openai + 1
+    fourth = live_kit.run(exp, progress=False)  # now the requested model's own answer is cached
+    assert fourth.results.cache_hit.iloc[0] and fourth.results.provider.iloc[0] == "openai"
+    assert fourth.summary.iloc[0].served_by == "openai/gpt-4o-mini" and fourth.summary.iloc[0].substituted == 0
+    # the substitute's answer is there for whoever asks for that model directly
+    direct = live_kit.run(_exp(models=["claude-haiku-5-5"], settings=None, repeats=1, dataset=DATA.head(1)),
+                          progress=False)
+    assert direct.results.cache_hit.iloc[0] and not direct.results.substituted.iloc[0]
 
 
 def test_budget_stops_a_concurrent_run_and_rerun_resumes(kit):
@@ -397,7 +415,8 @@ def _judged(data=DATA, **judge):
                                                       "field": "expected", **judge}}})
 
 
-def test_llm_judge_scores_and_is_costed(live_kit, openai_server):
+def test_llm_judge_scores_and_is_costed(make_live_kit, openai_server):
+    live_kit = make_live_kit(providers=["openai", "anthropic", "simulated"])  # answers from sim-small, listed
     for text in ("0.9", "Score: 0.25", "1"):
         openai_server.enqueue(_judge_reply(text))
     run = live_kit.run(_judged(), concurrency=1, progress=False)  # in order: France, Japan, Peru
@@ -424,7 +443,8 @@ def test_llm_judge_scores_and_is_costed(live_kit, openai_server):
     assert len(openai_server.requests) == 3 and again.cost_usd == 0.0 and list(again.results.score_judge) == [0.9, 0.25, 1.0]
 
 
-def test_budget_refused_judge_stops_the_run_and_rerun_fills_it(live_kit, openai_server):
+def test_budget_refused_judge_stops_the_run_and_rerun_fills_it(make_live_kit, openai_server):
+    live_kit = make_live_kit(providers=["openai", "anthropic", "simulated"])
     exp = _judged(DATA.head(1), max_tokens=2000)
     # the answer's worst case (sim-small, 16 tokens out) is ~$0.00002; the judge's (gpt-4o-mini, up to
     # 2,000 tokens out) is ~$0.0012: $0.0005 lets the answer through and refuses the judge

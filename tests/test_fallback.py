@@ -42,24 +42,44 @@ def test_sdk_retry_succeeds_without_fallback(live_kit, openai_server, anthropic_
     assert len(openai_server.requests) == 2 and len(anthropic_server.requests) == 0
 
 
-def test_anthropic_overloaded_falls_back_to_simulated(live_kit, openai_server, anthropic_server):
+def test_anthropic_overloaded_falls_back_to_simulated_when_opted_in(make_live_kit, openai_server, anthropic_server):
+    kit = make_live_kit(simulate_on_failure=True)
     openai_server.enqueue_error(500, times=2)
     anthropic_server.enqueue_error(529, times=2)
-    r = live_kit.complete(PROMPT)
-    assert r.provider == "simulated"
+    r = kit.complete(PROMPT)
+    assert r.provider == "simulated" and r.substituted and r.requested_model == "gpt-4o-mini"
     assert [a.error_type for a in r.attempts] == ["server_error", "overloaded", None]
     assert r.fallback_path == "openai -> anthropic -> simulated"
-    assert len(_rows(live_kit, r)) == 3
+    rows = _rows(kit, r)
+    assert len(rows) == 3 and rows.substituted.tolist() == [False, True, True]
+    assert set(rows.requested_model) == {"gpt-4o-mini"}
+
+
+def test_an_outage_everywhere_raises_instead_of_simulating(live_kit, openai_server, anthropic_server):
+    """With real providers configured the simulator never stands in unasked."""
+    openai_server.enqueue_error(500, times=2)
+    anthropic_server.enqueue_error(529, times=2)
+    with pytest.raises(AllProvidersFailedError) as info:
+        live_kit.complete(PROMPT)
+    assert [a.provider for a in info.value.attempts] == ["openai", "anthropic"]
+    assert [a.http_requests for a in info.value.attempts] == [2, 2]  # the SDK's own retry counted
+    assert live_kit.usage().status.tolist() == ["error", "error"]
 
 
 def test_timeout_and_connection_errors_fall_back(live_kit, openai_server, anthropic_server):
+    import time
+
     openai_server.enqueue_delay(3.0)  # the kit's timeout is 2 s
     openai_server.enqueue_delay(3.0)
     anthropic_server.enqueue_disconnect()
     anthropic_server.enqueue_disconnect()
-    r = live_kit.complete(PROMPT)
-    assert [a.error_type for a in r.attempts] == ["timeout", "connection_error", None]
-    assert r.provider == "simulated"
+    t0 = time.perf_counter()
+    with pytest.raises(AllProvidersFailedError) as info:
+        live_kit.complete(PROMPT)
+    assert [a.error_type for a in info.value.attempts] == ["timeout", "connection_error"]
+    # the timeout bounds the whole attempt: one request, no SDK retry after it, within timeout + 0.5 s
+    assert info.value.attempts[0].http_requests == 1 and info.value.attempts[0].latency_ms < 2500
+    assert time.perf_counter() - t0 < 4
 
 
 def test_invalid_request_does_not_fall_back(live_kit, openai_server, anthropic_server):
@@ -72,7 +92,8 @@ def test_invalid_request_does_not_fall_back(live_kit, openai_server, anthropic_s
     assert len(rows) == 1 and rows.iloc[0].error_type == "invalid_request"
 
 
-def test_all_fail_lists_every_attempt(live_kit, openai_server, anthropic_server):
+def test_all_fail_lists_every_attempt(make_live_kit, openai_server, anthropic_server):
+    live_kit = make_live_kit(simulate_on_failure=True)
     openai_server.enqueue_error(503, times=2)
     anthropic_server.enqueue_error(429, headers={"retry-after": "0"}, times=2)
     live_kit.simulated.fail_next(1, "server_error")
@@ -160,7 +181,8 @@ def test_a_long_retry_after_moves_on_at_once(tmp_path, monkeypatch, openai_serve
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_server.base_url)
-    kit = Kit(tmp_path, dotenv=False, max_retries=2, max_retry_wait=1.0, simulated_latency=LatencyModel(scale=0))
+    kit = Kit(tmp_path, dotenv=False, max_retries=2, max_retry_wait=1.0, simulated_latency=LatencyModel(scale=0),
+              simulate_on_failure=True)
     openai_server.enqueue_error(429, headers={"retry-after": "30"})
     anthropic_server.enqueue_error(529, headers={"retry-after": "45"})
     t0 = time.perf_counter()

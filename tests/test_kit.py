@@ -17,7 +17,7 @@ import pytest
 from conftest import ANTHROPIC_KEY, OPENAI_KEY
 from loopback import load_fixtures
 
-from cognitionos_kit import Kit, LatencyModel
+from cognitionos_kit import AllProvidersFailedError, AuthenticationWarning, Kit, LatencyModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def test_status_without_keys(kit):
 
 def test_status_with_keys_never_shows_them(live_kit):
     st = live_kit.status()
-    assert st["simulation_mode"] is False and st["chain"] == ["openai", "anthropic", "simulated"]
+    assert st["simulation_mode"] is False and st["chain"] == ["openai", "anthropic"]
     blob = json.dumps(st) + repr(live_kit) + live_kit._repr_html_()
     assert OPENAI_KEY not in blob and ANTHROPIC_KEY not in blob
 
@@ -123,9 +123,12 @@ def test_secrets_never_leak(tmp_path, monkeypatch, openai_server, anthropic_serv
     # a 401 whose message echoes the key, as real APIs partly do
     openai_server.enqueue_error(401, body={"error": {"message": f"Incorrect API key provided: {OPENAI_KEY}",
                                                      "type": "invalid_request_error", "code": "invalid_api_key"}})
-    r = kit.complete("hi")
-    assert r.provider == "simulated"
-    texts = [repr(r), r._repr_html_(), repr(r.attempts), kit.usage().to_json(date_format="iso"), json.dumps(kit.status())]
+    # with a real provider configured the simulator never stands in: the failure is raised
+    with pytest.warns(AuthenticationWarning) as warned, pytest.raises(AllProvidersFailedError) as info:
+        kit.complete("hi")
+    assert info.value.attempts[0].error_type == "auth_error" and kit.status()["providers"]["openai"]["auth"] == "failing"
+    texts = [str(info.value), repr(info.value), repr(info.value.attempts), kit.usage().to_json(date_format="iso"),
+             json.dumps(kit.status()), *(str(w.message) for w in warned)]
     assert all(OPENAI_KEY not in t for t in texts)
     assert "[REDACTED]" in kit.usage().iloc[0].error_message
     ledger_bytes = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
@@ -153,7 +156,7 @@ def test_secrets_never_reach_a_printed_traceback(live_kit, openai_server, anthro
 
 def test_models_lists_what_is_usable(live_kit):
     df = live_kit.models()
-    assert set(df.provider) == {"openai", "anthropic", "simulated"}
+    assert set(df.provider) == {"openai", "anthropic"}  # the simulator is not in a live chain
     mini = df[(df.provider == "openai") & (df.model == "gpt-4o-mini")].iloc[0]
     assert mini.input_per_mtok == 0.15 and mini.output_per_mtok == 0.6 and "executor" in mini.roles
     assert mini.context_window == 128000

@@ -246,19 +246,19 @@ def test_retrieve_updates_access_and_it_survives_a_new_process(tmp_path):
     k = Kit(home, dotenv=False)
     hit_id = k.memory.store("u", "The backup job runs every night at two.")
     miss_id = k.memory.store("u", "Bananas are rich in potassium.")
-    assert k.memory.get(hit_id)["last_accessed_at"] is None and k.memory.get(hit_id)["access_count"] == 0
+    assert k.memory.get(hit_id, user_id="u")["last_accessed_at"] is None and k.memory.get(hit_id, user_id="u")["access_count"] == 0
     t0 = time.time()
     for _ in range(3):
         (h,) = k.memory.retrieve("u", "when does the backup run?", k=1)
     t1 = time.time()
     assert h.id == hit_id and h.access_count == 2  # ranked with the count before this retrieval
-    got, other = k.memory.get(hit_id), k.memory.get(miss_id)
+    got, other = k.memory.get(hit_id, user_id="u"), k.memory.get(miss_id, user_id="u")
     assert got["access_count"] == 3 and t0 <= got["last_accessed_at"].timestamp() <= t1
     assert got["updated_at"] == got["created_at"]  # retrieval does not refresh the decay clock
     assert other["access_count"] == 0 and other["last_accessed_at"] is None
     k.close()
     code = ("import sys; from cognitionos_kit import Kit; m = Kit(sys.argv[1], dotenv=False).memory;"
-            "g = m.get(sys.argv[2]); o = m.get(sys.argv[3]);"
+            "g = m.get(sys.argv[2], user_id='u'); o = m.get(sys.argv[3], user_id='u');"
             "print(g['access_count'], g['last_accessed_at'].timestamp(), o['access_count'], o['last_accessed_at'])")
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
     out = subprocess.run([sys.executable, "-c", code, str(home), hit_id, miss_id], capture_output=True, text=True,
@@ -336,7 +336,7 @@ def test_same_content_same_user_and_scope_is_deduplicated(memory):
     ids = memory.store_many("u", ["Tuples are immutable.", "Lists in Python are mutable.", "Tuples are immutable."])
     assert ids[1] == a and ids[0] == ids[2] and ids[0] != a
     assert len(memory) == 4
-    assert memory.get(a)["content"] == "Lists in Python are mutable."  # nothing deleted
+    assert memory.get(a, user_id="u")["content"] == "Lists in Python are mutable."  # nothing deleted
 
 
 def test_store_many_with_precomputed_vectors(tmp_path, kit):
@@ -405,12 +405,12 @@ def test_two_memory_objects_in_one_process_see_each_others_writes(tmp_path):
     assert b.store("u", "Alpha centauri is the closest star system.") == x
     assert len(a) == len(b) == 2 and len(Memory(home)) == 2
     assert {h.id for h in b.retrieve("u", "nearest star", k=5)} == {x, y}
-    a.update(y, content="Sourdough rises because of wild yeast.")
-    assert b.get(y)["content"] == "Sourdough rises because of wild yeast."
-    b.delete(x)
+    a.update(y, user_id="u", content="Sourdough rises because of wild yeast.")
+    assert b.get(y, user_id="u")["content"] == "Sourdough rises because of wild yeast."
+    b.delete(x, user_id="u")
     assert x not in {h.id for h in a.retrieve("u", "nearest star", k=5)}
     with pytest.raises(MemoryNotFoundError):
-        a.get(x)
+        a.get(x, user_id="u")
     assert set(Memory(home).frame().id) == {y}
     sig = a.log.signature()
     a.store("u", "Comets have tails.")
@@ -456,35 +456,35 @@ def test_filters_on_metadata_type_and_time(memory):
 def test_update_reembeds_and_keeps_history(memory):
     mid = memory.store("u", "The meeting is on Monday.", metadata={"v": 1})
     assert memory.retrieve("u", "when is the meeting", k=1)[0].content == "The meeting is on Monday."
-    got = memory.update(mid, content="The budget review moved to Thursday afternoon.")
+    got = memory.update(mid, user_id="u", content="The budget review moved to Thursday afternoon.")
     assert got["content"] == "The budget review moved to Thursday afternoon." and got["metadata"] == {"v": 1}
     other = memory.store("u", "Lunch is served at noon.")
     hit = memory.retrieve("u", "budget review day", k=1)[0]
     assert hit.id == mid and hit.content.startswith("The budget review") and hit.similarity > 0.5
-    memory.update(mid, metadata={"v": 2})
-    h = memory.history(mid)
+    memory.update(mid, user_id="u", metadata={"v": 2})
+    h = memory.history(mid, user_id="u")
     assert list(h.op) == ["store", "update", "update"]
     assert h.loc[1, "old_content"] == "The meeting is on Monday."
     assert h.loc[1, "new_content"] == "The budget review moved to Thursday afternoon."
     assert h.loc[2, "old_metadata"] == {"v": 1} and h.loc[2, "new_metadata"] == {"v": 2}
     assert h.changed_at.is_monotonic_increasing
-    memory.delete(mid)
+    memory.delete(mid, user_id="u")
     assert mid not in {x.id for x in memory.retrieve("u", "budget review day", k=10)}
-    assert list(memory.history(mid).op)[-1] == "delete"
+    assert list(memory.history(mid, user_id="u").op)[-1] == "delete"
     with pytest.raises(MemoryNotFoundError, match="no memory"):
-        memory.delete(mid)
+        memory.delete(mid, user_id="u")
     with pytest.raises(MemoryNotFoundError):
-        memory.update(mid, content="x")
+        memory.update(mid, user_id="u", content="x")
     with pytest.raises(MemoryNotFoundError):
-        memory.delete("mem_does_not_exist")
+        memory.delete("mem_does_not_exist", user_id="u")
     with pytest.raises(MemoryNotFoundError):
-        memory.history("mem_does_not_exist")
+        memory.history("mem_does_not_exist", user_id="u")
     assert isinstance(MemoryNotFoundError("x"), InvalidRequestError)
     # A fresh process agrees: deleted stays deleted, the update is the current content.
     fresh = Memory(memory.log.home)
-    assert len(fresh) == 1 and fresh.get(other)["content"] == "Lunch is served at noon."
+    assert len(fresh) == 1 and fresh.get(other, user_id="u")["content"] == "Lunch is served at noon."
     with pytest.raises(MemoryNotFoundError):
-        fresh.get(mid)
+        fresh.get(mid, user_id="u")
 
 
 def test_delete_keeps_history_unless_purged(tmp_path):
@@ -494,28 +494,28 @@ def test_delete_keeps_history_unless_purged(tmp_path):
     len(watcher)  # loaded before the memory exists: it will learn of it only from events
     keep = m.store("u", "Lunch is served at noon.")
     kept = m.store("u", "The old office code is 1234.")
-    m.delete(kept)
-    assert m.history(kept).old_content.tolist()[-1] == "The old office code is 1234."  # default: history stays
+    m.delete(kept, user_id="u")
+    assert m.history(kept, user_id="u").old_content.tolist()[-1] == "The old office code is 1234."  # default: history stays
 
     gone = m.store("u", "Carol's passport number is X1234567.", metadata={"kind": "secret"})
-    m.update(gone, content="Carol's passport number is Y7654321.")
+    m.update(gone, user_id="u", content="Carol's passport number is Y7654321.")
     before = m.log.query("SELECT count(*) AS n FROM memory_events WHERE memory_id = ?", [gone]).n[0]
-    m.delete(gone, purge=True)
-    h = m.history(gone)
+    m.delete(gone, user_id="u", purge=True)
+    h = m.history(gone, user_id="u")
     assert list(h.op) == ["store", "update", "delete"] and h.changed_at.is_monotonic_increasing
     assert h[["old_content", "new_content", "old_metadata", "new_metadata"]].isna().all().all()
     rows = m.log.query("SELECT content, content_hash, metadata, embedding FROM memory_events WHERE memory_id = ?", [gone])
     assert len(rows) == before + 1 and rows.isna().all().all()
     journals = b"".join(f.read_bytes() for f in (home / "memory-journal").iterdir())
     assert b"passport" not in journals  # this process's journal held it: retired once ingested
-    assert m.history(kept).old_content.tolist()[-1] == "The old office code is 1234."  # others untouched
+    assert m.history(kept, user_id="u").old_content.tolist()[-1] == "The old office code is 1234."  # others untouched
     assert "passport" not in " ".join(m.frame().content) and len(m) == 1
     assert len(watcher) == 1 and set(watcher.frame().id) == {keep}  # applies purged events without tripping
     assert m.retrieve("u", "passport number", k=5)[0].id == keep
     fresh = Memory(home)
     assert set(fresh.frame().id) == {keep} and fresh.store("u", "Carol's passport number is Y7654321.") != gone
     with pytest.raises(MemoryNotFoundError):
-        m.delete(gone, purge=True)
+        m.delete(gone, user_id="u", purge=True)
 
 
 # --- one embedding space per collection ----------------------------------------------------------
@@ -543,7 +543,7 @@ def test_one_embedding_space_per_collection(kit, live_kit, openai_server):
     assert {h.id for h in hits} == set(ids)
     fresh = Memory(live_kit.home, kit=live_kit, collection="migrating")
     assert fresh.embedding_model == "text-embedding-3-small" and fresh._table.dim == dim != 384
-    assert list(fresh.history(ids[0]).op) == ["store", "reembed"]
+    assert list(fresh.history(ids[0], user_id="u").op) == ["store", "reembed"]
 
 
 # --- approximate index --------------------------------------------------------------------------
@@ -561,7 +561,7 @@ def test_approximate_index_agrees_with_exact_and_stays_in_step(tmp_path):
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.95
     assert all(h.user_id == "u" for q in queries for h in m.retrieve_by_vector("u", q, k=10))
-    m.delete(ids[0])
+    m.delete(ids[0], user_id="u")
     new = m.store_many("u", ["fresh"], embeddings=vecs[:1])[0]
     assert m.retrieve_by_vector("u", vecs[0], k=1)[0].id == new
     assert len(m._ann) == 3500
@@ -649,12 +649,14 @@ def test_sigkill_right_after_store_loses_nothing(tmp_path):
         lambda m: m.retrieve("u", "q", weights={"decay": -1}),
         lambda m: m.retrieve("u", "q", half_life_days=0),
         lambda m: m.retrieve("u", "q", created_after="not a date"),
-        lambda m: m.update(123, content="x"),
-        lambda m: m.update("mem_x"),
-        lambda m: m.update("mem_x", content=""),
-        lambda m: m.delete(""),
+        lambda m: m.update(123, user_id="u", content="x"),
+        lambda m: m.update("mem_x", user_id="u"),
+        lambda m: m.update("mem_x", user_id="u", content=""),
+        lambda m: m.delete("", user_id="u"),
+        lambda m: m.delete("mem_unknown", user_id="u"),
+        lambda m: m.delete("mem_unknown", user_id="u", purge="yes"),
         lambda m: m.delete("mem_unknown"),
-        lambda m: m.delete("mem_unknown", purge="yes"),
+        lambda m: m.get("mem_unknown", user_id=""),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(memory, kit, call):

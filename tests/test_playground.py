@@ -72,9 +72,11 @@ def test_a_fallback_shows_its_path(tmp_path):
         flaky.fail_next(1, "rate_limit")
         pg = k.playground(prompt="What is a fallback chain?")
         c = pg.run()
-        assert c.provider == "simulated"
+        assert c.provider == "simulated" and c.substituted
         assert "fallback: flaky (rate_limit) → simulated (ok)" in pg.footer.value
-        assert pg.footer_text.splitlines()[1] == "fallback: flaky (rate_limit) → simulated (ok)"
+        lines = pg.footer_text.splitlines()  # the substitute is said first, then the line, then the path
+        assert lines[0] == "⚠ SUBSTITUTE: asked flaky/sim-small, answered by the simulator"
+        assert lines[2] == "fallback: flaky (rate_limit) → simulated (ok)"
 
 
 def test_all_providers_failing_is_one_readable_error(tmp_path):
@@ -151,9 +153,13 @@ def test_completion_renders_as_a_compact_card_and_a_one_line_repr(tmp_path):
     assert footer in card
     assert "fallback: flaky (rate_limit) → simulated (ok)" in card
     assert card.count("<br>") == 1 and "<table" not in card  # answer, then two short lines
-    assert "fallback" not in plain._repr_html_() and html.escape(plain._footer()) in plain._repr_html_()
+    # flaky failed, so simulated answered in its place: the card and the repr say so
+    assert c.substituted and "Substitute answer: asked flaky/sim-small, answered by the simulator" in card
+    assert not plain.substituted and "Substitute" not in plain._repr_html_()
+    assert "fallback" not in plain._repr_html_() and html.escape(plain.footer()) in plain._repr_html_()
 
     text = repr(c)  # what a terminal shows: one line, the answer cut short, the same footer
-    assert "\n" not in text and len(text) < 200
-    assert text == f"Completion({c.content[:77] + '...'!r}, {footer}, path='flaky -> simulated')"
+    assert "\n" not in text and len(text) < 240
+    assert text == (f"Completion({c.content[:77] + '...'!r}, {footer} · SUBSTITUTE for flaky/sim-small, "
+                    "path='flaky -> simulated')")
     assert "path=" not in repr(plain) and str(plain) == plain.content

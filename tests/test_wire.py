@@ -95,8 +95,7 @@ def test_async_errors_are_classified_as_on_the_sync_path(live_kit, openai_server
     server = openai_server if provider == "openai" else anthropic_server
     server.enqueue_disconnect()
     server.enqueue_disconnect()  # max_retries=1: the SDK tries twice
-    server.enqueue_delay(3.0)
-    server.enqueue_delay(3.0)
+    server.enqueue_delay(3.0)  # a timeout ends the attempt: the SDK does not retry past it
 
     async def go():
         first = await live_kit.acomplete("a", model=model, providers=[provider, "simulated"])
@@ -107,6 +106,8 @@ def test_async_errors_are_classified_as_on_the_sync_path(live_kit, openai_server
     first, second, third = asyncio.run(go())
     assert [a.error_type for a in first.attempts] == ["connection_error", None]
     assert [a.error_type for a in second.attempts] == ["timeout", None]
+    assert first.attempts[0].http_requests == 2 and second.attempts[0].http_requests == 1
+    assert second.attempts[0].latency_ms < 2600  # timeout=2 s bounds the attempt
     assert first.provider == second.provider == "simulated"
     assert third.provider == provider and third.content  # the pool recovered
 

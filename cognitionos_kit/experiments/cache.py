@@ -12,6 +12,12 @@ The key is a SHA-256 of the intended provider, model, full request (messages, sy
 max_tokens, temperature, seed) and the repeat index, so repeats are distinct, separately cached
 samples. Caches written by earlier versions (one JSON file per answer under
 ``<home>/cache/<key[:2]>/``) are still read.
+
+The cache never lies and never stops a run: an entry that is not valid JSON, not an object, or
+lacks a required field is a miss with a ``CacheWarning`` (the call is sent again and the entry
+replaced); a cache file that is not a database (garbage bytes, truncated) makes every lookup a
+miss and every store a no-op, with one ``CacheWarning`` saying ``kit.clear_cache()`` repairs it,
+which it does (by replacing the file). The file is private to the user (0600, folder 0700).
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import os
 import threading
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ..errors import StorageError
+from ..errors import CacheWarning, StorageError
+from ..storage import private_dir, private_file
 from ..types import ProviderRequest
 
 __all__ = ["ResponseCache", "cache_key"]
@@ -53,16 +62,26 @@ def cache_key(provider: str, request: ProviderRequest, repeat: int) -> str:
 
 
 class ResponseCache:
-    """Get/put cached answers by key; ``clear()`` empties it. Safe from several threads and processes."""
+    """Get/put cached answers by key; ``clear()`` empties it. Safe from several threads and processes.
 
-    def __init__(self, home: str | Path) -> None:
+    ``required``: fields an entry must hold to be served; an entry without one is a miss with a
+    ``CacheWarning``. The default asks for ``content`` only (what every answer has); the runner's
+    entries also hold ``provider``, ``model`` and ``cost_usd``.
+    """
+
+    def __init__(self, home: str | Path, *, required: Sequence[str] = ("content",)) -> None:
         self.root = Path(home) / "cache"
         self.path = self.root / "answers.sqlite"
+        self.required = tuple(required)
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection, used from the caller's and the run's thread
         self._legacy = self.root.is_dir() and any(p.is_dir() for p in self.root.iterdir())
+        self._damaged: str | None = None  # why the file cannot be used: every get misses, every put is skipped
+        self._warned = False  # one warning about a damaged file per ResponseCache
 
     def _conn(self) -> sqlite3.Connection:
+        if self._damaged is not None:
+            raise _Damaged(self._damaged)
         if self._db is None:
             deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
             while True:
@@ -75,12 +94,19 @@ class ResponseCache:
                     if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
                         raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
                     time.sleep(0.02)
-                except (OSError, sqlite3.Error) as exc:
+                except sqlite3.DatabaseError as exc:
+                    if _is_damaged(exc):
+                        self._damaged = str(exc)
+                        raise _Damaged(self._damaged) from None
                     raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
+                except (OSError, sqlite3.Error) as exc:
+                    raise StorageError(f"cannot open the response cache {self.path}: {_why(exc)}") from None
         return self._db
 
     def _open(self) -> sqlite3.Connection:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        # Created 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -89,47 +115,129 @@ class ResponseCache:
         except BaseException:
             db.close()
             raise
+        for suffix in ("", "-wal", "-shm"):  # files of older versions, or an unusual umask
+            private_file(f"{self.path}{suffix}")
         return db
 
+    def _broken(self, exc: BaseException, warn: bool = True) -> None:
+        """Note that the file is damaged (``exc`` says how) and warn, once per ResponseCache."""
+        if self._damaged is None:
+            self._damaged = str(exc)
+            if self._db is not None:
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    pass
+                self._db = None
+        if warn and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"the response cache {self.path} is damaged ({self._damaged}): answers are neither read from "
+                "nor stored in it until kit.clear_cache() repairs it (it replaces the file)",
+                CacheWarning,
+                stacklevel=3,
+            )
+
     def get(self, key: str) -> dict[str, Any] | None:
+        """The cached entry for ``key``, or None (a miss, also for an unreadable entry or file)."""
         with self._lock:
-            row = self._conn().execute("SELECT entry FROM answers WHERE key = ?", (key,)).fetchone()
+            try:
+                row = self._conn().execute("SELECT entry FROM answers WHERE key = ?", (key,)).fetchone()
+            except _Damaged as exc:
+                self._broken(exc)
+                row = None
+            except sqlite3.DatabaseError as exc:
+                if not _is_damaged(exc):
+                    raise StorageError(f"cannot read the response cache {self.path}: {exc}") from None
+                self._broken(exc)
+                row = None
         if row is not None:
-            return json.loads(row[0])
+            return self._entry(row[0], key, f"{self.path}", 3)
         return self._legacy_get(key) if self._legacy else None
 
-    def _legacy_get(self, key: str) -> dict[str, Any] | None:
+    def _entry(self, text: Any, key: str, where: str, stacklevel: int) -> dict[str, Any] | None:
+        """The entry stored as ``text``, or None with a CacheWarning if it is not a usable one."""
         try:
-            with open(self.root / key[:2] / f"{key}.json", encoding="utf-8") as f:
-                return json.load(f)
-        except (FileNotFoundError, NotADirectoryError, ValueError):  # absent, or corrupted by hand: a miss
+            entry = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            why = f"is not valid JSON ({exc})"
+        else:
+            missing = [f for f in self.required if f not in entry] if isinstance(entry, dict) else None
+            if missing is None:
+                why = f"is a JSON {type(entry).__name__}, not an object"
+            elif missing:
+                why = f"lacks the field(s) {', '.join(missing)}"
+            else:
+                return entry
+        warnings.warn(f"cache entry {key} in {where} {why}: treated as a miss (the call is sent again and the entry replaced)",
+                      CacheWarning, stacklevel=stacklevel)
+        return None
+
+    def _legacy_get(self, key: str) -> dict[str, Any] | None:
+        path = self.root / key[:2] / f"{key}.json"
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except (FileNotFoundError, NotADirectoryError):  # absent: a miss
             return None
+        return self._entry(raw, key, str(path), 4)
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
+        """Store ``entry`` under ``key`` (replacing any); skipped, with a CacheWarning, if the file is damaged."""
         data = json.dumps(entry, ensure_ascii=False)
         with self._lock:
             try:
                 self._conn().execute("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", (key, data))
+            except _Damaged as exc:
+                self._broken(exc)
             except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and _is_damaged(exc):
+                    self._broken(exc)
+                    return
                 raise StorageError(f"cannot write to the response cache {self.path}: {exc}") from None
 
     def __len__(self) -> int:
-        if not self.path.exists():
-            n = 0
-        else:
-            with self._lock:
-                n = self._conn().execute("SELECT count(*) FROM answers").fetchone()[0]
+        with self._lock:
+            n = self._count()
         if self._legacy:
             n += sum(1 for _ in self.root.glob("*/*.json"))
         return n
 
+    def _count(self, warn: bool = True) -> int:
+        """Entries in the file (0 if there is none, or it is damaged); call with the lock held."""
+        if not self.path.exists():
+            return 0
+        try:
+            return self._conn().execute("SELECT count(*) FROM answers").fetchone()[0]
+        except _Damaged as exc:
+            self._broken(exc, warn)
+            return 0
+        except sqlite3.DatabaseError as exc:
+            if not _is_damaged(exc):
+                raise StorageError(f"cannot read the response cache {self.path}: {exc}") from None
+            self._broken(exc, warn)
+            return 0
+
     def clear(self) -> int:
-        """Delete every cached answer; returns how many there were."""
-        n = len(self)
-        if self.path.exists():
-            with self._lock:
+        """Delete every cached answer; returns how many there were (those that could be counted).
+
+        A damaged file is replaced by a fresh one: this is how ``kit.clear_cache()`` repairs it."""
+        with self._lock:
+            n = self._count(warn=False)
+            if self._damaged is not None:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    try:
+                        os.unlink(f"{self.path}{suffix}")
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        raise StorageError(f"cannot replace the damaged response cache {self.path}: {_why(exc)}") from None
+                self._damaged, self._warned = None, False
+                self._conn()
+            elif self.path.exists():
                 self._conn().execute("DELETE FROM answers")
         if self._legacy:
+            n += sum(1 for _ in self.root.glob("*/*.json"))
             for folder in [p for p in self.root.iterdir() if p.is_dir()]:
                 shutil.rmtree(folder, ignore_errors=True)
             self._legacy = False
@@ -143,3 +251,23 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
+
+
+class _Damaged(Exception):
+    """The cache file is not a usable SQLite database."""
+
+
+def _is_damaged(exc: sqlite3.Error) -> bool:
+    """True for "file is not a database" and "database disk image is malformed" (and their codes)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    return name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or "malformed" in text
+
+
+def _why(exc: BaseException) -> str:
+    """An OSError in words with its path, else its text."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        from ..storage import _cause
+
+        return _cause(exc, exc.filename)[1]
+    return str(exc)

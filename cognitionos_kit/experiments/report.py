@@ -117,7 +117,10 @@ def write_report(run: "Run") -> Any:
         + html.escape(json.dumps(m, indent=2, default=str)) + "</pre></body></html>"
     )
     path = run.path / "report.html"
+    from ..storage import private_file
+
     with open(path, "wb") as f:  # plotly.js (4.6 MB) goes in once, as bytes: no copy of it in a page string
+        private_file(path)  # the user's only (0600), before anything is in it
         f.write(top.encode("utf-8"))
         f.write(_plotlyjs())
         f.write(body.encode("utf-8"))

@@ -8,7 +8,7 @@ import asyncio
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["Run", "run_experiment", "ENTRY_FIELDS", "RUN_ONLY_COLUMNS"]
 
 ENTRY_FIELDS = ("content", "provider", "model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
-                "finish_reason", "request_id")
+                "finish_reason", "request_id", "requested_provider", "requested_model", "substituted",
+                "tokens_estimated")
 RUN_ONLY_COLUMNS = ("cache_hit", "spent_usd")  # the only columns that differ when a rerun is served from cache
 _SAFETY = (1.15, 32)  # worst-case prompt tokens = count x 1.15 + 32: tokenizers of other vendors differ
 Send = Callable[[str, Mapping[str, Any]], Awaitable[dict]]
@@ -76,8 +77,10 @@ class Run:
 @dataclass
 class _Plan:
     cell: Cell
-    key: str
+    key: str  # the cache key of the request as asked (its first route)
     worst: float | None
+    request: Any = None  # that ProviderRequest: a substitute's answer is stored under its own model
+    provider: str = ""
 
 
 def _run_id(name: str) -> str:
@@ -119,7 +122,8 @@ def _plan(kit: "Kit", exp: Experiment, run_id: str, budget: bool) -> list[_Plan]
                 f"budget_usd needs a known price for every model; {step.provider.name}/{step.request.model} "
                 f"(or a fallback) has none: add one with kit.set_price(...)"
             )
-        plans.append(_Plan(cell, cache_key(step.provider.name, step.request, cell.repeat), worst))
+        plans.append(_Plan(cell, cache_key(step.provider.name, step.request, cell.repeat), worst, step.request,
+                           step.provider.name))
     if plans:
         _check_judges(kit, exp, plans[0].cell, budget)
     return plans
@@ -162,17 +166,29 @@ class _Engine:
     def _hit_row(self, entry: dict, lookup_ms: float, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "request_id": "req_" + uuid.uuid4().hex[:24], "attempt": 1, "kind": "chat", "provider": entry["provider"],
-            "model": entry["model"], "latency_ms": lookup_ms, "status": "ok", "cost_usd": 0.0,
+            "model": entry["model"], "requested_provider": entry["provider"], "requested_model": entry["model"],
+            "substituted": False, "latency_ms": lookup_ms, "status": "ok", "cost_usd": 0.0,
             "saved_cost_usd": entry["cost_usd"], "cache_hit": True, "stream": False, "role": kwargs.get("role"),
             "experiment_id": self.exp.name, "run_id": self.run_id, "price_source": "cache",
         }
 
-    async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None) -> tuple[str, Any, float, bool]:
-        """-> (status "ok"/"error"/"skipped", entry or error text, new spend, cache hit); hits go to the ledger."""
+    async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None,
+                    asked: tuple[str, Any, int]) -> tuple[str, Any, float, bool]:
+        """-> (status "ok"/"error"/"skipped", entry or error text, new spend, cache hit); hits go to the ledger.
+
+        ``asked`` = (provider, request, repeat) of the call as asked. The cache never lies: an answer
+        is served only for the provider and model that produced it, and a substitute's answer (a
+        fallback vendor, a cheaper model, the simulator) is stored under its own key, so a rerun
+        asks the requested model again."""
         if self.cache is not None and self.read_cache:
             t0 = time.perf_counter()
             entry = self.cache.get(key)
+            if entry is not None and (entry.get("provider"), entry.get("model")) != (asked[0], asked[1].model):
+                entry = None  # written by an older version under the requested key: not the requested model's
             if entry is not None:
+                # served for exactly what was asked: whatever request first produced it, not a substitute now
+                entry = {**entry, "requested_provider": asked[0], "requested_model": asked[1].model,
+                         "substituted": False}
                 self.kit.ledger.record([self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs)])
                 self.hits += 1
                 self.saved += entry["cost_usd"] or 0.0
@@ -190,6 +206,9 @@ class _Engine:
             self.calls += 1
             await self.budget.settle(w, real)
         if self.cache is not None:
+            served = (entry["provider"], entry["model"])
+            if served != (asked[0], asked[1].model):
+                key = cache_key(served[0], replace(asked[1], model=served[1]), asked[2])
             self.cache.put(key, entry)
         return "ok", entry, real, False
 
@@ -201,7 +220,8 @@ class _Engine:
         call = self.kit._prepare(prompt, **kwargs)
         step = call.steps[0]
         worst = _worst_case(self.kit, call, {}) if self.budget.limit is not None else None
-        status, entry, spent, _ = await self.fetch(prompt, kwargs, cache_key(step.provider.name, step.request, 0), worst)
+        status, entry, spent, _ = await self.fetch(prompt, kwargs, cache_key(step.provider.name, step.request, 0), worst,
+                                                   (step.provider.name, step.request, 0))
         if status == "skipped":
             return math.nan, spent, "budget"
         if status == "error":
@@ -267,7 +287,8 @@ def run_experiment(
         send = ray_send(kit)
     else:
         send = _local_send(kit)
-    store = ResponseCache(kit.home) if cache is not False else None
+    # an entry without these is unreadable for a run: a miss with a warning, never a crash
+    store = ResponseCache(kit.home, required=("content", "provider", "model", "cost_usd")) if cache is not False else None
     engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd), store, read_cache=cache is True)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -276,6 +297,8 @@ def run_experiment(
     finally:
         if store is not None:
             store.close()
+        if hasattr(send, "close"):
+            send.close()  # the Ray executor's private key file goes with the run
     wall = time.perf_counter() - t0
     return finish_run(kit, experiment, engine, plans, outcomes, run_id=run_id, started=started, wall_s=wall,
                       options={"concurrency": concurrency, "budget_usd": budget_usd, "executor": executor,
@@ -290,6 +313,10 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
     rows = exp.data.to_dict("records")
     judges = [s for s in exp.scorer_list if s.judge]
     outcomes: list[dict] = [{} for _ in plans]
+    # Import each provider's SDK and build its client before any call starts: an import takes
+    # seconds of CPU, and during it every call in flight would see its deadline running.
+    for name in dict.fromkeys(engine.kit.chain):
+        await engine.kit.provider(name).aprepare()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
         queue.put_nowait(i)
@@ -302,7 +329,8 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
             except asyncio.QueueEmpty:
                 return
             p = plans[i]
-            status, entry, spent, hit = await engine.fetch(p.cell.prompt, p.cell.kwargs, p.key, p.worst)
+            status, entry, spent, hit = await engine.fetch(p.cell.prompt, p.cell.kwargs, p.key, p.worst,
+                                                           (p.provider, p.request, p.cell.repeat))
             out: dict[str, Any] = {"status": status, "entry": entry if status == "ok" else None,
                                    "error": None if status == "ok" else entry, "spent": spent, "judged": {},
                                    "judge_notes": {}, "cache_hit": hit}

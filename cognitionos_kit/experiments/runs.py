@@ -59,8 +59,8 @@ def _results(exp: "Experiment", plans: list, outcomes: list[dict]) -> "pd.DataFr
 
     records = exp.data.to_dict("records")
     reserved = {"cell", "row", "template", "model", "settings", "repeat", "prompt", "output", "status", "error",
-                "provider", "served_model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
-                "finish_reason", "cache_hit", "spent_usd"}
+                "provider", "served_model", "requested_model", "substituted", "prompt_tokens", "completion_tokens",
+                "cost_usd", "latency_ms", "finish_reason", "cache_hit", "spent_usd"}
     rows = []
     for p, out in zip(plans, outcomes):
         c, e = p.cell, out.get("entry") or {}
@@ -72,6 +72,8 @@ def _results(exp: "Experiment", plans: list, outcomes: list[dict]) -> "pd.DataFr
         r.update({
             "prompt": c.prompt, "output": e.get("content"), "status": out["status"], "error": out.get("error"),
             "provider": e.get("provider"), "served_model": e.get("model"),
+            "requested_model": e.get("requested_model") or (e.get("model") if e else None),
+            "substituted": bool(e.get("substituted")) if e else None,
             "prompt_tokens": e.get("prompt_tokens"), "completion_tokens": e.get("completion_tokens"),
             "cost_usd": e.get("cost_usd"), "latency_ms": e.get("latency_ms"), "finish_reason": e.get("finish_reason"),
         })
@@ -104,8 +106,11 @@ def summarize(results: "pd.DataFrame") -> "pd.DataFrame":
     for key, g in results.groupby(GROUP, sort=False, dropna=False):
         ok = g[g.status == "ok"]
         r = dict(zip(GROUP, key))
+        served = [f"{p}/{m}" for p, m in ok[["provider", "served_model"]].drop_duplicates().itertuples(index=False)]
         r.update({"cells": len(g), "ok": len(ok), "errors": int((g.status == "error").sum()),
-                  "skipped": int((g.status == "skipped").sum())})
+                  "skipped": int((g.status == "skipped").sum()),
+                  # who really answered: a cell served by a substitute is counted, never hidden
+                  "served_by": ", ".join(served), "substituted": int(ok.substituted.eq(True).sum())})
         r.update({c: ok[c].mean() for c in scores})
         r.update({"cost_usd": ok.cost_usd.sum(min_count=1), "spent_usd": g.spent_usd.sum(),
                   "latency_ms_p50": ok.latency_ms.median(), "completion_tokens_mean": ok.completion_tokens.astype(float).mean(),
@@ -155,9 +160,13 @@ def finish_run(kit: "Kit", exp: "Experiment", engine: Any, plans: list, outcomes
         "files": {"results": "results.parquet", "manifest": "manifest.json", "report": "report.html"},
     }
     path = Path(kit.home) / "runs" / run_id
-    path.mkdir(parents=True, exist_ok=True)
+    from ..storage import private_dir, private_file  # a run's folder and files are the user's only (0700/0600)
+
+    private_dir(path)
     results.to_parquet(path / "results.parquet", index=False)
+    private_file(path / "results.parquet")
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    private_file(path / "manifest.json")
     run = Run(run_id, results, summary, manifest, path)
     write_report(run)
     return run

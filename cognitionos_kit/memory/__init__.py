@@ -7,7 +7,8 @@
 from .filters import OPERATORS
 from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES
-from .memory import Memory, MemoryNotFoundError
+from .memory import Memory, MemoryNotFoundError, OwnerRequiredError
 from .ranking import Weights
 
-__all__ = ["Memory", "MemoryHit", "HitList", "MemoryNotFoundError", "Weights", "MEMORY_TYPES", "SCOPES", "OPERATORS"]
+__all__ = ["Memory", "MemoryHit", "HitList", "MemoryNotFoundError", "OwnerRequiredError", "Weights", "MEMORY_TYPES",
+           "SCOPES", "OPERATORS"]

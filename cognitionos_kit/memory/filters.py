@@ -4,23 +4,43 @@
     {"year": {"$gte": 2020, "$lt": 2024}}   several operators on one field: all must hold
     {"tag": {"$in": ["a", "b"]}}            $in / $nin take a list
     {"draft": {"$exists": False}}           $exists takes a bool
-Operators: $eq $ne $gt $gte $lt $lte $in $nin $exists. Fields are ANDed. A comparison between
-values of different kinds (a number and a string) is simply false. Unknown operators, or a
-malformed value for one, raise InvalidRequestError when the filter is compiled.
+    {"meta": {"lang": "en"}}                equality to a whole dict (metadata values can be dicts)
+Operators: $eq $ne $gt $gte $lt $lte $in $nin $exists. Fields are ANDed; there is no top-level
+$and / $or / $not (for "either of" on one field use $in). A field's value is matched as a whole:
+nested fields cannot be queried, so an operator may only appear as a key of a field's condition,
+never inside a value. A comparison between values of different kinds (a number and a string) is
+simply false.
+
+A filter that could only ever match nothing by mistake is refused with InvalidRequestError when it
+is compiled (before anything is embedded or searched): a filter that is not a dict, a field name
+that is empty, not a string or starts with "$", an unknown operator, an operator inside a value
+({"a": {"$in": [{"$gt": 1}]}}), operators mixed with plain keys ({"a": {"$gt": 1, "b": 2}}), a
+value that is not JSON (a set, a datetime, an object, a function, NaN, a lone surrogate), $in /
+$nin without a list, $gt / $gte / $lt / $lte without a number or string, $exists without a bool.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import operator
+from numbers import Real
 from typing import Any, Callable, Mapping
 
 from ..errors import InvalidRequestError
+from ..validation import check_text
 
 __all__ = ["compile_filter", "OPERATORS"]
 
 _MISSING = object()
 _ORDER = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
+EXAMPLE = '{"source": "docs", "year": {"$gte": 2020}, "tag": {"$in": ["a", "b"]}}'
+
+
+def _q(field: str) -> str:
+    """A field name as it appears in a JSON-style example."""
+    return json.dumps(field)
 
 
 def _eq(a: Any, b: Any) -> bool:
@@ -40,47 +60,97 @@ def _ordered(op: Callable[[Any, Any], bool], want: Any) -> Callable[[Any], bool]
     return check
 
 
-def _predicate(field: str, op: str, want: Any) -> Callable[[Any], bool]:
+def _json_value(value: Any, where: str) -> None:
+    """Refuse ``value`` unless it is JSON-like (what metadata can hold) with no operator inside."""
+    if value is None or isinstance(value, (bool, str)):
+        if isinstance(value, str):
+            check_text(value, where, allow_empty=True)
+        return
+    if isinstance(value, Real):
+        if not math.isfinite(value):
+            raise InvalidRequestError(f"{where}: {value!r} is not a JSON number, so no metadata can equal it")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _json_value(item, f"{where}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidRequestError(
+                    f"{where}: dict keys must be strings (metadata is JSON), got {key!r}; e.g. {EXAMPLE}")
+            check_text(key, f"{where}: key", allow_empty=True)
+            if key.startswith("$"):
+                raise InvalidRequestError(
+                    f"{where}: operator {key!r} inside a value; operators only go right under a field name, "
+                    f"e.g. {{\"year\": {{\"$gt\": 2020}}}} or {{\"tag\": {{\"$in\": [\"a\", \"b\"]}}}} "
+                    "(nested fields cannot be queried: compare the whole value, or store the field at the top level)")
+            _json_value(item, f"{where}[{key!r}]")
+        return
+    hint = "pass a list instead, e.g. sorted(values)" if isinstance(value, (set, frozenset)) else f"e.g. {EXAMPLE}"
+    raise InvalidRequestError(
+        f"{where}: a {type(value).__name__} is not a JSON value (str, number, bool, None, list or dict), so "
+        f"no metadata can equal it; {hint}")
+
+
+def _predicate(field: str, op: str, want: Any, *, plain: bool = False) -> Callable[[Any], bool]:
+    where = f"filter {field!r}" if plain else f"filter {field!r}: {op}"
     if op == "$eq":
+        _json_value(want, where)
         return lambda v: v is not _MISSING and _eq(v, want)
     if op == "$ne":
+        _json_value(want, where)
         return lambda v: v is _MISSING or not _eq(v, want)
     if op in _ORDER:
-        if not isinstance(want, (int, float, str)) or want is None:
-            raise InvalidRequestError(f"filter {field}: {op} needs a number or a string, got {want!r}")
+        if isinstance(want, bool) or not isinstance(want, (Real, str)):
+            raise InvalidRequestError(
+                f"{where} needs a number or a string, got {want!r}; e.g. {{{_q(field)}: {{\"{op}\": 2020}}}}")
+        _json_value(want, where)
         return _ordered(_ORDER[op], want)
     if op in ("$in", "$nin"):
-        if not isinstance(want, (list, tuple, set, frozenset)):
-            raise InvalidRequestError(f"filter {field}: {op} needs a list, got {type(want).__name__}")
+        if not isinstance(want, (list, tuple)):
+            hint = " (a set has no JSON form: pass sorted(values))" if isinstance(want, (set, frozenset)) else ""
+            raise InvalidRequestError(
+                f"{where} needs a list, got {type(want).__name__}{hint}; e.g. {{{_q(field)}: {{\"{op}\": [\"a\", \"b\"]}}}}")
         items = list(want)
+        for i, item in enumerate(items):
+            _json_value(item, f"{where}[{i}]")
         hit = lambda v: v is not _MISSING and any(_eq(v, w) for w in items)  # noqa: E731
         return hit if op == "$in" else (lambda v: not hit(v))
     if op == "$exists":
         if not isinstance(want, bool):
-            raise InvalidRequestError(f"filter {field}: $exists needs True or False, got {want!r}")
+            raise InvalidRequestError(f"{where} needs True or False, got {want!r}; e.g. {{{_q(field)}: {{\"$exists\": True}}}}")
         return lambda v: (v is not _MISSING) == want
-    raise InvalidRequestError(f"filter {field}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
+    raise InvalidRequestError(f"filter {field!r}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
 
 
 def compile_filter(filters: Mapping[str, Any] | None) -> Callable[[Mapping[str, Any]], bool] | None:
-    """A function metadata -> bool for ``filters`` (None when there is nothing to check)."""
+    """A function metadata -> bool for ``filters`` (None when there is nothing to check); a
+    malformed filter raises InvalidRequestError saying what was wrong."""
     if filters is None:
         return None
     if not isinstance(filters, Mapping):
-        raise InvalidRequestError(f"filters must be a dict, got {type(filters).__name__}")
+        raise InvalidRequestError(f"filters must be a dict of field -> value or {{operator: value}}, got "
+                                  f"{type(filters).__name__}; e.g. filters={EXAMPLE}")
     checks: list[tuple[str, Callable[[Any], bool]]] = []
     for field, cond in filters.items():
         if not isinstance(field, str) or not field:
-            raise InvalidRequestError(f"filter field names must be non-empty strings, got {field!r}")
+            raise InvalidRequestError(f"filter field names must be non-empty strings, got {field!r}; e.g. {EXAMPLE}")
+        check_text(field, "filter field name", allow_empty=True)
         if field.startswith("$"):
-            raise InvalidRequestError(f"unknown top-level filter operator {field!r}; filters are {{field: value or {{op: value}}}}")
+            raise InvalidRequestError(
+                f"filter field {field!r}: top-level operators ($and, $or, ...) are not supported; fields are "
+                f"ANDed, and for either-of on one field use $in, e.g. {{\"tag\": {{\"$in\": [\"a\", \"b\"]}}}}")
         if isinstance(cond, Mapping) and any(isinstance(k, str) and k.startswith("$") for k in cond):
+            others = [k for k in cond if not (isinstance(k, str) and k.startswith("$"))]
+            if others:
+                raise InvalidRequestError(
+                    f"filter {field!r}: operators mixed with plain keys {others!r} in {cond!r}; use only operators, "
+                    f"e.g. {{{_q(field)}: {{\"$gt\": 1, \"$lt\": 5}}}}, or only a plain value to compare with")
             for op, want in cond.items():
-                if not isinstance(op, str) or not op.startswith("$"):
-                    raise InvalidRequestError(f"filter {field}: mix of operators and plain keys in {cond!r}")
                 checks.append((field, _predicate(field, op, want)))
         else:
-            checks.append((field, _predicate(field, "$eq", cond)))
+            checks.append((field, _predicate(field, "$eq", cond, plain=True)))
     if not checks:
         return None
 

@@ -13,6 +13,7 @@ evaluated in Python on the table, never pasted into SQL.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -22,9 +23,10 @@ import uuid
 import warnings
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 from ..errors import ConfigurationError, InvalidRequestError
+from ..validation import check_identifier, check_text
 from .filters import compile_filter
 from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES, ApproximateIndex, Table
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
     from ..kit import Kit
 
-__all__ = ["Memory", "MemoryNotFoundError"]
+__all__ = ["Memory", "MemoryNotFoundError", "OwnerRequiredError"]
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 # Widths of the models kit.embed serves: known without an embedding call (so no key is needed to
@@ -49,19 +51,24 @@ _EMBED_CHUNK = 1024
 
 
 class MemoryNotFoundError(InvalidRequestError, KeyError):
-    """No memory with this id in this collection (never stored, or deleted)."""
+    """No memory with this id that this user may use (never stored, deleted, or another user's).
+
+    The message is the same in every case ("no memory 'mem_...' for user 'ana' in collection
+    'default'"), so it never tells whether an id exists for someone else."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 
+class OwnerRequiredError(InvalidRequestError, TypeError):
+    """``get``/``update``/``delete``/``history`` were called without ``user_id=`` as a keyword
+    (also a TypeError, as any call with the wrong arguments)."""
+
+
 # --- validation ---------------------------------------------------------------------------
 def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"{what} must be a str, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidRequestError(f"{what} is empty or whitespace only")
-    return value
+    """A non-blank string that is valid UTF-8 (no lone surrogates)."""
+    return check_text(value, what)
 
 
 def _choice(value: Any, options: Sequence[str], what: str) -> str:
@@ -89,12 +96,57 @@ def _epoch(value: Any, what: str) -> float:
 def _metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+    if not isinstance(value, Mapping):
         raise InvalidRequestError(f"{what} must be a dict with str keys, got {type(value).__name__}")
+    _check_strings(value, what)
     try:
         return json.loads(json.dumps(dict(value), allow_nan=False))
     except (TypeError, ValueError) as e:
         raise InvalidRequestError(f"{what} must be JSON-serialisable: {e}") from None
+
+
+def _check_strings(value: Any, where: str) -> None:
+    """Every key of every nested dict a str (JSON would turn 1 into "1" silently), and every key
+    and string valid UTF-8; other types are left to the JSON round trip."""
+    if isinstance(value, str):
+        check_text(value, where, allow_empty=True)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidRequestError(f"{where} keys must be str (metadata is JSON), got {k!r}")
+            check_text(k, f"{where} key", allow_empty=True)
+            _check_strings(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_strings(v, f"{where}[{i}]")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _owner_keyword(example: str) -> Callable[[_F], _F]:
+    """Make a missing or positional ``user_id`` (the signature before owners were checked) an
+    OwnerRequiredError that shows the call to write instead of Python's generic TypeError."""
+
+    def wrap(fn: _F) -> _F:
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        def call(self: "Memory", *args: Any, **kwargs: Any) -> Any:
+            if "user_id" in kwargs and len(args) <= 1:
+                return fn(self, *args, **kwargs)
+            if len(args) >= 2:
+                who = json.dumps(args[1]) if isinstance(args[1], str) else '"ana"'
+                raise OwnerRequiredError(
+                    f"{name}() takes only the memory id by position; pass the owner by keyword: "
+                    f"kit.memory.{name}(memory_id, user_id={who}{example})")
+            raise OwnerRequiredError(
+                f"{name}() needs the memory's owner as a keyword, e.g. kit.memory.{name}(memory_id, user_id=\"ana\"{example}): "
+                "user_id is required, since a memory is only read, changed or deleted for the user it belongs to")
+
+        return call  # type: ignore[return-value]
+
+    return wrap
 
 
 def _dt(ts: float) -> datetime | None:
@@ -113,10 +165,14 @@ class Memory:
     ``"agent"`` (private to that user and ``agent_id``) or ``"global"`` (seen by every user).
     ``memory_type`` is one of working, episodic, semantic, procedural. One collection holds
     vectors of one embedding model only (chosen at its first store; ``reembed`` migrates it).
+    ``get``, ``update``, ``delete`` and ``history`` take the caller as ``user_id=`` (required,
+    keyword-only): a memory is changed only by its owner, read by its owner (or by anyone if it
+    is global); another user's memory is a MemoryNotFoundError exactly like an unknown id.
 
     >>> m = kit.memory
     >>> mid = m.store("ada", "DuckDB runs inside the Python process.", metadata={"source": "notes"})
     >>> m.retrieve("ada", "Which database is embedded?", k=3)
+    >>> m.update(mid, user_id="ada", content="DuckDB runs in-process."); m.delete(mid, user_id="ada")
 
     ``Kit(memory={...})`` passes its keyword arguments (see ``OPTIONS``) to the Kit's memory.
     """
@@ -355,7 +411,8 @@ class Memory:
         user in the same scope returns the existing id (nothing duplicated, nothing deleted)."""
         _text(content, "content")
         return self.store_many(user_id, [content], memory_type=memory_type, scope=scope,
-                               metadata=None if metadata is None else [metadata], agent_id=agent_id,
+                               metadata=metadata if metadata is None or isinstance(metadata, Mapping) else [metadata],
+                               agent_id=agent_id,
                                created_at=created_at)[0]
 
     def store_many(
@@ -523,9 +580,8 @@ class Memory:
             if not types:
                 raise InvalidRequestError("memory_type must name at least one type")
             types = [MEMORY_TYPES.index(_choice(m, MEMORY_TYPES, "memory_type")) for m in types]
-        if agent_id is not None:
-            _text(agent_id, "agent_id")
-        match = compile_filter(filters)
+        agent_id = check_identifier(agent_id, "agent_id")
+        match = compile_filter(filters)  # a malformed filter fails here, before anything is embedded
         after = None if after is None else _epoch(after, "created_after")
         before = None if before is None else _epoch(before, "created_before")
         ranking = self.ranking.with_(weights, half_life_days=half_life, boost_cap=cap)
@@ -652,34 +708,50 @@ class Memory:
         )
 
     # --- get / update / delete / history -----------------------------------------------------
-    def _find(self, memory_id: Any) -> tuple[Table, int]:
+    # A memory belongs to its user_id, whatever its scope. Its owner may get, update, delete it and
+    # read its history; anyone may get a global memory and read its history. Everything else is
+    # the same MemoryNotFoundError as an id that never existed, with the same message.
+    def _missing(self, memory_id: str, user_id: str) -> MemoryNotFoundError:
+        return MemoryNotFoundError(f"no memory {memory_id!r} for user {user_id!r} in collection {self.collection!r}")
+
+    def _find(self, memory_id: Any, user_id: Any, *, change: bool) -> tuple[Table, int]:
         _text(memory_id, "memory_id")
+        _text(user_id, "user_id")
         t = self._sync()
         i = t.pos.get(memory_id)
-        if i is None:
-            raise MemoryNotFoundError(f"no memory {memory_id!r} in collection {self.collection!r} (never stored, or deleted)")
+        if i is None or not _may(t.rows[i]["user_id"], t.rows[i]["scope"], user_id, change):
+            raise self._missing(memory_id, user_id)
         return t, i
 
-    def get(self, memory_id: str) -> dict[str, Any]:
-        """The memory as a dict (content, metadata, scope, times, access count...)."""
-        with self._lock:
-            t, i = self._find(memory_id)
-            r = t.rows[i]
-            return {"id": memory_id, "content": r["content"], "memory_type": r["memory_type"], "scope": r["scope"],
-                    "user_id": r["user_id"], "agent_id": r.get("agent_id"), "metadata": dict(r["metadata"]),
-                    "created_at": _dt(t.created[i]), "updated_at": _dt(t.updated[i]),
-                    "last_accessed_at": _dt(t.accessed[i]), "access_count": int(t.count[i]), "model": r["model"]}
+    def _get(self, t: Table, i: int) -> dict[str, Any]:
+        r = t.rows[i]
+        return {"id": t.ids[i], "content": r["content"], "memory_type": r["memory_type"], "scope": r["scope"],
+                "user_id": r["user_id"], "agent_id": r.get("agent_id"), "metadata": dict(r["metadata"]),
+                "created_at": _dt(t.created[i]), "updated_at": _dt(t.updated[i]),
+                "last_accessed_at": _dt(t.accessed[i]), "access_count": int(t.count[i]), "model": r["model"]}
 
-    def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Change a memory's content (re-embedded) and/or replace its metadata; the change is kept
-        in ``history``. Returns the memory as ``get`` does."""
+    @_owner_keyword("")
+    def get(self, memory_id: str, *, user_id: str) -> dict[str, Any]:
+        """The memory as a dict (content, metadata, scope, times, access count...), if ``user_id``
+        owns it or it is global; otherwise MemoryNotFoundError, as for an unknown id."""
+        with self._lock:
+            return self._get(*self._find(memory_id, user_id, change=False))
+
+    @_owner_keyword(", content=\"...\"")
+    def update(self, memory_id: str, *, user_id: str, content: str | None = None,
+               metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Change a memory of ``user_id`` (global ones too, but only by the user who stored them):
+        its content (re-embedded) and/or its metadata (replaced); the change is kept in
+        ``history``. Returns the memory as ``get`` does. Another user's memory raises
+        MemoryNotFoundError, as an unknown id does, and nothing is embedded or written."""
         if content is None and metadata is None:
-            raise InvalidRequestError("update needs content= and/or metadata=")
+            raise InvalidRequestError("update needs content= and/or metadata=, e.g. "
+                                      "kit.memory.update(memory_id, user_id=\"ana\", content=\"...\")")
         if content is not None:
             _text(content, "content")
         meta = None if metadata is None else _metadata(metadata)
         with self._lock:
-            t, i = self._find(memory_id)
+            t, i = self._find(memory_id, user_id, change=True)
             old = t.rows[i]
             changed = (content is not None and content != old["content"]) or (meta is not None and meta != old["metadata"])
             if changed:
@@ -692,11 +764,13 @@ class Memory:
                     row["metadata"] = meta
                 self._write([row], vec[None])
                 t.replace(i, row, vec)
-            return self.get(memory_id)
+            return self._get(t, i)
 
-    def delete(self, memory_id: str, *, purge: bool = False) -> None:
-        """Delete a memory: no retrieve, get, frame or dedupe of any process sees it again; an
-        unknown id raises MemoryNotFoundError.
+    @_owner_keyword("")
+    def delete(self, memory_id: str, *, user_id: str, purge: bool = False) -> None:
+        """Delete a memory of ``user_id`` (global ones too, but only by the user who stored them):
+        no retrieve, get, frame or dedupe of any process sees it again. An unknown id, or another
+        user's memory, raises MemoryNotFoundError and deletes nothing.
 
         By default its past versions (content, metadata, embedding) stay in the event table, so
         ``history`` still shows them. ``purge=True`` also blanks them there (``history`` then
@@ -707,7 +781,7 @@ class Memory:
         if not isinstance(purge, bool):
             raise InvalidRequestError(f"purge must be True or False, got {purge!r}")
         with self._lock:
-            t, _ = self._find(memory_id)
+            t, _ = self._find(memory_id, user_id, change=True)
             row = {"row_id": uuid.uuid4().hex, "ts": time.time(), "op": "delete", "collection": self.collection, "memory_id": memory_id}
             self.log.append([row])
             self._pending.add(row["row_id"])
@@ -716,19 +790,25 @@ class Memory:
             if purge:
                 self.log.purge(self.collection, memory_id)
 
-    def history(self, memory_id: str) -> "pd.DataFrame":
-        """Every change of a memory, oldest first: changed_at, op, old/new content, old/new metadata."""
+    @_owner_keyword("")
+    def history(self, memory_id: str, *, user_id: str) -> "pd.DataFrame":
+        """Every change of a memory, oldest first: changed_at, op, old/new content, old/new metadata
+        (also after it was deleted). For its owner, or anyone if it is global; otherwise
+        MemoryNotFoundError, as for an id that was never stored."""
         _text(memory_id, "memory_id")
+        _text(user_id, "user_id")
         df = self.log.query(
             """SELECT to_timestamp(ts) AS changed_at, op,
                       lag(content) OVER w AS old_content, CASE WHEN op = 'delete' THEN NULL ELSE content END AS new_content,
                       lag(metadata) OVER w AS old_metadata, CASE WHEN op = 'delete' THEN NULL ELSE metadata END AS new_metadata,
-                      model
+                      model, user_id AS _owner, scope AS _scope
                FROM memory_events WHERE collection = ? AND memory_id = ? WINDOW w AS (ORDER BY ts, seq) ORDER BY ts, seq""",
             [self.collection, memory_id],
         )
-        if df.empty:
-            raise MemoryNotFoundError(f"no memory {memory_id!r} was ever stored in collection {self.collection!r}")
+        stored = df[df.op != "delete"]  # delete events carry no owner; a memory's owner and scope never change
+        if stored.empty or not _may(stored["_owner"].iloc[0], stored["_scope"].iloc[0], user_id, False):
+            raise self._missing(memory_id, user_id)
+        df = df.drop(columns=["_owner", "_scope"])
         for col in ("old_metadata", "new_metadata"):
             df[col] = [json.loads(v) if isinstance(v, str) else None for v in df[col]]
         return df
@@ -793,6 +873,11 @@ class Memory:
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _may(owner: str, scope: str, user_id: str, change: bool) -> bool:
+    """Whether ``user_id`` may read (``change`` False) or change a memory of ``owner`` in ``scope``."""
+    return owner == user_id or (not change and scope == "global")
+
+
 def _normalised(vectors: Any, n: int, dim: int | None, model: str | None) -> "np.ndarray":
     """``vectors`` as float32 (n, dim) with unit rows; anything else is an InvalidRequestError."""
     import numpy as np

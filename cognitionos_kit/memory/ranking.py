@@ -56,6 +56,9 @@ class Weights:
         for name, v in w.__dict__.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise InvalidRequestError(f"weight {name} must be a finite number >= 0, got {v!r}")
+        if not (w.similarity or w.decay or w.boost):
+            raise InvalidRequestError("weights are all 0: every memory would score 0 and the order would be arbitrary; "
+                                      "keep one > 0, e.g. weights={'similarity': 1.0, 'decay': 0, 'boost': 0}")
         return w
 
 

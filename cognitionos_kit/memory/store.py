@@ -79,7 +79,12 @@ class EventLog:
         self.home = Path(home).expanduser()
         self.db_path = self.home / "memory.duckdb"
         self.journal_dir = self.home / "memory-journal"
-        self.store = Store(self.db_path, self.journal_dir, MEMORY_MIGRATIONS, lock_timeout=lock_timeout, fsync=fsync)
+        self.store = Store(
+            self.db_path, self.journal_dir, MEMORY_MIGRATIONS, lock_timeout=lock_timeout, fsync=fsync,
+            label="memory database",
+            rebuild_hint=f"`python -m cognitionos_kit rebuild --memory --home {str(self.db_path.parent)!r}` "
+                         "(then restart the processes that use this memory)",
+        )
         self._folder = self.store._folder
         self._own = 0  # of _APPENDS[folder], the appends made through this EventLog
 
@@ -179,6 +184,9 @@ class EventLog:
             if name and done and journal.retire(journal.path, done[0][0]):
                 con.execute("DELETE FROM _journal_offsets WHERE file = ?", [name])
             con.execute("CHECKPOINT")
+        # ingested journals are archived for rebuilds: blank the purged memory there too
+        self.store.scrub_archive(EVENTS, {"collection": collection, "memory_id": memory_id},
+                                 ["content", "content_hash", "metadata", "embedding"])
 
     def query(self, sql: str, params: Sequence[Any]) -> "pd.DataFrame":
         """Run ``sql`` with bound ``params`` after ingesting every journal."""

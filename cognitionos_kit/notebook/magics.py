@@ -172,13 +172,14 @@ class _Footer:
 
     def __init__(self, c: Completion) -> None:
         self.c = c
-        self.text = c._footer() + (f" · fallback: {c.fallback_path}" if len(c.attempts) > 1 else "")
+        self.text = c.footer() + (f" · fallback: {c.fallback_path}" if len(c.attempts) > 1 else "")
 
     def __repr__(self) -> str:
         return self.text
 
     def _repr_html_(self) -> str:
-        return f"<div style='color:var(--jp-content-font-color2,#666);font-size:85%'>{html.escape(self.text)}</div>"
+        color = "#b45309;font-weight:600" if self.c.substituted else "var(--jp-content-font-color2,#666)"
+        return f"<div style='color:{color};font-size:85%'>{html.escape(self.text)}</div>"
 
 
 def run_llm(shell: Any, line: str, cell: str) -> None:

@@ -45,8 +45,13 @@ def _footer_html(c: Completion, shown: tuple[str, str] | None = None) -> str:
     ``shown`` already, as in a compare card's title); the line wraps between parts, never inside."""
     cost = "n/a" if c.cost_usd is None else f"${c.cost_usd:.6f}"
     parts = [] if shown == (c.provider, c.model) else [c.provider, c.model]
-    parts += [f"{c.prompt_tokens}+{c.completion_tokens} tokens", cost, f"{c.latency_ms:.0f} ms"]
+    approx = "~" if c.tokens_estimated else ""
+    parts += [f"{approx}{c.prompt_tokens}+{approx}{c.completion_tokens} tokens", cost, f"{c.latency_ms:.0f} ms"]
     line = " · ".join(f"<span style='white-space:nowrap'>{html.escape(p)}</span>" for p in parts)
+    if c.substituted:
+        who = "the simulator" if c.provider == "simulated" else c.served
+        line = (f"<span class='cok-substitute' style='color:#b45309;font-weight:600'>⚠ SUBSTITUTE: asked "
+                f"{html.escape(str(c.requested))}, answered by {html.escape(who)}</span><br>{line}")
     if len(c.attempts) > 1:
         path = " → ".join(html.escape(f"{a.provider} ({a.error_type or a.status})") for a in c.attempts)
         line += f"<br><span style='color:#a15c00'>fallback: {path}</span>"

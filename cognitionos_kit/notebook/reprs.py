@@ -98,6 +98,11 @@ class UsageSummary:
         self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
         self.unpriced_calls = int(ok["cost_usd"].isna().sum()) if len(ok) else 0
         self.tokens = int(ok["total_tokens"].astype("float64").fillna(0).sum()) if len(ok) else 0
+        # answers that did not come from what was asked (another vendor or model, the simulator)
+        sub = ok["substituted"] if len(ok) and "substituted" in ok else None
+        self.substituted = int(sub.eq(True).sum()) if sub is not None else 0
+        est = ok["tokens_estimated"] if len(ok) and "tokens_estimated" in ok else None
+        self.estimated = int(est.eq(True).sum()) if est is not None else 0
         lat = ok["latency_ms"].dropna().astype("float64") if len(ok) else pd.Series(dtype="float64")
         self.p50_ms, self.p95_ms = _quantile(lat, 0.5), _quantile(lat, 0.95)
         self.first = df["ts"].min() if len(df) else None
@@ -105,16 +110,20 @@ class UsageSummary:
         rows = []
         for provider, g in (df.groupby("provider", sort=True) if len(df) else []):
             gl = g.loc[g["status"] == "ok", "latency_ms"].dropna().astype("float64")
+            gs = g.loc[g["status"] == "ok", "substituted"] if "substituted" in g else None
             rows.append({
                 "provider": provider, "answered": int((g["status"] == "ok").sum()), "attempts": len(g),
-                "failures": int((g["status"] != "ok").sum()), "spend_usd": float(g["cost_usd"].sum()),
+                "failures": int((g["status"] != "ok").sum()),
+                "substitutes": int(gs.eq(True).sum()) if gs is not None else 0,
+                "spend_usd": float(g["cost_usd"].sum()),
                 "p50_ms": _quantile(gl, 0.5), "p95_ms": _quantile(gl, 0.95),
             })
-        cols = ["provider", "answered", "attempts", "failures", "spend_usd", "p50_ms", "p95_ms"]
+        cols = ["provider", "answered", "attempts", "failures", "substitutes", "spend_usd", "p50_ms", "p95_ms"]
         self.by_provider = pd.DataFrame(rows, columns=cols)
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("calls", "attempts", "failures", "failed_calls", "spend_usd", "unpriced_calls", "tokens", "p50_ms", "p95_ms")
+        keys = ("calls", "attempts", "failures", "failed_calls", "substituted", "estimated", "spend_usd", "unpriced_calls",
+                "tokens", "p50_ms", "p95_ms")
         return {k: getattr(self, k) for k in keys}
 
     def headline(self) -> str:
@@ -124,15 +133,17 @@ class UsageSummary:
         ms = lambda v: "—" if v is None else f"{v:,.0f} ms" if v >= 10 else f"{v:.1f} ms"  # noqa: E731
         unpriced = f" (+{self.unpriced_calls} unpriced)" if self.unpriced_calls else ""
         failed = f", {self.failed_calls} never answered" if self.failed_calls else ""
-        return (f"{self.title}: {self.calls} calls ({self.attempts} attempts, {self.failures} failed{failed}) · "
-                f"${self.spend_usd:.6f}{unpriced} · {self.tokens:,} tokens · latency p50 {ms(self.p50_ms)} / p95 {ms(self.p95_ms)}")
+        sub = f", {self.substituted} answered by a SUBSTITUTE" if self.substituted else ""
+        est = f" ({self.estimated} estimated)" if self.estimated else ""
+        return (f"{self.title}: {self.calls} calls ({self.attempts} attempts, {self.failures} failed{failed}{sub}) · "
+                f"${self.spend_usd:.6f}{unpriced} · {self.tokens:,} tokens{est} · latency p50 {ms(self.p50_ms)} / p95 {ms(self.p95_ms)}")
 
     def _rows(self) -> list[tuple]:
         r1 = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 1)  # noqa: E731
-        return [(r.provider, r.answered, r.attempts, r.failures, f"${r.spend_usd:.6f}", r1(r.p50_ms), r1(r.p95_ms))
-                for r in self.by_provider.itertuples()]
+        return [(r.provider, r.answered, r.attempts, r.failures, r.substitutes, f"${r.spend_usd:.6f}", r1(r.p50_ms),
+                 r1(r.p95_ms)) for r in self.by_provider.itertuples()]
 
-    _HEADERS = ("provider", "answered", "attempts", "failed", "spend", "p50 ms", "p95 ms")
+    _HEADERS = ("provider", "answered", "attempts", "failed", "substitutes", "spend", "p50 ms", "p95 ms")
 
     def __repr__(self) -> str:
         if not self.attempts:
@@ -142,5 +153,9 @@ class UsageSummary:
     def _repr_html_(self) -> str:
         if not self.attempts:
             return f"<div style='{_BOX};color:#666'>{html.escape(self.headline())}</div>"
-        return (f"<div style='{_BOX}'><div style='margin-bottom:2px'>{html.escape(self.headline())}</div>"
+        line = html.escape(self.headline())
+        if self.substituted:  # unmistakable: the words in orange
+            words = html.escape(f"{self.substituted} answered by a SUBSTITUTE")
+            line = line.replace(words, f"<b style='color:#b45309'>{words}</b>")
+        return (f"<div style='{_BOX}'><div style='margin-bottom:2px'>{line}</div>"
                 f"{html_table(self._HEADERS, self._rows())}</div>")

@@ -2,43 +2,38 @@
 
 The Anthropic way: the system prompt is a top-level ``system`` field, never a message, and
 ``max_tokens`` is always sent. ``temperature`` is never sent: Anthropic deprecated it (current
-Claude models answer 400, and the SDK no longer takes it), so the kit warns and leaves it out. Usage's ``input_tokens`` excludes prompt-cache reads and writes,
-so the kit's prompt_tokens adds them back.
+Claude models answer 400, and the SDK no longer takes it), so the kit warns and leaves it out.
+Usage's ``input_tokens`` excludes prompt-cache reads and writes, so the kit's prompt_tokens adds
+them back.
+
+Requests go through the SDK client's public ``post`` to ``/v1/messages`` (the path
+``messages.create`` posts to, with the same client, headers, retries and errors), and the kit
+reads the raw JSON and raw stream events itself: an answer without ``content``, without usage or
+with a garbage event becomes a clear ``bad_response`` (or estimated usage), never a bare
+TypeError, and no pydantic model is built on the first call of a process.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, AsyncIterator, Iterator
 
-from ..config import ProviderSettings
 from ..types import ProviderRequest, ProviderResponse, Usage
-from .base import LoopLocal, Provider, StreamItem, async_http_client, sync_http_client, translate_errors
+from .base import SDKProvider, StreamItem, bad_response, incomplete_stream, translate_errors
+
+_PATH = "/v1/messages"
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(SDKProvider):
     """Messages via ``anthropic.Anthropic`` / ``anthropic.AsyncAnthropic`` (imported lazily)."""
 
     name = "anthropic"
     temperature_range = None  # deprecated by Anthropic: not sent
-
-    def __init__(
-        self, settings: ProviderSettings, *, timeout: float = 60.0, max_retries: int = 2,
-        max_retry_wait: float | None = 20.0,
-    ) -> None:
-        self._settings = settings
-        self._timeout = timeout
-        self._max_retries = max_retries
-        self._max_retry_wait = max_retry_wait
-        self._client: Any = None
-        self._aclients = LoopLocal()
+    sdk_module, sync_client_name, async_client_name = "anthropic", "Anthropic", "AsyncAnthropic"
 
     @property
     def configured(self) -> bool:
         return bool(self._settings.api_key)
-
-    @property
-    def base_url(self) -> str | None:
-        return self._settings.base_url
 
     def _kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = dict(
@@ -47,25 +42,6 @@ class AnthropicProvider(Provider):
         if self._settings.base_url:
             kw["base_url"] = self._settings.base_url
         return kw
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import anthropic
-
-            self._client = anthropic.Anthropic(http_client=sync_http_client(anthropic, self._max_retry_wait), **self._kwargs())
-        return self._client
-
-    @property
-    def aclient(self) -> Any:
-        def make() -> Any:
-            import anthropic
-
-            return anthropic.AsyncAnthropic(
-                http_client=async_http_client(anthropic, self._max_retry_wait), **self._kwargs()
-            )
-
-        return self._aclients.get(make)
 
     @staticmethod
     def _params(req: ProviderRequest) -> dict[str, Any]:
@@ -81,92 +57,160 @@ class AnthropicProvider(Provider):
         return params
 
     @staticmethod
-    def _usage(u: Any, output_tokens: int | None = None) -> Usage:
-        read = getattr(u, "cache_read_input_tokens", None) or 0
-        written = getattr(u, "cache_creation_input_tokens", None) or 0
+    def _usage(u: Any, output_tokens: Any = None) -> Usage:
+        """Usage from a JSON ``usage`` object; missing parts are marked for the kit to count."""
+        if not isinstance(u, dict):
+            u = {}
+        def n(key: str) -> int | None:
+            v = u.get(key)
+            return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+        inp, read, written = n("input_tokens"), n("cache_read_input_tokens") or 0, n("cache_creation_input_tokens") or 0
+        out = output_tokens if isinstance(output_tokens, int) and output_tokens >= 0 else n("output_tokens")
         return Usage(
-            prompt_tokens=(getattr(u, "input_tokens", None) or 0) + read + written,
-            completion_tokens=output_tokens if output_tokens is not None else (getattr(u, "output_tokens", 0) or 0),
+            prompt_tokens=(inp or 0) + read + written,
+            completion_tokens=out or 0,
             cached_tokens=read,
             cache_write_tokens=written,
+            estimated=inp is None or out is None,
         )
 
-    def _response(self, msg: Any) -> ProviderResponse:
-        text = "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", None) == "text")
+    def _response(self, raw: Any, req: ProviderRequest) -> ProviderResponse:
+        ctype = raw.headers.get("content-type", "")
+        if "json" not in ctype.lower():
+            raise bad_response(self.name, req.model, f"the server answered with content type {ctype or 'none'!r}, "
+                                                     f"not JSON ({raw.text[:80]!r})")
+        try:
+            msg = json.loads(raw.content)
+        except ValueError as exc:
+            raise bad_response(self.name, req.model, f"the server's answer is not valid JSON ({exc})") from None
+        if not isinstance(msg, dict):
+            raise bad_response(self.name, req.model, f"the server's answer is not a JSON object ({str(msg)[:80]!r})")
+        content = msg.get("content")
+        if not isinstance(content, list):
+            raise bad_response(self.name, req.model, f"the answer has no content list ({str(msg)[:120]!r})")
+        text = "".join(b["text"] for b in content
+                       if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+        stop = msg.get("stop_reason")
         return ProviderResponse(
             content=text,
-            model=msg.model or "",
-            usage=self._usage(msg.usage),
-            finish_reason=msg.stop_reason,
-            response_id=msg.id,
+            model=str(msg.get("model") or ""),
+            usage=self._usage(msg.get("usage")),
+            finish_reason=stop if isinstance(stop, str) else None,
+            response_id=msg.get("id") if isinstance(msg.get("id"), str) else None,
         )
 
     def complete(self, req: ProviderRequest) -> ProviderResponse:
+        params, cast = self._params(req), self._response_class()
         with translate_errors(self.name, req.model):
-            msg = self.client.messages.create(**self._params(req))
-        return self._response(msg)
+            raw = self.client.post(_PATH, body=params, cast_to=cast)
+        return self._response(raw, req)
 
     async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
+        params, cast = self._params(req), self._response_class()
         with translate_errors(self.name, req.model):
-            msg = await self.aclient.messages.create(**self._params(req))
-        return self._response(msg)
+            raw = await self.aclient.post(_PATH, body=params, cast_to=cast)
+        return self._response(raw, req)
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
-        acc = _EventAccumulator(req.model)
+        import anthropic
+
+        acc = _EventAccumulator(self.name, req.model)
+        params = self._params(req)
         with translate_errors(self.name, req.model):
-            for event in self.client.messages.create(**self._params(req)):
-                text = acc.feed(event)
-                if text:
-                    yield text
+            events = self.client.post(_PATH, body=params, cast_to=object, stream=True,
+                                      stream_cls=anthropic.Stream[object])
+            try:
+                acc.check_content_type(events.response)
+                for event in events:
+                    text = acc.feed(event)
+                    if text:
+                        yield text
+            finally:
+                events.close()
         yield acc.result()
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
-        acc = _EventAccumulator(req.model)
+        import anthropic
+
+        acc = _EventAccumulator(self.name, req.model)
+        params = self._params(req)
         with translate_errors(self.name, req.model):
-            async for event in await self.aclient.messages.create(**self._params(req)):
-                text = acc.feed(event)
-                if text:
-                    yield text
+            events = await self.aclient.post(_PATH, body=params, cast_to=object, stream=True,
+                                             stream_cls=anthropic.AsyncStream[object])
+            try:
+                acc.check_content_type(events.response)
+                async for event in events:
+                    text = acc.feed(event)
+                    if text:
+                        yield text
+            finally:
+                await events.close()
         yield acc.result()
 
 
 class _EventAccumulator:
-    """Reads Messages stream events: input usage from message_start, output from message_delta."""
+    """Reads Messages stream events (raw JSON): input usage from message_start, output from
+    message_delta, completion from message_stop (a stream without it is ``incomplete_stream``)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.requested = model
         self.model = model
         self.parts: list[str] = []
         self.start_usage: Any = None
         self.output_tokens: int | None = None
         self.stop_reason: str | None = None
         self.response_id: str | None = None
+        self.stopped = False
+        self.events = 0
+
+    def check_content_type(self, response: Any) -> None:
+        ctype = response.headers.get("content-type", "")
+        if "text/event-stream" not in ctype.lower():
+            raise bad_response(self.provider, self.requested,
+                               f"a stream was requested but the server answered with content type {ctype or 'none'!r}")
 
     def feed(self, event: Any) -> str:
-        kind = getattr(event, "type", None)
+        self.events += 1
+        if not isinstance(event, dict):
+            raise bad_response(self.provider, self.requested, f"a stream event is not a JSON object ({str(event)[:80]!r})")
+        kind = event.get("type")
         if kind == "message_start":
-            self.start_usage = event.message.usage
-            self.model = event.message.model or self.model
-            self.response_id = event.message.id
-        elif kind == "content_block_delta" and getattr(event.delta, "type", None) == "text_delta":
-            self.parts.append(event.delta.text)
-            return event.delta.text
+            message = event.get("message")
+            if not isinstance(message, dict):
+                raise bad_response(self.provider, self.requested, "message_start without a message")
+            self.start_usage = message.get("usage")
+            self.model = str(message.get("model") or self.model)
+            self.response_id = message.get("id") if isinstance(message.get("id"), str) else None
+        elif kind == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                self.parts.append(delta["text"])
+                return delta["text"]
         elif kind == "message_delta":
-            self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
-            usage = getattr(event, "usage", None)
-            if usage is not None and getattr(usage, "output_tokens", None) is not None:
-                self.output_tokens = usage.output_tokens
-            if usage is not None and getattr(usage, "input_tokens", None) is not None:
-                self.start_usage = usage  # newer API versions send cumulative input usage here too
+            delta = event.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.stop_reason = delta["stop_reason"]
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                if isinstance(usage.get("output_tokens"), int):
+                    self.output_tokens = usage["output_tokens"]
+                if isinstance(usage.get("input_tokens"), int):
+                    self.start_usage = usage  # newer API versions send cumulative input usage here too
+        elif kind == "message_stop":
+            self.stopped = True
+        elif kind is None:
+            raise bad_response(self.provider, self.requested, f"a stream event has no type ({str(event)[:80]!r})")
         return ""
 
     def result(self) -> ProviderResponse:
-        usage = AnthropicProvider._usage(self.start_usage, self.output_tokens or 0)
-        if self.start_usage is None:
-            usage.estimated = True
+        if not self.stopped:
+            what = "no events" if not self.events else f"{self.events} event(s) and no message_stop"
+            raise incomplete_stream(self.provider, self.requested, what)
         return ProviderResponse(
             content="".join(self.parts),
             model=self.model,
-            usage=usage,
+            usage=AnthropicProvider._usage(self.start_usage, self.output_tokens),
             finish_reason=self.stop_reason,
             response_id=self.response_id,
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import json
+import time
 import weakref
 from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Union
@@ -31,6 +32,15 @@ class Provider(ABC):
         """True when the provider can be called (a key is set, or none is needed)."""
         return True
 
+    def prepare(self, is_async: bool = False) -> float:
+        """Import the SDK and build its client now, outside any attempt's timing; returns the
+        milliseconds that took (0.0 when there was nothing to do)."""
+        return 0.0
+
+    async def aprepare(self) -> float:
+        """``prepare`` for the running event loop."""
+        return self.prepare(True)
+
     @abstractmethod
     def complete(self, req: ProviderRequest) -> ProviderResponse: ...
 
@@ -47,6 +57,69 @@ class Provider(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+class SDKProvider(Provider):
+    """A provider behind an official SDK: settings, lazily built sync and per-loop async clients
+    (with the kit's HTTP clients: attempt deadlines, request counts, retry cap), set-up kept out
+    of attempt timing. Subclasses name the SDK module and its two client classes."""
+
+    sdk_module: ClassVar[str] = ""
+    sync_client_name: ClassVar[str] = ""
+    async_client_name: ClassVar[str] = ""
+
+    def __init__(self, settings: Any, *, timeout: float = 60.0, max_retries: int = 2,
+                 max_retry_wait: float | None = 20.0) -> None:
+        self._settings = settings
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._max_retry_wait = max_retry_wait
+        self._client: Any = None
+        self._aclients = LoopLocal()
+        self._httpx: Any = None
+
+    @property
+    def base_url(self) -> str | None:
+        return self._settings.base_url
+
+    def _kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _make(self, is_async: bool) -> Any:
+        import importlib
+
+        from .http import async_http_client, sync_http_client
+
+        sdk = importlib.import_module(self.sdk_module)
+        http = (async_http_client if is_async else sync_http_client)(sdk, self._max_retry_wait)
+        cls = getattr(sdk, self.async_client_name if is_async else self.sync_client_name)
+        return cls(http_client=http, **self._kwargs())
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._make(False)
+        return self._client
+
+    @property
+    def aclient(self) -> Any:
+        return self._aclients.get(lambda: self._make(True))
+
+    def prepare(self, is_async: bool = False) -> float:
+        if is_async:
+            return 0.0 if self._aclients.has() else timed(lambda: self.aclient)
+        return 0.0 if self._client is not None else timed(lambda: self.client)
+
+    async def aprepare(self) -> float:
+        return await aprepare_sdk(self.sdk_module, self._aclients.has(), lambda: self.aclient)
+
+    def _response_class(self) -> Any:
+        """``httpx2.Response``: passed as ``cast_to``, the SDK hands back the raw response to read."""
+        if self._httpx is None:
+            import httpx2
+
+            self._httpx = httpx2.Response
+        return self._httpx
+
+
 class LoopLocal:
     """One async SDK client per event loop: a connection pool cannot cross loops
     (e.g. successive ``asyncio.run`` calls in a script or test).
@@ -59,6 +132,13 @@ class LoopLocal:
     def __init__(self) -> None:
         self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
         self._closers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+
+    def has(self) -> bool:
+        """True when the running loop already has its client."""
+        try:
+            return asyncio.get_running_loop() in self._clients
+        except RuntimeError:
+            return False
 
     def get(self, factory: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -80,97 +160,10 @@ async def _close_at_shutdown(client: Any) -> AsyncIterator[None]:
         await client.close()
 
 
-# --- the SDK's one retry loop, bounded ---------------------------------------------------
-# Both SDKs sleep for whatever Retry-After says, up to 120 s per retry, before the fallback chain
-# gets a chance. A response hook marks a longer requested wait with the SDKs' own
-# ``x-should-retry: false`` header, so the SDK raises at once and the chain moves on.
-_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """The server-requested wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date).
-
-    Written here because the SDKs' own parser (``_parse_retry_after_header``) is private; this
-    reads the same headers the same way."""
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return float(value) / divisor
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        import email.utils
-        import time
-
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is not None:
-            return email.utils.mktime_tz(parsed) - time.time()
-    return None
-
-
-def _cap_retry(response: Any, max_wait: float) -> None:
-    if response.status_code in _RETRY_STATUSES and "x-should-retry" not in response.headers:
-        wait = retry_after_seconds(response.headers)
-        if wait is not None and wait > max_wait:
-            response.headers["x-should-retry"] = "false"
-
-
-def retry_cap_hooks(max_wait: float | None, *, is_async: bool) -> dict[str, list] | None:
-    """httpx event hooks that stop the SDK waiting longer than ``max_wait`` seconds to retry."""
-    if max_wait is None:
-        return None
-    if is_async:
-        async def hook(response: Any) -> None:
-            _cap_retry(response, max_wait)
-    else:
-        def hook(response: Any) -> None:  # type: ignore[misc]
-            _cap_retry(response, max_wait)
-    return {"response": [hook]}
-
-
-def sync_http_client(sdk: Any, max_retry_wait: float | None) -> Any:
-    """The SDK's default sync httpx client, with the retry cap hook."""
-    hooks = retry_cap_hooks(max_retry_wait, is_async=False)
-    return sdk.DefaultHttpxClient(event_hooks=hooks) if hooks else None
-
-
-def async_http_client(sdk: Any, max_retry_wait: float | None = None) -> Any:
-    """The HTTP client for an async SDK client: the SDK's own aiohttp transport when aiohttp
-    is installed (``COGNITIONOS_ASYNC_HTTP=httpx`` opts out), else the SDK's default; both
-    with the retry cap hook.
-
-    Why aiohttp: at experiment concurrency (64 requests in flight) the default pool spends
-    about 1.2 ms of CPU per request choosing a connection; aiohttp's pool does not
-    (benchmarks/bench_experiment.py measures both).
-    """
-    hooks = retry_cap_hooks(max_retry_wait, is_async=True)
-    kw = {"event_hooks": hooks} if hooks else {}
-
-    def default() -> Any:
-        return sdk.DefaultAsyncHttpxClient(**kw) if hooks else None
-
-    if os.environ.get("COGNITIONOS_ASYNC_HTTP", "aiohttp").lower() == "httpx":
-        return default()
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return default()
-    factory = getattr(sdk, "DefaultAioHttpClient", None)
-    if factory is None:
-        return default()
-    try:
-        return factory(**kw)
-    except RuntimeError:  # the SDK was installed without its aiohttp extra
-        return default()
-
-
 class translate_errors:
-    """``with translate_errors(provider, model):`` an SDK or transport exception leaves the block
-    as a ``ProviderError``. Its cause is not chained: an SDK error can echo request headers or
-    a body holding the API key, and a printed traceback would show it."""
+    """``with translate_errors(provider, model):`` an SDK, transport or decoding exception leaves
+    the block as a ``ProviderError``. Its cause is not chained: an SDK error can echo request
+    headers or a body holding the API key, and a printed traceback would show it."""
 
     __slots__ = ("provider", "model")
 
@@ -183,51 +176,105 @@ class translate_errors:
     def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is None or not isinstance(exc, Exception) or isinstance(exc, ProviderError):
             return False
-        err = classify_sdk_error(exc, self.provider, self.model)
+        err = classify_error(exc, self.provider, self.model)
         if err is None:
             return False
         raise err from None
 
 
-def classify_sdk_error(exc: BaseException, provider: str, model: str) -> ProviderError | None:
-    """Turn an openai/anthropic SDK exception into a ProviderError; None if it is not one.
+def bad_response(provider: str, model: str, what: str) -> ProviderError:
+    """A 200 the kit cannot read: another provider may do better, so the chain moves on."""
+    return ProviderError(f"{provider}/{model}: {what}", provider=provider, model=model, error_type="bad_response")
+
+
+def incomplete_stream(provider: str, model: str, what: str) -> ProviderError:
+    """A stream that ended without the provider's finish event: never an "ok" answer."""
+    return ProviderError(f"{provider}/{model}: the stream ended without its final event ({what})",
+                         provider=provider, model=model, error_type="incomplete_stream")
+
+
+async def aprepare_sdk(module: str, has_client: bool, make: Callable[[], Any]) -> float:
+    """Build an async client for the running loop. The SDK is imported in a worker thread: its
+    import takes seconds, and on the loop's thread it would stall every other call in flight
+    (their deadlines running) while it happened."""
+    if has_client:
+        return 0.0
+    import importlib
+    import sys
+
+    t0 = time.perf_counter()
+    if module not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, module)
+    make()
+    return (time.perf_counter() - t0) * 1000
+
+
+def timed(fn: Any) -> float:
+    """Run ``fn()``; return how long it took in milliseconds."""
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def classify_error(exc: BaseException, provider: str, model: str) -> ProviderError | None:
+    """Turn an openai/anthropic SDK, transport or decoding exception into a ProviderError;
+    None if it is none of those.
 
     Both SDKs share their error class names (generated by the same tool), so one function
     serves both without importing either.
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "APIError" not in names:
+        if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+            return bad_response(provider, model, f"the server's answer is not valid JSON ({exc})")
         return _transport_error(exc, names, provider, model)
     status = getattr(exc, "status_code", None)
     message = _sdk_message(exc)
+    if "APIResponseValidationError" in names:
+        return bad_response(provider, model, f"the server's answer does not have the expected shape ({message})")
     if "APITimeoutError" in names and not _dropped_connection(exc):
-        kind, retryable = "timeout", True
+        kind = "timeout"
     elif "APIConnectionError" in names:
-        kind, retryable = "connection_error", True
+        kind = "connection_error"
+    elif status == 200 or status is None:
+        kind = _error_event_kind(exc)  # an error event inside a 200 stream
+    elif status == 408:
+        kind = "timeout"
     elif status == 429:
-        kind, retryable = "rate_limit", True
+        kind = "rate_limit"
     elif status == 529:
-        kind, retryable = "overloaded", True
-    elif status is not None and status >= 500:
-        kind, retryable = "server_error", True
+        kind = "overloaded"
+    elif status >= 500:
+        kind = "server_error"
     elif status in (401, 403):
-        kind, retryable = "auth_error", True
+        kind = "auth_error"
     elif status == 404:
-        kind, retryable = "not_found", True  # the model does not exist at this provider
+        kind = "not_found"  # the model does not exist at this provider (or this key cannot use it)
     elif status in _INVALID_REQUEST_STATUSES:
-        kind, retryable = "invalid_request", False
-    elif status is not None:
-        kind, retryable = f"http_{status}", True
+        kind = "invalid_request"
     else:
-        kind, retryable = "api_error", True
+        kind = "http_error"
     return ProviderError(
         f"{provider}/{model}: {message}",
         provider=provider,
         model=model,
         error_type=kind,
-        status_code=status,
-        retryable=retryable,
+        status_code=status if status != 200 else None,
+        retryable=kind != "invalid_request",
     )
+
+
+def _error_event_kind(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    typ = str(err.get("type") or "") if isinstance(err, dict) else ""
+    if "overloaded" in typ:
+        return "overloaded"
+    if "rate_limit" in typ:
+        return "rate_limit"
+    if "invalid_request" in typ:
+        return "invalid_request"
+    return "server_error"
 
 
 # The SDKs wrap transport errors raised while sending a request, but not those raised while
@@ -245,6 +292,7 @@ def _transport_error(exc: BaseException, names: set[str], provider: str, model: 
         f"{provider}/{model}: {type(exc).__name__}: {exc or 'connection lost'}",
         provider=provider, model=model, error_type=kind, retryable=True,
     )
+
 
 
 # aiohttp errors the SDKs' aiohttp transport reports as a connect *timeout* although nothing timed out

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, AsyncIterator, Iterator
 
-from ..config import ProviderSettings
-from ..errors import ProviderError
 from ..types import ProviderRequest, ProviderResponse, Usage
-from .base import LoopLocal, Provider, StreamItem, async_http_client, sync_http_client, translate_errors
+from .base import SDKProvider, StreamItem, bad_response, incomplete_stream, translate_errors
 
 # Reasoning models take max_completion_tokens; older and compatible servers take max_tokens.
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
-# Plain (non-streaming) completions go through the SDK client's public ``post``: same auth,
-# base URL, headers, retry loop, timeouts and error classes as ``chat.completions.create``, minus
-# two per-call costs that buy nothing for the kit's requests. ``create`` re-walks its TypedDict
-# annotations to transform the params (about 0.4 ms of CPU per call; an identity for text
-# messages) and builds a pydantic ChatCompletion (about 0.3 ms) of which the kit reads five
-# fields. ``cast_to=object`` hands back the parsed JSON. tests/test_wire.py checks that
-# both paths put the same request on the wire.
+# Completions go through the SDK client's public ``post``: same auth, base URL, headers, retry
+# loop, timeouts and error classes as ``chat.completions.create``, minus two per-call costs that
+# buy nothing for the kit's requests. ``create`` re-walks its TypedDict annotations to transform
+# the params (about 0.4 ms of CPU per call; an identity for text messages) and builds pydantic
+# models of which the kit reads five fields. The kit reads the raw body itself, so that an answer
+# it cannot use (not JSON, wrong content type, no choices, a stream without its finish) is a clear
+# ``bad_response`` that falls back, never a bare JSONDecodeError or an empty "success".
+# tests/test_wire.py checks that both paths put the same request on the wire.
 _CHAT_PATH = "/chat/completions"
 _CHAT_OPTIONS: dict[str, Any] = {"security": {"bearer_auth": True}}
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(SDKProvider):
     """Chat completions and embeddings via ``openai.OpenAI`` / ``openai.AsyncOpenAI``.
 
     The SDK's own retry loop (``max_retries``, honouring ``Retry-After``) is the only one: the
@@ -32,26 +32,12 @@ class OpenAIProvider(Provider):
 
     name = "openai"
     temperature_range = (0.0, 2.0)
-
-    def __init__(
-        self, settings: ProviderSettings, *, timeout: float = 60.0, max_retries: int = 2,
-        max_retry_wait: float | None = 20.0,
-    ) -> None:
-        self._settings = settings
-        self._timeout = timeout
-        self._max_retries = max_retries
-        self._max_retry_wait = max_retry_wait
-        self._client: Any = None
-        self._aclients = LoopLocal()
+    sdk_module, sync_client_name, async_client_name = "openai", "OpenAI", "AsyncOpenAI"
 
     @property
     def configured(self) -> bool:
         # a base URL alone is enough: local servers (Ollama, vLLM, llama.cpp) need no key
         return bool(self._settings.api_key or self._settings.base_url)
-
-    @property
-    def base_url(self) -> str | None:
-        return self._settings.base_url
 
     def _kwargs(self) -> dict[str, Any]:
         return dict(
@@ -60,23 +46,6 @@ class OpenAIProvider(Provider):
             timeout=self._timeout,
             max_retries=self._max_retries,
         )
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import openai
-
-            self._client = openai.OpenAI(http_client=sync_http_client(openai, self._max_retry_wait), **self._kwargs())
-        return self._client
-
-    @property
-    def aclient(self) -> Any:
-        def make() -> Any:
-            import openai
-
-            return openai.AsyncOpenAI(http_client=async_http_client(openai, self._max_retry_wait), **self._kwargs())
-
-        return self._aclients.get(make)
 
     # --- request / response mapping ---------------------------------------------------
     @staticmethod
@@ -98,115 +67,190 @@ class OpenAIProvider(Provider):
         return params
 
     @staticmethod
-    def _usage(u: Any) -> Usage:
-        if u is None:
-            return Usage(estimated=True)
-        details = getattr(u, "prompt_tokens_details", None)
-        cached = getattr(details, "cached_tokens", None) or 0
-        return Usage(
-            prompt_tokens=u.prompt_tokens or 0,
-            completion_tokens=u.completion_tokens or 0,
-            cached_tokens=cached,
-        )
-
-    @staticmethod
     def _json_usage(u: Any) -> Usage:
+        """Usage from the body's ``usage``; missing or malformed parts are left for the kit to count."""
         if not isinstance(u, dict):
             return Usage(estimated=True)
-        details = u.get("prompt_tokens_details") or {}
+        p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+        details = u.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        ok = isinstance(p, int) and isinstance(c, int) and p >= 0 and c >= 0
         return Usage(
-            prompt_tokens=u.get("prompt_tokens") or 0,
-            completion_tokens=u.get("completion_tokens") or 0,
-            cached_tokens=(details.get("cached_tokens") if isinstance(details, dict) else 0) or 0,
+            prompt_tokens=p if isinstance(p, int) and p >= 0 else 0,
+            completion_tokens=c if isinstance(c, int) and c >= 0 else 0,
+            cached_tokens=cached if isinstance(cached, int) and cached >= 0 else 0,
+            estimated=not ok,
         )
 
-    def _response(self, data: Any, req: ProviderRequest) -> ProviderResponse:
-        """Map a chat-completions JSON body (a dict) to the kit's response."""
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise ProviderError(
-                f"{self.name}/{req.model}: the server answered with something that is not a chat completion "
-                f"({str(data)[:120]!r}); check OPENAI_BASE_URL points at an OpenAI-compatible /v1 endpoint",
-                provider=self.name, model=req.model, error_type="bad_response", retryable=True,
+    def _body(self, raw: Any, req: ProviderRequest) -> dict[str, Any]:
+        """The JSON object of a non-streaming answer, or a bad_response error saying what is wrong."""
+        ctype = raw.headers.get("content-type", "")
+        if "json" not in ctype.lower():
+            raise bad_response(self.name, req.model,
+                               f"the server answered with content type {ctype or 'none'!r}, not a chat completion "
+                               f"({raw.text[:80]!r}); check OPENAI_BASE_URL points at an OpenAI-compatible /v1 endpoint")
+        try:
+            data = json.loads(raw.content)
+        except ValueError as exc:
+            raise bad_response(self.name, req.model, f"the server's answer is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise bad_response(self.name, req.model, f"the server's answer is not a JSON object ({str(data)[:80]!r})")
+        return data
+
+    def _response(self, data: dict[str, Any], req: ProviderRequest) -> ProviderResponse:
+        """Map a chat-completions JSON body to the kit's response."""
+        choices = data.get("choices")
+        if not isinstance(choices, list):
+            raise bad_response(
+                self.name, req.model,
+                f"the server answered with something that is not a chat completion ({str(data)[:120]!r}); "
+                "check OPENAI_BASE_URL points at an OpenAI-compatible /v1 endpoint",
             )
-        choices = data.get("choices") or []
-        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-        message = choice.get("message") or {}
+        if not choices or not isinstance(choices[0], dict):
+            raise bad_response(self.name, req.model, "the answer has no choices")
+        choice = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise bad_response(self.name, req.model, "the answer's first choice has no message")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise bad_response(self.name, req.model, f"the answer's content is not text ({type(content).__name__})")
+        finish = choice.get("finish_reason")
+        if not content and finish not in ("content_filter", "length", "stop", "tool_calls"):
+            raise bad_response(self.name, req.model, "the answer has neither text nor a finish reason")
         return ProviderResponse(
-            content=message.get("content") or "",
-            model=data.get("model") or "",
+            content=content or "",
+            model=str(data.get("model") or ""),
             usage=self._json_usage(data.get("usage")),
-            finish_reason=choice.get("finish_reason"),
-            response_id=data.get("id"),
+            finish_reason=finish if isinstance(finish, str) else None,
+            response_id=data.get("id") if isinstance(data.get("id"), str) else None,
         )
 
     # --- calls ------------------------------------------------------------------------
     def complete(self, req: ProviderRequest) -> ProviderResponse:
+        params, cast = self._params(req), self._response_class()
         with translate_errors(self.name, req.model):
-            data = self.client.post(_CHAT_PATH, body=self._params(req), cast_to=object, options=_CHAT_OPTIONS)
-        return self._response(data, req)
+            raw = self.client.post(_CHAT_PATH, body=params, cast_to=cast, options=_CHAT_OPTIONS)
+        return self._response(self._body(raw, req), req)
 
     async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
+        params, cast = self._params(req), self._response_class()
         with translate_errors(self.name, req.model):
-            data = await self.aclient.post(_CHAT_PATH, body=self._params(req), cast_to=object, options=_CHAT_OPTIONS)
-        return self._response(data, req)
+            raw = await self.aclient.post(_CHAT_PATH, body=params, cast_to=cast, options=_CHAT_OPTIONS)
+        return self._response(self._body(raw, req), req)
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
-        acc = _StreamAccumulator(req.model)
+        import openai
+
+        acc = _StreamAccumulator(self.name, req.model)
+        params = self._params(req)
         with translate_errors(self.name, req.model):
-            for chunk in self.client.chat.completions.create(**self._params(req)):
-                text = acc.feed(chunk)
-                if text:
-                    yield text
-        yield acc.result(self._usage)
+            events = self.client.post(_CHAT_PATH, body=params, cast_to=object, options=_CHAT_OPTIONS,
+                                      stream=True, stream_cls=openai.Stream[object])
+            try:
+                acc.check_content_type(events.response)
+                for chunk in events:
+                    text = acc.feed(chunk)
+                    if text:
+                        yield text
+            finally:
+                events.close()
+        yield acc.result()
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
-        acc = _StreamAccumulator(req.model)
+        import openai
+
+        acc = _StreamAccumulator(self.name, req.model)
+        params = self._params(req)
         with translate_errors(self.name, req.model):
-            async for chunk in await self.aclient.chat.completions.create(**self._params(req)):
-                text = acc.feed(chunk)
-                if text:
-                    yield text
-        yield acc.result(self._usage)
+            events = await self.aclient.post(_CHAT_PATH, body=params, cast_to=object,
+                                             options=_CHAT_OPTIONS, stream=True, stream_cls=openai.AsyncStream[object])
+            try:
+                acc.check_content_type(events.response)
+                async for chunk in events:
+                    text = acc.feed(chunk)
+                    if text:
+                        yield text
+            finally:
+                await events.close()
+        yield acc.result()
 
     # --- embeddings -------------------------------------------------------------------
     def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], Usage, str]:
         with translate_errors(self.name, model):
             resp = self.client.embeddings.create(model=model, input=texts)
-        vectors = [d.embedding for d in sorted(resp.data, key=lambda d: d.index)]
-        tokens = getattr(resp.usage, "prompt_tokens", 0) or 0
-        return vectors, Usage(prompt_tokens=tokens), resp.model or model
+        data = getattr(resp, "data", None)
+        if not isinstance(data, list) or len(data) != len(texts):
+            raise bad_response(self.name, model, f"the embeddings answer holds {len(data) if isinstance(data, list) else 'no'} "
+                                                 f"vector(s) for {len(texts)} input(s)")
+        try:
+            vectors = [list(d.embedding) for d in sorted(data, key=lambda d: d.index)]
+        except (AttributeError, TypeError) as exc:
+            raise bad_response(self.name, model, f"the embeddings answer is malformed ({exc})") from None
+        dims = {len(v) for v in vectors}
+        if len(dims) != 1 or 0 in dims or not all(isinstance(x, (int, float)) for x in vectors[0][:4]):
+            raise bad_response(self.name, model, "the embeddings answer holds vectors of different or zero length")
+        tokens = getattr(getattr(resp, "usage", None), "prompt_tokens", None)
+        usage = Usage(prompt_tokens=tokens) if isinstance(tokens, int) else Usage(estimated=True)
+        return vectors, usage, getattr(resp, "model", None) or model
 
 
 class _StreamAccumulator:
-    """Collects a chat-completions stream: text so far, the final usage chunk, finish reason."""
+    """Collects a chat-completions stream (raw JSON chunks): text, usage chunk, finish reason.
 
-    def __init__(self, model: str) -> None:
+    A stream is complete only when a choice carried a ``finish_reason``; one that ends without
+    it (a dropped proxy, a server killed mid-answer) is ``incomplete_stream``, never "ok"."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.requested = model
         self.parts: list[str] = []
         self.model = model
         self.usage: Any = None
         self.finish_reason: str | None = None
         self.response_id: str | None = None
+        self.events = 0
+
+    def check_content_type(self, response: Any) -> None:
+        ctype = response.headers.get("content-type", "")
+        if "text/event-stream" not in ctype.lower():
+            raise bad_response(self.provider, self.requested,
+                               f"a stream was requested but the server answered with content type {ctype or 'none'!r}")
 
     def feed(self, chunk: Any) -> str:
-        self.response_id = self.response_id or getattr(chunk, "id", None)
-        self.model = getattr(chunk, "model", None) or self.model
-        if getattr(chunk, "usage", None) is not None:
-            self.usage = chunk.usage
+        self.events += 1
+        if not isinstance(chunk, dict):
+            raise bad_response(self.provider, self.requested, f"a stream event is not a JSON object ({str(chunk)[:80]!r})")
+        if self.response_id is None and isinstance(chunk.get("id"), str):
+            self.response_id = chunk["id"]
+        if isinstance(chunk.get("model"), str) and chunk["model"]:
+            self.model = chunk["model"]
+        if chunk.get("usage") is not None:
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if choices is None and "usage" not in chunk:
+            raise bad_response(self.provider, self.requested, f"a stream event has no choices ({str(chunk)[:80]!r})")
         text = ""
-        for choice in chunk.choices or ():
-            if choice.delta and choice.delta.content:
-                text += choice.delta.content
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
+        for choice in choices or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                text += delta["content"]
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
         if text:
             self.parts.append(text)
         return text
 
-    def result(self, to_usage) -> ProviderResponse:
+    def result(self) -> ProviderResponse:
+        if self.finish_reason is None:
+            what = "no events" if not self.events else f"{self.events} event(s) and no finish_reason"
+            raise incomplete_stream(self.provider, self.requested, what)
         return ProviderResponse(
             content="".join(self.parts),
             model=self.model,
-            usage=to_usage(self.usage),  # estimated=True when the server sent no usage chunk
+            usage=OpenAIProvider._json_usage(self.usage),  # estimated when the server sent no usage chunk
             finish_reason=self.finish_reason,
             response_id=self.response_id,
         )

@@ -22,6 +22,7 @@ from .. import tokens
 from ..errors import ProviderError
 from ..types import ProviderRequest, ProviderResponse, Usage
 from .base import Provider, StreamItem
+from .http import current_attempt
 
 SIMULATED_MODELS = ("sim-large", "sim-small", "sim-nano")
 
@@ -136,20 +137,47 @@ class SimulatedProvider(Provider):
             retryable=retryable,
         )
 
+    def _budget(self, seconds: float) -> tuple[float, bool]:
+        """How long to sleep, and whether the attempt's deadline cuts it short (a timeout)."""
+        io = current_attempt()
+        if io is None or seconds <= 0:
+            return seconds, False
+        left = max(0.0, io.remaining())
+        if seconds >= left:
+            io.timed_out = True
+            return left, True
+        return seconds, False
+
+    def _timeout(self, req: ProviderRequest) -> ProviderError:
+        return ProviderError(f"{self.name}/{req.model}: no answer within the attempt's timeout", provider=self.name,
+                             model=req.model, error_type="timeout")
+
+    def _sleep(self, seconds: float, req: ProviderRequest) -> None:
+        wait, cut = self._budget(seconds)
+        if wait:
+            time.sleep(wait)
+        if cut:
+            raise self._timeout(req)
+
+    async def _asleep(self, seconds: float, req: ProviderRequest) -> None:
+        wait, cut = self._budget(seconds)
+        if wait:
+            await asyncio.sleep(wait)
+        if cut:
+            raise self._timeout(req)
+
     def complete(self, req: ProviderRequest) -> ProviderResponse:
         resp, latency_s, failure = self._plan(req)
         if failure:
             raise self._error(failure, req)
-        if latency_s:
-            time.sleep(latency_s)
+        self._sleep(latency_s, req)
         return resp
 
     async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
         resp, latency_s, failure = self._plan(req)
         if failure:
             raise self._error(failure, req)
-        if latency_s:
-            await asyncio.sleep(latency_s)
+        await self._asleep(latency_s, req)
         return resp
 
     def _chunks(self, resp: ProviderResponse) -> list[str]:
@@ -162,8 +190,7 @@ class SimulatedProvider(Provider):
         chunks = self._chunks(resp)
         pause = latency_s / (len(chunks) + 1)
         for i, chunk in enumerate(chunks):
-            if pause:
-                time.sleep(pause)
+            self._sleep(pause, req)
             if failure and i == len(chunks) // 2:
                 raise self._error(failure, req)
             yield chunk
@@ -176,8 +203,7 @@ class SimulatedProvider(Provider):
         chunks = self._chunks(resp)
         pause = latency_s / (len(chunks) + 1)
         for i, chunk in enumerate(chunks):
-            if pause:
-                await asyncio.sleep(pause)
+            await self._asleep(pause, req)
             if failure and i == len(chunks) // 2:
                 raise self._error(failure, req)
             yield chunk

@@ -1,0 +1,201 @@
+"""Where fallback decides, with no I/O: which failures move on to the next provider, how long an
+attempt may take, and what to raise when the chain ends. The sync, async and streaming drivers
+(``fallback.py``, ``streaming.py``) all walk a ``ChainRun`` and do nothing but call providers.
+
+Error types (``ProviderError.error_type``, the ledger's ``error_type``):
+
+=================== ===============================================================  ==========
+type                what happened                                                    moves on
+=================== ===============================================================  ==========
+rate_limit          HTTP 429                                                         yes
+overloaded          HTTP 529                                                         yes
+server_error        HTTP 5xx                                                         yes
+timeout             no complete answer within ``timeout`` (or a 408)                 yes
+connection_error    the connection failed or dropped                                 yes
+auth_error          HTTP 401/403: key refused (warned once per provider per Kit)     yes
+not_found           HTTP 404: the provider does not know the model                   roles only
+bad_response        a 200 the kit cannot read: invalid JSON, missing fields, wrong   yes
+                    content type, garbage or non-SSE stream, empty choices
+incomplete_stream   a stream ended without its finish event                          yes
+http_error          any other HTTP status (402, 409, ...)                            yes
+invalid_request     HTTP 400/413/422: the request itself is wrong                    no
+deadline            the call's ``deadline`` passed before this provider was tried    no
+unexpected          an exception the kit does not know (reported as a KitError)      no
+=================== ===============================================================  ==========
+
+``Kit(fallback_on=...)`` or ``complete(..., fallback_on=...)`` replaces the "moves on" column: a
+set of error types, or a function ``(ProviderError) -> bool``. Whatever it says, a model the
+user named explicitly that the provider does not know (``not_found``) never moves on to another
+vendor: a typo must not be answered by someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
+
+from .errors import AllProvidersFailedError, ConfigurationError, KitError, ProviderError, redact
+from .providers.base import classify_error
+from .providers.http import AttemptIO
+from .types import Attempt, ProviderRequest
+
+if TYPE_CHECKING:
+    from .providers.base import Provider
+
+__all__ = ["ERROR_TYPES", "DEFAULT_FALLBACK_ON", "FallbackPolicy", "FallbackOn", "Step", "ChainRun"]
+
+ERROR_TYPES = (
+    "rate_limit", "overloaded", "server_error", "timeout", "connection_error", "auth_error", "not_found",
+    "bad_response", "incomplete_stream", "http_error", "invalid_request", "deadline", "unexpected",
+)
+DEFAULT_FALLBACK_ON = frozenset({
+    "rate_limit", "overloaded", "server_error", "timeout", "connection_error", "auth_error", "not_found",
+    "bad_response", "incomplete_stream", "http_error",
+})
+FallbackOn = Union[None, Iterable[str], Callable[[ProviderError], bool]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One route of a call: a provider and the request it gets.
+
+    ``explicit``: the user named this model (or mapped it as an equivalent of the one named)."""
+
+    provider: "Provider"
+    request: ProviderRequest
+    explicit: bool = False
+
+
+@dataclass(frozen=True)
+class FallbackPolicy:
+    """Decides whether a failed attempt moves on (see the module's table)."""
+
+    moves_on_types: frozenset[str] = DEFAULT_FALLBACK_ON
+    predicate: Callable[[ProviderError], bool] | None = None
+
+    @classmethod
+    def make(cls, fallback_on: "FallbackOn | FallbackPolicy") -> "FallbackPolicy":
+        if fallback_on is None:
+            return DEFAULT_POLICY
+        if isinstance(fallback_on, FallbackPolicy):
+            return fallback_on
+        if callable(fallback_on):
+            return cls(frozenset(), fallback_on)
+        if isinstance(fallback_on, (str, bytes)) or not isinstance(fallback_on, Iterable):
+            raise ConfigurationError(
+                f"fallback_on must be a set of error types (e.g. {{'rate_limit', 'timeout'}}) or a function "
+                f"(ProviderError) -> bool, got {fallback_on!r}"
+            )
+        types = frozenset(fallback_on)
+        bad = sorted(str(t) for t in types if t not in ERROR_TYPES)
+        if bad:
+            raise ConfigurationError(f"unknown error type(s) in fallback_on: {bad}; use any of {', '.join(ERROR_TYPES)}")
+        return cls(types)
+
+    def moves_on(self, error: ProviderError, step: Step) -> bool:
+        if error.error_type in ("deadline", "unexpected"):
+            return False
+        if error.error_type == "not_found" and step.explicit:
+            return False  # the user named this model: another vendor's answer would be a silent substitute
+        if self.predicate is not None:
+            return bool(self.predicate(error))
+        return error.error_type in self.moves_on_types
+
+
+DEFAULT_POLICY = FallbackPolicy()
+
+
+def as_provider_error(exc: BaseException, step: Step, io: AttemptIO | None) -> BaseException:
+    """The ProviderError an attempt's exception stands for (cancellations are returned as they are)."""
+    name, model = step.provider.name, step.request.model
+    cancelled = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+    if io is not None and io.timed_out and not isinstance(exc, cancelled):
+        return ProviderError(
+            f"{name}/{model}: no complete answer within timeout={io.timeout:g} s "
+            f"({io.requests} HTTP request(s) sent)",
+            provider=name, model=model, error_type="timeout", retryable=True,
+        )
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, cancelled):
+        return exc
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return ProviderError(f"{name}/{model}: timed out", provider=name, model=model, error_type="timeout")
+    if isinstance(exc, KitError):
+        return exc
+    err = classify_error(exc, name, model)
+    if err is not None:
+        return err
+    return ProviderError(
+        f"{name}/{model}: unexpected {type(exc).__name__}: {redact(exc)[:300]} "
+        "(not a known provider failure; please report it with the request that caused it)",
+        provider=name, model=model, error_type="unexpected", retryable=False,
+    )
+
+
+@dataclass
+class ChainRun:
+    """One call's walk down its steps: the next step, each attempt's deadline, what to raise."""
+
+    steps: list[Step]
+    policy: FallbackPolicy
+    request_id: str
+    timeout: float
+    deadline_s: float | None = None
+    max_retry_wait: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    call_deadline: float | None = None
+    not_tried: list[Step] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[tuple[int, Step]]:
+        if self.deadline_s is not None:
+            self.call_deadline = time.monotonic() + self.deadline_s
+        for number, step in enumerate(self.steps, 1):
+            if self.call_deadline is not None and time.monotonic() >= self.call_deadline and number > 1:
+                self.not_tried = self.steps[number - 1:]
+                return
+            yield number, step
+
+    def attempt_io(self, stream: bool = False) -> AttemptIO:
+        return AttemptIO(self.timeout, call_deadline=self.call_deadline, max_retry_wait=self.max_retry_wait,
+                         stream=stream)
+
+    def _attempt(self, number: int, step: Step, status: str, latency_ms: float, io: AttemptIO | None,
+                 setup_ms: float | None) -> Attempt:
+        a = Attempt(number, step.provider.name, step.request.model, status, latency_ms,  # type: ignore[arg-type]
+                    http_requests=io.requests if io is not None and io.requests else None,
+                    maybe_billed_requests=io.maybe_billed if io is not None else 0,
+                    setup_ms=setup_ms or None)
+        self.attempts.append(a)
+        return a
+
+    def succeeded(self, number: int, step: Step, latency_ms: float, io: AttemptIO | None,
+                  setup_ms: float | None = None) -> Attempt:
+        return self._attempt(number, step, "ok", latency_ms, io, setup_ms)
+
+    def failed(self, number: int, step: Step, exc: BaseException, latency_ms: float, io: AttemptIO | None,
+               setup_ms: float | None = None, *, status: str = "error") -> tuple[Attempt, BaseException | None]:
+        """Record a failed attempt. Returns it and the exception to raise now (None: move on)."""
+        err = as_provider_error(exc, step, io)
+        a = self._attempt(number, step, status, latency_ms, io, setup_ms)
+        if isinstance(err, ProviderError):
+            a.error_type, a.status_code = err.error_type, err.status_code
+            a.error_message = redact(err)[:500]
+        else:
+            a.error_type = "cancelled" if not isinstance(err, KitError) else type(err).__name__
+            a.error_message = redact(err)[:500] or type(err).__name__
+            return a, err
+        if self.policy.moves_on(err, step):
+            return a, None
+        err.attempts = list(self.attempts)  # type: ignore[attr-defined]
+        return a, err
+
+    def exhausted(self) -> AllProvidersFailedError:
+        """The error for a chain with no answer: every attempt, and the steps the deadline skipped."""
+        err = AllProvidersFailedError(self.attempts, self.request_id)
+        if self.not_tried:
+            skipped = ", ".join(f"{s.provider.name}/{s.request.model}" for s in self.not_tried)
+            err.args = (f"{err.args[0]}\n  deadline of {self.deadline_s:g} s reached before trying: {skipped}",)
+        return err

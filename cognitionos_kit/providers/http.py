@@ -1,0 +1,324 @@
+"""The HTTP clients handed to the official SDKs: a wall-clock deadline per attempt, a count of
+the requests each attempt really sent, and a cap on how long the SDK may wait to retry.
+
+The SDKs keep their own retry loop (Retry-After, backoff, idempotency keys): the only one. What
+they cannot do is bound a whole attempt: their ``timeout`` applies to each request and each read,
+so a hanging server costs ``timeout x (max_retries + 1)`` plus backoff, and a body that drips one
+byte a second never times out. Both SDKs send every request through their httpx client's public
+``send``; the clients here override it:
+
+* each request gets at most the attempt's remaining time as its connect/read/write/pool timeouts;
+* a body is read chunk by chunk against the deadline (a slow drip ends at the deadline);
+* when the deadline has passed, or the SDK would wait past it (or past ``max_retry_wait``) before a
+  retry, the response says so with the SDKs' own ``x-should-retry: false`` header, so the SDK
+  raises at once instead of sleeping;
+* every request is counted, and requests that failed after being sent (a read timeout, a dropped
+  connection) are counted as possibly billed.
+
+The attempt being made is found through a context variable that the fallback drivers set around
+each provider call (``attempt_scope``); outside one, the clients behave exactly like the SDKs'.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import email.utils
+import json
+import os
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+__all__ = ["AttemptIO", "attempt_scope", "current_attempt", "retry_after_seconds", "sync_http_client",
+           "async_http_client", "DEADLINE_HEADER"]
+
+DEADLINE_HEADER = "x-cognitionos-deadline"
+# Statuses the SDKs retry (408/409/429/5xx) and the wait they would choose (their documented
+# defaults: Retry-After up to 60 s honoured, else 0.5 s x 2^n backoff capped at 8 s).
+_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_SDK_MAX_RETRY_AFTER = 60.0
+_SDK_BACKOFF = (0.5, 8.0)
+
+
+class AttemptIO:
+    """What one attempt may spend and what it sent: shared by the driver and the HTTP client.
+
+    ``deadline`` is a ``time.monotonic()`` instant; for a stream it is pushed forward by
+    ``timeout`` each time text arrives (``touch``), bounded by the call's own deadline.
+    """
+
+    __slots__ = ("timeout", "deadline", "hard_deadline", "max_retry_wait", "requests", "maybe_billed", "timed_out",
+                 "stream")
+
+    def __init__(self, timeout: float, *, call_deadline: float | None = None, max_retry_wait: float | None = None,
+                 stream: bool = False) -> None:
+        now = time.monotonic()
+        self.timeout = timeout
+        self.hard_deadline = call_deadline if call_deadline is not None else float("inf")
+        self.deadline = min(now + timeout, self.hard_deadline)
+        self.max_retry_wait = max_retry_wait
+        self.requests = 0
+        self.maybe_billed = 0
+        self.timed_out = False
+        self.stream = stream
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def touch(self) -> None:
+        """Text arrived on a stream: the next chunk has ``timeout`` seconds again."""
+        self.deadline = min(time.monotonic() + self.timeout, self.hard_deadline)
+
+    def expired(self) -> bool:
+        if time.monotonic() >= self.deadline:
+            self.timed_out = True
+            return True
+        return False
+
+
+_CURRENT: contextvars.ContextVar[AttemptIO | None] = contextvars.ContextVar("cognitionos_attempt", default=None)
+
+
+def current_attempt() -> AttemptIO | None:
+    """The attempt in progress in this context (None outside the kit's drivers)."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def attempt_scope(io: AttemptIO) -> Iterator[AttemptIO]:
+    token = _CURRENT.set(io)
+    try:
+        yield io
+    finally:
+        _CURRENT.reset(token)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """The server-requested wait (``retry-after-ms``, ``retry-after`` seconds or HTTP date).
+
+    Written here because the SDKs' own parser (``_parse_retry_after_header``) is private; this
+    reads the same headers the same way."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) / divisor
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is not None:
+            return email.utils.mktime_tz(parsed) - time.time()
+    return None
+
+
+def _sdk_wait(response: Any) -> tuple[float, float | None]:
+    """(the longest the SDK may sleep before retrying this response, the server's Retry-After)."""
+    ra = retry_after_seconds(response.headers)
+    if ra is not None and 0 < ra <= _SDK_MAX_RETRY_AFTER:
+        return ra, ra
+    try:
+        n = int(response.request.headers.get("x-stainless-retry-count", "0"))
+    except ValueError:
+        n = 0
+    return min(_SDK_BACKOFF[0] * 2.0 ** min(n, 30), _SDK_BACKOFF[1]), ra
+
+
+def _stop_retry_if_needed(response: Any, io: AttemptIO | None, max_retry_wait: float | None) -> None:
+    if response.status_code not in _RETRY_STATUSES or "x-should-retry" in response.headers:
+        return
+    wait, ra = _sdk_wait(response)
+    too_long = max_retry_wait is not None and ra is not None and ra > max_retry_wait
+    if too_long or (io is not None and wait >= io.remaining()):
+        response.headers["x-should-retry"] = "false"
+
+
+def _limit_timeouts(request: Any, remaining: float) -> None:
+    current = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        k: (remaining if current.get(k) is None else min(current[k], remaining))
+        for k in ("connect", "read", "write", "pool")
+    }
+
+
+def _sent(exc: BaseException) -> bool:
+    """Did the request reach the server before this transport error (so it may have been billed)?"""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"ConnectError", "ConnectTimeout", "PoolTimeout", "WriteError", "WriteTimeout"}:
+        # aiohttp reports a dropped connection as a "connect timeout": look at the cause
+        cause = exc.__cause__
+        return cause is not None and type(cause).__name__ in {"ServerDisconnectedError", "ClientPayloadError"}
+    return bool(names & {"ReadTimeout", "ReadError", "RemoteProtocolError"})
+
+
+def _deadline_response(httpx: Any, request: Any, io: AttemptIO) -> Any:
+    """A local 408 that the SDK raises at once (``x-should-retry: false``): the attempt is out of time."""
+    io.timed_out = True
+    body = {"error": {"message": f"no complete answer within the attempt's timeout of {io.timeout:g} s",
+                      "type": "timeout"}}
+    return httpx.Response(
+        408, headers={"content-type": "application/json", "x-should-retry": "false", DEADLINE_HEADER: "1"},
+        content=json.dumps(body).encode(), request=request,
+    )
+
+
+def _mixins(httpx: Any) -> tuple[type, type]:
+    class _DeadlineStream(httpx.SyncByteStream):
+        def __init__(self, inner: Any, io: AttemptIO) -> None:
+            self.inner, self.io = inner, io
+
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in self.inner:
+                if self.io.expired():
+                    raise httpx.ReadTimeout("the attempt's deadline passed while the body was arriving")
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class _AsyncDeadlineStream(httpx.AsyncByteStream):
+        def __init__(self, inner: Any, io: AttemptIO) -> None:
+            self.inner, self.io = inner, io
+
+        async def __aiter__(self) -> Any:
+            async for chunk in self.inner:
+                if self.io.expired():
+                    raise httpx.ReadTimeout("the attempt's deadline passed while the body was arriving")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    def begin(request: Any, io: AttemptIO) -> Any:
+        """Before a request: a local 408 if the attempt is out of time; else count it and give it
+        at most the time left."""
+        remaining = io.remaining()
+        if remaining <= 0:
+            return _deadline_response(httpx, request, io)
+        io.requests += 1
+        _limit_timeouts(request, remaining)
+        return None
+
+    def failed(exc: BaseException, request: Any, io: AttemptIO, body_started: bool) -> Any:
+        """A transport error: counted if the server may have billed; a timeout becomes the local
+        408 (no SDK retry past the deadline); anything else is re-raised for the SDK to retry."""
+        io.maybe_billed += 1 if body_started else _sent(exc)
+        if isinstance(exc, httpx.TimeoutException) and not _dropped(exc):
+            return _deadline_response(httpx, request, io)
+        raise exc
+
+    class SyncMixin:
+        _kit_max_retry_wait: float | None = None
+
+        def send(self, request: Any, *, stream: bool = False, **kw: Any) -> Any:
+            io = _CURRENT.get()
+            if io is None:
+                response = super().send(request, stream=stream, **kw)  # type: ignore[misc]
+                _stop_retry_if_needed(response, None, self._kit_max_retry_wait)
+                return response
+            early = begin(request, io)
+            if early is not None:
+                return early
+            try:
+                response = super().send(request, stream=True, **kw)  # type: ignore[misc]
+            except httpx.TransportError as exc:
+                return failed(exc, request, io, False)
+            _stop_retry_if_needed(response, io, self._kit_max_retry_wait)
+            response.stream = _DeadlineStream(response.stream, io)
+            if not stream:
+                try:
+                    response.read()
+                except httpx.TransportError as exc:
+                    response.close()
+                    return failed(exc, request, io, True)
+            return response
+
+    class AsyncMixin:
+        _kit_max_retry_wait: float | None = None
+
+        async def send(self, request: Any, *, stream: bool = False, **kw: Any) -> Any:
+            io = _CURRENT.get()
+            if io is None:
+                response = await super().send(request, stream=stream, **kw)  # type: ignore[misc]
+                _stop_retry_if_needed(response, None, self._kit_max_retry_wait)
+                return response
+            early = begin(request, io)
+            if early is not None:
+                return early
+            try:
+                response = await super().send(request, stream=True, **kw)  # type: ignore[misc]
+            except httpx.TransportError as exc:
+                return failed(exc, request, io, False)
+            _stop_retry_if_needed(response, io, self._kit_max_retry_wait)
+            response.stream = _AsyncDeadlineStream(response.stream, io)
+            if not stream:
+                try:
+                    await response.aread()
+                except httpx.TransportError as exc:
+                    await response.aclose()
+                    return failed(exc, request, io, True)
+            return response
+
+    return SyncMixin, AsyncMixin
+
+
+def _dropped(exc: BaseException) -> bool:
+    """aiohttp reports a connection the server dropped as a (connect) timeout: it is not one."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if {c.__name__ for c in type(cause).__mro__} & {"ServerDisconnectedError", "ClientOSError",
+                                                        "ClientConnectorError", "ConnectionResetError"}:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+_CLASSES: dict[tuple[str, str], type] = {}
+
+
+def _client_class(sdk: Any, base_name: str, is_async: bool) -> type:
+    key = (sdk.__name__, base_name)
+    cls = _CLASSES.get(key)
+    if cls is None:
+        import httpx2
+
+        sync_mixin, async_mixin = _mixins(httpx2)
+        base = getattr(sdk, base_name)
+        cls = _CLASSES[key] = type(f"Kit{base_name}", (async_mixin if is_async else sync_mixin, base), {})
+    return cls
+
+
+def sync_http_client(sdk: Any, max_retry_wait: float | None) -> Any:
+    """The SDK's default sync httpx client with the attempt deadline, request count and retry cap."""
+    client = _client_class(sdk, "DefaultHttpxClient", False)()
+    client._kit_max_retry_wait = max_retry_wait
+    return client
+
+
+def async_http_client(sdk: Any, max_retry_wait: float | None = None) -> Any:
+    """The HTTP client for an async SDK client: the SDK's own aiohttp transport when aiohttp
+    is installed (``COGNITIONOS_ASYNC_HTTP=httpx`` opts out), else the SDK's default; both with
+    the attempt deadline, request count and retry cap.
+
+    Why aiohttp: at experiment concurrency (64 requests in flight) the default pool spends
+    about 1.2 ms of CPU per request choosing a connection; aiohttp's pool does not
+    (benchmarks/bench_experiment.py measures both).
+    """
+    name = "DefaultAsyncHttpxClient"
+    if os.environ.get("COGNITIONOS_ASYNC_HTTP", "aiohttp").lower() != "httpx":
+        try:
+            import aiohttp  # noqa: F401
+
+            name = "DefaultAioHttpClient" if hasattr(sdk, "DefaultAioHttpClient") else name
+        except ImportError:
+            pass
+    try:
+        client = _client_class(sdk, name, True)()
+    except RuntimeError:  # the SDK was installed without its aiohttp extra
+        client = _client_class(sdk, "DefaultAsyncHttpxClient", True)()
+    client._kit_max_retry_wait = max_retry_wait
+    return client
