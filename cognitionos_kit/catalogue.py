@@ -31,6 +31,7 @@ _MAX_OUTPUT: dict[str, dict[str, int]] = {
 }
 
 
+@lru_cache(maxsize=256)
 def max_output_tokens(provider: str, model: str) -> int | None:
     """The longest answer ``model`` may be asked for, or None when the kit does not know."""
     if provider == "simulated" or model.startswith("sim-"):

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import Any, Callable
 
 from .policy import ChainRun, Step
 from .providers.http import AttemptIO, attempt_scope
@@ -65,24 +64,31 @@ async def arun(chain: ChainRun, on_attempt: OnAttempt) -> tuple[Step, ProviderRe
     raise chain.exhausted()
 
 
-if sys.version_info >= (3, 11):
+class hard_timeout:
+    """``async with hard_timeout(io):`` cancel the awaited work shortly after the attempt's
+    deadline and mark it timed out (a class, not ``@asynccontextmanager``: it runs on every call
+    and every stream chunk). Python 3.10 has no ``asyncio.timeout``: there the HTTP client's
+    deadline alone applies."""
 
-    @asynccontextmanager
-    async def hard_timeout(io: AttemptIO) -> AsyncIterator[None]:
-        """Cancel the awaited work shortly after the attempt's deadline (marks it timed out)."""
-        remaining = io.remaining()
-        if remaining == float("inf"):
-            yield
-            return
+    __slots__ = ("io", "cm")
+
+    def __init__(self, io: AttemptIO) -> None:
+        self.io = io
+        self.cm: Any = None
+
+    async def __aenter__(self) -> None:
+        if _TIMEOUT is not None:
+            self.cm = _TIMEOUT(max(0.0, self.io.remaining()) + _GRACE)
+            await self.cm.__aenter__()
+
+    async def __aexit__(self, typ: Any, exc: Any, tb: Any) -> bool | None:
+        if self.cm is None:
+            return None
         try:
-            async with asyncio.timeout(max(0.0, remaining) + _GRACE):
-                yield
+            return await self.cm.__aexit__(typ, exc, tb)
         except TimeoutError:
-            io.timed_out = True
+            self.io.timed_out = True
             raise
 
-else:  # pragma: no cover - Python 3.10: the HTTP client's deadline alone
 
-    @asynccontextmanager
-    async def hard_timeout(io: AttemptIO) -> AsyncIterator[None]:
-        yield
+_TIMEOUT = getattr(asyncio, "timeout", None) if sys.version_info >= (3, 11) else None

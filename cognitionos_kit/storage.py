@@ -686,7 +686,12 @@ class Store:
                     if err is e:
                         raise
                     raise err from e
-                yield con
+                try:
+                    yield con
+                except duckdb.Error as e:
+                    # the caller's own SQL (memory, ledger readers) failed: a full disk hides behind
+                    # TransactionException; name the cause and the path, as a KitError
+                    raise self._db_error("could not use", e) from e
             finally:
                 self._private_files()  # the .wal exists while the database is open
                 try:

@@ -16,10 +16,12 @@ import base64
 import copy
 import functools
 import json
+import select
 import socket
 import struct
 import sys
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -131,6 +133,104 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         else:
             self.drop()
+
+    def send_drip(self, status: int, content_type: str, data: bytes, every_s: float, stopping: threading.Event,
+                  chunked: bool = False, prefix: bytes = b"") -> None:
+        """Headers and ``prefix`` at once, then ``data`` one byte every ``every_s`` seconds
+        (Content-Length framing, or one chunk per byte); stops as soon as the client goes away or
+        the server stops."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(prefix) + len(data)))
+        self.end_headers()
+        try:
+            if prefix:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(prefix), prefix) if chunked else prefix)
+            for i in range(len(data)):
+                if stopping.wait(every_s) or self.client_gone():
+                    return self.drop()
+                byte = data[i:i + 1]
+                self.wfile.write(b"1\r\n%s\r\n" % byte if chunked else byte)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
+    def send_truncated(self, status: int, content_type: str, data: bytes, declared_length: int,
+                       headers: dict | None = None, reset: bool = False) -> None:
+        """Declare ``declared_length`` bytes of body, send only ``data``, then close the connection
+        (with a TCP reset if ``reset``)."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(declared_length))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self._headers_buffer.extend((b"\r\n", data))
+        self.flush_headers()
+        self.abort() if reset else self.drop()
+
+    def send_events(self, status: int, content_type: str, events: list[str], end: str, pause_s: float,
+                    stopping: threading.Event) -> None:
+        """Chunked SSE, one chunk per event, then (after ``pause_s``, cut short if the client goes
+        away) ``end``: "terminate" (the zero chunk), "drop" (close) or "reset" (TCP RST)."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        try:
+            for ev in events:
+                data = ev.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if pause_s > 0 and self.linger(pause_s, stopping):
+                return self.drop()
+            if end == "terminate":
+                self.wfile.write(b"0\r\n\r\n")
+            elif end == "reset":
+                self.abort()
+            else:
+                self.drop()
+        except OSError:
+            self.close_connection = True
+
+    def linger(self, seconds: float, stopping: threading.Event) -> bool:
+        """Wait up to ``seconds``; True (stop now) if the client went away or the server is stopping."""
+        end = time.monotonic() + seconds
+        while not stopping.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if self.client_gone(min(left, 0.05)):
+                return True
+        return True
+
+    def hang(self, seconds: float, stopping: threading.Event) -> None:
+        """Send nothing until the client gives up, ``seconds`` pass or the server stops; then close."""
+        self.linger(seconds, stopping)
+        self.drop()
+
+    def abort(self) -> None:
+        """Abort the connection with a TCP RST (SO_LINGER 0), without sending any response."""
+        self.close_connection = True
+        try:
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()  # the socket's file object holds a reference to its descriptor
+            self.request.close()  # now the descriptor is closed: linger 0 sends RST, not FIN
+        except OSError:
+            pass
+
+    def client_gone(self, wait_s: float = 0.0) -> bool:
+        """True when the client has closed its end (waits up to ``wait_s`` for it to happen)."""
+        try:
+            readable, _, _ = select.select([self.request], [], [], wait_s)
+            if not readable:
+                return False
+            return self.request.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def drop(self) -> None:
         """Close the connection abruptly (no response / no end of body)."""
@@ -266,6 +366,43 @@ class _LoopbackServer:
         """Close the socket without sending any response."""
         self._push(("disconnect",))
 
+    def enqueue_drip(self, status: int, content_type: str, data: bytes, every_s: float, times: int = 1,
+                     chunked: bool = False, prefix: bytes = b"") -> None:
+        """Answer with the headers (and ``prefix``) at once, then ``data`` one byte every ``every_s``
+        seconds (Content-Length framing, or chunked with one chunk per byte)."""
+        for _ in range(times):
+            self._push(("drip", status, content_type, bytes(data), every_s, chunked, bytes(prefix)))
+
+    def enqueue_truncated(self, status: int, content_type: str, data: bytes, declared_length: int,
+                          times: int = 1, reset: bool = False) -> None:
+        """Answer with ``Content-Length: declared_length`` but send only ``data``, then close the
+        connection (``reset=True``: abort it with a TCP reset). ``data=b""``: headers only."""
+        if declared_length <= len(data):
+            raise ValueError("declared_length must exceed the bytes sent for the body to be truncated")
+        for _ in range(times):
+            self._push(("truncated", status, content_type, bytes(data), declared_length, reset))
+
+    def enqueue_sse(self, events: list[str], terminate: bool = True, times: int = 1, status: int = 200,
+                    content_type: str = "text/event-stream; charset=utf-8", reset: bool = False,
+                    pause_s: float = 0.0) -> None:
+        """Answer with these raw SSE events (each should end with a blank line), chunked, one chunk
+        per event, then wait ``pause_s`` seconds (cut short if the client leaves) and end: with the
+        terminating zero chunk, or (``terminate=False``) by closing the connection mid-body, with a
+        TCP reset if ``reset``."""
+        end = "terminate" if terminate else "reset" if reset else "drop"
+        for _ in range(times):
+            self._push(("sse", status, content_type, list(events), end, pause_s))
+
+    def enqueue_hang(self, seconds: float, times: int = 1) -> None:
+        """Read the request, then send nothing until the client gives up or ``seconds`` pass; close."""
+        for _ in range(times):
+            self._push(("hang", seconds))
+
+    def enqueue_reset(self, times: int = 1) -> None:
+        """Read the request, then abort the connection with a TCP reset (no response at all)."""
+        for _ in range(times):
+            self._push(("reset",))
+
     @property
     def pending(self) -> int:
         """Number of scripted answers not yet consumed."""
@@ -301,6 +438,19 @@ class _LoopbackServer:
             h.send_bytes(status, ctype, data)
         elif kind == "disconnect":
             h.drop()
+        elif kind == "drip":
+            _, status, ctype, data, every_s, chunked, prefix = item
+            h.send_drip(status, ctype, data, every_s, self._stopping, chunked=chunked, prefix=prefix)
+        elif kind == "truncated":
+            _, status, ctype, data, declared, reset = item
+            h.send_truncated(status, ctype, data, declared, self._id_header(), reset=reset)
+        elif kind == "sse":
+            _, status, ctype, events, end, pause_s = item
+            h.send_events(status, ctype, events, end, pause_s, self._stopping)
+        elif kind == "hang":
+            h.hang(item[1], self._stopping)
+        elif kind == "reset":
+            h.abort()
         else:
             self._serve_default(h, req)
 

@@ -360,3 +360,35 @@ def test_scrub_archive_blanks_matching_rows_for_good(tmp_path):
     assert ledger.rebuild() == 2
     df = ledger.usage()
     assert df["error_message"].isna().tolist() == [True, False] and df["user_id"].tolist() == ["carol", "ana"]
+
+
+def test_a_full_disk_keeps_the_paid_answer_and_names_the_cause_everywhere(tmp_path, tmpfs):
+    """End to end through a Kit: the call's answer comes back with a StorageWarning, memory
+    says "no space left" as a StorageError (never DuckDB's bare TransactionException), and
+    everything lands once there is room again."""
+    from cognitionos_kit import Kit, KitError, LatencyModel
+
+    home = tmpfs(tmp_path / "data", size="8m")
+    kit = Kit(home, dotenv=False, simulated_latency=LatencyModel(scale=0))
+    kit.complete("first, while there is room")
+    kit.usage()
+    mid = kit.memory.store("ana", "stored while there was room")
+    fill(home / "filler")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answers = [kit.complete(f"call {i} on a full disk", max_tokens=64) for i in range(40)]
+    assert all(a.content for a in answers)  # paid for, so returned
+    kept = [w for w in caught if issubclass(w.category, StorageWarning)]
+    assert kept and "no space left on device" in str(kept[0].message)
+    with pytest.raises(KitError, match="no space left on device"):
+        for i in range(200):  # the journal's last page may take a few events first
+            kit.memory.store("ana", f"memory {i} on a full disk " + "x" * 500)
+    try:
+        hits = kit.memory.retrieve("ana", "room")
+        assert hits[0].id == mid
+    except KitError as exc:  # refusing is fine, as long as it is a KitError naming the cause
+        assert "no space left" in str(exc) or "read-only" in str(exc), exc
+    (home / "filler").unlink()
+    df = kit.usage()
+    assert len(df) == 41 and df.request_id.is_unique
+    kit.close()

@@ -236,6 +236,8 @@ def classify_error(exc: BaseException, provider: str, model: str) -> ProviderErr
         kind = "timeout"
     elif "APIConnectionError" in names:
         kind = "connection_error"
+        if "APITimeoutError" in names:  # the aiohttp transport calls a dropped connection a timeout
+            message = "Connection error: the server closed the connection without answering."
     elif status == 200 or status is None:
         kind = _error_event_kind(exc)  # an error event inside a 200 stream
     elif status == 408:
@@ -288,11 +290,14 @@ def _transport_error(exc: BaseException, names: set[str], provider: str, model: 
         return None
     timed_out = isinstance(exc, asyncio.TimeoutError) or any("Timeout" in n for n in names)
     kind = "timeout" if timed_out else "connection_error"
+    detail = str(exc) or "connection lost"
+    if not timed_out and names & {"ReadError", "RemoteProtocolError", "ClientPayloadError"}:
+        # aiohttp's text here carries its own codes ("TransferEncodingError: 400") that read like HTTP statuses
+        detail = "the connection dropped while the answer was arriving"
     return ProviderError(
-        f"{provider}/{model}: {type(exc).__name__}: {exc or 'connection lost'}",
+        f"{provider}/{model}: {type(exc).__name__}: {detail}",
         provider=provider, model=model, error_type=kind, retryable=True,
     )
-
 
 
 # aiohttp errors the SDKs' aiohttp transport reports as a connect *timeout* although nothing timed out

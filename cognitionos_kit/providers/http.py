@@ -26,7 +26,6 @@ import email.utils
 import json
 import os
 import time
-from contextlib import contextmanager
 from typing import Any, Iterator
 
 __all__ = ["AttemptIO", "attempt_scope", "current_attempt", "retry_after_seconds", "sync_http_client",
@@ -84,13 +83,21 @@ def current_attempt() -> AttemptIO | None:
     return _CURRENT.get()
 
 
-@contextmanager
-def attempt_scope(io: AttemptIO) -> Iterator[AttemptIO]:
-    token = _CURRENT.set(io)
-    try:
-        yield io
-    finally:
-        _CURRENT.reset(token)
+class attempt_scope:
+    """``with attempt_scope(io):`` the HTTP clients see ``io`` as the attempt in progress.
+    (A class, not ``@contextmanager``: it runs on every call and chunk, where that costs.)"""
+
+    __slots__ = ("io", "token")
+
+    def __init__(self, io: AttemptIO) -> None:
+        self.io = io
+
+    def __enter__(self) -> AttemptIO:
+        self.token = _CURRENT.set(self.io)
+        return self.io
+
+    def __exit__(self, *exc: Any) -> None:
+        _CURRENT.reset(self.token)
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -179,16 +186,29 @@ def _mixins(httpx: Any) -> tuple[type, type]:
             self.inner.close()
 
     class _AsyncDeadlineStream(httpx.AsyncByteStream):
+        # An iterator object, not an async generator: nothing is left suspended for the garbage
+        # collector to close later (which raced with the response's own close).
         def __init__(self, inner: Any, io: AttemptIO) -> None:
             self.inner, self.io = inner, io
+            self.it: Any = None
 
-        async def __aiter__(self) -> Any:
-            async for chunk in self.inner:
-                if self.io.expired():
-                    raise httpx.ReadTimeout("the attempt's deadline passed while the body was arriving")
-                yield chunk
+        def __aiter__(self) -> Any:
+            self.it = self.inner.__aiter__()
+            return self
+
+        async def __anext__(self) -> bytes:
+            chunk = await self.it.__anext__()
+            if self.io.expired():
+                raise httpx.ReadTimeout("the attempt's deadline passed while the body was arriving")
+            return chunk
 
         async def aclose(self) -> None:
+            it, self.it = self.it, None
+            if it is not None and hasattr(it, "aclose"):
+                try:
+                    await it.aclose()
+                except (RuntimeError, ValueError):  # already closing with the response
+                    pass
             await self.inner.aclose()
 
     def begin(request: Any, io: AttemptIO) -> Any:
