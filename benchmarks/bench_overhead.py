@@ -15,6 +15,7 @@ import asyncio
 import importlib.util
 import io
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -77,8 +78,9 @@ def main() -> None:
         for _ in range(50):  # warm up (connections, tokenizer, prices, ledger)
             for fn, _acc in sides:
                 fn()
+        order = random.Random(0)  # with a baseline, the order of the three sides is shuffled each round
         for _ in range(N // BLOCK):
-            for fn, acc in sides:
+            for fn, acc in (order.sample(sides, len(sides)) if base else sides):
                 for _ in range(BLOCK):
                     t0 = time.perf_counter()
                     fn()
@@ -104,7 +106,7 @@ def main() -> None:
                 for fn, _acc in a_sides:
                     await fn()
             for _ in range(N // BLOCK):
-                for fn, acc in a_sides:
+                for fn, acc in (order.sample(a_sides, len(a_sides)) if base else a_sides):
                     for _ in range(BLOCK):
                         t0 = time.perf_counter()
                         await fn()

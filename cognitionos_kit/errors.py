@@ -124,6 +124,20 @@ class AuthenticationWarning(KitWarning):
     """A provider refused the API key (401/403); the chain moved on to the next provider."""
 
 
+def warn_user(message: str, category: type[Warning]) -> None:
+    """Warn, attributed to the user's line that called into the kit (not to the kit's own frames,
+    however deep the sync, async or streaming driver that noticed it)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is our caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 # --- secrets --------------------------------------------------------------------------
 # Keys must never reach messages, the ledger or reprs. Known key values are registered by
 # the config at load time; patterns catch keys we were never told about.

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Union
 
 from .errors import AllProvidersFailedError, ConfigurationError, KitError, ProviderError, redact
 from .providers.base import classify_error
@@ -57,8 +57,7 @@ DEFAULT_FALLBACK_ON = frozenset({
 FallbackOn = Union[None, Iterable[str], Callable[[ProviderError], bool]]
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One route of a call: a provider and the request it gets.
 
     ``explicit``: the user named this model (or mapped it as an equivalent of the one named)."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from .errors import ConfigurationError, CostLimitError, InvalidRequestError
 from .pricing import PriceBook
@@ -50,16 +49,14 @@ def provider_for_model(model: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):  # a NamedTuple: built on every call, where a frozen dataclass costs 4x
     provider: str
     model: str
     worst_case_usd: float | None = None
     explicit: bool = False  # the user named this model (or mapped it as an equivalent)
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What a call asked for (``requested``) and the routes it will try, in order."""
 
     requested: Route

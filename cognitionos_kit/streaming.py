@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 from .errors import ProviderError, StreamInterruptedError
-from .fallback import hard_timeout
 from .policy import Step, as_provider_error
 from .providers.base import incomplete_stream
 from .providers.http import AttemptIO, attempt_scope
@@ -201,9 +200,8 @@ class AsyncStream(_Base):
                 while True:
                     if started:
                         io.touch()
-                    with attempt_scope(io):
-                        async with hard_timeout(io):
-                            item = await gen.__anext__()
+                    with attempt_scope(io):  # the HTTP client bounds each read (a backstop per chunk would cost)
+                        item = await gen.__anext__()
                     if isinstance(item, str):
                         started = True
                         st.parts.append(item)

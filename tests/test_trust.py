@@ -348,7 +348,7 @@ def test_warnings_and_errors_never_hold_a_key(make_live_kit, openai_server, anth
         with pytest.raises(AllProvidersFailedError) as info:
             kit.complete(PROMPT)
     texts = [str(info.value), repr(info.value), *(str(w.message) for w in caught), json.dumps(kit.status()),
-             kit.usage().to_json()]
+             kit.usage().to_json(date_format="iso")]
     for key in (OPENAI_KEY, ANTHROPIC_KEY):
         assert all(key not in t for t in texts)
         assert all(key.encode() not in p.read_bytes() for p in Path(kit.home).rglob("*") if p.is_file())

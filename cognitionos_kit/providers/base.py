@@ -23,6 +23,9 @@ class Provider(ABC):
     """One LLM provider: sync and async, plain and streaming."""
 
     name: ClassVar[str] = "provider"
+    # True when the provider itself ends an attempt at its deadline (``providers.http``); for any
+    # other, the async driver adds a cancelling backstop
+    bounds_deadline: ClassVar[bool] = False
     price_id: ClassVar[str | None] = None  # whose price table to use; defaults to ``name``
     # None: the provider takes no temperature; the kit warns and does not send it
     temperature_range: ClassVar[tuple[float, float] | None] = (0.0, 2.0)
@@ -62,6 +65,7 @@ class SDKProvider(Provider):
     (with the kit's HTTP clients: attempt deadlines, request counts, retry cap), set-up kept out
     of attempt timing. Subclasses name the SDK module and its two client classes."""
 
+    bounds_deadline = True  # the kit's HTTP clients end every request at the attempt's deadline
     sdk_module: ClassVar[str] = ""
     sync_client_name: ClassVar[str] = ""
     async_client_name: ClassVar[str] = ""

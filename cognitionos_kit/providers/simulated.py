@@ -69,6 +69,7 @@ class SimulatedProvider(Provider):
 
     name = "simulated"
     price_id = "simulated"
+    bounds_deadline = True  # its sleeps stop at the attempt's deadline
     temperature_range = (0.0, 2.0)
 
     def __init__(
@@ -139,8 +140,10 @@ class SimulatedProvider(Provider):
 
     def _budget(self, seconds: float) -> tuple[float, bool]:
         """How long to sleep, and whether the attempt's deadline cuts it short (a timeout)."""
+        if seconds <= 0:
+            return seconds, False
         io = current_attempt()
-        if io is None or seconds <= 0:
+        if io is None:
             return seconds, False
         left = max(0.0, io.remaining())
         if seconds >= left:
