@@ -22,7 +22,6 @@ each provider call (``attempt_scope``); outside one, the clients behave exactly 
 from __future__ import annotations
 
 import contextvars
-import email.utils
 import json
 import os
 import time
@@ -115,6 +114,8 @@ def retry_after_seconds(headers: Any) -> float | None:
             pass
     value = headers.get("retry-after")
     if value:
+        import email.utils  # only for the rare HTTP-date form
+
         parsed = email.utils.parsedate_tz(value)
         if parsed is not None:
             return email.utils.mktime_tz(parsed) - time.time()
