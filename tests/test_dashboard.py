@@ -133,3 +133,16 @@ def test_each_drawn_view_is_asked_to_measure_its_width(kit):
     d.latency_fig._js2py_traceDeltas = None  # an empty message asks for nothing
     assert sent == [{"autosize": True}]
     d.close()
+
+
+def test_summary_and_dashboard_show_substitutes_unmistakably(kit):
+    d = kit.dashboard(refresh_s=None)
+    kit.complete("a real answer for the role", role="executor")
+    kit.complete("asked for a model the simulator stands in for", model="gpt-4o-mini")
+    s = kit.summary()
+    assert s.substituted == 1 and "1 answered by a SUBSTITUTE" in repr(s)
+    assert "<b style='color:#b45309'>1 answered by a SUBSTITUTE</b>" in s._repr_html_()
+    assert s.by_provider.set_index("provider").loc["simulated", "substitutes"] == 1
+    d.refresh()
+    assert "1 answered by a SUBSTITUTE" in d.summary.value
+    d.close()

@@ -231,3 +231,14 @@ def test_magic_output_streams_before_the_footer(shell, tmp_path):
     assert len(partial[0]) < len(c.content) / 2
     for before, after in zip(partial, partial[1:]):
         assert after.startswith(before) and len(after) > len(before)
+
+
+def test_magic_footer_says_when_a_substitute_answered(shell, kit, capsys):
+    """Offline, a named real model is answered by the simulator: the footer says so in words."""
+    assert shell.run_cell("%%llm gpt-4o-mini --kit kit --as sub\nName one vector index").success
+    c = shell.user_ns["sub"]
+    assert c.substituted and c.requested == "openai/gpt-4o-mini"
+    out = capsys.readouterr().out
+    assert "SUBSTITUTE for openai/gpt-4o-mini" in out
+    assert shell.run_cell("%%llm planner --kit kit --as real\nName one vector index").success
+    assert "SUBSTITUTE" not in capsys.readouterr().out
