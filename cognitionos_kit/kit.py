@@ -305,7 +305,7 @@ class Kit:
         until a later call to it succeeds, ``"ok"`` otherwise."""
         chain = self.chain
         return {
-            "simulation_mode": not any(not self._is_simulator(p) for p in chain),
+            "simulation_mode": bool(chain) and all(self._is_simulator(p) for p in chain),
             "chain": chain,
             "providers": {
                 name: {

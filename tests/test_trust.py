@@ -352,3 +352,11 @@ def test_warnings_and_errors_never_hold_a_key(make_live_kit, openai_server, anth
     for key in (OPENAI_KEY, ANTHROPIC_KEY):
         assert all(key not in t for t in texts)
         assert all(key.encode() not in p.read_bytes() for p in Path(kit.home).rglob("*") if p.is_file())
+
+
+def test_a_kit_with_nothing_usable_is_not_in_simulation_mode(tmp_path):
+    kit = Kit(tmp_path, dotenv=False, providers=["openai"])  # listed, but no key or base URL
+    st = kit.status()
+    assert st["chain"] == [] and st["simulation_mode"] is False
+    with pytest.raises(ConfigurationError, match="no configured provider"):
+        kit.complete(PROMPT)
