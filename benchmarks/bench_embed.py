@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from cognitionos_kit.embeddings import LocalMiniLM  # noqa: E402
+from cognitionos_kit.calls.embeddings import LocalMiniLM  # noqa: E402
 
 MODULES = (
     "os", "os.path", "json", "shutil", "re", "collections", "itertools", "functools", "textwrap",

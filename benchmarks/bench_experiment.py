@@ -35,7 +35,7 @@ def _body() -> bytes:
     raise SystemExit("no recorded OpenAI chat response in the fixtures")
 
 
-def _serve(port_q: "mp.Queue") -> None:
+def _serve(port_q: mp.Queue) -> None:
     body = _body()
     head = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cognitionos_kit.ledger import Ledger  # noqa: E402
+from cognitionos_kit.storage.ledger import Ledger  # noqa: E402
 
 
 def row(i: int) -> dict:

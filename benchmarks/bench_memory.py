@@ -116,7 +116,7 @@ def bench_exact(n: int, nq: int, home: Path) -> None:
     emb.store_many("researcher", texts)
     dt = time.perf_counter() - t
     print(f"store_many embedding with local MiniLM: {dt:.1f} s for 2,000 texts ({2000 / dt:,.0f} memories/s)")
-    from cognitionos_kit.embeddings import get_local_embedder
+    from cognitionos_kit.calls.embeddings import get_local_embedder
 
     te = []
     for i in range(20):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from .core.errors import (
     AllProvidersFailedError,
     AuthenticationWarning,
     CacheWarning,
@@ -22,7 +22,7 @@ from .errors import (
     StorageWarning,
     StreamInterruptedError,
 )
-from .types import Attempt, Completion, Usage
+from .core.types import Attempt, Completion, Usage
 
 __version__ = "0.1.0"
 
@@ -57,17 +57,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .calls.providers.simulated import LatencyModel, SimulatedProvider
     from .experiments import Experiment
     from .kit import Kit
-    from .providers.simulated import LatencyModel, SimulatedProvider
 
 _LAZY = {
     "Kit": ("kit", "Kit"),
     "Experiment": ("experiments", "Experiment"),
-    "SimulatedProvider": ("providers.simulated", "SimulatedProvider"),
-    "LatencyModel": ("providers.simulated", "LatencyModel"),
+    "SimulatedProvider": ("calls.providers.simulated", "SimulatedProvider"),
+    "LatencyModel": ("calls.providers.simulated", "LatencyModel"),
 }
-_default: "Kit | None" = None
+_default: Kit | None = None
 
 
 def __getattr__(name: str) -> Any:
@@ -81,7 +81,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'cognitionos_kit' has no attribute {name!r}")
 
 
-def default_kit() -> "Kit":
+def default_kit() -> Kit:
     """The Kit behind the module-level shortcuts (created on first use)."""
     global _default
     if _default is None:

@@ -26,7 +26,7 @@ _FAIL = "#D62728"
 _template: Any = None
 
 
-def template() -> "go.layout.Template":
+def template() -> go.layout.Template:
     """The kit's chart look: plotly_white, system font, left-aligned titles, tidy margins."""
     global _template
     if _template is None:
@@ -49,7 +49,7 @@ def template() -> "go.layout.Template":
     return _template
 
 
-def _figure(title: str, **layout: Any) -> "go.Figure":
+def _figure(title: str, **layout: Any) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -57,7 +57,7 @@ def _figure(title: str, **layout: Any) -> "go.Figure":
     return fig
 
 
-def _legend_room(fig: "go.Figure", *, ticks: int = 1) -> "go.Figure":
+def _legend_room(fig: go.Figure, *, ticks: int = 1) -> go.Figure:
     """Bottom margin for tick labels (``ticks`` lines), the x-axis title and the legend's rows."""
     entries = sum(1 for t in fig.data if t.showlegend is not False)
     if fig.layout.showlegend is False or (entries < 2 and fig.layout.showlegend is not True):
@@ -68,7 +68,7 @@ def _legend_room(fig: "go.Figure", *, ticks: int = 1) -> "go.Figure":
     return fig
 
 
-def _empty(title: str, note: str = "", why: str = "") -> "go.Figure":
+def _empty(title: str, note: str = "", why: str = "") -> go.Figure:
     """An empty chart whose title says there is nothing to show."""
     why = why or ("no calls match the filters" if note else "no calls recorded yet")
     fig = _figure(f"{title}{note} — {why}", xaxis_visible=False, yaxis_visible=False, height=260)
@@ -76,14 +76,14 @@ def _empty(title: str, note: str = "", why: str = "") -> "go.Figure":
     return fig
 
 
-def _ok(df: "pd.DataFrame") -> "pd.DataFrame":
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
     """Successful attempts with a latency."""
     if not len(df):
         return df
     return df[(df["status"] == "ok") & df["latency_ms"].notna()]
 
 
-def _keys(df: "pd.DataFrame") -> "pd.Series":
+def _keys(df: pd.DataFrame) -> pd.Series:
     return df["provider"].astype(str) + "/" + df["model"].astype(str)
 
 
@@ -91,16 +91,16 @@ def _colors(keys: list[str]) -> dict[str, str]:
     return {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(keys)}
 
 
-def _floats(s: "pd.Series") -> list[float]:
+def _floats(s: pd.Series) -> list[float]:
     """Plain floats (nullable ints and NA become float/NaN) for plotly."""
     return s.astype("float64").tolist()
 
 
-def _text(s: "pd.Series") -> list[str]:
+def _text(s: pd.Series) -> list[str]:
     return s.astype(object).where(s.notna(), "—").astype(str).tolist()
 
 
-def latency_distribution(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
+def latency_distribution(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     """Latency of successful attempts per provider/model (box), with p50/p95/p99 marked per group."""
     import plotly.graph_objects as go
 
@@ -132,7 +132,7 @@ def latency_distribution(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
     return _legend_room(fig)
 
 
-def latency_over_time(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
+def latency_over_time(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     """Latency of each attempt against time, per provider/model; failed attempts marked in red."""
     import plotly.graph_objects as go
 
@@ -158,7 +158,7 @@ def latency_over_time(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
     return _legend_room(fig, ticks=2)
 
 
-def cumulative_spend(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
+def cumulative_spend(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     """Cumulative spend over time: a total line, plus one per provider when there are several."""
     import plotly.graph_objects as go
 
@@ -185,7 +185,7 @@ def cumulative_spend(df: "pd.DataFrame", *, note: str = "") -> "go.Figure":
 spend_over_time = cumulative_spend
 
 
-def spend_by(df: "pd.DataFrame", by: str = "user_id", *, note: str = "") -> "go.Figure":
+def spend_by(df: pd.DataFrame, by: str = "user_id", *, note: str = "") -> go.Figure:
     """Spend per user, model, provider, day (UTC) or any ledger column, as bars (days in order)."""
     import plotly.graph_objects as go
 
@@ -208,7 +208,7 @@ def spend_by(df: "pd.DataFrame", by: str = "user_id", *, note: str = "") -> "go.
     return fig
 
 
-def tokens_vs_latency(df: "pd.DataFrame", *, tokens: str = "completion_tokens", note: str = "") -> "go.Figure":
+def tokens_vs_latency(df: pd.DataFrame, *, tokens: str = "completion_tokens", note: str = "") -> go.Figure:
     """Latency against tokens (output tokens by default) per provider/model, with a least-squares line."""
     import numpy as np
     import plotly.graph_objects as go
@@ -270,35 +270,35 @@ class Charts:
     def __repr__(self) -> str:
         return f"Charts({self.kit!r}): latency, latency_over_time, spend_over_time, spend_by, tokens_vs_latency"
 
-    def data(self, **filters: Any) -> "pd.DataFrame":
+    def data(self, **filters: Any) -> pd.DataFrame:
         """The ledger rows the charts draw, for these filters."""
         return self.kit.usage(**clean_filters(filters))
 
-    def _df(self, filters: dict[str, Any]) -> tuple["pd.DataFrame", str]:
+    def _df(self, filters: dict[str, Any]) -> tuple[pd.DataFrame, str]:
         f = clean_filters(filters)
         return self.kit.usage(**f), describe_filters(f)
 
-    def latency(self, **filters: Any) -> "go.Figure":
+    def latency(self, **filters: Any) -> go.Figure:
         """Latency distribution per provider/model with p50/p95/p99 marked."""
         df, note = self._df(filters)
         return latency_distribution(df, note=note)
 
-    def latency_over_time(self, **filters: Any) -> "go.Figure":
+    def latency_over_time(self, **filters: Any) -> go.Figure:
         """Each attempt's latency against time; failures in red."""
         df, note = self._df(filters)
         return latency_over_time(df, note=note)
 
-    def spend_over_time(self, **filters: Any) -> "go.Figure":
+    def spend_over_time(self, **filters: Any) -> go.Figure:
         """Cumulative spend, total and per provider."""
         df, note = self._df(filters)
         return cumulative_spend(df, note=note)
 
-    def spend_by(self, by: str = "user_id", **filters: Any) -> "go.Figure":
+    def spend_by(self, by: str = "user_id", **filters: Any) -> go.Figure:
         """Spend per ``user_id``, ``model``, ``provider`` or ``day`` (UTC) as bars."""
         df, note = self._df(filters)
         return spend_by(df, by, note=note)
 
-    def tokens_vs_latency(self, tokens: str = "completion_tokens", **filters: Any) -> "go.Figure":
+    def tokens_vs_latency(self, tokens: str = "completion_tokens", **filters: Any) -> go.Figure:
         """Latency against output tokens (or ``tokens="total_tokens"``) per provider/model."""
         df, note = self._df(filters)
         return tokens_vs_latency(df, tokens=tokens, note=note)

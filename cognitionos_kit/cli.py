@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(Kit(args.home).status(), indent=2))
         return 0
     if args.command in ("run", "report", "rebuild"):
-        from .errors import KitError
+        from .core.errors import KitError
 
         try:
             return _run(args) if args.command == "run" else _report(args) if args.command == "report" else _rebuild(args)
@@ -101,8 +101,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _rebuild(args: argparse.Namespace) -> int:
     """Move the database aside, rebuild it from the archived and live journals, say where each went."""
-    from .config import load_settings
-    from .ledger import Ledger
+    from .core.config import load_settings
+    from .storage.ledger import Ledger
 
     home = load_settings(args.home).home
     stores = [("ledger", Ledger(home).store)]

@@ -21,8 +21,8 @@ PROMPTS = [
 
 def run_demo(home: str | None = None, live: bool = False) -> dict:
     """Run the showcase; returns the summary it prints."""
+    from .calls.providers.simulated import SimulatedProvider
     from .kit import Kit
-    from .providers.simulated import SimulatedProvider
 
     data_home = Path(home or os.environ.get("COGNITIONOS_HOME") or "data")  # the default data folder
     home_path = data_home / "demo"

@@ -7,29 +7,30 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from . import catalogue, fallback, tokens
-from .config import DEFAULT_ORDER, load_settings
-from .errors import AuthenticationWarning, ConfigurationError, InvalidRequestError, KitError, redact, warn_user
+from .calls import catalogue, fallback, tokens
+from .calls.policy import ChainRun, FallbackOn, FallbackPolicy, Step
+from .calls.pricing import Price, PriceBook
+from .calls.providers.base import Provider
+from .calls.providers.simulated import SIMULATED_MODELS, LatencyModel, SimulatedProvider
+from .calls.router import Router, provider_for_model
+from .calls.streaming import AsyncStream, Stream
+from .core.config import DEFAULT_ORDER, load_settings
+from .core.errors import AuthenticationWarning, ConfigurationError, InvalidRequestError, KitError, redact, warn_user
+from .core.types import ROLES, Attempt, Completion, Message, ProviderRequest, ProviderResponse, Usage
+from .core.validation import check_identifier, check_number, check_text, clean_text
 from .notebook.reprs import AttemptList
-from .policy import ChainRun, FallbackOn, FallbackPolicy, Step
-from .pricing import Price, PriceBook
-from .providers.base import Provider
-from .providers.simulated import SIMULATED_MODELS, LatencyModel, SimulatedProvider
-from .router import Router, provider_for_model
-from .streaming import AsyncStream, Stream
-from .types import ROLES, Attempt, Completion, Message, ProviderRequest, ProviderResponse, Usage
-from .validation import check_identifier, check_number, check_text, clean_text
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from .ledger import Ledger
     from .memory import Memory
+    from .storage.ledger import Ledger
 
 EMBEDDING_MODELS = ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002")
 _EMBED_BATCH = 256  # inputs per embeddings request (the API accepts up to 2048)
@@ -43,7 +44,7 @@ class _Call:
     chain: ChainRun
     meta: dict[str, Any]
     requested: tuple[str, str]  # (provider, model) the call asked for
-    kit: "Kit" = field(repr=False)
+    kit: Kit = field(repr=False)
     t_start: float = field(default_factory=time.perf_counter)
 
     @property
@@ -85,7 +86,7 @@ class Kit:
     bounds the SDKs' own retry loop (the only one); a provider asking to wait longer than
     ``max_retry_wait`` seconds before a retry is skipped for that call instead.
 
-    Fallback: ``fallback_on`` (a set of error types or a function, see ``cognitionos_kit.policy``)
+    Fallback: ``fallback_on`` (a set of error types or a function, see ``cognitionos_kit.calls.policy``)
     says which failures move on. A role falls back across vendors; a named model only to the
     equivalents in ``fallback_models`` (``{"gpt-4o-mini": "claude-haiku-5-5"}``). The simulated
     provider answers only in simulation mode (no provider configured), when listed in
@@ -170,8 +171,8 @@ class Kit:
             self.router = Router(self.prices, role_models, fallback_models)
         except InvalidRequestError as exc:
             raise ConfigurationError(str(exc)) from None
-        from .providers.anthropic import AnthropicProvider
-        from .providers.openai import OpenAIProvider
+        from .calls.providers.anthropic import AnthropicProvider
+        from .calls.providers.openai import OpenAIProvider
 
         self._providers: dict[str, Provider] = {
             "openai": OpenAIProvider(self.settings.openai, timeout=self.timeout, max_retries=max_retries,
@@ -232,15 +233,15 @@ class Kit:
         return self._providers[self._check_provider_name(name)]
 
     @property
-    def ledger(self) -> "Ledger":
+    def ledger(self) -> Ledger:
         if self._ledger is None:
-            from .ledger import Ledger
+            from .storage.ledger import Ledger
 
             self._ledger = Ledger(self.home)
         return self._ledger
 
     @property
-    def memory(self) -> "Memory":
+    def memory(self) -> Memory:
         """The semantic memory on this Kit's data folder (created on first use)."""
         if self._memory is None:
             from .memory import Memory
@@ -273,7 +274,7 @@ class Kit:
 
         return run_experiment(self, experiment, **kwargs)
 
-    def runs(self) -> "pd.DataFrame":
+    def runs(self) -> pd.DataFrame:
         """Past experiment runs under this data folder, newest first."""
         from .experiments import list_runs
 
@@ -737,13 +738,13 @@ class Kit:
         return out
 
     # --- embeddings ------------------------------------------------------------------
-    def embed(self, texts: str | Sequence[str], model: str | None = None, *, user_id: str | None = None) -> "np.ndarray":
+    def embed(self, texts: str | Sequence[str], model: str | None = None, *, user_id: str | None = None) -> np.ndarray:
         """Embed texts as a float32 array (n, dim), L2-normalised.
 
         Default: the local all-MiniLM-L6-v2 (384 dims, offline). ``text-embedding-3-small``,
         ``-3-large`` and ``text-embedding-ada-002`` go to OpenAI (batched, ledgered with cost).
         """
-        from .embeddings import get_local_embedder
+        from .calls.embeddings import get_local_embedder
 
         items = _check_texts(texts)
         check_identifier(user_id, "user_id")
@@ -760,8 +761,8 @@ class Kit:
             raise ConfigurationError(f"{model} needs OpenAI: set OPENAI_API_KEY (or use model=None for local embeddings)")
         import numpy as np
 
-        from .policy import as_provider_error
-        from .providers.http import AttemptIO, attempt_scope
+        from .calls.policy import as_provider_error
+        from .calls.providers.http import AttemptIO, attempt_scope
 
         vectors: list[list[float]] = []
         request_id = "req_" + os.urandom(12).hex()  # as random as uuid4, a tenth of its cost
@@ -800,11 +801,11 @@ class Kit:
         return np.asarray(vectors, dtype=np.float32).reshape(len(items), -1)
 
     # --- reading the ledger ----------------------------------------------------------
-    def usage(self, **filters: Any) -> "pd.DataFrame":
+    def usage(self, **filters: Any) -> pd.DataFrame:
         """The ``llm_usage`` ledger as a DataFrame, one row per attempt; equality filters on columns."""
         return self.ledger.usage(**filters)
 
-    def spend(self, by: str | Sequence[str] = "user_id") -> "pd.DataFrame":
+    def spend(self, by: str | Sequence[str] = "user_id") -> pd.DataFrame:
         """Spend and calls grouped by user_id, model, provider, day (or a list of them)."""
         return self.ledger.spend(by=by)
 
@@ -814,7 +815,7 @@ class Kit:
 
         return UsageSummary(self.usage(**filters))
 
-    def models(self) -> "pd.DataFrame":
+    def models(self) -> pd.DataFrame:
         """Models the kit can use right now, with role defaults, context window and prices."""
         import pandas as pd
 
@@ -839,7 +840,7 @@ class Kit:
         if self._ledger is not None:
             self._ledger.close()
 
-    def __enter__(self) -> "Kit":
+    def __enter__(self) -> Kit:
         return self
 
     def __exit__(self, *exc: Any) -> None:

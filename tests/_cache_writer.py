@@ -1,6 +1,6 @@
 """A process that opens the response cache the moment the others do, then writes 50 answers."""
 
-from cognitionos_kit.experiments.cache import ResponseCache
+from cognitionos_kit.storage.cache import ResponseCache
 
 
 def write(home: str, name: str, barrier) -> None:

@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from cognitionos_kit.ledger import Ledger
+from cognitionos_kit.storage.ledger import Ledger
 
 mode, home, n, tag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 ledger = Ledger(home)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cognitionos_kit.errors import CacheWarning
-from cognitionos_kit.experiments.cache import ResponseCache
+from cognitionos_kit.core.errors import CacheWarning
+from cognitionos_kit.storage.cache import ResponseCache
 
 FIELDS = ("content", "provider", "model")
 GOOD = {"content": "Paris", "provider": "simulated", "model": "sim-small", "cost_usd": 0.001}

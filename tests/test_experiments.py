@@ -402,7 +402,8 @@ def _judge_reply(text: str, prompt_tokens: int = 150, completion_tokens: int = 3
 
 
 def _gpt4o_mini_cost(prompt_tokens: int, completion_tokens: int) -> float:
-    from genai_prices import Usage as GUsage, calc_price
+    from genai_prices import Usage as GUsage
+    from genai_prices import calc_price
 
     p = calc_price(GUsage(input_tokens=prompt_tokens, output_tokens=completion_tokens), model_ref="gpt-4o-mini",
                    provider_id="openai")

@@ -64,7 +64,7 @@ def test_simulated_is_deterministic_per_seed(tmp_path):
 
 
 def test_simulated_usage_uses_the_real_tokenizer(kit):
-    from cognitionos_kit import tokens
+    from cognitionos_kit.calls import tokens
 
     r = kit.complete("Count my tokens please", system="You are exact.")
     msgs = [{"role": "user", "content": "Count my tokens please"}]
@@ -203,7 +203,8 @@ def test_recorded_embedding_exchange_read_exactly(live_kit, openai_server):
     back as the same vector, with the recorded token count priced by genai-prices."""
     import base64
 
-    from genai_prices import Usage as GUsage, calc_price
+    from genai_prices import Usage as GUsage
+    from genai_prices import calc_price
 
     entry = next(e for e in load_fixtures("openai", "/v1/embeddings", status=200) if "dimensions" not in e["request"])
     openai_server.enqueue(entry)

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cognitionos_kit.errors import InvalidRequestError, StorageError
-from cognitionos_kit.ledger import LEDGER_COLUMNS, Ledger
-from cognitionos_kit.migrations import LEDGER_MIGRATIONS, Migrations
-from cognitionos_kit.storage import Store
+from cognitionos_kit.core.errors import InvalidRequestError, StorageError
+from cognitionos_kit.storage.journal import Store
+from cognitionos_kit.storage.ledger import LEDGER_COLUMNS, Ledger
+from cognitionos_kit.storage.migrations import LEDGER_MIGRATIONS, Migrations
 
 TESTS = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}

@@ -15,7 +15,6 @@ import time
 import anthropic
 import openai
 import pytest
-
 from loopback import AnthropicServer, OpenAIServer, load_fixtures, sse_events
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")

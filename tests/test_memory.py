@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from cognitionos_kit import Kit, LatencyModel
-from cognitionos_kit.errors import ConfigurationError, InvalidRequestError, ProviderError
+from cognitionos_kit.core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from cognitionos_kit.memory import HitList, Memory, MemoryHit, MemoryNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent

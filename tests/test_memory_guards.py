@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cognitionos_kit.embeddings import get_local_embedder
-from cognitionos_kit.errors import InvalidRequestError, KitError
+from cognitionos_kit.calls.embeddings import get_local_embedder
+from cognitionos_kit.core.errors import InvalidRequestError, KitError
 from cognitionos_kit.memory import Memory, MemoryNotFoundError, OwnerRequiredError
 
 BAD = "\udc80"  # a lone surrogate, as bytes decoded with errors="surrogateescape" carry

@@ -8,7 +8,8 @@ import math
 from importlib.metadata import version
 
 import pytest
-from genai_prices import Usage as GUsage, calc_price
+from genai_prices import Usage as GUsage
+from genai_prices import calc_price
 from loopback import load_fixtures
 
 from cognitionos_kit import CostLimitError

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from genai_prices import Usage as GUsage, calc_price
+from genai_prices import Usage as GUsage
+from genai_prices import calc_price
 from loopback import load_fixtures
 
 CHAT = [

@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cognitionos_kit.errors import InvalidRequestError, StorageError
-from cognitionos_kit.migrations import Migrations
-from cognitionos_kit.storage import _HOST, Store
+from cognitionos_kit.core.errors import InvalidRequestError, StorageError
+from cognitionos_kit.storage.journal import _HOST, Store
+from cognitionos_kit.storage.migrations import Migrations
 
 
 def events_migrations() -> Migrations:

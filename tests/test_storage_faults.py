@@ -16,10 +16,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cognitionos_kit.errors import StorageError, StorageWarning
-from cognitionos_kit.experiments.cache import ResponseCache
-from cognitionos_kit.ledger import Ledger
-from cognitionos_kit.storage import _HOST, _cause
+from cognitionos_kit.core.errors import StorageError, StorageWarning
+from cognitionos_kit.storage.cache import ResponseCache
+from cognitionos_kit.storage.journal import _HOST, _cause
+from cognitionos_kit.storage.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 

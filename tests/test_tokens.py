@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cognitionos_kit import tokens
-from cognitionos_kit.errors import ConfigurationError, InvalidRequestError
-from cognitionos_kit.types import Message
+from cognitionos_kit.calls import tokens
+from cognitionos_kit.core.errors import ConfigurationError, InvalidRequestError
+from cognitionos_kit.core.types import Message
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAFFIC = Path("/work/shared/fixtures/recorded-api-traffic.json")
@@ -207,7 +207,7 @@ def test_first_use_from_many_threads_builds_one_encoding(monkeypatch: pytest.Mon
 
 
 def test_import_is_lazy() -> None:
-    r = _run("import sys, cognitionos_kit.tokens; print('tiktoken' in sys.modules)")
+    r = _run("import sys, cognitionos_kit.calls.tokens; print('tiktoken' in sys.modules)")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
 
@@ -215,7 +215,7 @@ def test_import_is_lazy() -> None:
 def test_no_network(tmp_path: Path) -> None:
     """Any download attempt would hit a dead proxy or an empty cache: counting still works."""
     r = _run(
-        "from cognitionos_kit.tokens import count_text; print(count_text('hello world', 'gpt-4'), count_text('hello world', 'gpt-4o'))",
+        "from cognitionos_kit.calls.tokens import count_text; print(count_text('hello world', 'gpt-4'), count_text('hello world', 'gpt-4o'))",
         TIKTOKEN_CACHE_DIR=str(tmp_path),
         HTTPS_PROXY="http://127.0.0.1:9",
         HTTP_PROXY="http://127.0.0.1:9",

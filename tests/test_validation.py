@@ -105,7 +105,7 @@ def test_max_cost_downgrades_then_refuses(kit):
 
 
 def test_max_cost_worst_case_is_exact(kit):
-    from cognitionos_kit import tokens
+    from cognitionos_kit.calls import tokens
 
     prompt = "Summarize the history of tokenizers in two lines."
     n = tokens.count_messages([{"role": "user", "content": prompt}], "sim-large")

@@ -16,10 +16,9 @@ import textwrap
 
 import openai
 import pytest
+from conftest import OPENAI_KEY
 
 from cognitionos_kit import AllProvidersFailedError
-
-from conftest import OPENAI_KEY
 
 # headers whose values legitimately differ between two calls (retry counters, timeouts)
 _VOLATILE = {"x-stainless-retry-count", "x-stainless-read-timeout", "x-stainless-timeout", "content-length"}

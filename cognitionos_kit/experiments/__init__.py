@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .cache import ResponseCache
+from ..storage.cache import ResponseCache
 from .experiment import Experiment
 from .runner import RUN_ONLY_COLUMNS, Run, run_experiment
 from .runs import Comparison, compare_runs, list_runs, load_run

@@ -10,12 +10,13 @@ import hashlib
 import itertools
 import json
 import string
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidRequestError
-from ..types import ROLES
+from ..core.errors import InvalidRequestError
+from ..core.types import ROLES
 from .scorers import Scorer, build_scorers
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def _settings_id(s: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={s[k]}" for k in SETTING_KEYS if k in s) or "default"
 
 
-def load_dataset(dataset: Any, base: Path | None = None) -> "pd.DataFrame":
+def load_dataset(dataset: Any, base: Path | None = None) -> pd.DataFrame:
     """A DataFrame from a DataFrame, a list of dicts, or a CSV / JSONL(.json) path."""
     import pandas as pd
 
@@ -155,7 +156,7 @@ class Experiment:
         return out
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Experiment":
+    def from_yaml(cls, path: str | Path) -> Experiment:
         """Load an experiment from YAML (dataset paths are relative to the file)."""
         import yaml
 

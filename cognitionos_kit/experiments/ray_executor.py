@@ -21,9 +21,10 @@ import shutil
 import tempfile
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
+from ..core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ..kit import Kit
@@ -39,7 +40,7 @@ _KITS: dict[str, Any] = {}  # per worker process: one Kit per spec
 _BUILD_LOCK = threading.Lock()  # a worker sets os.environ then builds a Kit: one at a time
 
 
-def _kit_options(kit: "Kit") -> dict[str, Any]:
+def _kit_options(kit: Kit) -> dict[str, Any]:
     """The Kit's call options a worker Kit must share (timeouts, retries, fallback policy)."""
     from ..kit import Kit
 
@@ -67,7 +68,7 @@ def _kit_options(kit: "Kit") -> dict[str, Any]:
     return opts
 
 
-def kit_spec(kit: "Kit") -> dict[str, Any]:
+def kit_spec(kit: Kit) -> dict[str, Any]:
     """What a worker needs to rebuild an equivalent Kit (no keys: see ``ray_send``)."""
     custom = [p for p in kit.order if p not in _BUILTIN]
     if custom:
@@ -82,7 +83,7 @@ def kit_spec(kit: "Kit") -> dict[str, Any]:
     }
 
 
-def _secrets(kit: "Kit") -> dict[str, str | None]:
+def _secrets(kit: Kit) -> dict[str, str | None]:
     s = kit.settings
     return {"OPENAI_API_KEY": s.openai.api_key, "OPENAI_BASE_URL": s.openai.base_url,
             "ANTHROPIC_API_KEY": s.anthropic.api_key, "ANTHROPIC_BASE_URL": s.anthropic.base_url}
@@ -124,15 +125,15 @@ def _apply_secrets(spec: Mapping[str, Any]) -> None:
             os.environ.pop(name, None)
 
 
-def _worker_kit(spec: Mapping[str, Any]) -> "Kit":
+def _worker_kit(spec: Mapping[str, Any]) -> Kit:
     # The file's path changes every run; the salted digest of its content does not.
     key = json.dumps({k: v for k, v in spec.items() if k != "secrets_file"}, sort_keys=True, default=repr)
     if key not in _KITS:
         with _BUILD_LOCK:
             if key not in _KITS:
+                from ..calls.pricing import Price
+                from ..calls.providers.simulated import LatencyModel
                 from ..kit import Kit
-                from ..pricing import Price
-                from ..providers.simulated import LatencyModel
 
                 _apply_secrets(spec)
                 k = Kit(spec["home"], providers=spec["order"], seed=spec["seed"],
@@ -170,14 +171,14 @@ class RaySend:
     def close(self) -> None:
         self._cleanup()
 
-    def __enter__(self) -> "RaySend":
+    def __enter__(self) -> RaySend:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-def ray_send(kit: "Kit") -> RaySend:
+def ray_send(kit: Kit) -> RaySend:
     """An async ``send(prompt, kwargs)`` that runs the call as a Ray task; call ``.close()`` when
     the run ends."""
     try:

@@ -33,7 +33,7 @@ def _values(col: Any) -> list:
     return [None if v != v else v for v in col.tolist()]  # NaN -> null: JSON has no NaN
 
 
-def figure_specs(run: "Run") -> list[dict]:
+def figure_specs(run: Run) -> list[dict]:
     """The report's charts as plotly figure dicts: scores by group, cost by group, latency
     distribution, cost vs mean score.
 
@@ -67,7 +67,7 @@ def figure_specs(run: "Run") -> list[dict]:
     return specs
 
 
-def figures(run: "Run") -> list[Any]:
+def figures(run: Run) -> list[Any]:
     """The report's charts as ``go.Figure`` objects (for a notebook)."""
     import plotly.graph_objects as go
 
@@ -90,7 +90,7 @@ def _plotlyjs() -> bytes:
     return get_plotlyjs().encode("utf-8")
 
 
-def write_report(run: "Run") -> Any:
+def write_report(run: Run) -> Any:
     """Write ``report.html`` into the run folder and return its path."""
     import plotly.io as pio
 
@@ -117,7 +117,7 @@ def write_report(run: "Run") -> Any:
         + html.escape(json.dumps(m, indent=2, default=str)) + "</pre></body></html>"
     )
     path = run.path / "report.html"
-    from ..storage import private_file
+    from ..storage.journal import private_file
 
     with open(path, "wb") as f:  # plotly.js (4.6 MB) goes in once, as bytes: no copy of it in a page string
         private_file(path)  # the user's only (0600), before anything is in it
@@ -127,7 +127,7 @@ def write_report(run: "Run") -> Any:
     return path
 
 
-def comparison_figure(c: "Comparison") -> Any:
+def comparison_figure(c: Comparison) -> Any:
     """One panel per metric (own units): B - A for each group."""
     from plotly.subplots import make_subplots
 

@@ -8,14 +8,15 @@ import asyncio
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .. import tokens
-from ..errors import ConfigurationError, InvalidRequestError
+from ..calls import tokens
+from ..core.errors import ConfigurationError, InvalidRequestError
+from ..storage.cache import ResponseCache, cache_key
 from .budget import Budget
-from .cache import ResponseCache, cache_key
 from .experiment import Cell, Experiment
 from .scorers import Scorer, judge_request, parse_judge_score
 
@@ -39,8 +40,8 @@ class Run:
     """One experiment run: its table, summary, manifest and folder ``<home>/runs/<run_id>/``."""
 
     run_id: str
-    results: "pd.DataFrame"
-    summary: "pd.DataFrame"
+    results: pd.DataFrame
+    summary: pd.DataFrame
     manifest: dict[str, Any]
     path: Any = None
     comparison: Any = field(default=None, repr=False)
@@ -88,7 +89,7 @@ def _run_id(name: str) -> str:
     return f"{slug}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def _worst_case(kit: "Kit", call: Any, counts: dict) -> float | None:
+def _worst_case(kit: Kit, call: Any, counts: dict) -> float | None:
     """The most any provider in the chain could charge for this request (None: a price is unknown)."""
     worst = 0.0
     req0 = call.steps[0].request
@@ -106,7 +107,7 @@ def _worst_case(kit: "Kit", call: Any, counts: dict) -> float | None:
     return worst
 
 
-def _plan(kit: "Kit", exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
+def _plan(kit: Kit, exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
     """Validate every call and compute its cache key (and worst case, with a budget): no call is sent.
 
     LLM judges are validated here too: one judge request per judge scorer is prepared (its model or
@@ -129,7 +130,7 @@ def _plan(kit: "Kit", exp: Experiment, run_id: str, budget: bool) -> list[_Plan]
     return plans
 
 
-def _check_judges(kit: "Kit", exp: Experiment, cell: Cell, budget: bool) -> None:
+def _check_judges(kit: Kit, exp: Experiment, cell: Cell, budget: bool) -> None:
     row = exp.data.iloc[cell.row].to_dict()
     for s in exp.scorer_list:
         if not s.judge:
@@ -155,7 +156,7 @@ def _entry(c: Any) -> dict[str, Any]:
 class _Engine:
     """The async part: fetch (cache -> budget -> send -> cache) with counters for the progress bar."""
 
-    def __init__(self, kit: "Kit", exp: Experiment, run_id: str, send: Send, budget: Budget,
+    def __init__(self, kit: Kit, exp: Experiment, run_id: str, send: Send, budget: Budget,
                  cache: ResponseCache | None, read_cache: bool) -> None:
         self.kit, self.exp, self.run_id, self.send = kit, exp, run_id, send
         self.budget, self.cache, self.read_cache = budget, cache, read_cache
@@ -243,7 +244,7 @@ def _run_coro(coro: Awaitable[Any]) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def _local_send(kit: "Kit") -> Send:
+def _local_send(kit: Kit) -> Send:
     async def send(prompt: str, kwargs: Mapping[str, Any]) -> dict:
         return _entry(await kit.acomplete(prompt, **kwargs))
 
@@ -263,7 +264,7 @@ def _check_args(concurrency: Any, budget_usd: Any, executor: Any, cache: Any) ->
 
 
 def run_experiment(
-    kit: "Kit",
+    kit: Kit,
     experiment: Experiment,
     *,
     concurrency: int = 8,

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidRequestError
+from ..core.errors import InvalidRequestError
 from .runner import Run
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _results(exp: "Experiment", plans: list, outcomes: list[dict]) -> "pd.DataFrame":
+def _results(exp: Experiment, plans: list, outcomes: list[dict]) -> pd.DataFrame:
     import pandas as pd
 
     records = exp.data.to_dict("records")
@@ -97,7 +97,7 @@ def _results(exp: "Experiment", plans: list, outcomes: list[dict]) -> "pd.DataFr
     return df
 
 
-def summarize(results: "pd.DataFrame") -> "pd.DataFrame":
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per template x model x settings: cells, ok, mean scores, cost, latency, cache hits."""
     import pandas as pd
 
@@ -119,10 +119,10 @@ def summarize(results: "pd.DataFrame") -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def finish_run(kit: "Kit", exp: "Experiment", engine: Any, plans: list, outcomes: list[dict], *, run_id: str,
+def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: list[dict], *, run_id: str,
                started: datetime, wall_s: float, options: dict[str, Any]) -> Run:
     """Build the table, summary and manifest; write the run folder; return the ``Run``."""
-    from ..pricing import genai_prices_version
+    from ..calls.pricing import genai_prices_version
     from .report import write_report
 
     results = _results(exp, plans, outcomes)
@@ -160,7 +160,7 @@ def finish_run(kit: "Kit", exp: "Experiment", engine: Any, plans: list, outcomes
         "files": {"results": "results.parquet", "manifest": "manifest.json", "report": "report.html"},
     }
     path = Path(kit.home) / "runs" / run_id
-    from ..storage import private_dir, private_file  # a run's folder and files are the user's only (0700/0600)
+    from ..storage.journal import private_dir, private_file  # a run's folder and files are the user's only (0700/0600)
 
     private_dir(path)
     results.to_parquet(path / "results.parquet", index=False)
@@ -172,11 +172,11 @@ def finish_run(kit: "Kit", exp: "Experiment", engine: Any, plans: list, outcomes
     return run
 
 
-def _runs_dir(kit: "Kit") -> Path:
+def _runs_dir(kit: Kit) -> Path:
     return Path(kit.home) / "runs"
 
 
-def load_run(kit: "Kit", run: Any) -> Run:
+def load_run(kit: Kit, run: Any) -> Run:
     """A past run by id (or a ``Run``, returned as is)."""
     import pandas as pd
 
@@ -190,7 +190,7 @@ def load_run(kit: "Kit", run: Any) -> Run:
     return Run(manifest["run_id"], results, summarize(results), manifest, path)
 
 
-def list_runs(kit: "Kit") -> "pd.DataFrame":
+def list_runs(kit: Kit) -> pd.DataFrame:
     """Every run under the data folder, newest first."""
     import pandas as pd
 
@@ -212,7 +212,7 @@ def list_runs(kit: "Kit") -> "pd.DataFrame":
 class Comparison:
     """What changed from run A to run B: ``.table`` (per template x model x settings) and ``.figure``."""
 
-    def __init__(self, a: Run, b: Run, table: "pd.DataFrame") -> None:
+    def __init__(self, a: Run, b: Run, table: pd.DataFrame) -> None:
         self.a, self.b, self.table = a, b, table
 
     @property
@@ -228,7 +228,7 @@ class Comparison:
         return f"Comparison({self.a.run_id!r} -> {self.b.run_id!r})\n{self.table.to_string(index=False)}"
 
 
-def compare_runs(kit: "Kit", run_a: Any, run_b: Any) -> Comparison:
+def compare_runs(kit: Kit, run_a: Any, run_b: Any) -> Comparison:
     """Per group: mean scores, answer cost, spend and p50 latency in A and B, and B - A."""
     a, b = load_run(kit, run_a), load_run(kit, run_b)
     metrics = [c for c in dict.fromkeys([*a.summary.columns, *b.summary.columns])

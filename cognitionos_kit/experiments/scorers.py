@@ -13,10 +13,11 @@ import inspect
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from ..errors import InvalidRequestError
+from ..core.errors import InvalidRequestError
 
 __all__ = ["Scorer", "build_scorers", "BUILTIN", "JUDGE_PROMPT", "parse_judge_score", "judge_request"]
 

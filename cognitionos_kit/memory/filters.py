@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import math
 import operator
+from collections.abc import Callable, Mapping
 from numbers import Real
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from ..errors import InvalidRequestError
-from ..validation import check_text
+from ..core.errors import InvalidRequestError
+from ..core.validation import check_text
 
 __all__ = ["compile_filter", "OPERATORS"]
 

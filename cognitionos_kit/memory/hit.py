@@ -74,7 +74,7 @@ class HitList(list):
             return "<div>no memories match</div>"
         return html_table(_HEADERS, [h._row() for h in self])
 
-    def to_frame(self) -> "pd.DataFrame":
+    def to_frame(self) -> pd.DataFrame:
         """The hits as a DataFrame, one row each with every field (as ``retrieve_frame``)."""
         import pandas as pd
 

@@ -8,7 +8,8 @@ matrix-vector product plus masks -- the same work as a plain numpy brute force.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,7 +96,7 @@ class Table:
         self.updated[i] = row["updated_at"]
         self.version[i] = row["ts"]
 
-    def add(self, rows: Sequence[dict[str, Any]], vectors: "np.ndarray") -> None:
+    def add(self, rows: Sequence[dict[str, Any]], vectors: np.ndarray) -> None:
         """Append new memories (ids not in the table)."""
         start, end = self.n, self.n + len(rows)
         self._grow(end)
@@ -118,7 +119,7 @@ class Table:
         for ix in self.listeners:
             ix.added(range(start, self.n))
 
-    def replace(self, i: int, row: dict[str, Any], vector: "np.ndarray | None") -> None:
+    def replace(self, i: int, row: dict[str, Any], vector: np.ndarray | None) -> None:
         old = self.rows[i]
         if self.dedupe.get(self.key(old)) == old["memory_id"]:
             del self.dedupe[self.key(old)]
@@ -140,11 +141,11 @@ class Table:
         for ix in self.listeners:
             ix.removed(i)
 
-    def touch(self, positions: "np.ndarray", ts: float, n: int = 1) -> None:
+    def touch(self, positions: np.ndarray, ts: float, n: int = 1) -> None:
         self.count[positions] += n
         self.accessed[positions] = max(ts, 0.0)
 
-    def visible(self, user_id: str, agent_id: str | None, rows: "np.ndarray | None" = None) -> "np.ndarray":
+    def visible(self, user_id: str, agent_id: str | None, rows: np.ndarray | None = None) -> np.ndarray:
         """Rows ``user_id`` may see: its own user-scoped ones, its own with this agent, global ones.
         Over every row, or only over ``rows`` (a candidate list: much cheaper at 1M rows)."""
         n = self.n
@@ -177,7 +178,7 @@ class ApproximateIndex:
         try:
             import faiss
         except ImportError as e:
-            from ..errors import ConfigurationError
+            from ..core.errors import ConfigurationError
 
             raise ConfigurationError("index='approximate' needs faiss: pip install faiss-cpu") from e
         import numpy as np
@@ -237,7 +238,7 @@ class ApproximateIndex:
         if self in self.table.listeners:
             self.table.listeners.remove(self)
 
-    def search(self, query: "np.ndarray", count: int) -> tuple["np.ndarray", "np.ndarray"]:
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, exact cosine similarities) of up to ``count`` approximate nearest neighbours."""
         import numpy as np
 

@@ -21,12 +21,13 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ConfigurationError, InvalidRequestError
-from ..validation import check_identifier, check_text
+from ..core.errors import ConfigurationError, InvalidRequestError
+from ..core.validation import check_identifier, check_text
 from .filters import compile_filter
 from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES, ApproximateIndex, Table
@@ -132,7 +133,7 @@ def _owner_keyword(example: str) -> Callable[[_F], _F]:
         name = fn.__name__
 
         @functools.wraps(fn)
-        def call(self: "Memory", *args: Any, **kwargs: Any) -> Any:
+        def call(self: Memory, *args: Any, **kwargs: Any) -> Any:
             if "user_id" in kwargs and len(args) <= 1:
                 return fn(self, *args, **kwargs)
             if len(args) >= 2:
@@ -183,7 +184,7 @@ class Memory:
         self,
         home: str | Path,
         *,
-        kit: "Kit | None" = None,
+        kit: Kit | None = None,
         collection: str = "default",
         embedding_model: str | None = None,
         half_life_days: float = 30.0,
@@ -276,7 +277,7 @@ class Memory:
         return len(self._table)  # type: ignore[arg-type]
 
     # --- embedding -------------------------------------------------------------------------
-    def _embed(self, texts: list[str], model: str) -> "np.ndarray":
+    def _embed(self, texts: list[str], model: str) -> np.ndarray:
         import numpy as np
 
         out = []
@@ -285,7 +286,7 @@ class Memory:
             if self.kit is not None:
                 v = self.kit.embed(batch, model=None if model == LOCAL_MODEL else model)
             elif model == LOCAL_MODEL:
-                from ..embeddings import get_local_embedder
+                from ..calls.embeddings import get_local_embedder
 
                 v = get_local_embedder().embed(batch)
             else:
@@ -420,7 +421,7 @@ class Memory:
         user_id: str,
         contents: Sequence[str],
         *,
-        embeddings: "np.ndarray | None" = None,
+        embeddings: np.ndarray | None = None,
         metadata: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         memory_type: str = "semantic",
         scope: str = "user",
@@ -496,7 +497,7 @@ class Memory:
             raise ConfigurationError(f"{self._model} returned {width} dims, the collection holds {t.dim}")
         return t
 
-    def _write(self, rows: list[dict[str, Any]], vecs: "np.ndarray") -> None:
+    def _write(self, rows: list[dict[str, Any]], vecs: np.ndarray) -> None:
         """Journal events (with their vectors); the collection's config goes first if it has none."""
         if not self._configured:
             cfg = {"row_id": uuid.uuid4().hex, "ts": time.time(), "op": "config", "collection": self.collection,
@@ -536,7 +537,7 @@ class Memory:
         boost_cap: int | None = None,
         now: Any = None,
         as_frame: bool = False,
-    ) -> "HitList | pd.DataFrame":
+    ) -> HitList | pd.DataFrame:
         """The ``k`` best memories ``user_id`` may see (its own, its own with ``agent_id``, global
         ones), best first, scored as in ``ranking.py``, as a :class:`~.hit.HitList` of
         :class:`MemoryHit` (a list that shows as a table). ``filters`` use the language of
@@ -553,11 +554,11 @@ class Memory:
                 self._fit(len(q))
             return self._search(q, *args, as_frame=as_frame)
 
-    def retrieve_frame(self, user_id: str, query: str, k: int = 5, **kw: Any) -> "pd.DataFrame":
+    def retrieve_frame(self, user_id: str, query: str, k: int = 5, **kw: Any) -> pd.DataFrame:
         """``retrieve`` as a DataFrame, one row per hit with the score breakdown."""
         return self.retrieve(user_id, query, k, as_frame=True, **kw)  # type: ignore[return-value]
 
-    def retrieve_by_vector(self, user_id: str, vector: "np.ndarray", k: int = 5, **kw: Any) -> "HitList | pd.DataFrame":
+    def retrieve_by_vector(self, user_id: str, vector: np.ndarray, k: int = 5, **kw: Any) -> HitList | pd.DataFrame:
         """``retrieve`` with a query vector of the collection's model instead of a text."""
         as_frame = kw.pop("as_frame", False)
         args = self._check(user_id, k, kw.pop("memory_type", None), kw.pop("filters", None), kw.pop("agent_id", None),
@@ -594,7 +595,7 @@ class Memory:
         t = self._table
         assert t is not None
 
-        def allowed(rows: "np.ndarray | None" = None) -> "np.ndarray":
+        def allowed(rows: np.ndarray | None = None) -> np.ndarray:
             """Visibility, type and time masks: over every row, or only over candidate ``rows``."""
             pick = slice(0, t.n) if rows is None else rows
             mask = t.visible(user_id, agent_id, rows)
@@ -622,7 +623,7 @@ class Memory:
         hits = HitList(hits)
         return hits.to_frame() if as_frame else hits
 
-    def _terms(self, rows: "np.ndarray", ranking: Ranking, now: float) -> tuple["np.ndarray", "np.ndarray"]:
+    def _terms(self, rows: np.ndarray, ranking: Ranking, now: float) -> tuple[np.ndarray, np.ndarray]:
         t = self._table
         return ranking.decay(now - t.updated[rows]), ranking.boost(t.count[rows])  # type: ignore[union-attr]
 
@@ -791,7 +792,7 @@ class Memory:
                 self.log.purge(self.collection, memory_id)
 
     @_owner_keyword("")
-    def history(self, memory_id: str, *, user_id: str) -> "pd.DataFrame":
+    def history(self, memory_id: str, *, user_id: str) -> pd.DataFrame:
         """Every change of a memory, oldest first: changed_at, op, old/new content, old/new metadata
         (also after it was deleted). For its owner, or anyone if it is global; otherwise
         MemoryNotFoundError, as for an id that was never stored."""
@@ -814,7 +815,7 @@ class Memory:
         return df
 
     # --- whole collection ------------------------------------------------------------------
-    def frame(self, user_id: str | None = None) -> "pd.DataFrame":
+    def frame(self, user_id: str | None = None) -> pd.DataFrame:
         """Every memory (or those ``user_id`` may see) as a DataFrame, newest first."""
         import numpy as np
 
@@ -878,7 +879,7 @@ def _may(owner: str, scope: str, user_id: str, change: bool) -> bool:
     return owner == user_id or (not change and scope == "global")
 
 
-def _normalised(vectors: Any, n: int, dim: int | None, model: str | None) -> "np.ndarray":
+def _normalised(vectors: Any, n: int, dim: int | None, model: str | None) -> np.ndarray:
     """``vectors`` as float32 (n, dim) with unit rows; anything else is an InvalidRequestError."""
     import numpy as np
 
@@ -912,7 +913,7 @@ def _rows(ev: dict[str, list[Any]], collection: str) -> list[dict[str, Any]]:
     return out
 
 
-def _frame(records: list[dict[str, Any]], columns: list[str]) -> "pd.DataFrame":
+def _frame(records: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame.from_records(records, columns=columns)

@@ -15,10 +15,11 @@ times or more gains 0.1 over one never retrieved. Set a weight to 0 to switch a 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidRequestError
+from ..core.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,7 +38,7 @@ class Weights:
     boost: float = 0.1
 
     @classmethod
-    def coerce(cls, value: Any, base: "Weights | None" = None) -> "Weights":
+    def coerce(cls, value: Any, base: Weights | None = None) -> Weights:
         """Weights from a Weights, a mapping of some of the three names (the rest from ``base``) or a 3-tuple."""
         base = base or cls()
         if value is None:
@@ -78,25 +79,25 @@ class Ranking:
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise InvalidRequestError(f"boost_cap must be an int >= 1, got {c!r}")
 
-    def with_(self, weights: Any = None, half_life_days: Any = None, boost_cap: Any = None) -> "Ranking":
+    def with_(self, weights: Any = None, half_life_days: Any = None, boost_cap: Any = None) -> Ranking:
         return Ranking(
             Weights.coerce(weights, self.weights),
             self.half_life_days if half_life_days is None else half_life_days,
             self.boost_cap if boost_cap is None else boost_cap,
         )
 
-    def decay(self, age_seconds: "np.ndarray") -> "np.ndarray":
+    def decay(self, age_seconds: np.ndarray) -> np.ndarray:
         return decay(age_seconds, self.half_life_days)
 
-    def boost(self, access_count: "np.ndarray") -> "np.ndarray":
+    def boost(self, access_count: np.ndarray) -> np.ndarray:
         return boost(access_count, self.boost_cap)
 
-    def score(self, similarity: "np.ndarray", decay_: "np.ndarray", boost_: "np.ndarray") -> "np.ndarray":
+    def score(self, similarity: np.ndarray, decay_: np.ndarray, boost_: np.ndarray) -> np.ndarray:
         w = self.weights
         return w.similarity * similarity + w.decay * decay_ + w.boost * boost_
 
 
-def decay(age_seconds: "np.ndarray", half_life_days: float) -> "np.ndarray":
+def decay(age_seconds: np.ndarray, half_life_days: float) -> np.ndarray:
     """0.5 ** (age / half-life); ages below zero (clock skew) count as zero."""
     import numpy as np
 
@@ -104,7 +105,7 @@ def decay(age_seconds: "np.ndarray", half_life_days: float) -> "np.ndarray":
     return np.exp2(-age / (half_life_days * DAY))
 
 
-def boost(access_count: "np.ndarray", cap: int) -> "np.ndarray":
+def boost(access_count: np.ndarray, cap: int) -> np.ndarray:
     """log1p(count) / log1p(cap), capped at 1: the first retrievals count most."""
     import numpy as np
 

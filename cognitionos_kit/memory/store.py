@@ -2,7 +2,7 @@
 
 Every change is one journaled event (``store``, ``update``, ``reembed``, ``delete``, ``config``)
 in ``memory_events``; retrievals append one ``memory_access`` row each. Appends are durable when
-they return (see :class:`cognitionos_kit.storage.Store`); DuckDB, after ingest, is the source of
+they return (see :class:`cognitionos_kit.storage.journal.Store`); DuckDB, after ingest, is the source of
 truth. Ingest stamps new rows with a global ``seq`` so every process can load just the events it
 has not seen yet. The memory lives in its own database file and journal folder: its rows carry
 embeddings (about 2 KB each), and the LLM ledger should not pay for ingesting them.
@@ -13,11 +13,12 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..migrations import Migrations
-from ..storage import _HOST, Store, _journal, _parse_name
+from ..storage.journal import _HOST, Store, _journal, _parse_name
+from ..storage.migrations import Migrations
 
 if TYPE_CHECKING:
     import duckdb
@@ -40,7 +41,7 @@ _APPENDS_LOCK = threading.Lock()
 
 
 @MEMORY_MIGRATIONS
-def m001_events(con: "duckdb.DuckDBPyConnection") -> None:
+def m001_events(con: duckdb.DuckDBPyConnection) -> None:
     # Times are epoch seconds (DOUBLE): exact ordering, and cheap to load into numpy.
     con.execute(
         """
@@ -56,7 +57,7 @@ def m001_events(con: "duckdb.DuckDBPyConnection") -> None:
     con.execute("CREATE SEQUENCE memory_seq")
 
 
-def encode_vectors(vectors: "np.ndarray") -> list[str]:
+def encode_vectors(vectors: np.ndarray) -> list[str]:
     """Each float32 row as base64 text: exact, half the size of JSON floats and 20x faster to write."""
     import numpy as np
 
@@ -64,7 +65,7 @@ def encode_vectors(vectors: "np.ndarray") -> list[str]:
     return [base64.b64encode(row.tobytes()).decode("ascii") for row in v]
 
 
-def decode_vectors(texts: Sequence[str], dim: int) -> "np.ndarray":
+def decode_vectors(texts: Sequence[str], dim: int) -> np.ndarray:
     import numpy as np
 
     # Rows of 3n bytes encode without padding, so their texts can be decoded in one call.
@@ -188,7 +189,7 @@ class EventLog:
         self.store.scrub_archive(EVENTS, {"collection": collection, "memory_id": memory_id},
                                  ["content", "content_hash", "metadata", "embedding"])
 
-    def query(self, sql: str, params: Sequence[Any]) -> "pd.DataFrame":
+    def query(self, sql: str, params: Sequence[Any]) -> pd.DataFrame:
         """Run ``sql`` with bound ``params`` after ingesting every journal."""
         with self.store.connect() as con:
             self.store.ingest(con)
@@ -198,13 +199,13 @@ class EventLog:
 class Blobs:
     """A column of binary vectors as one buffer plus offsets (from Arrow), sliced without copies."""
 
-    def __init__(self, offsets: "np.ndarray", data: "np.ndarray") -> None:
+    def __init__(self, offsets: np.ndarray, data: np.ndarray) -> None:
         self.offsets, self.data = offsets, data
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def take(self, rows: Sequence[int], dim: int) -> "np.ndarray":
+    def take(self, rows: Sequence[int], dim: int) -> np.ndarray:
         import numpy as np
 
         o = self.offsets
@@ -217,7 +218,7 @@ class Blobs:
         return out
 
 
-def _arrow_columns(con: "duckdb.DuckDBPyConnection", sql: str, params: Sequence[Any]) -> dict[str, Any]:
+def _arrow_columns(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> dict[str, Any]:
     """Like :func:`_columns`, with the ``embedding`` BLOB column as :class:`Blobs`."""
     import numpy as np
 

@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 __all__ = ["Dashboard", "dashboard"]
 
 
-def dashboard(kit: Any, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, **filters: Any) -> "Dashboard":
+def dashboard(kit: Any, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, **filters: Any) -> Dashboard:
     """A live view of ``kit``'s ledger (filters as in ``kit.charts``); ``.stop()`` ends polling."""
     return Dashboard(kit, refresh_s=refresh_s, budget_usd=budget_usd, **filters)
 
 
-def _sync(widget: "go.FigureWidget", fig: "go.Figure") -> None:
+def _sync(widget: go.FigureWidget, fig: go.Figure) -> None:
     """Make ``widget`` show ``fig``: restyle in place when the traces match, else replace them."""
     if [(t.type, t.name) for t in widget.data] == [(t.type, t.name) for t in fig.data]:
         with widget.batch_update():
@@ -49,13 +49,13 @@ def _sync(widget: "go.FigureWidget", fig: "go.Figure") -> None:
 _GAUGE_WIDTH = 360  # px; the summary table takes the rest of the row
 
 
-def _fit(fig: "go.Figure") -> "go.Figure":
+def _fit(fig: go.Figure) -> go.Figure:
     """Dashboard layout for a chart: fill the cell's width (the legend already sits at the bottom edge)."""
     fig.update_layout(autosize=True, width=None)
     return fig
 
 
-def _fill_width(widget: "go.FigureWidget") -> None:
+def _fill_width(widget: go.FigureWidget) -> None:
     """Make each view of ``widget`` fill its container instead of plotly's 700 px default.
 
     plotly 7 draws a FigureWidget view before the page attaches it, so plotly.js measures no
@@ -75,7 +75,7 @@ def _fill_width(widget: "go.FigureWidget") -> None:
     widget.observe(remeasure, names="_js2py_traceDeltas")
 
 
-def gauge(spend_usd: float, budget_usd: float) -> "go.Figure":
+def gauge(spend_usd: float, budget_usd: float) -> go.Figure:
     """A gauge of spend against a budget (red past it)."""
     import plotly.graph_objects as go
 
@@ -152,7 +152,7 @@ class Dashboard(widgets.VBox):
             self._draw(df)
             return True
 
-    def _draw(self, df: "pd.DataFrame") -> None:
+    def _draw(self, df: pd.DataFrame) -> None:
         title = "Usage" + self.note
         # an HTML widget's 28 px line height suits one-line labels, not a wrapped title or header
         self.summary.value = f"<div style='line-height:1.45'>{UsageSummary(df, title=title)._repr_html_()}</div>"

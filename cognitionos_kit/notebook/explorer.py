@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as w
 
-from ..errors import InvalidRequestError
+from ..core.errors import InvalidRequestError
 from ..memory.hit import MemoryHit
 from ..memory.index import MEMORY_TYPES
 from .playground import _FONT, _LABEL, _error_html
@@ -51,7 +51,7 @@ def hits_html(hits: list[MemoryHit]) -> str:
 class MemoryExplorer(w.VBox):
     """Query, user, type and k pickers, Search; the hits as a table and a score-breakdown chart."""
 
-    def __init__(self, memory: "Memory", *, user_id: str | None = None, k: int = 5, query: str = "") -> None:
+    def __init__(self, memory: Memory, *, user_id: str | None = None, k: int = 5, query: str = "") -> None:
         import plotly.graph_objects as go
 
         self.memory = memory
@@ -130,6 +130,6 @@ class MemoryExplorer(w.VBox):
             self.chart.layout.height = 120 + 28 * max(len(self.hits), 1)
 
 
-def explorer(memory: "Memory", *, user_id: str | None = None, k: int = 5, query: str = "") -> MemoryExplorer:
+def explorer(memory: Memory, *, user_id: str | None = None, k: int = 5, query: str = "") -> MemoryExplorer:
     """Build a memory explorer; display it as a cell's last expression, or call ``.search()``."""
     return MemoryExplorer(memory, user_id=user_id, k=k, query=query)

@@ -17,15 +17,16 @@ import re
 import shlex
 import string
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 
-from ..errors import KitError, StreamInterruptedError
-from ..router import provider_for_model
-from ..types import ROLES, Completion
+from ..calls.router import provider_for_model
+from ..core.errors import KitError, StreamInterruptedError
+from ..core.types import ROLES, Completion
 
 if TYPE_CHECKING:
     from ..kit import Kit
@@ -116,7 +117,7 @@ def _set(args: LlmArgs, flag: str, value: str) -> None:
         setattr(args, field, value)
 
 
-def resolve_target(target: str | None, kit: "Kit") -> dict[str, str]:
+def resolve_target(target: str | None, kit: Kit) -> dict[str, str]:
     """A role -> ``{"role": ...}``; a model -> ``{"model": ...}``; anything else is a UsageError."""
     if target is None:
         return {}
@@ -222,7 +223,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _get_kit(name: str | None, ns: Mapping[str, Any]) -> "Kit":
+def _get_kit(name: str | None, ns: Mapping[str, Any]) -> Kit:
     from ..kit import Kit
 
     if name is None:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from ..errors import InvalidRequestError, StreamInterruptedError
-from ..router import DEFAULT_ROLE
-from ..types import ROLES, Completion
+from ..calls.router import DEFAULT_ROLE
+from ..core.errors import InvalidRequestError, StreamInterruptedError
+from ..core.types import ROLES, Completion
 
 if TYPE_CHECKING:
     from ..kit import Kit
@@ -76,7 +76,7 @@ def _error_html(exc: BaseException) -> str:
     )
 
 
-def model_choices(kit: "Kit", provider: str | None = None) -> list[tuple[str, str]]:
+def model_choices(kit: Kit, provider: str | None = None) -> list[tuple[str, str]]:
     """(provider, model) pairs the kit can use now: role defaults then the ladder, per provider."""
     pairs = []
     for p in kit.chain if provider is None else [provider]:
@@ -106,7 +106,7 @@ class _Card(w.VBox):
 class Playground(w.VBox):
     """Prompt and system text, provider/model/role pickers, temperature, max_tokens, user_id, Run."""
 
-    def __init__(self, kit: "Kit", *, compare: bool = False, prompt: str = "") -> None:
+    def __init__(self, kit: Kit, *, compare: bool = False, prompt: str = "") -> None:
         self.kit = kit
         self.compare = compare
         self.completion: Completion | None = None
@@ -232,7 +232,7 @@ def _dedupe(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _stream_into(
-    kit: "Kit", prompt: str, output: w.HTML, footer: w.HTML, error: w.HTML, shown: tuple[str, str] | None = None,
+    kit: Kit, prompt: str, output: w.HTML, footer: w.HTML, error: w.HTML, shown: tuple[str, str] | None = None,
     **kwargs: Any,
 ) -> Completion | None:
     """Stream one answer into ``output``; footer on success, a one-line error otherwise."""
@@ -259,6 +259,6 @@ def _stream_into(
     return None
 
 
-def playground(kit: "Kit", *, compare: bool = False, prompt: str = "") -> Playground:
+def playground(kit: Kit, *, compare: bool = False, prompt: str = "") -> Playground:
     """Build a playground bound to ``kit``; display it as a cell's last expression."""
     return Playground(kit, compare=compare, prompt=prompt)

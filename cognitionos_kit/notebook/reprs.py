@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,7 +68,7 @@ class AttemptList(list):
         styles = ["" if a.status == "ok" else _FAILED for a in self]
         return f"<div style='{_BOX}'>{html_table(self.HEADERS, self._rows(), row_styles=styles)}</div>"
 
-    def to_frame(self) -> "pd.DataFrame":
+    def to_frame(self) -> pd.DataFrame:
         """The attempts as a DataFrame (one row each)."""
         import pandas as pd
 
@@ -75,7 +76,7 @@ class AttemptList(list):
 
 
 # --- a ledger summary --------------------------------------------------------------------------
-def _quantile(s: "pd.Series", q: float) -> float | None:
+def _quantile(s: pd.Series, q: float) -> float | None:
     return float(s.quantile(q)) if len(s) else None
 
 
@@ -86,7 +87,7 @@ class UsageSummary:
     failed attempts and ``failed_calls`` requests that never succeeded. Spend ignores unknown costs.
     """
 
-    def __init__(self, df: "pd.DataFrame", title: str = "Usage") -> None:
+    def __init__(self, df: pd.DataFrame, title: str = "Usage") -> None:
         import pandas as pd
 
         self.title = title

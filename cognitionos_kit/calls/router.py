@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
-from .errors import ConfigurationError, CostLimitError, InvalidRequestError
+from ..core.errors import ConfigurationError, CostLimitError, InvalidRequestError
+from ..core.types import ROLES
 from .pricing import PriceBook
-from .types import ROLES
 
 # Role -> model, per provider. Planner and critic get a larger model, executor and summarizer a
 # fast, cheap one. Users override any entry with Kit(role_models={...}) or kit.set_role_model().

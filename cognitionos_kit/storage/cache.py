@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
-import os
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..errors import CacheWarning, StorageError
-from ..storage import private_dir, private_file
-from ..types import ProviderRequest
+from ..core.errors import CacheWarning, StorageError
+from ..core.types import ProviderRequest
+from .journal import private_dir, private_file
 
 __all__ = ["ResponseCache", "cache_key"]
 
@@ -267,7 +268,7 @@ def _is_damaged(exc: sqlite3.Error) -> bool:
 def _why(exc: BaseException) -> str:
     """An OSError in words with its path, else its text."""
     if isinstance(exc, OSError) and exc.filename is not None:
-        from ..storage import _cause
+        from .journal import _cause
 
         return _cause(exc, exc.filename)[1]
     return str(exc)

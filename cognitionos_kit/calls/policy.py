@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
-from .errors import AllProvidersFailedError, ConfigurationError, KitError, ProviderError, redact
+from ..core.errors import AllProvidersFailedError, ConfigurationError, KitError, ProviderError, redact
+from ..core.types import Attempt, ProviderRequest
 from .providers.base import classify_error
 from .providers.http import AttemptIO
-from .types import Attempt, ProviderRequest
 
 if TYPE_CHECKING:
     from .providers.base import Provider
@@ -62,7 +63,7 @@ class Step(NamedTuple):
 
     ``explicit``: the user named this model (or mapped it as an equivalent of the one named)."""
 
-    provider: "Provider"
+    provider: Provider
     request: ProviderRequest
     explicit: bool = False
 
@@ -75,7 +76,7 @@ class FallbackPolicy:
     predicate: Callable[[ProviderError], bool] | None = None
 
     @classmethod
-    def make(cls, fallback_on: "FallbackOn | FallbackPolicy") -> "FallbackPolicy":
+    def make(cls, fallback_on: FallbackOn | FallbackPolicy) -> FallbackPolicy:
         if fallback_on is None:
             return DEFAULT_POLICY
         if isinstance(fallback_on, FallbackPolicy):

@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, InvalidRequestError
+from ..core.errors import ConfigurationError, InvalidRequestError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -45,7 +46,7 @@ _PAT_STR = {
 }
 
 _lock = threading.Lock()
-_encodings: dict[str, "tiktoken.Encoding"] = {}
+_encodings: dict[str, tiktoken.Encoding] = {}
 
 # Fallbacks for OpenAI names tiktoken's table does not know (checked in order).
 _O200K_RE = re.compile(r"(ft:)?(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|chatgpt-4o|o[134](?![a-z0-9]))")
@@ -88,7 +89,7 @@ def _load_ranks(name: str) -> dict[bytes, int]:
     return ranks
 
 
-def get_encoding(name: str) -> "tiktoken.Encoding":
+def get_encoding(name: str) -> tiktoken.Encoding:
     """``cl100k_base`` or ``o200k_base``, built offline once per process."""
     enc = _encodings.get(name)
     if enc is not None:
@@ -138,7 +139,7 @@ def _resolve_name(name: str) -> tuple[str, bool]:
     return "cl100k_base", False
 
 
-def encoding_for_model(model: str) -> "tiktoken.Encoding":
+def encoding_for_model(model: str) -> tiktoken.Encoding:
     """The tiktoken encoding for ``model`` (``cl100k_base`` as the approximation for non-OpenAI models)."""
     return get_encoding(_resolve(model)[0])
 

@@ -13,16 +13,17 @@ spends between chunks does not count); ``deadline`` bounds the whole call.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from .errors import ProviderError, StreamInterruptedError
+from ..core.errors import ProviderError, StreamInterruptedError
+from ..core.types import Attempt, Completion, ProviderResponse
 from .policy import Step, as_provider_error
 from .providers.base import incomplete_stream
 from .providers.http import AttemptIO, attempt_scope
-from .types import Attempt, Completion, ProviderResponse
 
 if TYPE_CHECKING:
-    from .kit import _Call
+    from ..kit import _Call
 
 Finish = Callable[["_Call", Step, Attempt, "ProviderResponse | None", list], "Completion | None"]
 
@@ -30,7 +31,7 @@ Finish = Callable[["_Call", Step, Attempt, "ProviderResponse | None", list], "Co
 class _StreamState:
     """Everything both loops share: the chain, text so far, and what each outcome records."""
 
-    def __init__(self, call: "_Call", finish: Finish) -> None:
+    def __init__(self, call: _Call, finish: Finish) -> None:
         self.call = call
         self.chain = call.chain
         self.finish = finish
@@ -85,7 +86,7 @@ class _StreamState:
 
 
 class _Base:
-    def __init__(self, call: "_Call", finish: Finish) -> None:
+    def __init__(self, call: _Call, finish: Finish) -> None:
         self._state = _StreamState(call, finish)
 
     @property
@@ -113,7 +114,7 @@ _END: Any = object()
 class Stream(_Base):
     """Iterate for text chunks; afterwards ``.completion`` holds usage, cost and latency."""
 
-    def __init__(self, call: "_Call", finish: Finish) -> None:
+    def __init__(self, call: _Call, finish: Finish) -> None:
         super().__init__(call, finish)
         self._iter: Iterator[str] | None = None
 
@@ -168,7 +169,7 @@ class Stream(_Base):
 class AsyncStream(_Base):
     """``async for chunk in kit.astream(...)``; ``.completion`` afterwards."""
 
-    def __init__(self, call: "_Call", finish: Finish) -> None:
+    def __init__(self, call: _Call, finish: Finish) -> None:
         super().__init__(call, finish)
         self._aiter: AsyncIterator[str] | None = None
 

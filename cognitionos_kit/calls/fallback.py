@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from ..core.types import Attempt, ProviderResponse
 from .policy import ChainRun, Step
 from .providers.http import AttemptIO, attempt_scope
-from .types import Attempt, ProviderResponse
 
 __all__ = ["Step", "OnAttempt", "run", "arun", "hard_timeout"]
 

@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .types import Attempt
@@ -98,7 +99,7 @@ class StreamInterruptedError(ProviderError):
 class AllProvidersFailedError(KitError):
     """Every provider in the chain failed; ``attempts`` lists each one."""
 
-    def __init__(self, attempts: Sequence["Attempt"], request_id: str | None = None) -> None:
+    def __init__(self, attempts: Sequence[Attempt], request_id: str | None = None) -> None:
         self.attempts = list(attempts)
         self.request_id = request_id
         lines = [f"all {len(self.attempts)} attempt(s) failed (request {request_id}):"]
@@ -131,7 +132,7 @@ def warn_user(message: str, category: type[Warning]) -> None:
     import sys
     import warnings
 
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the whole cognitionos_kit package
     level, frame = 2, sys._getframe(1)  # stacklevel 2 is our caller
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1

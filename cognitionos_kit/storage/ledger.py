@@ -12,16 +12,17 @@ archived, so a damaged database can be rebuilt from them (``rebuild``).
 
 from __future__ import annotations
 
-import time
 import os
+import time
 import warnings
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError, StorageError, StorageWarning
+from ..core.errors import InvalidRequestError, StorageError, StorageWarning
+from .journal import Store
 from .migrations import LEDGER_MIGRATIONS
-from .storage import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,13 +127,13 @@ class Ledger:
         )
 
     # --- reading ---------------------------------------------------------------------------
-    def usage(self, *, since: Any = None, until: Any = None, **filters: Any) -> "pd.DataFrame":
+    def usage(self, *, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
         """All rows ordered by ``ts, attempt``; ``col=value`` filters (a list means any of),
         ``since`` (inclusive) and ``until`` (exclusive) bound ``ts``."""
         where, params = _where(filters, since, until)
         return self.store.query(f"SELECT * FROM {TABLE} u{where} ORDER BY u.ts, u.attempt, u.row_id", params)
 
-    def spend(self, by: str | Sequence[str] = "user_id", *, since: Any = None, until: Any = None, **filters: Any) -> "pd.DataFrame":
+    def spend(self, by: str | Sequence[str] = "user_id", *, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
         """Spend grouped by ``by`` (a key or list of keys from ``SPEND_KEYS``), most expensive first.
 
         Columns: the keys, ``calls`` (status ok), ``attempts`` (all rows), ``cost_usd`` (NULL costs
@@ -160,7 +161,7 @@ class Ledger:
         order = ", ".join([f"{len(keys) + 3} DESC NULLS LAST"] + [str(i + 1) for i in range(len(keys))])
         return self.store.query(f"SELECT {', '.join(select)} FROM {TABLE} u{where}{group} ORDER BY {order}", params)
 
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> "pd.DataFrame":
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Any SQL over the database (``llm_usage`` and friends), with bound ``params``, after ingesting."""
         return self.store.query(sql, params)
 
@@ -185,7 +186,7 @@ class Ledger:
                 raise
             warnings.warn(f"the ledger could not be flushed on close: {e}", StorageWarning, stacklevel=2)
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -7,10 +7,11 @@ import json
 import time
 import weakref
 from abc import ABC, abstractmethod
-from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Union
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, ClassVar, Union
 
-from ..errors import ProviderError
-from ..types import ProviderRequest, ProviderResponse
+from ...core.errors import ProviderError
+from ...core.types import ProviderRequest, ProviderResponse
 
 # A stream yields text chunks as they arrive, then exactly one ProviderResponse (usage included).
 StreamItem = Union[str, ProviderResponse]
@@ -134,8 +135,8 @@ class LoopLocal:
     """
 
     def __init__(self) -> None:
-        self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
-        self._closers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def has(self) -> bool:
         """True when the running loop already has its client."""

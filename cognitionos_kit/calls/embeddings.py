@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
-from collections.abc import Iterable, Mapping, Sequence, Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError, InvalidRequestError
-from .validation import check_text
+from ..core.errors import ConfigurationError, InvalidRequestError
+from ..core.validation import check_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,7 +36,7 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def embed(self, texts: Sequence[str]) -> "np.ndarray": ...
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def _model_path() -> Path:
@@ -132,7 +133,7 @@ class LocalMiniLM:
             self._tokenizer = tokenizer
             self._session = session
 
-    def _run(self, batch: list[str]) -> "np.ndarray":
+    def _run(self, batch: list[str]) -> np.ndarray:
         import numpy as np
 
         encodings = self._tokenizer.encode_batch(batch)
@@ -146,7 +147,7 @@ class LocalMiniLM:
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
-    def embed(self, texts: Sequence[str]) -> "np.ndarray":
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``: float32 array of shape (len(texts), 384), rows L2-normalised."""
         import numpy as np
 

@@ -16,9 +16,10 @@ TypeError, and no pydantic model is built on the first call of a process.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from ..types import ProviderRequest, ProviderResponse, Usage
+from ...core.types import ProviderRequest, ProviderResponse, Usage
 from .base import SDKProvider, StreamItem, bad_response, incomplete_stream, translate_errors
 
 _PATH = "/v1/messages"

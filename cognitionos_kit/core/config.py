@@ -13,9 +13,10 @@ not sent to a server named by a ``.env`` file (or the other way round) unless
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigurationError, register_secret
 

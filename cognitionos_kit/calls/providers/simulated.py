@@ -15,12 +15,12 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
 
+from ...core.errors import ProviderError
+from ...core.types import ProviderRequest, ProviderResponse, Usage
 from .. import tokens
-from ..errors import ProviderError
-from ..types import ProviderRequest, ProviderResponse, Usage
 from .base import Provider, StreamItem
 from .http import current_attempt
 

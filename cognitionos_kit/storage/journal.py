@@ -44,14 +44,15 @@ import time
 import uuid
 import warnings
 import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError, StorageError
+from ..core.errors import InvalidRequestError, StorageError
+from ..core.validation import clean_text
 from .migrations import Migrations
-from .validation import clean_text
 
 try:
     import fcntl
@@ -325,7 +326,7 @@ class _Journal:
 
 _JOURNALS: dict[tuple[str, str], _Journal] = {}
 _REGISTRY_LOCK = threading.Lock()
-_GATES: dict[str, "_Gate"] = {}
+_GATES: dict[str, _Gate] = {}
 
 
 def _journal(folder: str, table: str) -> _Journal:
@@ -664,7 +665,7 @@ class Store:
 
     # --- DuckDB ----------------------------------------------------------------------------
     @contextmanager
-    def connect(self) -> Iterator["duckdb.DuckDBPyConnection"]:
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database briefly (waiting up to ``lock_timeout`` for other processes),
         apply pending migrations, yield the connection, close it."""
         import duckdb
@@ -710,7 +711,7 @@ class Store:
             "(another notebook?) is the likely holder. Close it, or raise lock_timeout."
         )
 
-    def _open(self, duckdb: Any, deadline: float) -> "duckdb.DuckDBPyConnection":
+    def _open(self, duckdb: Any, deadline: float) -> duckdb.DuckDBPyConnection:
         # Kit processes are already kept out by the gate; this waits out anyone else (a DuckDB
         # CLI, a notebook's own duckdb.connect) holding DuckDB's lock on the file.
         import random
@@ -777,7 +778,7 @@ class Store:
                     raise _error("cannot read the journal folder", e, folder) from e
         return entries
 
-    def ingest(self, con: "duckdb.DuckDBPyConnection") -> int:
+    def ingest(self, con: duckdb.DuckDBPyConnection) -> int:
         """Load every complete, not yet ingested journal (and spool) line into ``con``; return rows inserted."""
         import duckdb
 
@@ -794,7 +795,7 @@ class Store:
         except duckdb.Error as e:
             raise self._db_error("could not ingest the journals into", e) from e
 
-    def _ingest(self, con: "duckdb.DuckDBPyConnection", entries: list[tuple[str, str, str, str]], dedupe: bool) -> int:
+    def _ingest(self, con: duckdb.DuckDBPyConnection, entries: list[tuple[str, str, str, str]], dedupe: bool) -> int:
         import duckdb
 
         inserted = 0
@@ -907,7 +908,7 @@ class Store:
                     pass
             return False
 
-    def _columns(self, con: "duckdb.DuckDBPyConnection", table: str, catalog: str | None = None) -> list[tuple[str, str]]:
+    def _columns(self, con: duckdb.DuckDBPyConnection, table: str, catalog: str | None = None) -> list[tuple[str, str]]:
         where = "table_catalog = current_database() AND table_schema = current_schema()" if catalog is None \
             else f"table_catalog = {_lit(catalog)} AND table_schema = 'main'"
         return con.execute(
@@ -916,7 +917,7 @@ class Store:
             [table],
         ).fetchall()
 
-    def _table_spec(self, con: "duckdb.DuckDBPyConnection", table: str, dedupe: bool, catalog: str | None = None,
+    def _table_spec(self, con: duckdb.DuckDBPyConnection, table: str, dedupe: bool, catalog: str | None = None,
                     into: str | None = None) -> tuple[str, str] | None:
         """``(json_transform structure, INSERT statement)`` for ``table`` (inserting into ``into``
         if given), None if it does not exist."""
@@ -928,7 +929,7 @@ class Store:
         structure = json.dumps({c: ("VARCHAR" if t.startswith("TIMESTAMP") else t) for c, t in cols})
         return structure, _insert_sql(into or table, cols, dedupe)
 
-    def _ingest_file(self, con: "duckdb.DuckDBPyConnection", spec: tuple[str, str], f: Any, start: int) -> tuple[int, int]:
+    def _ingest_file(self, con: duckdb.DuckDBPyConnection, spec: tuple[str, str], f: Any, start: int) -> tuple[int, int]:
         """Insert the complete lines of ``f`` from byte ``start``; return (offset after them, rows inserted)."""
         structure, sql = spec
         f.seek(start)
@@ -953,7 +954,7 @@ class Store:
             buf = buf[cut + 1 :]
 
     # --- reading ---------------------------------------------------------------------------
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> "pd.DataFrame":
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Ingest pending journal rows, run ``sql`` with bound ``params``, return a DataFrame.
 
         A malformed ``sql`` raises InvalidRequestError; a storage failure StorageError."""
@@ -972,7 +973,7 @@ class Store:
         # write ingests them for good. This costs a scan of the unread lines on every read.
         return self._query_read_only(sql, params)
 
-    def _run(self, con: "duckdb.DuckDBPyConnection", sql: str, params: Any) -> "pd.DataFrame":
+    def _run(self, con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> pd.DataFrame:
         import duckdb
 
         try:
@@ -984,7 +985,7 @@ class Store:
                 raise self._db_error("could not read", e) from e
             raise InvalidRequestError(f"query failed: {e}") from e
 
-    def _query_read_only(self, sql: str, params: Any) -> "pd.DataFrame":
+    def _query_read_only(self, sql: str, params: Any) -> pd.DataFrame:
         import duckdb
 
         deadline = time.monotonic() + self.lock_timeout
@@ -1001,7 +1002,7 @@ class Store:
             finally:
                 con.close()
 
-    def _attach_read_only(self, con: "duckdb.DuckDBPyConnection", duckdb: Any, deadline: float) -> None:
+    def _attach_read_only(self, con: duckdb.DuckDBPyConnection, duckdb: Any, deadline: float) -> None:
         """Attach the database as ``_ro``, read-only; an empty one with the schema if there is none."""
         if not self.db_path.exists():
             con.execute("ATTACH ':memory:' AS _ro")
@@ -1025,7 +1026,7 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
 
-    def _load_unread(self, con: "duckdb.DuckDBPyConnection") -> None:
+    def _load_unread(self, con: duckdb.DuckDBPyConnection) -> None:
         """Make each table of ``_ro`` a view in the default catalog: its rows plus the journal,
         spool and pending rows it does not hold yet (loaded into ``_unread_<table>``)."""
         tables = [r[0] for r in con.execute(
@@ -1166,7 +1167,7 @@ class Store:
                 raise _error("cannot rewrite the archived journal", e, path) from e
         return changed
 
-    def _ingest_archive(self, con: "duckdb.DuckDBPyConnection") -> int:
+    def _ingest_archive(self, con: duckdb.DuckDBPyConnection) -> int:
         folder = os.path.join(self._folder, _ARCHIVE)
         try:
             names = sorted(n for n in os.listdir(folder) if n.endswith(".jsonl.gz"))

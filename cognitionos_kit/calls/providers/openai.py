@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from ..types import ProviderRequest, ProviderResponse, Usage
+from ...core.types import ProviderRequest, ProviderResponse, Usage
 from .base import SDKProvider, StreamItem, bad_response, incomplete_stream, translate_errors
 
 # Reasoning models take max_completion_tokens; older and compatible servers take max_tokens.

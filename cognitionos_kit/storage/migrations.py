@@ -11,9 +11,10 @@ Never edit or reorder a migration that has shipped; add a new one at the end.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .errors import StorageError
+from ..core.errors import StorageError
 
 if TYPE_CHECKING:
     import duckdb
@@ -37,13 +38,13 @@ class Migrations:
         self.steps.append((name, fn))
         return fn
 
-    def applied(self, con: "duckdb.DuckDBPyConnection") -> list[str]:
+    def applied(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """Names of this list's migrations already applied to ``con``'s database, in order."""
         _ensure_table(con)
         done = {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}
         return [n for n, _ in self.steps if n in done]
 
-    def apply(self, con: "duckdb.DuckDBPyConnection") -> list[str]:
+    def apply(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """Apply pending migrations in order; return the names applied now."""
         done = set(self.applied(con))
         ran: list[str] = []
@@ -62,7 +63,7 @@ class Migrations:
         return ran
 
 
-def _ensure_table(con: "duckdb.DuckDBPyConnection") -> None:
+def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ)")
 
 
@@ -71,7 +72,7 @@ LEDGER_MIGRATIONS = Migrations("ledger")
 
 
 @LEDGER_MIGRATIONS
-def m001_llm_usage(con: "duckdb.DuckDBPyConnection") -> None:
+def m001_llm_usage(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE TABLE llm_usage (
@@ -108,14 +109,14 @@ def m001_llm_usage(con: "duckdb.DuckDBPyConnection") -> None:
 
 
 @LEDGER_MIGRATIONS
-def m002_response_cache(con: "duckdb.DuckDBPyConnection") -> None:
+def m002_response_cache(con: duckdb.DuckDBPyConnection) -> None:
     # Response-cache accounting came after the first schema: a hit costs nothing but saves money.
     con.execute("ALTER TABLE llm_usage ADD COLUMN cache_hit BOOLEAN")
     con.execute("ALTER TABLE llm_usage ADD COLUMN saved_cost_usd DOUBLE")
 
 
 @LEDGER_MIGRATIONS
-def m003_what_answered(con: "duckdb.DuckDBPyConnection") -> None:
+def m003_what_answered(con: duckdb.DuckDBPyConnection) -> None:
     # What was asked beside what answered (a substitute is never silent), what the provider said
     # answered, how many HTTP requests an attempt really sent (SDK retries included) and how many
     # of them may have been billed without an answer, and client set-up time kept out of latency.

@@ -25,7 +25,8 @@ import contextvars
 import json
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["AttemptIO", "attempt_scope", "current_attempt", "retry_after_seconds", "sync_http_client",
            "async_http_client", "DEADLINE_HEADER"]

@@ -9,7 +9,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .types import Usage
+from ..core.types import Usage
 
 __all__ = ["Price", "PriceBook", "CostEstimate", "UnknownPriceWarning"]
 
@@ -125,7 +125,8 @@ class PriceBook:
 
 
 def _genai_lookup(provider: str, model: str):
-    from genai_prices import Usage as GUsage, calc_price
+    from genai_prices import Usage as GUsage
+    from genai_prices import calc_price
 
     try:
         return calc_price(GUsage(input_tokens=1_000_000, output_tokens=1_000_000), model_ref=model, provider_id=provider)
@@ -162,7 +163,8 @@ def _genai_model_price(provider: str, model: str) -> Price | None:
 
 def _genai_cost(provider: str, model: str, usage: Usage) -> float | None:
     """Exact cost by genai-prices itself (tiers included); None when it does not know the model."""
-    from genai_prices import Usage as GUsage, calc_price
+    from genai_prices import Usage as GUsage
+    from genai_prices import calc_price
 
     try:
         calc = calc_price(
