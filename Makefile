@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench notebooks clean
+.PHONY: setup demo lint test bench notebooks clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,13 @@ demo: setup
 # Tests run offline whatever the shell holds: no keys, no base URLs, no .env.
 OFFLINE := env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u OPENAI_BASE_URL -u ANTHROPIC_BASE_URL COGNITIONOS_DOTENV=0
 
-test: setup
+# Lint, layers and types: a lint error, an import that climbs a layer or a type error fails `make test`.
+lint: setup
+	$(VENV)/bin/ruff check cognitionos_kit tests benchmarks tools
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
+
+test: setup lint
 	sh tools/ensure_chromium.sh
 	$(OFFLINE) $(PY) -m pytest -q
 

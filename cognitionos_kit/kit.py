@@ -20,10 +20,10 @@ from .calls.providers.simulated import SIMULATED_MODELS, LatencyModel, Simulated
 from .calls.router import Router, provider_for_model
 from .calls.streaming import AsyncStream, Stream
 from .core.config import DEFAULT_ORDER, load_settings
+from .core.display import AttemptList
 from .core.errors import AuthenticationWarning, ConfigurationError, InvalidRequestError, KitError, redact, warn_user
 from .core.types import ROLES, Attempt, Completion, Message, ProviderRequest, ProviderResponse, Usage
 from .core.validation import check_identifier, check_number, check_text, clean_text
-from .notebook.reprs import AttemptList
 
 if TYPE_CHECKING:
     import numpy as np
@@ -811,7 +811,7 @@ class Kit:
 
     def summary(self, **filters: Any) -> Any:
         """Calls, attempts, failures, spend and p50/p95 latency of the (filtered) ledger, as a compact table."""
-        from .notebook.reprs import UsageSummary
+        from .core.display import UsageSummary
 
         return UsageSummary(self.usage(**filters))
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..notebook.reprs import html_table, text_table
+from ..core.display import html_table, text_table
 
 if TYPE_CHECKING:
     import pandas as pd

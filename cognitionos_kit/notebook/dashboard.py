@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from .. import charts
-from .reprs import UsageSummary
+from ..core.display import UsageSummary
 
 if TYPE_CHECKING:
     import pandas as pd

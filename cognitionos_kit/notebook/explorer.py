@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as w
 
+from ..core.display import html_table
 from ..core.errors import InvalidRequestError
 from ..memory.hit import MemoryHit
 from ..memory.index import MEMORY_TYPES
 from .playground import _FONT, _LABEL, _error_html
-from .reprs import html_table
 
 if TYPE_CHECKING:
     from ..memory.memory import Memory

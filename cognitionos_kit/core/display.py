@@ -1,0 +1,162 @@
+"""Display helpers shared by every view, report and repr (the core never imports a notebook view).
+
+``AttemptList``: the attempts of one call. ``UsageSummary``: calls, failures, spend and latency of
+a ledger DataFrame, overall and per provider. ``html_table``/``text_table`` render any rows.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["AttemptList", "UsageSummary", "html_table", "text_table"]
+
+_BOX = "font-family:var(--jp-content-font-family,system-ui,sans-serif);font-size:13px"
+_TD = "padding:2px 10px;text-align:{align};border-bottom:1px solid #eee"
+_FAILED = "color:#b42318"
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return str(v)
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, row_styles: Sequence[str] | None = None) -> str:
+    """A small HTML table; numbers right-aligned, None shown as a dash."""
+    def td(v: Any, tag: str = "td") -> str:
+        align = "right" if isinstance(v, (int, float)) and not isinstance(v, bool) else "left"
+        return f"<{tag} style='{_TD.format(align=align)}'>{html.escape(_cell(v))}</{tag}>"
+
+    head = "".join(f"<th style='{_TD.format(align='left')};color:#555'>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        f"<tr style='{(row_styles or [''] * len(rows))[i]}'>" + "".join(td(v) for v in r) + "</tr>" for i, r in enumerate(rows)
+    )
+    return f"<table style='border-collapse:collapse;margin:4px 0'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
+    """The same table as aligned plain text."""
+    cells = [list(headers)] + [[_cell(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+# --- the attempts of one call ----------------------------------------------------------------
+class AttemptList(list):
+    """A list of ``Attempt``s that renders as a table: provider, model, status, error, latency."""
+
+    HEADERS = ("#", "provider", "model", "status", "error", "latency ms")
+
+    def _rows(self) -> list[tuple]:
+        return [(a.number, a.provider, a.model, a.status, a.error_type, round(a.latency_ms, 1)) for a in self]
+
+    def __str__(self) -> str:
+        if not self:
+            return "no attempts"
+        return f"{len(self)} attempt(s): {' -> '.join(a.provider for a in self)}\n" + text_table(self.HEADERS, self._rows())
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's plain-text repr
+        p.text("[...]" if cycle else str(self))
+
+    def _repr_html_(self) -> str:
+        styles = ["" if a.status == "ok" else _FAILED for a in self]
+        return f"<div style='{_BOX}'>{html_table(self.HEADERS, self._rows(), row_styles=styles)}</div>"
+
+    def to_frame(self) -> pd.DataFrame:
+        """The attempts as a DataFrame (one row each)."""
+        import pandas as pd
+
+        return pd.DataFrame([dict(a.__dict__) for a in self])
+
+
+# --- a ledger summary --------------------------------------------------------------------------
+def _quantile(s: pd.Series, q: float) -> float | None:
+    return float(s.quantile(q)) if len(s) else None
+
+
+class UsageSummary:
+    """Calls, attempts, failures, spend and p50/p95 latency of ledger rows, overall and per provider.
+
+    ``calls`` counts requests (distinct ``request_id``), ``attempts`` ledger rows, ``failures``
+    failed attempts and ``failed_calls`` requests that never succeeded. Spend ignores unknown costs.
+    """
+
+    def __init__(self, df: pd.DataFrame, title: str = "Usage") -> None:
+        import pandas as pd
+
+        self.title = title
+        ok = df[df["status"] == "ok"] if len(df) else df
+        self.calls = int(df["request_id"].nunique()) if len(df) else 0
+        self.attempts = len(df)
+        self.failures = int((df["status"] != "ok").sum()) if len(df) else 0
+        self.failed_calls = self.calls - (int(ok["request_id"].nunique()) if len(ok) else 0)
+        self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
+        self.unpriced_calls = int(ok["cost_usd"].isna().sum()) if len(ok) else 0
+        self.tokens = int(ok["total_tokens"].astype("float64").fillna(0).sum()) if len(ok) else 0
+        # answers that did not come from what was asked (another vendor or model, the simulator)
+        sub = ok["substituted"] if len(ok) and "substituted" in ok else None
+        self.substituted = int(sub.eq(True).sum()) if sub is not None else 0
+        est = ok["tokens_estimated"] if len(ok) and "tokens_estimated" in ok else None
+        self.estimated = int(est.eq(True).sum()) if est is not None else 0
+        lat = ok["latency_ms"].dropna().astype("float64") if len(ok) else pd.Series(dtype="float64")
+        self.p50_ms, self.p95_ms = _quantile(lat, 0.5), _quantile(lat, 0.95)
+        self.first = df["ts"].min() if len(df) else None
+        self.last = df["ts"].max() if len(df) else None
+        rows = []
+        for provider, g in (df.groupby("provider", sort=True) if len(df) else []):
+            gl = g.loc[g["status"] == "ok", "latency_ms"].dropna().astype("float64")
+            gs = g.loc[g["status"] == "ok", "substituted"] if "substituted" in g else None
+            rows.append({
+                "provider": provider, "answered": int((g["status"] == "ok").sum()), "attempts": len(g),
+                "failures": int((g["status"] != "ok").sum()),
+                "substitutes": int(gs.eq(True).sum()) if gs is not None else 0,
+                "spend_usd": float(g["cost_usd"].sum()),
+                "p50_ms": _quantile(gl, 0.5), "p95_ms": _quantile(gl, 0.95),
+            })
+        cols = ["provider", "answered", "attempts", "failures", "substitutes", "spend_usd", "p50_ms", "p95_ms"]
+        self.by_provider = pd.DataFrame(rows, columns=cols)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("calls", "attempts", "failures", "failed_calls", "substituted", "estimated", "spend_usd", "unpriced_calls",
+                "tokens", "p50_ms", "p95_ms")
+        return {k: getattr(self, k) for k in keys}
+
+    def headline(self) -> str:
+        """One line: calls, attempts, failures, spend, tokens, latency."""
+        if not self.attempts:
+            return f"{self.title}: no calls recorded"
+        ms = lambda v: "—" if v is None else f"{v:,.0f} ms" if v >= 10 else f"{v:.1f} ms"  # noqa: E731
+        unpriced = f" (+{self.unpriced_calls} unpriced)" if self.unpriced_calls else ""
+        failed = f", {self.failed_calls} never answered" if self.failed_calls else ""
+        sub = f", {self.substituted} answered by a SUBSTITUTE" if self.substituted else ""
+        est = f" ({self.estimated} estimated)" if self.estimated else ""
+        return (f"{self.title}: {self.calls} calls ({self.attempts} attempts, {self.failures} failed{failed}{sub}) · "
+                f"${self.spend_usd:.6f}{unpriced} · {self.tokens:,} tokens{est} · latency p50 {ms(self.p50_ms)} / p95 {ms(self.p95_ms)}")
+
+    def _rows(self) -> list[tuple]:
+        r1 = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 1)  # noqa: E731
+        return [(r.provider, r.answered, r.attempts, r.failures, r.substitutes, f"${r.spend_usd:.6f}", r1(r.p50_ms),
+                 r1(r.p95_ms)) for r in self.by_provider.itertuples()]
+
+    _HEADERS = ("provider", "answered", "attempts", "failed", "substitutes", "spend", "p50 ms", "p95 ms")
+
+    def __repr__(self) -> str:
+        if not self.attempts:
+            return self.headline()
+        return self.headline() + "\n" + text_table(self._HEADERS, self._rows())
+
+    def _repr_html_(self) -> str:
+        if not self.attempts:
+            return f"<div style='{_BOX};color:#666'>{html.escape(self.headline())}</div>"
+        line = html.escape(self.headline())
+        if self.substituted:  # unmistakable: the words in orange
+            words = html.escape(f"{self.substituted} answered by a SUBSTITUTE")
+            line = line.replace(words, f"<b style='color:#b45309'>{words}</b>")
+        return (f"<div style='{_BOX}'><div style='margin-bottom:2px'>{line}</div>"
+                f"{html_table(self._HEADERS, self._rows())}</div>")
