@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date, datetime, timezone
 from numbers import Real
 from typing import Any
 
 from .errors import InvalidRequestError
 
-__all__ = ["check_text", "check_identifier", "check_number", "clean_text"]
+__all__ = ["check_text", "check_identifier", "check_number", "check_time", "clean_text"]
 
 # A lone surrogate (U+D800-U+DFFF) is valid in a Python str but not in UTF-8: it cannot be sent to
 # a provider, written to the journal or loaded by DuckDB. Strings decoded with errors="surrogateescape"
@@ -71,3 +72,23 @@ def clean_text(value: str) -> str:
     if value.isascii() or _surrogate_at(value) < 0:
         return value
     return _SURROGATE.sub("\ufffd", value)
+
+
+def check_time(value: Any, what: str) -> datetime:
+    """An aware UTC datetime from a datetime (naive means UTC), date, ISO string or epoch seconds."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidRequestError(f"{what}: {value!r} is not an ISO date/time (e.g. '2026-12-01T09:30')") from None
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InvalidRequestError(f"{what}: {value!r} is not a time")
+        value = datetime.fromtimestamp(float(value), timezone.utc)
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise InvalidRequestError(
+            f"{what} must be a datetime, date, ISO string or epoch seconds, got {type(value).__name__}"
+        )
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)

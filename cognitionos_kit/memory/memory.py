@@ -16,18 +16,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.errors import ConfigurationError, InvalidRequestError
-from ..core.validation import check_identifier, check_text
+from ..core.validation import check_identifier, check_text, check_time
 from .filters import compile_filter
 from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES, ApproximateIndex, Table
@@ -79,19 +78,7 @@ def _choice(value: Any, options: Sequence[str], what: str) -> str:
 
 
 def _epoch(value: Any, what: str) -> float:
-    """Epoch seconds from a datetime (naive = UTC), date, ISO string or number."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidRequestError(f"{what}: {value!r} is not an ISO date/time") from None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    raise InvalidRequestError(f"{what} must be a datetime, date, ISO string or epoch seconds, got {value!r}")
+    return check_time(value, what).timestamp()
 
 
 def _metadata(value: Any, what: str = "metadata") -> dict[str, Any]:

@@ -16,11 +16,11 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, StorageError, StorageWarning
+from ..core.validation import check_time
 from .journal import Store
 from .migrations import LEDGER_MIGRATIONS
 
@@ -44,19 +44,7 @@ SPEND_KEYS: dict[str, str] = {"day": "CAST(u.ts AS DATE)", **{k: f"u.{k}" for k 
 
 
 def _utc_iso(value: Any, what: str) -> str:
-    """An ISO UTC string for a datetime, date, ISO string or epoch seconds (naive means UTC)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise InvalidRequestError(f"{what}: {value!r} is not an ISO date/time") from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = datetime.fromtimestamp(value, timezone.utc)
-    elif isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if not isinstance(value, datetime):
-        raise InvalidRequestError(f"{what}: expected a datetime, date, ISO string or epoch seconds, got {type(value).__name__}")
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+    return check_time(value, what).isoformat()
 
 
 class Ledger:
