@@ -9,61 +9,39 @@ imported) before the attempt's clock starts: that is set-up, not the provider's 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 from ..core.types import Attempt, ProviderResponse
-from .policy import ChainRun, Step
-from .providers.http import AttemptIO, attempt_scope
+from .policy import ChainRun, OnAttempt, Step
+from .providers.http import AttemptIO
 
 __all__ = ["Step", "OnAttempt", "run", "arun", "hard_timeout"]
 
-OnAttempt = Callable[[Step, Attempt, "ProviderResponse | None"], None]
 _GRACE = 0.25  # the HTTP client enforces the deadline; this backstop only catches what it cannot see
 
 
 def run(chain: ChainRun, on_attempt: OnAttempt) -> tuple[Step, ProviderResponse, list[Attempt]]:
+    """Try each step in turn until one answers (the policy decides what a failure means)."""
     for number, step in chain:
-        setup_ms = step.provider.prepare(False)
-        io = chain.attempt_io()
-        t0 = time.perf_counter()
-        try:
-            with attempt_scope(io):
-                resp = step.provider.complete(step.request)
-        except BaseException as exc:
-            attempt, stop = chain.failed(number, step, exc, (time.perf_counter() - t0) * 1000, io, setup_ms)
-            on_attempt(step, attempt, None)
-            if stop is not None:
-                raise stop from None
-            continue
-        attempt = chain.succeeded(number, step, (time.perf_counter() - t0) * 1000, io, setup_ms)
-        on_attempt(step, attempt, resp)
-        return step, resp, chain.attempts
+        with chain.attempt(number, step, step.provider.prepare(False), on_attempt) as a:
+            a.response = step.provider.complete(step.request)
+        if a.response is not None:
+            return a.finish()
     raise chain.exhausted()
 
 
 async def arun(chain: ChainRun, on_attempt: OnAttempt) -> tuple[Step, ProviderResponse, list[Attempt]]:
+    """``run`` for async providers; a provider that cannot bound its own deadline gets a backstop."""
     for number, step in chain:
         setup_ms = await step.provider.aprepare()
-        io = chain.attempt_io()
-        t0 = time.perf_counter()
-        try:
-            with attempt_scope(io):
-                if step.provider.bounds_deadline:
-                    resp = await step.provider.acomplete(step.request)
-                else:
-                    async with hard_timeout(io):
-                        resp = await step.provider.acomplete(step.request)
-        except BaseException as exc:
-            attempt, stop = chain.failed(number, step, exc, (time.perf_counter() - t0) * 1000, io, setup_ms)
-            on_attempt(step, attempt, None)
-            if stop is not None:
-                raise stop from None
-            continue
-        attempt = chain.succeeded(number, step, (time.perf_counter() - t0) * 1000, io, setup_ms)
-        on_attempt(step, attempt, resp)
-        return step, resp, chain.attempts
+        with chain.attempt(number, step, setup_ms, on_attempt) as a:
+            if step.provider.bounds_deadline:
+                a.response = await step.provider.acomplete(step.request)
+            else:
+                async with hard_timeout(a.io):
+                    a.response = await step.provider.acomplete(step.request)
+        if a.response is not None:
+            return a.finish()
     raise chain.exhausted()
 
 

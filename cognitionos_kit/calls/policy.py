@@ -38,14 +38,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Union
 
 from ..core.errors import AllProvidersFailedError, ConfigurationError, KitError, ProviderError, redact
-from ..core.types import Attempt, ProviderRequest
+from ..core.types import Attempt, ProviderRequest, ProviderResponse
 from .providers.base import classify_error
-from .providers.http import AttemptIO
+from .providers.http import AttemptIO, attempt_scope
 
 if TYPE_CHECKING:
     from .providers.base import Provider
 
-__all__ = ["ERROR_TYPES", "DEFAULT_FALLBACK_ON", "FallbackPolicy", "FallbackOn", "Step", "ChainRun"]
+__all__ = ["ERROR_TYPES", "DEFAULT_FALLBACK_ON", "FallbackPolicy", "FallbackOn", "Step", "ChainRun", "AttemptRun",
+           "OnAttempt"]
 
 ERROR_TYPES = (
     "rate_limit", "overloaded", "server_error", "timeout", "connection_error", "auth_error", "not_found",
@@ -55,7 +56,7 @@ DEFAULT_FALLBACK_ON = frozenset({
     "rate_limit", "overloaded", "server_error", "timeout", "connection_error", "auth_error", "not_found",
     "bad_response", "incomplete_stream", "http_error",
 })
-FallbackOn = Union[None, Iterable[str], Callable[[ProviderError], bool]]
+FallbackOn = Union[None, Iterable[str], Callable[[ProviderError], bool]]  # noqa: UP007 - a runtime alias on 3.10
 
 
 class Step(NamedTuple):
@@ -115,7 +116,7 @@ def as_provider_error(exc: BaseException, step: Step, io: AttemptIO | None) -> B
         return ProviderError(
             f"{name}/{model}: no complete answer within timeout={io.timeout:g} s "
             f"({io.requests} HTTP request(s) sent)",
-            provider=name, model=model, error_type="timeout", retryable=True,
+            provider=name, model=model, error_type="timeout", moves_on=True,
         )
     if isinstance(exc, ProviderError):
         return exc
@@ -131,8 +132,11 @@ def as_provider_error(exc: BaseException, step: Step, io: AttemptIO | None) -> B
     return ProviderError(
         f"{name}/{model}: unexpected {type(exc).__name__}: {redact(exc)[:300]} "
         "(not a known provider failure; please report it with the request that caused it)",
-        provider=name, model=model, error_type="unexpected", retryable=False,
+        provider=name, model=model, error_type="unexpected", moves_on=False,
     )
+
+
+OnAttempt = Callable[[Step, Attempt, "ProviderResponse | None"], None]
 
 
 @dataclass
@@ -162,7 +166,7 @@ class ChainRun:
         return AttemptIO(self.timeout, call_deadline=self.call_deadline, max_retry_wait=self.max_retry_wait,
                          stream=stream)
 
-    def _attempt(self, number: int, step: Step, status: str, latency_ms: float, io: AttemptIO | None,
+    def record_attempt(self, number: int, step: Step, status: str, latency_ms: float, io: AttemptIO | None,
                  setup_ms: float | None) -> Attempt:
         a = Attempt(number, step.provider.name, step.request.model, status, latency_ms,  # type: ignore[arg-type]
                     http_requests=io.requests if io is not None and io.requests else None,
@@ -173,13 +177,13 @@ class ChainRun:
 
     def succeeded(self, number: int, step: Step, latency_ms: float, io: AttemptIO | None,
                   setup_ms: float | None = None) -> Attempt:
-        return self._attempt(number, step, "ok", latency_ms, io, setup_ms)
+        return self.record_attempt(number, step, "ok", latency_ms, io, setup_ms)
 
     def failed(self, number: int, step: Step, exc: BaseException, latency_ms: float, io: AttemptIO | None,
                setup_ms: float | None = None, *, status: str = "error") -> tuple[Attempt, BaseException | None]:
         """Record a failed attempt. Returns it and the exception to raise now (None: move on)."""
         err = as_provider_error(exc, step, io)
-        a = self._attempt(number, step, status, latency_ms, io, setup_ms)
+        a = self.record_attempt(number, step, status, latency_ms, io, setup_ms)
         if isinstance(err, ProviderError):
             a.error_type, a.status_code = err.error_type, err.status_code
             a.error_message = redact(err)[:500]
@@ -192,6 +196,11 @@ class ChainRun:
         err.attempts = list(self.attempts)  # type: ignore[attr-defined]
         return a, err
 
+    def attempt(self, number: int, step: Step, setup_ms: float, on_attempt: OnAttempt) -> AttemptRun:
+        """``with chain.attempt(...) as a: a.response = <call the provider>``: times the attempt,
+        bounds its HTTP I/O and, on failure, records it and re-raises only what must stop the call."""
+        return AttemptRun(self, number, step, setup_ms, on_attempt)
+
     def exhausted(self) -> AllProvidersFailedError:
         """The error for a chain with no answer: every attempt, and the steps the deadline skipped."""
         err = AllProvidersFailedError(self.attempts, self.request_id)
@@ -199,3 +208,42 @@ class ChainRun:
             skipped = ", ".join(f"{s.provider.name}/{s.request.model}" for s in self.not_tried)
             err.args = (f"{err.args[0]}\n  deadline of {self.deadline_s:g} s reached before trying: {skipped}",)
         return err
+
+
+class AttemptRun:
+    """One attempt of a non-streaming call, shared by the sync and async drivers (``fallback.py``).
+
+    Entering starts the clock and scopes the HTTP client to the attempt (deadline, request count).
+    A failure inside the block is recorded and reported at once; the block then swallows it when
+    the chain moves on, or raises what stops the call. ``finish()`` records a response."""
+
+    __slots__ = ("chain", "number", "step", "setup_ms", "on_attempt", "io", "scope", "t0", "latency_ms", "response")
+
+    def __init__(self, chain: ChainRun, number: int, step: Step, setup_ms: float, on_attempt: OnAttempt) -> None:
+        self.chain, self.number, self.step, self.setup_ms, self.on_attempt = chain, number, step, setup_ms, on_attempt
+        self.io = chain.attempt_io()
+        self.scope = attempt_scope(self.io)
+        self.response: ProviderResponse | None = None
+        self.t0 = self.latency_ms = 0.0
+
+    def __enter__(self) -> AttemptRun:
+        self.scope.__enter__()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        self.latency_ms = (time.perf_counter() - self.t0) * 1000
+        self.scope.__exit__(typ, exc, tb)
+        if exc is None:
+            return False
+        attempt, stop = self.chain.failed(self.number, self.step, exc, self.latency_ms, self.io, self.setup_ms)
+        self.on_attempt(self.step, attempt, None)
+        if stop is not None:
+            raise stop from None
+        return True  # the policy moves on: the driver tries the next step
+
+    def finish(self) -> tuple[Step, ProviderResponse, list[Attempt]]:
+        assert self.response is not None
+        attempt = self.chain.succeeded(self.number, self.step, self.latency_ms, self.io, self.setup_ms)
+        self.on_attempt(self.step, attempt, self.response)
+        return self.step, self.response, self.chain.attempts

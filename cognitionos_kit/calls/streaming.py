@@ -19,19 +19,23 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import ProviderError, StreamInterruptedError
 from ..core.types import Attempt, Completion, ProviderResponse
 from .policy import Step, as_provider_error
-from .providers.base import incomplete_stream
+from .providers.base import StreamItem, incomplete_stream
 from .providers.http import AttemptIO, attempt_scope
 
 if TYPE_CHECKING:
-    from ..kit import _Call
+    from .plan import CallPlan
 
-Finish = Callable[["_Call", Step, Attempt, "ProviderResponse | None", list], "Completion | None"]
+__all__ = ["Stream", "AsyncStream", "Finish"]
+
+# Records one attempt of a stream (a ledger row) -> the Completion, for a response.
+Finish = Callable[["CallPlan", Step, Attempt, "ProviderResponse | None", list[Attempt]], "Completion | None"]
+_END: Any = object()  # what a read returns when the provider's iterator is exhausted
 
 
 class _StreamState:
-    """Everything both loops share: the chain, text so far, and what each outcome records."""
+    """Everything both drivers share: the chain, the text so far, what each outcome records."""
 
-    def __init__(self, call: _Call, finish: Finish) -> None:
+    def __init__(self, call: CallPlan, finish: Finish) -> None:
         self.call = call
         self.chain = call.chain
         self.finish = finish
@@ -45,48 +49,74 @@ class _StreamState:
     def start(self) -> None:
         self.call.t_start = time.perf_counter()  # latency counts from the first read, not creation
 
-    def failed(self, number: int, step: Step, exc: BaseException, t0: float, io: AttemptIO,
-               setup_ms: float, started: bool) -> BaseException | None:
-        """An attempt failed: before text it is an ordinary failure (None: try the next step);
-        after text the stream is committed and the partial answer is recorded."""
-        ms = (time.perf_counter() - t0) * 1000
-        if not started:
-            attempt, stop = self.chain.failed(number, step, exc, ms, io, setup_ms)
-            self.finish(self.call, step, attempt, None, self.attempts)
-            return stop
-        err = as_provider_error(exc, step, io)
-        attempt, _ = self.chain.failed(number, step, err, ms, io, setup_ms, status="interrupted")
-        completion = self._record_partial(step, attempt)
-        if not isinstance(err, ProviderError):  # a cancellation: re-raise it as it is
-            return err
-        out = StreamInterruptedError(
-            f"stream from {step.provider.name}/{step.request.model} broke after {len(self.parts)} chunk(s): {err}",
-            partial="".join(self.parts), provider=step.provider.name, model=step.request.model,
-            error_type=getattr(err, "error_type", type(err).__name__), retryable=False,
-        )
-        out.completion = completion
-        return out
-
-    def closed_early(self, number: int, step: Step, t0: float, io: AttemptIO, setup_ms: float) -> None:
-        """The consumer stopped reading: record what it got as ``interrupted``."""
-        attempt = self.chain._attempt(number, step, "interrupted", (time.perf_counter() - t0) * 1000, io, setup_ms)
-        attempt.error_type, attempt.error_message = "cancelled", "consumer stopped reading"
-        self._record_partial(step, attempt)
-
-    def _record_partial(self, step: Step, attempt: Attempt) -> Completion | None:
+    def record_partial(self, step: Step, attempt: Attempt) -> Completion | None:
         text = "".join(self.parts)
         partial = ProviderResponse(text, step.request.model, self.call.estimate_usage(step, text))
         self.completion = self.finish(self.call, step, attempt, partial, self.attempts)
         return self.completion
 
-    def done(self, number: int, step: Step, resp: ProviderResponse, t0: float, io: AttemptIO,
-             setup_ms: float) -> None:
-        attempt = self.chain.succeeded(number, step, (time.perf_counter() - t0) * 1000, io, setup_ms)
-        self.completion = self.finish(self.call, step, attempt, resp, self.attempts)
+
+class _StreamAttempt:
+    """One attempt of a stream, I/O-free: the drivers read items and hand every outcome here."""
+
+    __slots__ = ("st", "number", "step", "setup_ms", "io", "t0", "started")
+
+    def __init__(self, st: _StreamState, number: int, step: Step, setup_ms: float) -> None:
+        self.st, self.number, self.step, self.setup_ms = st, number, step, setup_ms
+        self.io = st.chain.attempt_io(stream=True)
+        self.t0 = time.perf_counter()
+        self.started = False
+
+    def reading(self) -> attempt_scope:
+        """The scope of one read: the HTTP client bounds it (the first chunk, or the next gap)."""
+        if self.started:
+            self.io.touch()
+        return attempt_scope(self.io)
+
+    def take(self, item: StreamItem | Any) -> str | None:
+        """A chunk to pass on, or None once the provider's final response is recorded."""
+        if isinstance(item, str):
+            self.started = True
+            self.st.parts.append(item)
+            return item
+        if item is _END:
+            raise incomplete_stream(self.step.provider.name, self.step.request.model, "the provider's stream stopped")
+        attempt = self.st.chain.succeeded(self.number, self.step, self._ms(), self.io, self.setup_ms)
+        self.st.completion = self.st.finish(self.st.call, self.step, attempt, item, self.st.attempts)
+        return None
+
+    def _ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
+
+    def failed(self, exc: BaseException) -> BaseException | None:
+        """Before text, an ordinary failure (None: try the next step); after text the stream is
+        committed: the partial answer is recorded and ``StreamInterruptedError`` returned."""
+        st, step = self.st, self.step
+        if isinstance(exc, GeneratorExit):  # the consumer stopped reading: record what it got
+            attempt = st.chain.record_attempt(self.number, step, "interrupted", self._ms(), self.io, self.setup_ms)
+            attempt.error_type, attempt.error_message = "cancelled", "consumer stopped reading"
+            st.record_partial(step, attempt)
+            return exc
+        if not self.started:
+            attempt, stop = st.chain.failed(self.number, step, exc, self._ms(), self.io, self.setup_ms)
+            st.finish(st.call, step, attempt, None, st.attempts)
+            return stop
+        err = as_provider_error(exc, step, self.io)
+        attempt, _ = st.chain.failed(self.number, step, err, self._ms(), self.io, self.setup_ms, status="interrupted")
+        completion = st.record_partial(step, attempt)
+        if not isinstance(err, ProviderError):  # a cancellation: re-raise it as it is
+            return err
+        out = StreamInterruptedError(
+            f"stream from {step.provider.name}/{step.request.model} broke after {len(st.parts)} chunk(s): {err}",
+            partial="".join(st.parts), provider=step.provider.name, model=step.request.model,
+            error_type=getattr(err, "error_type", type(err).__name__), moves_on=False,
+        )
+        out.completion = completion
+        return out
 
 
 class _Base:
-    def __init__(self, call: _Call, finish: Finish) -> None:
+    def __init__(self, call: CallPlan, finish: Finish) -> None:
         self._state = _StreamState(call, finish)
 
     @property
@@ -96,6 +126,7 @@ class _Base:
 
     @property
     def text(self) -> str:
+        """The text received so far."""
         return "".join(self._state.parts)
 
     @property
@@ -108,13 +139,10 @@ class _Base:
         return f"{type(self).__name__}({len(self._state.parts)} chunk(s) so far)"
 
 
-_END: Any = object()
-
-
 class Stream(_Base):
     """Iterate for text chunks; afterwards ``.completion`` holds usage, cost and latency."""
 
-    def __init__(self, call: _Call, finish: Finish) -> None:
+    def __init__(self, call: CallPlan, finish: Finish) -> None:
         super().__init__(call, finish)
         self._iter: Iterator[str] | None = None
 
@@ -134,47 +162,30 @@ class Stream(_Base):
         st = self._state
         st.start()
         for number, step in st.chain:
-            setup_ms = step.provider.prepare(False)
-            io = st.chain.attempt_io(stream=True)
-            t0 = time.perf_counter()
-            gen = step.provider.stream(step.request)
-            started = False
+            a = _StreamAttempt(st, number, step, step.provider.prepare(False))
+            items = step.provider.stream(step.request)
             try:
-                while True:
-                    if started:
-                        io.touch()
-                    with attempt_scope(io):
-                        item = next(gen, _END)
-                    if item is _END:
-                        raise incomplete_stream(step.provider.name, step.request.model, "the provider's stream stopped")
-                    if isinstance(item, str):
-                        started = True
-                        st.parts.append(item)
-                        yield item
-                    else:
-                        st.done(number, step, item, t0, io, setup_ms)
-                        return
-            except GeneratorExit:
-                gen.close()
-                st.closed_early(number, step, t0, io, setup_ms)
-                raise
+                while (chunk := _read(a, items)) is not None:
+                    yield chunk
+                return
             except BaseException as exc:
-                gen.close()
-                stop = st.failed(number, step, exc, t0, io, setup_ms, started)
-                if stop is not None:
+                items.close()  # type: ignore[attr-defined]
+                if (stop := a.failed(exc)) is not None:
                     raise stop from None
         raise st.chain.exhausted()
+
+
+def _read(a: _StreamAttempt, items: Iterator[StreamItem]) -> str | None:
+    with a.reading():
+        return a.take(next(items, _END))
 
 
 class AsyncStream(_Base):
     """``async for chunk in kit.astream(...)``; ``.completion`` afterwards."""
 
-    def __init__(self, call: _Call, finish: Finish) -> None:
+    def __init__(self, call: CallPlan, finish: Finish) -> None:
         super().__init__(call, finish)
         self._aiter: AsyncIterator[str] | None = None
-
-    def __iter__(self) -> Any:
-        raise TypeError("use 'async for' with kit.astream(...), or kit.stream(...) for a plain loop")
 
     def __aiter__(self) -> AsyncIterator[str]:
         if self._aiter is None:
@@ -192,37 +203,17 @@ class AsyncStream(_Base):
         st = self._state
         st.start()
         for number, step in st.chain:
-            setup_ms = await step.provider.aprepare()
-            io = st.chain.attempt_io(stream=True)
-            t0 = time.perf_counter()
-            gen = step.provider.astream(step.request)
-            started = False
+            a = _StreamAttempt(st, number, step, await step.provider.aprepare())
+            items = step.provider.astream(step.request)
             try:
                 while True:
-                    if started:
-                        io.touch()
-                    with attempt_scope(io):  # the HTTP client bounds each read (a backstop per chunk would cost)
-                        item = await gen.__anext__()
-                    if isinstance(item, str):
-                        started = True
-                        st.parts.append(item)
-                        yield item
-                    else:
-                        st.done(number, step, item, t0, io, setup_ms)
+                    with a.reading():  # the HTTP client bounds each read (a backstop per chunk would cost)
+                        chunk = a.take(await anext(items, _END))
+                    if chunk is None:
                         return
-            except GeneratorExit:
-                await gen.aclose()
-                st.closed_early(number, step, t0, io, setup_ms)
-                raise
-            except StopAsyncIteration:
-                await gen.aclose()
-                exc = incomplete_stream(step.provider.name, step.request.model, "the provider's stream stopped")
-                stop = st.failed(number, step, exc, t0, io, setup_ms, started)
-                if stop is not None:
-                    raise stop from None
+                    yield chunk
             except BaseException as exc:
-                await gen.aclose()
-                stop = st.failed(number, step, exc, t0, io, setup_ms, started)
-                if stop is not None:
+                await items.aclose()  # type: ignore[attr-defined]
+                if (stop := a.failed(exc)) is not None:
                     raise stop from None
         raise st.chain.exhausted()

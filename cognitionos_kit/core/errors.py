@@ -64,9 +64,10 @@ class StorageError(KitError):
 class ProviderError(KitError):
     """One attempt at one provider failed.
 
-    ``retryable`` says whether the fallback chain moves on to the next provider
-    (rate limits, server errors, timeouts, connection and auth errors) or stops
-    (a request the provider rejected as invalid).
+    ``moves_on`` says whether this kind of failure lets the fallback chain move on to the next
+    provider (rate limits, server errors, timeouts, connection and auth errors) or stops it (a
+    request the provider rejected as invalid); the Kit's ``fallback_on`` has the last word.
+    ``retryable`` is its old name, kept as an alias.
     """
 
     def __init__(
@@ -77,14 +78,20 @@ class ProviderError(KitError):
         model: str | None = None,
         error_type: str = "provider_error",
         status_code: int | None = None,
-        retryable: bool = True,
+        moves_on: bool = True,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(redact(message))
         self.provider = provider
         self.model = model
         self.error_type = error_type
         self.status_code = status_code
-        self.retryable = retryable
+        self.moves_on = moves_on if retryable is None else retryable
+
+    @property
+    def retryable(self) -> bool:
+        """The old name of ``moves_on`` (it never meant "the same request is retried")."""
+        return self.moves_on
 
 
 class StreamInterruptedError(ProviderError):

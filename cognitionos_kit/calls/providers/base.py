@@ -14,7 +14,7 @@ from ...core.errors import ProviderError
 from ...core.types import ProviderRequest, ProviderResponse
 
 # A stream yields text chunks as they arrive, then exactly one ProviderResponse (usage included).
-StreamItem = Union[str, ProviderResponse]
+StreamItem = Union[str, ProviderResponse]  # noqa: UP007 - a runtime alias on 3.10
 
 # HTTP statuses that mean "this request is wrong", so another provider would not help.
 _INVALID_REQUEST_STATUSES = {400, 413, 422}
@@ -267,7 +267,7 @@ def classify_error(exc: BaseException, provider: str, model: str) -> ProviderErr
         model=model,
         error_type=kind,
         status_code=status if status != 200 else None,
-        retryable=kind != "invalid_request",
+        moves_on=kind != "invalid_request",
     )
 
 
@@ -301,7 +301,7 @@ def _transport_error(exc: BaseException, names: set[str], provider: str, model: 
         detail = "the connection dropped while the answer was arriving"
     return ProviderError(
         f"{provider}/{model}: {type(exc).__name__}: {detail}",
-        provider=provider, model=model, error_type=kind, retryable=True,
+        provider=provider, model=model, error_type=kind, moves_on=True,
     )
 
 

@@ -17,8 +17,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from ...core.errors import ProviderError
+from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from ...core.types import ProviderRequest, ProviderResponse, Usage
 from .. import tokens
 from .base import Provider, StreamItem
@@ -27,7 +28,7 @@ from .http import current_attempt
 SIMULATED_MODELS = ("sim-large", "sim-small", "sim-nano")
 
 FAILURE_KINDS = {
-    # kind: (HTTP status or None, retryable)
+    # kind: (HTTP status or None, moves on)
     "rate_limit": (429, True),
     "server_error": (500, True),
     "overloaded": (529, True),
@@ -84,9 +85,9 @@ class SimulatedProvider(Provider):
         if name:
             self.name = name  # a second simulated provider (e.g. a flaky one) for fallback demos
         if failure_kind not in FAILURE_KINDS:
-            raise ValueError(f"failure_kind must be one of {sorted(FAILURE_KINDS)}, not {failure_kind!r}")
+            raise ConfigurationError(f"failure_kind must be one of {sorted(FAILURE_KINDS)}, not {failure_kind!r}")
         if not 0.0 <= failure_rate <= 1.0:
-            raise ValueError(f"failure_rate must be within [0, 1], got {failure_rate}")
+            raise ConfigurationError(f"failure_rate must be within [0, 1], got {failure_rate}")
         self.seed = seed
         self.latency = latency or LatencyModel()
         self.failure_rate = failure_rate
@@ -99,7 +100,7 @@ class SimulatedProvider(Provider):
     def fail_next(self, n: int = 1, kind: str = "rate_limit", *, mid_stream: bool = False) -> None:
         """Make the next ``n`` calls fail with ``kind`` (mid_stream: after some text, streams only)."""
         if kind not in FAILURE_KINDS:
-            raise ValueError(f"kind must be one of {sorted(FAILURE_KINDS)}, not {kind!r}")
+            raise InvalidRequestError(f"kind must be one of {sorted(FAILURE_KINDS)}, not {kind!r}")
         with self._lock:
             self._scheduled.extend(_Failure(kind, mid_stream) for _ in range(n))
 
@@ -128,14 +129,14 @@ class SimulatedProvider(Provider):
         return resp, latency_s, failure
 
     def _error(self, failure: _Failure, req: ProviderRequest) -> ProviderError:
-        status, retryable = FAILURE_KINDS[failure.kind]
+        status, moves_on = FAILURE_KINDS[failure.kind]
         return ProviderError(
             f"{self.name}/{req.model}: injected {failure.kind.replace('_', ' ')}",
             provider=self.name,
             model=req.model,
             error_type=failure.kind,
             status_code=status,
-            retryable=retryable,
+            moves_on=moves_on,
         )
 
     def _budget(self, seconds: float) -> tuple[float, bool]:
@@ -155,62 +156,67 @@ class SimulatedProvider(Provider):
         return ProviderError(f"{self.name}/{req.model}: no answer within the attempt's timeout", provider=self.name,
                              model=req.model, error_type="timeout")
 
-    def _sleep(self, seconds: float, req: ProviderRequest) -> None:
-        wait, cut = self._budget(seconds)
-        if wait:
-            time.sleep(wait)
-        if cut:
-            raise self._timeout(req)
+    def _events(self, req: ProviderRequest, stream: bool) -> Iterator[StreamItem | _Pause]:
+        """The whole answer as a script, I/O-free: pauses, chunks (streams only), then the
+        response; an injected failure is raised where it happens. Both drivers play it."""
+        resp, latency_s, failure = self._plan(req)
+        if failure and not (stream and failure.mid_stream):
+            raise self._error(failure, req)
+        if not stream:
+            yield _Pause(latency_s)
+            yield resp
+            return
+        chunks = self._chunks(resp)
+        pause = latency_s / (len(chunks) + 1)
+        for i, chunk in enumerate(chunks):
+            yield _Pause(pause)
+            if failure and i == len(chunks) // 2:
+                raise self._error(failure, req)
+            yield chunk
+        yield resp
 
-    async def _asleep(self, seconds: float, req: ProviderRequest) -> None:
-        wait, cut = self._budget(seconds)
-        if wait:
-            await asyncio.sleep(wait)
-        if cut:
-            raise self._timeout(req)
+    def _play(self, req: ProviderRequest, stream: bool) -> Iterator[StreamItem]:
+        for event in self._events(req, stream):
+            if isinstance(event, _Pause):
+                wait, cut = self._budget(event.seconds)
+                if wait:
+                    time.sleep(wait)
+                if cut:
+                    raise self._timeout(req)
+            else:
+                yield event
+
+    async def _aplay(self, req: ProviderRequest, stream: bool) -> AsyncIterator[StreamItem]:
+        for event in self._events(req, stream):
+            if not isinstance(event, _Pause):
+                yield event
+                continue
+            wait, cut = self._budget(event.seconds)
+            if wait:
+                await asyncio.sleep(wait)
+            if cut:
+                raise self._timeout(req)
 
     def complete(self, req: ProviderRequest) -> ProviderResponse:
-        resp, latency_s, failure = self._plan(req)
-        if failure:
-            raise self._error(failure, req)
-        self._sleep(latency_s, req)
-        return resp
+        *_, resp = self._play(req, stream=False)
+        return resp  # type: ignore[return-value]
 
     async def acomplete(self, req: ProviderRequest) -> ProviderResponse:
-        resp, latency_s, failure = self._plan(req)
-        if failure:
-            raise self._error(failure, req)
-        await self._asleep(latency_s, req)
-        return resp
+        items = [item async for item in self._aplay(req, stream=False)]
+        return items[-1]  # type: ignore[return-value]
 
     def _chunks(self, resp: ProviderResponse) -> list[str]:
         return re.findall(r"\s*\S+", resp.content) or [resp.content]
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
-        resp, latency_s, failure = self._plan(req)
-        if failure and not failure.mid_stream:
-            raise self._error(failure, req)
-        chunks = self._chunks(resp)
-        pause = latency_s / (len(chunks) + 1)
-        for i, chunk in enumerate(chunks):
-            self._sleep(pause, req)
-            if failure and i == len(chunks) // 2:
-                raise self._error(failure, req)
-            yield chunk
-        yield resp
+        return self._play(req, stream=True)
 
-    async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
-        resp, latency_s, failure = self._plan(req)
-        if failure and not failure.mid_stream:
-            raise self._error(failure, req)
-        chunks = self._chunks(resp)
-        pause = latency_s / (len(chunks) + 1)
-        for i, chunk in enumerate(chunks):
-            await self._asleep(pause, req)
-            if failure and i == len(chunks) // 2:
-                raise self._error(failure, req)
-            yield chunk
-        yield resp
+    def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
+        return self._aplay(req, stream=True)
+
+
+class _Pause(NamedTuple):
+    seconds: float
 
 
 # --- composing a plausible stand-in answer ------------------------------------------------
