@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 from cognitionos_kit.core.errors import InvalidRequestError, StorageError
-from cognitionos_kit.storage.journal import Store
 from cognitionos_kit.storage.ledger import LEDGER_COLUMNS, Ledger
 from cognitionos_kit.storage.migrations import LEDGER_MIGRATIONS, Migrations
+from cognitionos_kit.storage.store import Store
 
 TESTS = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
@@ -36,7 +36,8 @@ def run_writer(mode: str, home: Path, n: int, tag: str) -> subprocess.Popen:
 
 
 def hold_lock(db: Path, seconds: float) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, str(TESTS / "_lock_holder.py"), str(db), str(seconds)], stdout=subprocess.PIPE, text=True, env=ENV)
+    p = subprocess.Popen([sys.executable, str(TESTS / "_lock_holder.py"), str(db), str(seconds)],
+                         stdout=subprocess.PIPE, text=True, env=ENV)
     assert p.stdout.readline().strip() == "locked"
     return p
 

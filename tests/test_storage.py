@@ -11,8 +11,9 @@ import duckdb
 import pytest
 
 from cognitionos_kit.core.errors import InvalidRequestError, StorageError
-from cognitionos_kit.storage.journal import _HOST, Store
+from cognitionos_kit.storage.journal import HOST
 from cognitionos_kit.storage.migrations import Migrations
+from cognitionos_kit.storage.store import Store
 
 
 def events_migrations() -> Migrations:
@@ -36,7 +37,7 @@ def count(store: Store, table: str = "events") -> int:
 
 def dead_writer_file(store: Store, table: str = "events", pid: int = 999_999) -> Path:
     """A journal file named like one from a process on this host that has exited (nobody holds its flock)."""
-    return store.journal_dir / f"{_HOST}-{pid}-deadbeef.{table}.jsonl"
+    return store.journal_dir / f"{HOST}-{pid}-deadbeef.{table}.jsonl"
 
 
 # --- migrations ---------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import pytest
 
 from cognitionos_kit.core.errors import StorageError, StorageWarning
 from cognitionos_kit.storage.cache import ResponseCache
-from cognitionos_kit.storage.journal import _HOST, _cause
+from cognitionos_kit.storage.faults import cause
+from cognitionos_kit.storage.journal import HOST
 from cognitionos_kit.storage.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,9 +182,9 @@ def test_full_disk_keeps_rows_usage_answers_and_all_load_after(tmp_path, tmpfs):
         ledger.flush()
     # DuckDB does not always say ENOSPC: a failed write on a full disk is called what it is
     hidden = duckdb.TransactionException("TransactionContext Error: Failed to commit: Could not write file")
-    assert _cause(hidden, home / "cognitionos.duckdb", writing=True) == (
+    assert cause(hidden, home / "cognitionos.duckdb", writing=True) == (
         "no_space", f"no space left on device at {home / 'cognitionos.duckdb'}")
-    assert _cause(hidden, tmp_path / "x.duckdb", writing=True)[0] is None  # not full there
+    assert cause(hidden, tmp_path / "x.duckdb", writing=True)[0] is None  # not full there
 
     (home / "filler").unlink()
     with warnings.catch_warnings():
@@ -340,7 +341,7 @@ def test_row_with_a_lone_surrogate_loads_and_counts(tmp_path):
 def test_garbage_journal_line_is_skipped_and_the_rest_loads(tmp_path):
     ledger = Ledger(tmp_path)
     ledger.record(row("a"))
-    dead = tmp_path / "journal" / f"{_HOST}-999999-deadbeef.llm_usage.jsonl"
+    dead = tmp_path / "journal" / f"{HOST}-999999-deadbeef.llm_usage.jsonl"
     dead.write_bytes(b'{"row_id":"b","cost_usd":0.5}\n\xff\xfe\x00garbage{{\n{"row_id":"c","cost_usd":0.25}\n')
     with pytest.warns(RuntimeWarning, match="skipped 1 malformed journal line"):
         df = ledger.usage()

@@ -36,7 +36,8 @@ from typing import Any
 
 from ..core.errors import CacheWarning, StorageError
 from ..core.types import ProviderRequest
-from .journal import private_dir, private_file
+from .faults import cause
+from .files import private_dir, private_file
 
 __all__ = ["ResponseCache", "cache_key"]
 
@@ -254,8 +255,8 @@ class ResponseCache:
         return f"ResponseCache({str(self.path)!r})"
 
 
-class _Damaged(Exception):
-    """The cache file is not a usable SQLite database."""
+class _Damaged(StorageError):
+    """The cache file is not a usable SQLite database (caught here: a miss, or a skipped store)."""
 
 
 def _is_damaged(exc: sqlite3.Error) -> bool:
@@ -268,7 +269,5 @@ def _is_damaged(exc: sqlite3.Error) -> bool:
 def _why(exc: BaseException) -> str:
     """An OSError in words with its path, else its text."""
     if isinstance(exc, OSError) and exc.filename is not None:
-        from .journal import _cause
-
-        return _cause(exc, exc.filename)[1]
+        return cause(exc, exc.filename)[1]
     return str(exc)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, StorageError, StorageWarning
 from ..core.validation import check_time
-from .journal import Store
+from .faults import WRITE_FAULTS, reason_of
 from .migrations import LEDGER_MIGRATIONS
+from .store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,7 +171,7 @@ class Ledger:
         try:
             self.flush()
         except StorageError as e:
-            if getattr(e, "reason", None) not in ("no_space", "read_only", "permission", "missing"):
+            if reason_of(e) not in WRITE_FAULTS:
                 raise
             warnings.warn(f"the ledger could not be flushed on close: {e}", StorageWarning, stacklevel=2)
 

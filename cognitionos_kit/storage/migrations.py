@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..core.errors import StorageError
+from ..core.errors import InvalidRequestError, StorageError
 
 if TYPE_CHECKING:
     import duckdb
@@ -34,7 +34,7 @@ class Migrations:
     def __call__(self, fn: Migration) -> Migration:
         name = f"{self.namespace}:{fn.__name__}"
         if any(n == name for n, _ in self.steps):
-            raise ValueError(f"duplicate migration {name}")
+            raise InvalidRequestError(f"duplicate migration {name}")
         self.steps.append((name, fn))
         return fn
 
