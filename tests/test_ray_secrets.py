@@ -24,43 +24,40 @@ def _exp(data=DATA):
                       models=["gpt-4o-mini"])
 
 
-def test_kit_spec_carries_timeouts_and_retries(tmp_path):
-    kit = Kit(tmp_path, dotenv=False, timeout=3.5, max_retries=0, max_retry_wait=1.5)
-    opts = kit_spec(kit)["kit_options"]
-    assert (opts["timeout"], opts["max_retries"], opts["max_retry_wait"]) == (3.5, 0, 1.5)
-    spec = {**kit_spec(kit), "secrets_file": None}
-    worker = ray_executor._worker_kit(spec)  # what a worker builds (no Ray needed)
+def test_kit_config_rebuilds_an_identical_kit(tmp_path):
+    """kit.config holds every setting (those changed after construction too); a worker builds from it."""
+    kit = Kit(tmp_path, dotenv=False, timeout=3.5, max_retries=0, max_retry_wait=1.5, seed=7,
+              fallback_models={"gpt-4o-mini": "claude-haiku-4-5"}, fallback_on={"timeout", "rate_limit"},
+              simulate_on_failure=True, default_max_tokens=300)
+    kit.set_price("sim-small", input_per_mtok=1.0, output_per_mtok=2.0)
+    kit.set_role_model("executor", "sim-nano")
+    worker = ray_executor._worker_kit({**kit_spec(kit), "secrets_file": None})  # what a Ray worker builds
     try:
-        p = worker._providers["openai"]
-        assert (getattr(worker, "timeout", p._timeout), getattr(worker, "max_retries", p._max_retries),
-                getattr(worker, "max_retry_wait", p._max_retry_wait)) == (3.5, 0, 1.5)
-    finally:
-        ray_executor._KITS.clear()
-        worker.close()
-
-
-def test_kit_spec_carries_the_fallback_policy(tmp_path):
-    import inspect
-
-    params = inspect.signature(Kit.__init__).parameters
-    if not {"fallback_models", "fallback_on", "simulate_on_failure"} <= set(params):
-        pytest.skip("this Kit has no fallback_models / fallback_on / simulate_on_failure yet")
-    plain = Kit(tmp_path / "plain", dotenv=False)
-    assert not {"fallback_models", "fallback_on", "simulate_on_failure"} & set(kit_spec(plain)["kit_options"])
-    kit = Kit(tmp_path / "k", dotenv=False, fallback_models={"gpt-4o-mini": "claude-haiku-4-5"},
-              fallback_on={"timeout", "rate_limit"}, simulate_on_failure=True)
-    opts = kit_spec(kit)["kit_options"]
-    assert opts["fallback_models"] == {"gpt-4o-mini": ["claude-haiku-4-5"]}
-    assert opts["fallback_on"] == ["rate_limit", "timeout"] and opts["simulate_on_failure"] is True
-    worker = ray_executor._worker_kit({**kit_spec(kit), "secrets_file": None})
-    try:
-        assert worker.simulate_on_failure is True and worker.router.fallback_models == {"gpt-4o-mini": ["claude-haiku-4-5"]}
+        assert worker.config == kit.config
+        assert (worker.timeout, worker.max_retries, worker.max_retry_wait) == (3.5, 0, 1.5)
+        assert worker.provider("openai").settings is not None and worker.simulate_on_failure is True
+        assert worker.router.fallback_models == {"gpt-4o-mini": ["claude-haiku-4-5"]}
         assert set(worker.fallback_on) == {"timeout", "rate_limit"}
+        assert worker.plan("hi", role="executor").steps[0].request.model == "sim-nano"
+        assert worker.prices.price("simulated", "sim-small")[:2] == kit.prices.price("simulated", "sim-small")[:2]
+        assert worker.prices.price("simulated", "sim-small")[1] == "custom"
+        assert worker.complete("hi", role="executor").content == kit.complete("hi", role="executor").content  # same seed
     finally:
         ray_executor._KITS.clear()
         worker.close()
-        plain.close()
         kit.close()
+
+
+def test_kit_spec_refuses_a_provider_a_worker_cannot_rebuild(tmp_path):
+    from cognitionos_kit import ConfigurationError, SimulatedProvider
+
+    class Mine(SimulatedProvider):
+        name = "mine"
+
+    kit = Kit(tmp_path, dotenv=False, providers=[Mine(), "simulated"])
+    with pytest.raises(ConfigurationError, match="built-in providers only.*mine"):
+        kit_spec(kit)
+    kit.close()
 
 
 def test_kit_spec_never_holds_a_key(tmp_path, monkeypatch):
@@ -137,6 +134,29 @@ def test_ray_workers_get_keys_that_never_reach_ray_logs(tmp_path, monkeypatch, o
             c.close()
         assert list(run.results.status) == ["error"], run.results.to_dict("records")
         assert len(openai_server.requests) == 1  # max_retries=0 carried too
+
+        # ... and its retries, retry-wait cap, custom prices and role models
+        openai_server.reset()
+        openai_server.enqueue_error(500, headers={"retry-after": "0"}, times=1)  # retried once (max_retries=1)
+        openai_server.enqueue_error(500, headers={"retry-after": "0"}, times=1)
+        openai_server.enqueue_error(500, headers={"retry-after": "30"}, times=1)  # over max_retry_wait: not retried
+        d = Kit(tmp_path / "d", dotenv=False, providers=["openai"], max_retries=1, max_retry_wait=2, timeout=10,
+                simulated_latency=LatencyModel(scale=0))
+        d.set_role_model("executor", "gpt-4.1-nano")
+        d.set_price("gpt-4.1-nano", input_per_mtok=1000.0, output_per_mtok=2000.0)
+        exp = Experiment(name="ray-config", dataset=DATA.head(3), prompts={"q": "What is the capital of {country}?"},
+                         models=["executor"])
+        try:
+            run = d.run(exp, executor="ray", concurrency=1, cache=False, progress=False)
+            rows = d.usage(run_id=run.run_id)
+        finally:
+            d.close()
+        assert sorted(run.results.status) == ["error", "error", "ok"], run.results.to_dict("records")
+        assert sorted(rows.http_requests.dropna().astype(int)) == [1, 1, 2], rows.to_dict("records")
+        assert {r.body["model"] for r in openai_server.requests} == {"gpt-4.1-nano"}
+        ok = rows[rows.status == "ok"].iloc[0]
+        assert ok.price_source == "custom"
+        assert ok.cost_usd == pytest.approx((ok.prompt_tokens * 1000.0 + ok.completion_tokens * 2000.0) / 1e6)
     finally:
         if not was_running:
             ray.shutdown()

@@ -1,5 +1,6 @@
-"""What the kit knows about models before calling them: which provider serves a name, the
-context window and the longest answer each accepts.
+"""What the kit knows about models before calling them: the built-in providers, which provider
+serves a name, the default model per role, the simulated and embedding models, the context window
+and the longest answer each accepts. Every other module reads these lists from here.
 
 Context windows come from genai-prices' bundled data. Output limits do not exist there (nor in
 any small maintained package found), so a short table of the vendors' documented limits for the
@@ -10,7 +11,55 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["context_window", "max_output_tokens", "SIMULATED_CONTEXT", "SIMULATED_MAX_OUTPUT"]
+__all__ = [
+    "PROVIDERS", "SIMULATED_MODELS", "EMBEDDING_MODELS", "DEFAULT_ROLE_MODELS", "DEFAULT_LADDERS", "DEFAULT_ROLE",
+    "provider_for_model", "context_window", "max_output_tokens", "SIMULATED_CONTEXT", "SIMULATED_MAX_OUTPUT",
+]  # fmt: skip
+
+PROVIDERS = ("openai", "anthropic", "simulated")  # built in, in the default fallback order
+SIMULATED_MODELS = ("sim-large", "sim-small", "sim-nano")
+EMBEDDING_MODELS = ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002")  # OpenAI's
+
+# Role -> model, per provider. Planner and critic get a larger model, executor and summarizer a
+# fast, cheap one. Users override any entry with Kit(role_models={...}) or kit.set_role_model().
+DEFAULT_ROLE_MODELS: dict[str, dict[str, str]] = {
+    "openai": {"planner": "gpt-4.1", "executor": "gpt-4o-mini", "critic": "gpt-4.1", "summarizer": "gpt-4o-mini"},
+    "anthropic": {
+        "planner": "claude-sonnet-5-5",
+        "executor": "claude-haiku-5-5",
+        "critic": "claude-sonnet-5-5",
+        "summarizer": "claude-haiku-5-5",
+    },
+    "simulated": {"planner": "sim-large", "executor": "sim-small", "critic": "sim-large", "summarizer": "sim-small"},
+}
+
+# Most capable first: max_cost walks down from the requested model until one fits.
+DEFAULT_LADDERS: dict[str, list[str]] = {
+    "openai": ["gpt-4.1", "gpt-4o", "gpt-4.1-mini", "gpt-4o-mini", "gpt-4.1-nano"],
+    "anthropic": ["claude-opus-5", "claude-sonnet-5-5", "claude-haiku-5-5"],
+    "simulated": ["sim-large", "sim-small", "sim-nano"],
+}
+
+DEFAULT_ROLE = "executor"
+
+
+def provider_for_model(model: str) -> str | None:
+    """The provider that serves a model name, from its prefix (None when it cannot tell)."""
+    if ":" in model:
+        prefix = model.split(":", 1)[0]
+        if prefix in DEFAULT_ROLE_MODELS:
+            return prefix
+    m = model.lower()
+    if m.startswith(("gpt-", "chatgpt-", "text-embedding-", "davinci", "babbage")) or (
+        len(m) > 1 and m[0] == "o" and m[1].isdigit()
+    ):
+        return "openai"
+    if m.startswith("claude-"):
+        return "anthropic"
+    if m.startswith("sim-"):
+        return "simulated"
+    return None
+
 
 SIMULATED_CONTEXT = 128_000
 SIMULATED_MAX_OUTPUT = 32_768
@@ -54,7 +103,7 @@ def context_window(provider: str, model: str) -> int | None:
         return SIMULATED_CONTEXT
     if provider not in ("openai", "anthropic"):
         return None
-    from .pricing import _genai_lookup
+    from .pricing import genai_lookup
 
-    calc = _genai_lookup(provider, model)
+    calc = genai_lookup(provider, model)
     return getattr(calc.model, "context_window", None) if calc else None

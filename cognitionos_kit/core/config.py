@@ -1,4 +1,5 @@
-"""Configuration from the environment and an optional ``.env`` file.
+"""Configuration: ``KitConfig`` (everything a Kit is built from), and the environment and an
+optional ``.env`` file (``load_settings``: keys and base URLs).
 
 Where a ``.env`` comes from: ``dotenv=True`` reads ``./.env`` in the current working folder only
 (never a parent folder's), ``dotenv="path/to/.env"`` reads that file, ``dotenv=False`` (or
@@ -12,15 +13,22 @@ not sent to a server named by a ``.env`` file (or the other way round) unless
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import ConfigurationError, register_secret
 
-DEFAULT_ORDER = ("openai", "anthropic", "simulated")
+if TYPE_CHECKING:
+    from ..calls.policy import FallbackOn
+    from ..calls.providers.base import Provider
+    from ..calls.providers.simulated import LatencyModel
+
+__all__ = ["KitConfig", "PriceOverride", "Settings", "ProviderSettings", "load_settings"]
 
 # Where a value came from, as recorded in the settings (never the value itself for keys).
 ENV = "env"  # the process environment (the shell, the notebook server, monkeypatch...)
@@ -35,10 +43,6 @@ class ProviderSettings:
     base_url: str | None = None
     api_key_source: str | None = None  # "env" | "dotenv" | None (not set)
     base_url_source: str | None = None
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.api_key)
 
     @property
     def sources(self) -> dict[str, str | None]:
@@ -157,11 +161,10 @@ def load_settings(
 
     openai, anthropic = provider("OPENAI"), provider("ANTHROPIC")
     if home:
-        root, home_src = home, "argument"
+        root, home_src = os.fspath(home), "argument"
     else:
-        root, home_src = lookup("COGNITIONOS_HOME")
-        if not root:
-            root, home_src = "data", "default"
+        found, source = lookup("COGNITIONOS_HOME")
+        root, home_src = (found, source or "env") if found else ("data", "default")
     return Settings(
         home=Path(root).expanduser().resolve(),
         openai=openai,
@@ -171,3 +174,76 @@ def load_settings(
         dotenv_values=file_values,
         environ=environ,
     )
+
+
+class PriceOverride(NamedTuple):
+    """A price set with ``kit.set_price`` (USD per million tokens); ``provider`` None: any."""
+
+    provider: str | None
+    model: str
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+
+
+@dataclass(frozen=True)
+class KitConfig:
+    """Everything a ``Kit`` is built from, checked when made (a ``ConfigurationError`` says what
+    is wrong). ``kit.config`` returns the live one (prices set and role models changed since
+    included); ``Kit.from_config(config)`` builds an identical Kit, e.g. in a Ray worker.
+    Keys are never part of it: they come from the environment or ``.env`` (``load_settings``)."""
+
+    home: str | None = None
+    providers: tuple[str | Provider, ...] | None = None
+    role_models: Mapping[str, Mapping[str, str]] | None = None
+    fallback_models: Mapping[str, tuple[str, ...]] | None = None
+    fallback_on: FallbackOn = None
+    simulate_on_failure: bool = False
+    seed: int = 0
+    simulated_latency: LatencyModel | None = None
+    timeout: float = 60.0
+    max_retries: int = 2
+    max_retry_wait: float | None = 20.0
+    default_max_tokens: int = 1024
+    dotenv: bool | str = True
+    memory: Mapping[str, Any] | None = None
+    prices: tuple[PriceOverride, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.home is not None and not isinstance(self.home, (str, os.PathLike)):
+            raise ConfigurationError(f"home must be a folder path, got {type(self.home).__name__}")
+        if self.timeout is None or not isinstance(self.timeout, Real) or isinstance(self.timeout, bool) \
+                or not self.timeout > 0 or math.isnan(self.timeout) or math.isinf(self.timeout):
+            raise ConfigurationError(
+                "timeout must be a positive number of seconds (it bounds each attempt, retries included), got "
+                f"{self.timeout!r}" + ("; there is no 'wait forever': pass a large number instead" if self.timeout is None else "")
+            )
+        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
+        if self.max_retry_wait is not None and (not isinstance(self.max_retry_wait, Real)
+                                                or isinstance(self.max_retry_wait, bool) or not self.max_retry_wait >= 0):
+            raise ConfigurationError(f"max_retry_wait must be a number of seconds >= 0 or None, got {self.max_retry_wait!r}")
+        if not isinstance(self.default_max_tokens, int) or isinstance(self.default_max_tokens, bool) \
+                or self.default_max_tokens <= 0:
+            raise ConfigurationError(f"default_max_tokens must be a positive int, got {self.default_max_tokens!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigurationError(f"seed must be an int, got {self.seed!r}")
+        if not isinstance(self.simulate_on_failure, bool):
+            raise ConfigurationError(f"simulate_on_failure must be True or False, got {self.simulate_on_failure!r}")
+        if not isinstance(self.dotenv, (bool, str, os.PathLike)):
+            raise ConfigurationError(f"dotenv must be True, False or the path of a .env file, got {self.dotenv!r}")
+        if self.providers is not None and (isinstance(self.providers, (str, bytes))
+                                           or not isinstance(self.providers, (list, tuple))):
+            raise ConfigurationError(f"providers must be a list such as ['openai', 'anthropic'], got {self.providers!r}")
+        if self.role_models is not None and (not isinstance(self.role_models, Mapping) or not all(
+                isinstance(t, Mapping) for t in self.role_models.values())):
+            raise ConfigurationError(
+                "role_models maps a provider to {role: model}, e.g. {'openai': {'executor': 'gpt-4.1-mini'}}; "
+                f"got {self.role_models!r}"
+            )
+        if self.fallback_models is not None and not isinstance(self.fallback_models, Mapping):
+            raise ConfigurationError(
+                "fallback_models maps a model to its equivalents, e.g. {'gpt-4o-mini': 'claude-haiku-5-5'}; "
+                f"got {self.fallback_models!r}"
+            )

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .types import Attempt
+    from .types import Attempt, Completion
 
 __all__ = [
     "KitError",
@@ -100,7 +100,7 @@ class StreamInterruptedError(ProviderError):
     def __init__(self, message: str, *, partial: str = "", **kw: Any) -> None:
         super().__init__(message, **kw)
         self.partial = partial
-        self.completion = None  # set by the kit: the recorded partial Completion
+        self.completion: Completion | None = None  # set by the kit: the recorded partial Completion
 
 
 class AllProvidersFailedError(KitError):
@@ -141,8 +141,9 @@ def warn_user(message: str, category: type[Warning]) -> None:
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the whole cognitionos_kit package
     level, frame = 2, sys._getframe(1)  # stacklevel 2 is our caller
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
+    f: Any = frame
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(package):
+        f, level = f.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
 

@@ -6,7 +6,6 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ProviderName = Literal["openai", "anthropic", "simulated"]
 ROLES = ("planner", "executor", "critic", "summarizer")
 
 

@@ -56,13 +56,13 @@ def check_identifier(value: Any, what: str) -> str | None:
 def check_number(value: Any, what: str, *, minimum: float | None = None, positive: bool = False,
                  allow_inf: bool = False) -> float:
     """A real number (not bool, not NaN), optionally > 0 or >= ``minimum``."""
-    if not isinstance(value, Real) or isinstance(value, bool) or math.isnan(value):
+    if not isinstance(value, Real) or isinstance(value, bool) or math.isnan(float(value)):
         raise InvalidRequestError(f"{what} must be a number, got {value!r}")
     if not allow_inf and math.isinf(value):
         raise InvalidRequestError(f"{what} must be finite, got {value!r}")
-    if positive and not value > 0:
+    if positive and not float(value) > 0:
         raise InvalidRequestError(f"{what} must be > 0, got {value!r}")
-    if minimum is not None and value < minimum:
+    if minimum is not None and float(value) < minimum:
         raise InvalidRequestError(f"{what} must be >= {minimum:g}, got {value!r}")
     return float(value)
 

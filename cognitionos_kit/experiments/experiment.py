@@ -83,9 +83,9 @@ def _settings_grid(settings: Any) -> list[dict[str, Any]]:
         values = [v if isinstance(v, (list, tuple)) else [v] for v in settings.values()]
         grid = [dict(zip(keys, combo)) for combo in itertools.product(*values)]
     elif isinstance(settings, Sequence) and not isinstance(settings, str):
-        grid = [dict(s) for s in settings] if all(isinstance(s, Mapping) for s in settings) else None
-        if grid is None:
+        if not all(isinstance(s, Mapping) for s in settings):
             raise InvalidRequestError("settings as a list must hold dicts, e.g. [{'temperature': 0}, {'temperature': 1}]")
+        grid = [dict(s) for s in settings]
     else:
         raise InvalidRequestError(f"settings must be a dict of lists (a grid) or a list of dicts, got {type(settings).__name__}")
     if not grid:

@@ -14,7 +14,6 @@ run's sender is closed (``send.close()``), garbage-collected, or at interpreter 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -22,65 +21,32 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigurationError
+from .entry import entry
 
 if TYPE_CHECKING:
     from ..kit import Kit
 
 __all__ = ["ray_send", "kit_spec", "RaySend"]
 
-_BUILTIN = ("openai", "anthropic", "simulated")
 _SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
-# Kit options carried only when the Kit has them and they differ from Kit's default.
-_OPTIONAL = ("fallback_models", "simulate_on_failure", "fallback_on")
-_SALT = os.urandom(16)  # per driver process: a spec names its keys by a salted digest, never the keys
 _KITS: dict[str, Any] = {}  # per worker process: one Kit per spec
 _BUILD_LOCK = threading.Lock()  # a worker sets os.environ then builds a Kit: one at a time
-
-
-def _kit_options(kit: Kit) -> dict[str, Any]:
-    """The Kit's call options a worker Kit must share (timeouts, retries, fallback policy)."""
-    from ..kit import Kit
-
-    opts: dict[str, Any] = {}
-    openai = getattr(kit, "_providers", {}).get("openai")
-    for name in ("timeout", "max_retries", "max_retry_wait"):
-        if hasattr(kit, name):
-            opts[name] = getattr(kit, name)
-        elif hasattr(openai, f"_{name}"):  # before Kit had public attributes for them
-            opts[name] = getattr(openai, f"_{name}")
-    params = inspect.signature(Kit.__init__).parameters
-    for name in _OPTIONAL:
-        # the router holds the live equivalents (set_fallback_models after construction included)
-        holder = kit.router if name == "fallback_models" and hasattr(kit.router, name) else kit
-        if name not in params or not hasattr(holder, name):
-            continue
-        value, default = getattr(holder, name), params[name].default
-        if value is None or value == default or (not value and not isinstance(value, bool) and not default):
-            continue  # the default (or an empty stand-in for it): let the worker Kit use its own
-        if isinstance(value, (set, frozenset)):
-            value = sorted(value)  # e.g. fallback_on={"timeout", ...}: a stable, JSON-friendly spec
-        elif isinstance(value, Mapping):
-            value = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in value.items()}
-        opts[name] = value
-    return opts
+_SALT = os.urandom(16)  # per driver process: a spec names its keys by a salted digest, never the keys
 
 
 def kit_spec(kit: Kit) -> dict[str, Any]:
-    """What a worker needs to rebuild an equivalent Kit (no keys: see ``ray_send``)."""
-    custom = [p for p in kit.order if p not in _BUILTIN]
+    """What a worker needs to rebuild an identical Kit: its class and its ``KitConfig`` (timeouts,
+    retries, fallback policy, custom prices and role models included; never a key, see ``ray_send``)."""
+    config = kit.config
+    custom = [p.name for p in kit.providers.added]
     if custom:
         raise ConfigurationError(f"executor='ray' runs the built-in providers only; this Kit also uses {custom}")
-    lat = kit.simulated.latency
-    return {
-        "home": str(kit.home), "order": list(kit.order), "seed": kit.simulated.seed,
-        "latency": lat.__dict__, "role_models": kit.router.role_models,
-        "prices": [[p, m, v.__dict__] for (p, m), v in kit.prices._custom.items()],
-        "default_max_tokens": kit.default_max_tokens,
-        "kit_options": _kit_options(kit),
-    }
+    # a worker reads keys from the file ray_send writes, never from a .env of its own
+    return {"kit_class": type(kit), "config": replace(config, dotenv=False)}
 
 
 def _secrets(kit: Kit) -> dict[str, str | None]:
@@ -127,32 +93,21 @@ def _apply_secrets(spec: Mapping[str, Any]) -> None:
 
 def _worker_kit(spec: Mapping[str, Any]) -> Kit:
     # The file's path changes every run; the salted digest of its content does not.
-    key = json.dumps({k: v for k, v in spec.items() if k != "secrets_file"}, sort_keys=True, default=repr)
+    key = repr({k: v for k, v in spec.items() if k != "secrets_file"})
     if key not in _KITS:
         with _BUILD_LOCK:
             if key not in _KITS:
-                from ..calls.pricing import Price
-                from ..calls.providers.simulated import LatencyModel
-                from ..kit import Kit
-
                 _apply_secrets(spec)
-                k = Kit(spec["home"], providers=spec["order"], seed=spec["seed"],
-                        simulated_latency=LatencyModel(**spec["latency"]), role_models=spec["role_models"],
-                        default_max_tokens=spec["default_max_tokens"], dotenv=False, **spec.get("kit_options", {}))
-                for provider, model, price in spec["prices"]:
-                    k.prices.set_price(model, Price(**price), provider)
-                _KITS[key] = k
+                _KITS[key] = spec["kit_class"].from_config(spec["config"])
     return _KITS[key]
 
 
 def _complete(spec: Mapping[str, Any], prompt: str, kwargs: Mapping[str, Any]) -> dict:
     """The Ray task: one costed call (ledgered by the worker's Kit) -> the cache entry dict."""
-    from .runner import _entry
-
     kit = _worker_kit(spec)
-    entry = _entry(kit.complete(prompt, **kwargs))
+    result = entry(kit.complete(prompt, **kwargs))
     kit.ledger.flush()  # cheap; makes the rows visible even if the worker is killed later
-    return entry
+    return result
 
 
 class RaySend:

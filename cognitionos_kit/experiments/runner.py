@@ -8,16 +8,17 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..calls import tokens
 from ..core.errors import ConfigurationError, InvalidRequestError
 from ..storage.cache import ResponseCache, cache_key
 from .budget import Budget
+from .entry import ENTRY_FIELDS, entry
 from .experiment import Cell, Experiment
+from .ray_executor import ray_send
 from .scorers import Scorer, judge_request, parse_judge_score
 
 if TYPE_CHECKING:
@@ -25,13 +26,9 @@ if TYPE_CHECKING:
 
     from ..kit import Kit
 
-__all__ = ["Run", "run_experiment", "ENTRY_FIELDS", "RUN_ONLY_COLUMNS"]
+__all__ = ["Run", "run_experiment", "entry", "ENTRY_FIELDS", "RUN_ONLY_COLUMNS"]
 
-ENTRY_FIELDS = ("content", "provider", "model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
-                "finish_reason", "request_id", "requested_provider", "requested_model", "substituted",
-                "tokens_estimated")
 RUN_ONLY_COLUMNS = ("cache_hit", "spent_usd")  # the only columns that differ when a rerun is served from cache
-_SAFETY = (1.15, 32)  # worst-case prompt tokens = count x 1.15 + 32: tokenizers of other vendors differ
 Send = Callable[[str, Mapping[str, Any]], Awaitable[dict]]
 
 
@@ -89,35 +86,18 @@ def _run_id(name: str) -> str:
     return f"{slug}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def _worst_case(kit: Kit, call: Any, counts: dict) -> float | None:
-    """The most any provider in the chain could charge for this request (None: a price is unknown)."""
-    worst = 0.0
-    req0 = call.steps[0].request
-    msgs = [{"role": m.role, "content": m.content} for m in req0.messages]
-    for step in call.steps:
-        req = step.request
-        ck = (req.model, req0.messages, req0.system)
-        if ck not in counts:
-            counts[ck] = tokens.count_messages(msgs, req.model, system=req0.system)
-        n = math.ceil(counts[ck] * _SAFETY[0]) + _SAFETY[1]
-        wc = kit.prices.worst_case(step.provider.price_id or step.provider.name, req.model, n, req.max_tokens)
-        if wc is None:
-            return None
-        worst = max(worst, wc)
-    return worst
-
-
 def _plan(kit: Kit, exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
     """Validate every call and compute its cache key (and worst case, with a budget): no call is sent.
 
     LLM judges are validated here too: one judge request per judge scorer is prepared (its model or
     role must exist and, with a budget, have a known price), so a bad judge fails before the grid runs.
     """
-    plans, counts = [], {}
+    plans: list[_Plan] = []
+    counts: dict[Any, int] = {}
     for cell in exp.cells():
-        call = kit._prepare(cell.prompt, **cell.kwargs, experiment_id=exp.name, run_id=run_id)
+        call = kit.plan(cell.prompt, **cell.kwargs, experiment_id=exp.name, run_id=run_id)
         step = call.steps[0]
-        worst = _worst_case(kit, call, counts) if budget else None
+        worst = call.worst_case_usd(kit.prices, counts) if budget else None
         if budget and worst is None:
             raise InvalidRequestError(
                 f"budget_usd needs a known price for every model; {step.provider.name}/{step.request.model} "
@@ -137,20 +117,16 @@ def _check_judges(kit: Kit, exp: Experiment, cell: Cell, budget: bool) -> None:
             continue
         prompt, kwargs = judge_request(s.options, cell.prompt, row, "")
         try:
-            call = kit._prepare(prompt, **kwargs)
+            call = kit.plan(prompt, **kwargs)
         except (InvalidRequestError, ConfigurationError) as exc:  # both take just a message
             raise type(exc)(f"scorer {s.name!r} (llm_judge): {exc}") from None
-        if budget and _worst_case(kit, call, {}) is None:
+        if budget and call.worst_case_usd(kit.prices) is None:
             step = call.steps[0]
             raise InvalidRequestError(
                 f"budget_usd needs a known price for every model, judges included; scorer {s.name!r} (llm_judge) "
                 f"uses {step.provider.name}/{step.request.model} (or a fallback), which has none: add one with "
                 "kit.set_price(...)"
             )
-
-
-def _entry(c: Any) -> dict[str, Any]:
-    return {k: getattr(c, k) for k in ENTRY_FIELDS}
 
 
 class _Engine:
@@ -218,9 +194,9 @@ class _Engine:
 
         ``note`` explains a missing score: ``"budget"`` (the budget refused the call), or why it failed."""
         prompt, kwargs = judge_request(scorer.options, cell.prompt, row, output)
-        call = self.kit._prepare(prompt, **kwargs)
+        call = self.kit.plan(prompt, **kwargs)
         step = call.steps[0]
-        worst = _worst_case(self.kit, call, {}) if self.budget.limit is not None else None
+        worst = call.worst_case_usd(self.kit.prices) if self.budget.limit is not None else None
         status, entry, spent, _ = await self.fetch(prompt, kwargs, cache_key(step.provider.name, step.request, 0), worst,
                                                    (step.provider.name, step.request, 0))
         if status == "skipped":
@@ -232,12 +208,12 @@ class _Engine:
         return score, spent, note
 
 
-def _run_coro(coro: Awaitable[Any]) -> Any:
+def _run_coro(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a coroutine to completion, also from inside a running loop (a notebook cell)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
@@ -246,7 +222,7 @@ def _run_coro(coro: Awaitable[Any]) -> Any:
 
 def _local_send(kit: Kit) -> Send:
     async def send(prompt: str, kwargs: Mapping[str, Any]) -> dict:
-        return _entry(await kit.acomplete(prompt, **kwargs))
+        return entry(await kit.acomplete(prompt, **kwargs))
 
     return send
 
@@ -282,12 +258,7 @@ def run_experiment(
     _check_args(concurrency, budget_usd, executor, cache)
     run_id = _run_id(experiment.name)
     plans = _plan(kit, experiment, run_id, budget_usd is not None)  # every call validated before any is sent
-    if executor == "ray":
-        from .ray_executor import ray_send
-
-        send = ray_send(kit)
-    else:
-        send = _local_send(kit)
+    send: Send = ray_send(kit) if executor == "ray" else _local_send(kit)
     # an entry without these is unreadable for a run: a miss with a warning, never a crash
     store = ResponseCache(kit.home, required=("content", "provider", "model", "cost_usd")) if cache is not False else None
     engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd), store, read_cache=cache is True)
@@ -337,7 +308,7 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
                                    "judge_notes": {}, "cache_hit": hit}
             if status == "ok":
                 for s in judges:
-                    score, j_spent, note = await engine.judge(s, p.cell, rows[p.cell.row], entry["content"])  # type: ignore[index]
+                    score, j_spent, note = await engine.judge(s, p.cell, rows[p.cell.row], entry["content"])
                     out["judged"][s.name] = score
                     out["spent"] += j_spent
                     if note:

@@ -160,7 +160,7 @@ def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: li
         "files": {"results": "results.parquet", "manifest": "manifest.json", "report": "report.html"},
     }
     path = Path(kit.home) / "runs" / run_id
-    from ..storage.journal import private_dir, private_file  # a run's folder and files are the user's only (0700/0600)
+    from ..storage.files import private_dir, private_file  # a run's folder and files are the user's only (0700/0600)
 
     private_dir(path)
     results.to_parquet(path / "results.parquet", index=False)

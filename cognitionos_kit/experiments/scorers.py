@@ -137,14 +137,15 @@ def _import(ref: str) -> Callable[..., Any]:
 
 def _one(spec: Any, name: str | None, columns: set[str]) -> Scorer:
     if callable(spec):
-        return Scorer(name or getattr(spec, "__name__", "custom"), "python", {}, spec)
+        return Scorer(name or str(getattr(spec, "__name__", "custom")), "python", {}, spec)
+    options: Any
     if isinstance(spec, str):
         kind, options = spec, {}
     elif isinstance(spec, Mapping) and len(spec) == 1:
         kind, options = next(iter(spec.items()))
         if kind == "python":
             fn = _import(str(options))
-            return Scorer(name or getattr(fn, "__name__", "custom"), "python", {"ref": options}, fn)
+            return Scorer(name or str(getattr(fn, "__name__", "custom")), "python", {"ref": options}, fn)
         if kind == "regex" and isinstance(options, str):
             options = {"pattern": options}
         options = dict(options or {})
@@ -181,6 +182,7 @@ def build_scorers(specs: Any, columns: set[str]) -> list[Scorer]:
     """Validate scorer specs (a list, or a dict name -> spec) against the dataset's columns."""
     if specs is None:
         return []
+    items: list[tuple[str | None, Any]]
     if isinstance(specs, Mapping) and not (len(specs) == 1 and next(iter(specs)) in (*BUILTIN, "llm_judge", "python")):
         items = [(str(k), v) for k, v in specs.items()]
     else:

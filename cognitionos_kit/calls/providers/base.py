@@ -36,6 +36,20 @@ class Provider(ABC):
         """True when the provider can be called (a key is set, or none is needed)."""
         return True
 
+    @property
+    def base_url(self) -> str | None:
+        return None
+
+    @property
+    def key_set(self) -> bool:
+        """Whether an API key is set (never the key)."""
+        return False
+
+    @property
+    def sources(self) -> dict[str, str | None]:
+        """Where the key and base URL came from ("env", "dotenv" or None), never the values."""
+        return {}
+
     def prepare(self, is_async: bool = False) -> float:
         """Import the SDK and build its client now, outside any attempt's timing; returns the
         milliseconds that took (0.0 when there was nothing to do)."""
@@ -84,6 +98,19 @@ class SDKProvider(Provider):
     @property
     def base_url(self) -> str | None:
         return self._settings.base_url
+
+    @property
+    def key_set(self) -> bool:
+        return bool(self._settings.api_key)
+
+    @property
+    def sources(self) -> dict[str, str | None]:
+        return dict(self._settings.sources)
+
+    @property
+    def settings(self) -> Any:
+        """The provider's settings (key, base URL and their sources); the key never shows in a repr."""
+        return self._settings
 
     def _kwargs(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -152,7 +179,7 @@ class LoopLocal:
             client = self._clients[loop] = factory()
             closer = _close_at_shutdown(client)
             try:  # run it to its first yield: the loop's firstiter hook now tracks it
-                closer.asend(None).send(None)
+                closer.asend(None).send(None)  # type: ignore[attr-defined]
             except StopIteration:
                 self._closers[loop] = closer  # kept alive until the loop finalises it
         return client
@@ -178,13 +205,12 @@ class translate_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or not isinstance(exc, Exception) or isinstance(exc, ProviderError):
-            return False
+            return
         err = classify_error(exc, self.provider, self.model)
-        if err is None:
-            return False
-        raise err from None
+        if err is not None:
+            raise err from None
 
 
 def bad_response(provider: str, model: str, what: str) -> ProviderError:

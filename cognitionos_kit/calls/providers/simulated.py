@@ -22,10 +22,10 @@ from typing import NamedTuple
 from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from ...core.types import ProviderRequest, ProviderResponse, Usage
 from .. import tokens
+from ..catalogue import SIMULATED_MODELS
 from .base import Provider, StreamItem
 from .http import current_attempt
 
-SIMULATED_MODELS = ("sim-large", "sim-small", "sim-nano")
 
 FAILURE_KINDS = {
     # kind: (HTTP status or None, moves on)
@@ -83,7 +83,7 @@ class SimulatedProvider(Provider):
         failure_kind: str = "rate_limit",
     ) -> None:
         if name:
-            self.name = name  # a second simulated provider (e.g. a flaky one) for fallback demos
+            self.name = name  # type: ignore[misc]  # a second simulated provider (e.g. a flaky one) for fallback demos
         if failure_kind not in FAILURE_KINDS:
             raise ConfigurationError(f"failure_kind must be one of {sorted(FAILURE_KINDS)}, not {failure_kind!r}")
         if not 0.0 <= failure_rate <= 1.0:

@@ -1,0 +1,106 @@
+"""Where a ledger row is written: every attempt of every call becomes one row (a failure too, as
+soon as it ends), and an answer becomes a ``Completion`` with its cost and latency.
+
+A ledger that cannot be written (a full or read-only disk) never costs the answer: the ledger
+keeps the row pending and warns (``StorageWarning``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..core.display import AttemptList
+from ..core.types import Attempt, Completion, ProviderResponse
+from ..core.validation import clean_text
+
+if TYPE_CHECKING:
+    from ..storage.ledger import Ledger
+    from .plan import CallPlan
+    from .policy import Step
+    from .pricing import PriceBook
+    from .providers.registry import ProviderSet
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Turns attempts into ledger rows and answers into ``Completion``s."""
+
+    def __init__(self, ledger: Callable[[], Ledger], prices: PriceBook, providers: ProviderSet) -> None:
+        self._ledger = ledger  # opened on the first row, not when the Kit is built
+        self.prices = prices
+        self.providers = providers
+
+    def record(self, call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse | None,
+               attempts: list[Attempt] | None = None) -> Completion | None:
+        """Write one ledger row for one attempt; for a response, return the Completion."""
+        served = (attempt.provider, attempt.model)
+        substituted = served != call.requested
+        row: dict[str, Any] = {
+            "ts": time.time(),  # epoch seconds: the ledger stores them as UTC
+            "request_id": call.request_id,
+            "attempt": attempt.number,
+            "kind": "chat",
+            "provider": attempt.provider,
+            "model": attempt.model,
+            "requested_provider": call.requested[0],
+            "requested_model": call.requested[1],
+            "substituted": substituted,
+            "latency_ms": attempt.latency_ms,
+            "setup_ms": attempt.setup_ms,
+            "http_requests": attempt.http_requests,
+            "maybe_billed_requests": attempt.maybe_billed_requests or None,
+            "status": attempt.status,
+            "error_type": attempt.error_type,
+            "error_message": clean_text(attempt.error_message) if attempt.error_message else None,
+            "cache_hit": False,  # the experiment runner records cache hits itself
+            **call.meta,
+        }
+        self.providers.note(attempt)
+        completion = None
+        if resp is not None:
+            usage = call.fill_usage(step, resp.usage, resp.content)
+            est = self.prices.cost(step.provider.price_id or step.provider.name, step.request.model, usage)
+            row.update(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                cached_tokens=usage.cached_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                tokens_estimated=usage.estimated,
+                cost_usd=est.cost_usd,
+                price_source=est.source,
+                price_version=est.version,
+                response_model=clean_text(resp.model) if resp.model else None,
+            )
+            all_attempts = attempts or [attempt]
+            completion = Completion(
+                content=clean_text(resp.content),
+                provider=attempt.provider,
+                model=step.request.model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=est.cost_usd,
+                # the call's wall time minus SDK import and client set-up (recorded per attempt)
+                latency_ms=(time.perf_counter() - call.t_start) * 1000 - sum(a.setup_ms or 0.0 for a in all_attempts),
+                request_id=call.request_id,
+                attempts=AttemptList(all_attempts),
+                cached_tokens=usage.cached_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                finish_reason=resp.finish_reason,
+                role=call.meta["role"],
+                user_id=call.meta["user_id"],
+                price_source=est.source,
+                requested_provider=call.requested[0],
+                requested_model=call.requested[1],
+                substituted=substituted,
+                response_model=resp.model or None,
+                tokens_estimated=usage.estimated,
+            )
+        self._ledger().record([row])
+        return completion
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Write a row built elsewhere (an embedding request)."""
+        self._ledger().record([row])
