@@ -7,19 +7,26 @@ title says "no calls", never an exception. Latency charts use successful attempt
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
+
+from .core.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
+    from .kit import Kit  # an annotation only: charts sit below the Kit facade
+
 __all__ = [
     "Charts", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
-    "spend_by", "tokens_vs_latency",
+    "spend_by", "tokens_vs_latency", "template", "legend_margin", "clean_filters", "describe_filters", "Match", "Time",
 ]  # fmt: skip
 
 FILTERS = ("user_id", "since", "until", "experiment_id", "provider", "model", "run_id", "kind")
+Match = str | Sequence[str] | None  # a ledger filter: one value, a list meaning any of them, None meaning any
+Time = datetime | date | str | float | None  # a time bound: datetime (naive is UTC), date, ISO string, epoch seconds
 PERCENTILES = (50, 95, 99)
 _PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC", "#FF9DA6")
 _FAIL = "#D62728"
@@ -57,14 +64,20 @@ def _figure(title: str, **layout: Any) -> go.Figure:
     return fig
 
 
+def legend_margin(entries: int, *, ticks: int = 1) -> int:
+    """The bottom margin (px) a chart in ``template()`` needs for its tick labels (``ticks`` lines),
+    its x-axis title and a legend of ``entries`` below them (the template pins it to the bottom edge)."""
+    rows = max(1, -(-entries // 4))  # about four entries fit on a row of a notebook-wide chart
+    return 40 + 18 * ticks + 22 * rows
+
+
 def _legend_room(fig: go.Figure, *, ticks: int = 1) -> go.Figure:
-    """Bottom margin for tick labels (``ticks`` lines), the x-axis title and the legend's rows."""
+    """Room for the legend under the x-axis title, when the figure shows one."""
     entries = sum(1 for t in fig.data if t.showlegend is not False)
     if fig.layout.showlegend is False or (entries < 2 and fig.layout.showlegend is not True):
         return fig
-    rows = max(1, -(-entries // 4))  # about four entries fit on a row of a notebook-wide chart
     fig.update_layout(legend=dict(yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
-                      margin_b=40 + 18 * ticks + 22 * rows)
+                      margin_b=legend_margin(entries, ticks=ticks))
     return fig
 
 
@@ -191,10 +204,15 @@ def spend_by(df: pd.DataFrame, by: str = "user_id", *, note: str = "") -> go.Fig
 
     title = f"Spend by {by.removesuffix('_id')} (USD)"
     if by != "day" and by not in df.columns:
-        raise ValueError(f"cannot chart spend by {by!r}: use 'day' or a ledger column such as user_id, model, provider")
+        raise InvalidRequestError(
+            f"cannot chart spend by {by!r}: use 'day' or a ledger column such as user_id, model, provider"
+        )
     if not len(df) or df["cost_usd"].isna().all():
         return _empty(title, note, "" if not len(df) else "no calls with a known cost")
-    key = df["ts"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d") if by == "day" else df[by].astype(object).fillna("(none)").astype(str)
+    if by == "day":
+        key = df["ts"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d")
+    else:
+        key = df[by].astype(object).fillna("(none)").astype(str)
     frame = df.assign(_key=key, _ok=df["status"] == "ok", _tokens=df["total_tokens"].astype("float64"))
     totals = frame.groupby("_key").agg(cost=("cost_usd", "sum"), calls=("_ok", "sum"), tokens=("_tokens", "sum"))
     totals = totals.sort_index() if by == "day" else totals.sort_values("cost", ascending=False, kind="stable")
@@ -213,6 +231,11 @@ def tokens_vs_latency(df: pd.DataFrame, *, tokens: str = "completion_tokens", no
     import numpy as np
     import plotly.graph_objects as go
 
+    if len(df.columns) and tokens not in df.columns:
+        raise InvalidRequestError(
+            f"cannot chart latency against {tokens!r}: use a ledger token column such as completion_tokens, "
+            "prompt_tokens, total_tokens"
+        )
     title = f"Latency vs {tokens.replace('_', ' ')}"
     ok = _ok(df)
     ok = ok[ok[tokens].notna()] if len(ok) else ok
@@ -223,7 +246,8 @@ def tokens_vs_latency(df: pd.DataFrame, *, tokens: str = "completion_tokens", no
     for key, color in _colors(sorted(keys.unique())).items():
         g = ok[keys == key]
         fig.add_trace(go.Scatter(
-            x=_floats(g[tokens]), y=_floats(g["latency_ms"]), name=key, mode="markers", marker=dict(color=color, size=7, opacity=0.8),
+            x=_floats(g[tokens]), y=_floats(g["latency_ms"]), name=key, mode="markers",
+            marker=dict(color=color, size=7, opacity=0.8),
             customdata=list(zip(_text(g["prompt_tokens"]), _text(g["completion_tokens"]), _text(g["user_id"]))),
             hovertemplate="%{y:,.1f} ms<br>%{customdata[0]} in + %{customdata[1]} out tokens<br>user %{customdata[2]}"
                           "<extra>%{fullData.name}</extra>",
@@ -237,7 +261,7 @@ def tokens_vs_latency(df: pd.DataFrame, *, tokens: str = "completion_tokens", no
     return _legend_room(fig)
 
 
-def describe_filters(filters: dict[str, Any]) -> str:
+def describe_filters(filters: Mapping[str, Any]) -> str:
     """' · user alice · since 2026-01-02 10:00' for a title (empty when unfiltered)."""
     parts = []
     for k, v in filters.items():
@@ -249,56 +273,85 @@ def describe_filters(filters: dict[str, Any]) -> str:
     return "".join(f" · {p}" for p in parts)
 
 
-def clean_filters(filters: dict[str, Any]) -> dict[str, Any]:
-    """Known filters with a value (None means 'any')."""
+def clean_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """Known filters with a value (None means 'any'); an unknown name is an InvalidRequestError."""
     bad = sorted(set(filters) - set(FILTERS))
     if bad:
-        raise TypeError(f"unknown filter(s) {bad}: use {', '.join(FILTERS)}")
+        raise InvalidRequestError(f"unknown filter(s) {bad}: use {', '.join(FILTERS)}")
     return {k: v for k, v in filters.items() if v is not None}
 
 
 class Charts:
     """Plotly figures of a Kit's ledger: ``kit.charts.latency(user_id="alice")``.
 
-    Every method takes the filters ``user_id, since, until, experiment_id, provider, model``
-    (plus ``run_id``, ``kind``); None means any. ``since`` is inclusive, ``until`` exclusive.
+    Every method takes the same keyword filters (``FILTERS``); None means any, a list any of its
+    values: ``user_id``, ``since`` (inclusive) and ``until`` (exclusive, a datetime, date, ISO
+    string or epoch seconds), ``experiment_id``, ``provider``, ``model``, ``run_id``, ``kind``.
     """
 
-    def __init__(self, kit: Any) -> None:
+    def __init__(self, kit: Kit) -> None:
         self.kit = kit
 
     def __repr__(self) -> str:
         return f"Charts({self.kit!r}): latency, latency_over_time, spend_over_time, spend_by, tokens_vs_latency"
 
-    def data(self, **filters: Any) -> pd.DataFrame:
-        """The ledger rows the charts draw, for these filters."""
-        return self.kit.usage(**clean_filters(filters))
-
-    def _df(self, filters: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    def _read(self, filters: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
         f = clean_filters(filters)
         return self.kit.usage(**f), describe_filters(f)
 
-    def latency(self, **filters: Any) -> go.Figure:
-        """Latency distribution per provider/model with p50/p95/p99 marked."""
-        df, note = self._df(filters)
+    def data(
+        self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,
+        provider: Match = None, model: Match = None, run_id: Match = None, kind: Match = None,
+    ) -> pd.DataFrame:
+        """The ledger rows the charts draw, for these filters."""
+        return self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                               provider=provider, model=model, run_id=run_id, kind=kind))[0]
+
+    def latency(
+        self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,
+        provider: Match = None, model: Match = None, run_id: Match = None, kind: Match = None,
+    ) -> go.Figure:
+        """Latency distribution per provider/model with p50/p95/p99 marked (successful attempts)."""
+        df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                                   provider=provider, model=model, run_id=run_id, kind=kind))
         return latency_distribution(df, note=note)
 
-    def latency_over_time(self, **filters: Any) -> go.Figure:
+    def latency_over_time(
+        self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,
+        provider: Match = None, model: Match = None, run_id: Match = None, kind: Match = None,
+    ) -> go.Figure:
         """Each attempt's latency against time; failures in red."""
-        df, note = self._df(filters)
+        df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                                   provider=provider, model=model, run_id=run_id, kind=kind))
         return latency_over_time(df, note=note)
 
-    def spend_over_time(self, **filters: Any) -> go.Figure:
+    def spend_over_time(
+        self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,
+        provider: Match = None, model: Match = None, run_id: Match = None, kind: Match = None,
+    ) -> go.Figure:
         """Cumulative spend, total and per provider."""
-        df, note = self._df(filters)
+        df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                                   provider=provider, model=model, run_id=run_id, kind=kind))
         return cumulative_spend(df, note=note)
 
-    def spend_by(self, by: str = "user_id", **filters: Any) -> go.Figure:
-        """Spend per ``user_id``, ``model``, ``provider`` or ``day`` (UTC) as bars."""
-        df, note = self._df(filters)
+    def spend_by(
+        self, by: str = "user_id", *, user_id: Match = None, since: Time = None, until: Time = None,
+        experiment_id: Match = None, provider: Match = None, model: Match = None, run_id: Match = None,
+        kind: Match = None,
+    ) -> go.Figure:
+        """Spend per ``by``: ``"user_id"``, ``"model"``, ``"provider"``, ``"day"`` (UTC) or another ledger
+        column, as bars."""
+        df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                                   provider=provider, model=model, run_id=run_id, kind=kind))
         return spend_by(df, by, note=note)
 
-    def tokens_vs_latency(self, tokens: str = "completion_tokens", **filters: Any) -> go.Figure:
-        """Latency against output tokens (or ``tokens="total_tokens"``) per provider/model."""
-        df, note = self._df(filters)
+    def tokens_vs_latency(
+        self, tokens: str = "completion_tokens", *, user_id: Match = None, since: Time = None, until: Time = None,
+        experiment_id: Match = None, provider: Match = None, model: Match = None, run_id: Match = None,
+        kind: Match = None,
+    ) -> go.Figure:
+        """Latency against ``tokens`` (``"completion_tokens"``, or ``"prompt_tokens"``, ``"total_tokens"``)
+        per provider/model, with a least-squares line."""
+        df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                                   provider=provider, model=model, run_id=run_id, kind=kind))
         return tokens_vs_latency(df, tokens=tokens, note=note)

@@ -6,6 +6,14 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .calls.providers.base import Provider
+
+__all__ = ["PROMPTS", "run_demo", "write_report"]
 
 PROMPTS = [
     ("alice", "planner", "Plan a three-step evaluation of a retrieval pipeline for legal documents"),
@@ -19,9 +27,13 @@ PROMPTS = [
 ]
 
 
-def run_demo(home: str | None = None, live: bool = False) -> dict:
-    """Run the showcase; returns the summary it prints."""
+def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> dict[str, Any]:
+    """Run the showcase and print what it shows; returns the summary it prints.
+
+    ``home``: the data folder (default ``$COGNITIONOS_HOME`` or ``./data``); the demo's own ledger
+    goes in ``<home>/demo``, started afresh. ``live=True`` uses real providers when keys are set."""
     from .calls.providers.simulated import SimulatedProvider
+    from .core.display import UsageSummary
     from .kit import Kit
 
     data_home = Path(home or os.environ.get("COGNITIONOS_HOME") or "data")  # the default data folder
@@ -30,7 +42,7 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     # A flaky stand-in in front of the simulated provider shows fallback offline: a third of its
     # calls fail with a rate limit and move on down the chain, as OpenAI -> Anthropic would.
     flaky = SimulatedProvider(name="flaky-sim", seed=7, failure_rate=0.35, failure_kind="rate_limit")
-    providers = ["openai", "anthropic", "simulated"] if live else [flaky, "simulated"]
+    providers: list[str | Provider] = ["openai", "anthropic", "simulated"] if live else [flaky, "simulated"]
     kit = Kit(home_path, providers=providers, dotenv=live)
     print(f"cognitionos_kit demo · data folder {home_path} · chain {' -> '.join(kit.chain)}")
     print(f"simulation mode: {kit.status()['simulation_mode']} (no keys needed)\n")
@@ -46,7 +58,7 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     s = kit.stream("Describe in two sentences what a cost ledger is for", user_id="carol", max_tokens=80)
     for chunk in s:
         print(chunk, end="", flush=True)
-    print(f"\n  [{s.completion.footer()}]\n")
+    print(f"\n  [{s.completion.footer() if s.completion else 'no completion'}]\n")
 
     capped = kit.complete(
         "Draft a detailed research plan on evaluation leakage " * 20, role="planner", max_cost=0.002, max_tokens=400,
@@ -56,7 +68,8 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
 
     vectors = kit.embed(["cost ledger", "token accounting", "a cat on a mat"])
     print(f"local embeddings: {vectors.shape[0]} x {vectors.shape[1]} float32, "
-          f"sim(ledger, accounting) = {float(vectors[0] @ vectors[1]):.2f} vs sim(ledger, cat) = {float(vectors[0] @ vectors[2]):.2f}\n")
+          f"sim(ledger, accounting) = {float(vectors[0] @ vectors[1]):.2f} "
+          f"vs sim(ledger, cat) = {float(vectors[0] @ vectors[2]):.2f}\n")
 
     facts = [
         "DuckDB runs inside the host process and opens one database file at a time.",
@@ -70,22 +83,23 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
           f"+ decay {hit.decay:.2f} and boost {hit.boost:.2f} (weighted)\n")
 
     df = kit.usage()
+    usage = UsageSummary(df)
     ok = df[df["status"] == "ok"]
-    summary = {
-        "calls": int(ok["request_id"].nunique()),
-        "attempts": len(df),
-        "failed_attempts": int((df["status"] != "ok").sum()),
+    summary: dict[str, Any] = {
+        "calls": usage.calls,
+        "attempts": usage.attempts,
+        "failed_attempts": usage.failures,
         "providers": ok["provider"].value_counts().to_dict(),
-        "spend_usd": float(ok["cost_usd"].sum()),
-        "p50_ms": float(ok["latency_ms"].quantile(0.5)),
-        "p95_ms": float(ok["latency_ms"].quantile(0.95)),
+        "spend_usd": usage.spend_usd,
+        "p50_ms": usage.p50_ms,
+        "p95_ms": usage.p95_ms,
         "wall_s": time.perf_counter() - t0,
     }
     print("summary")
-    print(f"  calls made        {summary['calls']} ({summary['attempts']} attempts, {summary['failed_attempts']} fell back)")
+    print(f"  calls made        {usage.calls} ({usage.attempts} attempts, {usage.failures} fell back)")
     print("  providers used    " + ", ".join(f"{k}: {v}" for k, v in summary["providers"].items()))
-    print(f"  spend             ${summary['spend_usd']:.5f} (simulated models carry nominal prices)")
-    print(f"  latency p50 / p95 {summary['p50_ms']:.0f} ms / {summary['p95_ms']:.0f} ms")
+    print(f"  spend             ${usage.spend_usd:.5f} (simulated models carry nominal prices)")
+    print(f"  latency p50 / p95 {usage.p50_ms or 0:.0f} ms / {usage.p95_ms or 0:.0f} ms")
     print("\nspend by user:")
     print(kit.spend(by="user_id")[["user_id", "calls", "cost_usd", "total_tokens"]].to_string(index=False))
 
@@ -117,8 +131,9 @@ def run_demo(home: str | None = None, live: bool = False) -> dict:
     return summary
 
 
-def write_report(df, path: Path) -> Path:
-    """A self-contained HTML page (plotly.js embedded: opens offline)."""
+def write_report(df: pd.DataFrame, path: Path) -> Path:
+    """The demo's ledger charts as one self-contained HTML page (plotly.js embedded: opens offline),
+    drawn by the same chart builders as ``kit.charts``."""
     from . import charts
 
     figs = [charts.latency_distribution(df), charts.latency_over_time(df), charts.cumulative_spend(df),

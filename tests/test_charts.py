@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import pytest
 
 from cognitionos_kit import Kit, LatencyModel, SimulatedProvider, charts
+from cognitionos_kit.core.errors import InvalidRequestError
 from cognitionos_kit.notebook.reprs import AttemptList, UsageSummary
 
 USERS = ("alice", "bob", "carol")
@@ -134,8 +135,30 @@ def test_filters_narrow_the_data_and_title(busy):
     future = datetime.now(timezone.utc) + timedelta(days=1)
     assert "no calls" in busy.charts.latency(since=future).layout.title.text
     assert "user dave" in busy.charts.latency(user_id="dave").layout.title.text
-    with pytest.raises(TypeError, match="unknown filter"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'usr'"):  # the filters are named parameters
         busy.charts.latency(usr="bob")
+
+
+def test_every_chart_names_the_filters_in_its_signature():
+    """shift-Tab in Jupyter shows them: keyword-only, defaults None, the same list as FILTERS."""
+    import inspect
+
+    for name in ("data", "latency", "latency_over_time", "spend_over_time", "spend_by", "tokens_vs_latency"):
+        params = inspect.signature(getattr(charts.Charts, name)).parameters
+        named = [p for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        assert [p.name for p in named] == list(charts.FILTERS) and all(p.default is None for p in named), name
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), name
+
+
+def test_bad_chart_arguments_are_kit_errors_that_say_what_is_accepted(busy):
+    with pytest.raises(InvalidRequestError, match=r"unknown filter\(s\) \['usr'\]: use user_id, since"):
+        charts.clean_filters({"usr": "bob", "model": None})
+    assert charts.clean_filters({"user_id": "bob", "model": None}) == {"user_id": "bob"}
+    with pytest.raises(InvalidRequestError, match="cannot chart spend by 'colour': use 'day' or a ledger column"):
+        busy.charts.spend_by("colour")
+    with pytest.raises(InvalidRequestError, match="cannot chart latency against 'words': use a ledger token column"):
+        busy.charts.tokens_vs_latency("words")
+    assert busy.charts.tokens_vs_latency("total_tokens").layout.xaxis.title.text == "total tokens"
 
 
 def test_empty_ledger_gives_titled_empty_charts(kit):
@@ -225,3 +248,59 @@ def test_legends_sit_below_the_axis_title_with_room_for_their_rows(kit):
         assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")
         assert fig.layout.margin.b == 40 + 18 * ticks + 22 * -(-entries // 4)
     assert kit.charts.spend_by("model").layout.margin.b is None  # one series, no legend: the template's margin
+
+
+# --- the shared display helpers (core/display.py) -------------------------------------------
+def _completion(**kw):
+    from cognitionos_kit.core.types import Attempt, Completion
+
+    fields = dict(content="hi", provider="simulated", model="sim-small", prompt_tokens=12, completion_tokens=34,
+                  cost_usd=0.000123, latency_ms=56.4, request_id="r1",
+                  attempts=[Attempt(1, "simulated", "sim-small", "ok", 56.4)])
+    return Completion(**{**fields, **kw})
+
+
+def test_footer_html_is_completion_footer_as_html():
+    from cognitionos_kit.core.display import footer_html, plain_text
+    from cognitionos_kit.core.types import Attempt
+
+    c = _completion()
+    assert plain_text(footer_html(c)) == c.footer() == "simulated/sim-small · 12+34 tokens · $0.000123 · 56 ms"
+    assert plain_text(footer_html(c, shown=("simulated", "sim-small"))) == "12+34 tokens · $0.000123 · 56 ms"
+    assert "white-space:nowrap" in footer_html(c)  # wraps between the parts, never inside one
+    sub = _completion(requested_provider="openai", requested_model="gpt-4o-mini", substituted=True, tokens_estimated=True,
+                      attempts=[Attempt(1, "openai", "gpt-4o-mini", "error", 3.0, error_type="rate_limit"),
+                                Attempt(2, "simulated", "sim-small", "ok", 56.4)])
+    first, path = plain_text(footer_html(sub)).splitlines()
+    assert first == sub.footer().replace("SUBSTITUTE", "⚠ SUBSTITUTE") and "~12+~34 tokens" in first
+    assert path == "fallback: openai (rate_limit) → simulated (ok)"
+
+
+def test_error_and_note_lines_are_escaped_one_liners():
+    from cognitionos_kit.core.display import error_html, note_html
+
+    html = error_html(InvalidRequestError("bad <b>input</b>\n  detail one\n  detail two"))
+    assert html.count("<div") == 1 and "<b>InvalidRequestError</b>: bad &lt;b&gt;input&lt;/b&gt;" in html
+    assert "(detail one; detail two)" in html and "<br" not in html
+    assert "a &amp; b" in note_html("a & b")
+
+
+def test_one_hits_table_for_every_view():
+    from cognitionos_kit.core.display import HIT_HEADERS, hits_table
+    from cognitionos_kit.memory.hit import MemoryHit
+
+    hit = MemoryHit(id="m1", content="DuckDB   runs\ninside " + "the process " * 10, score=0.71234, similarity=0.60449,
+                    decay=0.5, boost=0.15, memory_type="semantic", scope="user", rank=1)
+    html, text = hits_table([hit]), hits_table([hit], text=True)
+    for h in HIT_HEADERS:
+        assert f">{h}</th>" in html and h in text.splitlines()[0]
+    assert "<td style='padding:2px 10px;text-align:right;border-bottom:1px solid #eee'>0.712</td>" in html
+    cells = text.splitlines()[1].split()
+    assert cells[:3] == ["1", "DuckDB", "runs"] and "0.712" in cells and "0.604" in cells
+    assert "DuckDB runs inside the process" in html and "…" in html and len(text.splitlines()[1]) < len(html)
+    assert "DuckDB runs inside the process the" not in hits_table([hit], width=33)
+
+
+def test_usage_summary_to_html_is_what_the_notebook_shows(busy):
+    s = UsageSummary(busy.usage())
+    assert s.to_html() == s._repr_html_() and "<table" in s.to_html()

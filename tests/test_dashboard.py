@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from cognitionos_kit.notebook.dashboard import Dashboard, dashboard
+from cognitionos_kit.notebook.dashboard import Dashboard, dashboard, gauge
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_costs_and_latency.ipynb"
 
@@ -82,12 +82,20 @@ def test_background_thread_updates_without_refresh_call(kit):
 
 
 def test_bad_arguments(kit):
-    with pytest.raises(ValueError, match="refresh_s"):
-        kit.dashboard(refresh_s=0)
-    with pytest.raises(ValueError, match="budget_usd"):
+    from cognitionos_kit.core.errors import InvalidRequestError
+
+    for bad in (0, -1.5, float("nan"), "1", True):
+        with pytest.raises(InvalidRequestError, match=r"refresh_s must be a positive number of seconds \(or None\), got "):
+            kit.dashboard(refresh_s=bad)
+    with pytest.raises(InvalidRequestError, match="budget_usd must be a positive number of US dollars"):
         kit.dashboard(budget_usd=-1)
-    with pytest.raises(TypeError, match="unknown filter"):
+    with pytest.raises(InvalidRequestError, match="budget_usd must be a positive number of US dollars"):
+        gauge(0.1, 0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'usr'"):  # the filters are named parameters
         kit.dashboard(refresh_s=None, usr="x")
+    d = dashboard(kit, refresh_s=None, user_id="ann", model=["sim-large", "sim-nano"])
+    assert d.filters == {"user_id": "ann", "model": ["sim-large", "sim-nano"]} and "user ann" in d.note
+    d.close()
 
 
 def test_notebook_03_loads_no_script_from_a_cdn():

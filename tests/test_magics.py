@@ -7,7 +7,8 @@ from IPython.core.error import UsageError
 
 import cognitionos_kit
 from cognitionos_kit import Kit, LatencyModel
-from cognitionos_kit.notebook.magics import interpolate, parse_line, resolve_target
+from cognitionos_kit.core.errors import InvalidRequestError, KitError
+from cognitionos_kit.notebook.magics import FLAGS, LlmMagics, MagicUsageError, interpolate, parse_line, resolve_target
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -28,6 +29,26 @@ def test_negative_temperature_value_is_a_value_not_a_flag():
     assert parse_line("--temperature -0.5").temperature == -0.5
 
 
+def test_quoted_values_with_spaces_either_way():
+    assert parse_line("--system 'Be brief, be kind.' sim-nano").system == "Be brief, be kind."
+    a = parse_line('sim-nano --system="Answer in French." --user=\'ann lee\'')
+    assert (a.target, a.system, a.user) == ("sim-nano", "Answer in French.", "ann lee")
+
+
+def test_the_options_are_magic_arguments_so_help_lists_them():
+    """``%%llm?`` shows the magic's docstring, which magic_arguments fills with the options."""
+    doc = LlmMagics.llm.__doc__
+    assert "%%llm" in doc and "model_or_role" in doc
+    for flag in FLAGS:
+        assert flag in doc
+    assert set(FLAGS) == {f for f in doc.split() if f.startswith("--") and f[2:].replace("-", "").isalpha()}
+
+
+def test_a_prefix_of_an_option_is_not_guessed():
+    with pytest.raises(MagicUsageError, match="unknown option '--max'"):
+        parse_line("--max 3")
+
+
 @pytest.mark.parametrize(
     "line, words",
     [
@@ -46,6 +67,7 @@ def test_negative_temperature_value_is_a_value_not_a_flag():
 def test_bad_lines_are_one_line_usage_errors(line, words):
     with pytest.raises(UsageError) as e:
         parse_line(line)
+    assert isinstance(e.value, InvalidRequestError) and isinstance(e.value, KitError)  # the kit's error, and IPython's
     msg = str(e.value)
     assert "\n" not in msg
     for w in words:
@@ -58,7 +80,7 @@ def test_target_resolution(kit):
     assert resolve_target("sim-large", kit) == {"model": "sim-large"}
     assert resolve_target("gpt-4o-mini", kit) == {"model": "gpt-4o-mini"}  # known prefix, routed by the kit
     assert resolve_target("openai:llama3", kit) == {"model": "openai:llama3"}
-    with pytest.raises(UsageError) as e:
+    with pytest.raises(MagicUsageError) as e:
         resolve_target("gtp4", kit)
     msg = str(e.value)
     assert "\n" not in msg and "'gtp4'" in msg
@@ -78,14 +100,14 @@ def test_escaped_braces_stay_literal():
 
 
 def test_missing_name_is_named():
-    with pytest.raises(UsageError) as e:
+    with pytest.raises(MagicUsageError) as e:
         interpolate("Tell me about {topic} and {missing}", {"topic": "x"})
     assert "{missing} is not defined" in str(e.value) and "{{" in str(e.value)
 
 
 @pytest.mark.parametrize("template", ["an empty {} field", "a stray } brace", "an unclosed { brace"])
 def test_malformed_fields_are_usage_errors(template):
-    with pytest.raises(UsageError) as e:
+    with pytest.raises(MagicUsageError) as e:
         interpolate(template, {})
     assert "\n" not in str(e.value)
 
@@ -129,13 +151,24 @@ def test_magic_default_variable_and_model(shell):
 
 
 def test_magic_errors_are_one_liners_not_tracebacks(shell, capsys):
+    """Each is a KitError (MagicError) that IPython renders as one "UsageError: ..." line."""
     for cell in ("%%llm gtp4 --kit kit\nhi", "%%llm --kit kit --nope\nhi", "%%llm --kit kit\nhi {undefined_name}",
                  "%%llm --kit kit\n   ", "%%llm --kit nokit\nhi", "%%llm sim-huge --kit kit\nhi",
                  "%%llm --kit kit --max-cost 0.0000001\nhi"):
-        shell.run_cell(cell)
-        err = capsys.readouterr().err
-        assert err.startswith("UsageError: ") and err.count("\n") == 1 and "Traceback" not in err, (cell, err)
+        result = shell.run_cell(cell)
+        shown = capsys.readouterr()
+        shown = shown.out + shown.err
+        assert isinstance(result.error_in_exec, KitError) and isinstance(result.error_in_exec, UsageError), cell
+        assert shown.startswith("UsageError: ") and shown.count("\n") == 1 and "Traceback" not in shown, (cell, shown)
     assert "_llm" not in shell.user_ns
+
+
+def test_kit_errors_keep_their_cause(shell):
+    result = shell.run_cell("%%llm --kit kit --max-cost 0.0000001\nhi")
+    err = result.error_in_exec
+    assert isinstance(err, InvalidRequestError) and str(err).startswith("CostLimitError: ")
+    assert type(err.__cause__).__name__ == "CostLimitError"
+
 
 
 def test_extension_is_not_imported_with_the_package():
@@ -150,9 +183,12 @@ def test_extension_is_not_imported_with_the_package():
 
 def test_magic_stream_broken_midway_keeps_the_partial_answer(shell, kit, capsys):
     kit.simulated.fail_next(1, "server_error", mid_stream=True)
-    shell.run_cell("%%llm --kit kit --as part\nExplain how a token ledger works")
-    err = capsys.readouterr().err
-    assert err.startswith("UsageError: the stream broke (partial answer kept in part)") and err.count("\n") == 1
+    result = shell.run_cell("%%llm --kit kit --as part\nExplain how a token ledger works")
+    assert isinstance(result.error_in_exec, KitError)
+    shown = capsys.readouterr()
+    assert "Traceback" not in shown.out + shown.err
+    errors = [ln for ln in (shown.out + shown.err).splitlines() if ln.startswith("UsageError: ")]  # after the partial answer
+    assert len(errors) == 1 and errors[0].startswith("UsageError: the stream broke (partial answer kept in part)")
     part = shell.user_ns["part"]
     assert part.content.startswith("(simulated") and part.attempts[-1].status == "interrupted"
 

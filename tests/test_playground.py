@@ -31,11 +31,11 @@ def test_run_streams_the_answer_and_the_cost_line(kit):
     c = pg.run()
     assert c is not None and c.model == "sim-large" and c.user_id == "ann"
     assert html.escape(c.content) in pg.output.value
-    for part in ("simulated", "sim-large", f"{c.prompt_tokens}+{c.completion_tokens} tokens",
+    for part in ("simulated/sim-large", f"{c.prompt_tokens}+{c.completion_tokens} tokens",
                  f"${c.cost_usd:.6f}", f"{c.latency_ms:.0f} ms"):
         assert part in pg.footer.value
-    assert pg.footer_text == (f"simulated · sim-large · {c.prompt_tokens}+{c.completion_tokens} tokens · "
-                              f"${c.cost_usd:.6f} · {c.latency_ms:.0f} ms")
+    assert pg.footer_text == c.footer() == (f"simulated/sim-large · {c.prompt_tokens}+{c.completion_tokens} tokens · "
+                                            f"${c.cost_usd:.6f} · {c.latency_ms:.0f} ms")  # the one footer, as %%llm shows it
     assert pg.error.value == "" and not pg.run_button.disabled
     assert kit.usage()["stream"].tolist() == [True]
 
@@ -74,9 +74,11 @@ def test_a_fallback_shows_its_path(tmp_path):
         c = pg.run()
         assert c.provider == "simulated" and c.substituted
         assert "fallback: flaky (rate_limit) → simulated (ok)" in pg.footer.value
-        lines = pg.footer_text.splitlines()  # the substitute is said first, then the line, then the path
-        assert lines[0] == "⚠ SUBSTITUTE: asked flaky/sim-small, answered by the simulator"
-        assert lines[2] == "fallback: flaky (rate_limit) → simulated (ok)"
+        lines = pg.footer_text.splitlines()  # the footer, its substitute note in orange, then the path
+        assert lines[0] == c.footer().replace("SUBSTITUTE", "⚠ SUBSTITUTE")
+        assert lines[0].endswith("⚠ SUBSTITUTE for flaky/sim-small")
+        assert "<span class='cok-substitute' style='color:#b45309;font-weight:600" in pg.footer.value
+        assert lines[1] == "fallback: flaky (rate_limit) → simulated (ok)"
 
 
 def test_all_providers_failing_is_one_readable_error(tmp_path):

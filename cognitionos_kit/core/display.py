@@ -1,22 +1,32 @@
 """Display helpers shared by every view, report and repr (the core never imports a notebook view).
 
 ``AttemptList``: the attempts of one call. ``UsageSummary``: calls, failures, spend and latency of
-a ledger DataFrame, overall and per provider. ``html_table``/``text_table`` render any rows.
+a ledger DataFrame, overall and per provider. ``html_table``/``text_table`` render any rows;
+``hits_table`` the hits of a memory search. ``footer_html``, ``error_html`` and ``note_html`` are
+the small HTML lines every view shows (built on ``Completion.footer()`` for the cost line).
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["AttemptList", "UsageSummary", "html_table", "text_table"]
+    from ..memory.hit import MemoryHit
+    from .types import Completion
 
-_BOX = "font-family:var(--jp-content-font-family,system-ui,sans-serif);font-size:13px"
+__all__ = [
+    "AttemptList", "UsageSummary", "html_table", "text_table", "hits_table", "HIT_HEADERS", "shorten",
+    "footer_html", "error_html", "note_html", "plain_text", "FONT",
+]  # fmt: skip
+
+FONT = "font-family:var(--jp-content-font-family,system-ui,sans-serif)"  # the notebook's own font
+_BOX = f"{FONT};font-size:13px"
 _TD = "padding:2px 10px;text-align:{align};border-bottom:1px solid #eee"
 _FAILED = "color:#b42318"
 
@@ -45,6 +55,74 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: st
     cells = [list(headers)] + [[_cell(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def shorten(text: str, n: int) -> str:
+    """``text`` on one line, cut to ``n`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# --- small HTML lines every view shows ------------------------------------------------------
+_MUTED = "color:var(--jp-content-font-color2,#666)"
+_SUBSTITUTE = "color:#b45309;font-weight:600"
+
+
+def footer_html(c: Completion, *, shown: tuple[str, str] | None = None) -> str:
+    """``c.footer()`` as HTML: who answered · tokens · cost · latency (· SUBSTITUTE for ... in orange),
+    then the fallback path when it took more than one attempt. The line wraps between its parts,
+    never inside one. ``shown=(provider, model)`` leaves out who answered when a title already says it."""
+    line = c.footer()
+    if shown == (c.provider, c.model):
+        line = line.removeprefix(f"{c.served} · ")
+    note = c.substitute_note
+
+    def part(p: str) -> str:
+        if p == note:
+            return f"<span class='cok-substitute' style='{_SUBSTITUTE};white-space:nowrap'>⚠ {html.escape(p)}</span>"
+        return f"<span style='white-space:nowrap'>{html.escape(p)}</span>"
+
+    markup = " · ".join(part(p) for p in line.split(" · "))
+    if len(c.attempts) > 1:
+        path = " → ".join(f"{a.provider} ({a.error_type or a.status})" for a in c.attempts)
+        markup += f"<br><span style='color:#a15c00'>fallback: {html.escape(path)}</span>"
+    return f"<div class='cok-footer' style='{FONT};{_MUTED};font-size:12px;line-height:1.4'>{markup}</div>"
+
+
+def error_html(exc: BaseException) -> str:
+    """One readable line for an error (its type and the first line of its message), never a traceback."""
+    first, *rest = (str(exc) or type(exc).__name__).splitlines()
+    more = ""
+    if rest:  # e.g. every failed attempt of an AllProvidersFailedError, kept on the same line
+        more = f" <span style='color:#888'>({html.escape('; '.join(r.strip() for r in rest))})</span>"
+    return (
+        f"<div class='cok-error' style='{FONT};color:#b00020;font-size:13px;line-height:1.4'>"
+        f"<b>{html.escape(type(exc).__name__)}</b>: {html.escape(first)}{more}</div>"
+    )
+
+
+def note_html(text: str) -> str:
+    """A muted one-line note (an empty result, a hint)."""
+    return f"<div style='{FONT};{_MUTED};font-size:13px'>{html.escape(text)}</div>"
+
+
+def plain_text(markup: str) -> str:
+    """The text of one of these small HTML snippets: ``<br>`` kept as line breaks, tags dropped."""
+    return html.unescape(re.sub(r"<[^>]+>", "", markup.replace("<br>", "\n")))
+
+
+# --- the hits of a memory search -------------------------------------------------------------
+HIT_HEADERS = ("rank", "content", "score", "similarity", "decay", "boost", "type", "scope")
+
+
+def hits_table(hits: Iterable[MemoryHit], *, text: bool = False, width: int | None = None) -> str:
+    """The hits as one table: rank, content (cut to ``width`` characters: 80 in HTML, 48 as text),
+    score and its three terms (similarity, decay, boost) rounded to 3 places, type, scope.
+    HTML by default; ``text=True`` gives the aligned plain-text table."""
+    n = width or (48 if text else 80)
+    rows = [(h.rank, shorten(h.content, n), round(h.score, 3), round(h.similarity, 3), round(h.decay, 3),
+             round(h.boost, 3), h.memory_type, h.scope) for h in hits]
+    return text_table(HIT_HEADERS, rows) if text else html_table(HIT_HEADERS, rows)
 
 
 # --- the attempts of one call ----------------------------------------------------------------
@@ -137,7 +215,8 @@ class UsageSummary:
         sub = f", {self.substituted} answered by a SUBSTITUTE" if self.substituted else ""
         est = f" ({self.estimated} estimated)" if self.estimated else ""
         return (f"{self.title}: {self.calls} calls ({self.attempts} attempts, {self.failures} failed{failed}{sub}) · "
-                f"${self.spend_usd:.6f}{unpriced} · {self.tokens:,} tokens{est} · latency p50 {ms(self.p50_ms)} / p95 {ms(self.p95_ms)}")
+                f"${self.spend_usd:.6f}{unpriced} · {self.tokens:,} tokens{est} · "
+                f"latency p50 {ms(self.p50_ms)} / p95 {ms(self.p95_ms)}")
 
     def _rows(self) -> list[tuple]:
         r1 = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 1)  # noqa: E731
@@ -151,7 +230,8 @@ class UsageSummary:
             return self.headline()
         return self.headline() + "\n" + text_table(self._HEADERS, self._rows())
 
-    def _repr_html_(self) -> str:
+    def to_html(self) -> str:
+        """The headline and the per-provider table as HTML (what a notebook shows)."""
         if not self.attempts:
             return f"<div style='{_BOX};color:#666'>{html.escape(self.headline())}</div>"
         line = html.escape(self.headline())
@@ -160,3 +240,6 @@ class UsageSummary:
             line = line.replace(words, f"<b style='color:#b45309'>{words}</b>")
         return (f"<div style='{_BOX}'><div style='margin-bottom:2px'>{line}</div>"
                 f"{html_table(self._HEADERS, self._rows())}</div>")
+
+    def _repr_html_(self) -> str:
+        return self.to_html()

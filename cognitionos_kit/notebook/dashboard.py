@@ -17,18 +17,32 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from .. import charts
+from ..charts import Match, Time
 from ..core.display import UsageSummary
+from ..core.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
-__all__ = ["Dashboard", "dashboard"]
+    from ..kit import Kit
+
+__all__ = ["Dashboard", "dashboard", "gauge"]
 
 
-def dashboard(kit: Any, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, **filters: Any) -> Dashboard:
-    """A live view of ``kit``'s ledger (filters as in ``kit.charts``); ``.stop()`` ends polling."""
-    return Dashboard(kit, refresh_s=refresh_s, budget_usd=budget_usd, **filters)
+def dashboard(
+    kit: Kit, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, user_id: Match = None,
+    since: Time = None, until: Time = None, experiment_id: Match = None, provider: Match = None, model: Match = None,
+    run_id: Match = None, kind: Match = None,
+) -> Dashboard:
+    """A live view of ``kit``'s ledger; ``.stop()`` ends polling.
+
+    ``refresh_s``: seconds between checks for new calls (None: only on ``.refresh()``).
+    ``budget_usd``: adds a gauge of spend against it. The filters are those of ``kit.charts``
+    (None means any, a list any of its values).
+    """
+    return Dashboard(kit, refresh_s=refresh_s, budget_usd=budget_usd, user_id=user_id, since=since, until=until,
+                     experiment_id=experiment_id, provider=provider, model=model, run_id=run_id, kind=kind)
 
 
 def _sync(widget: go.FigureWidget, fig: go.Figure) -> None:
@@ -40,13 +54,18 @@ def _sync(widget: go.FigureWidget, fig: go.Figure) -> None:
     else:
         widget.data = []
         widget.add_traces(list(fig.data))
-    stale = set(widget.layout._props) - set(fig.layout._props)  # e.g. the "no calls" annotation
+    stale = set(widget.layout.to_plotly_json()) - set(fig.layout.to_plotly_json())  # e.g. the "no calls" annotation
     if stale:
         widget.plotly_relayout({k: None for k in stale})
     widget.layout = fig.layout
 
 
 _GAUGE_WIDTH = 360  # px; the summary table takes the rest of the row
+
+
+def _positive(x: object) -> bool:
+    """A real number above zero (not a bool, not NaN)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
 
 
 def _fit(fig: go.Figure) -> go.Figure:
@@ -68,7 +87,7 @@ def _fill_width(widget: go.FigureWidget) -> None:
     if send is None:  # another plotly: keep its own sizing
         return
 
-    def remeasure(change: dict) -> None:
+    def remeasure(change: dict[str, Any]) -> None:
         if change["new"]:
             send({"autosize": True})
 
@@ -79,6 +98,8 @@ def gauge(spend_usd: float, budget_usd: float) -> go.Figure:
     """A gauge of spend against a budget (red past it)."""
     import plotly.graph_objects as go
 
+    if not _positive(budget_usd):
+        raise InvalidRequestError(f"budget_usd must be a positive number of US dollars, got {budget_usd!r}")
     top = max(budget_usd, spend_usd) * 1.1
     fig = go.Figure(go.Indicator(
         mode="gauge+number", value=spend_usd, number=dict(prefix="$", valueformat=",.5f"),
@@ -98,15 +119,20 @@ class Dashboard(widgets.VBox):
     ``refresh_s=None`` never polls: call ``refresh()`` yourself.
     """
 
-    def __init__(self, kit: Any, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, **filters: Any) -> None:
+    def __init__(
+        self, kit: Kit, *, refresh_s: float | None = 1.0, budget_usd: float | None = None, user_id: Match = None,
+        since: Time = None, until: Time = None, experiment_id: Match = None, provider: Match = None,
+        model: Match = None, run_id: Match = None, kind: Match = None,
+    ) -> None:
         import plotly.graph_objects as go
 
-        if refresh_s is not None and not refresh_s > 0:
-            raise ValueError(f"refresh_s must be a positive number of seconds (or None), got {refresh_s!r}")
-        if budget_usd is not None and not budget_usd > 0:
-            raise ValueError(f"budget_usd must be a positive number of US dollars, got {budget_usd!r}")
+        if refresh_s is not None and not _positive(refresh_s):
+            raise InvalidRequestError(f"refresh_s must be a positive number of seconds (or None), got {refresh_s!r}")
+        if budget_usd is not None and not _positive(budget_usd):
+            raise InvalidRequestError(f"budget_usd must be a positive number of US dollars (or None), got {budget_usd!r}")
         self.kit, self.refresh_s, self.budget_usd = kit, refresh_s, budget_usd
-        self.filters = charts.clean_filters(filters)
+        self.filters = charts.clean_filters(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                                                 provider=provider, model=model, run_id=run_id, kind=kind))
         self.note = charts.describe_filters(self.filters)
         self.status_line = widgets.HTML()
         self.summary = widgets.HTML()
@@ -126,14 +152,14 @@ class Dashboard(widgets.VBox):
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._signature: tuple | None = None
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
         self._error = ""
         self.refresh()
         if refresh_s is not None:
             self.start()
 
     # --- drawing -------------------------------------------------------------------------
-    def _journal_signature(self) -> tuple:
+    def _journal_signature(self) -> tuple[tuple[str, int, int], ...]:
         """Names, sizes and mtimes of the journal files: changes whenever a call is recorded."""
         try:
             with os.scandir(self.kit.ledger.journal_dir) as it:
@@ -155,12 +181,12 @@ class Dashboard(widgets.VBox):
     def _draw(self, df: pd.DataFrame) -> None:
         title = "Usage" + self.note
         # an HTML widget's 28 px line height suits one-line labels, not a wrapped title or header
-        self.summary.value = f"<div style='line-height:1.45'>{UsageSummary(df, title=title)._repr_html_()}</div>"
+        self.summary.value = f"<div style='line-height:1.45'>{UsageSummary(df, title=title).to_html()}</div>"
         _sync(self.latency_fig, _fit(charts.latency_distribution(df, note=self.note)))
         _sync(self.spend_fig, _fit(charts.cumulative_spend(df, note=self.note)))
         self.rows = len(df)
         self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
-        if self.gauge_fig is not None:
+        if self.gauge_fig is not None and self.budget_usd is not None:
             _sync(self.gauge_fig, gauge(self.spend_usd, self.budget_usd))
         self._error = ""
         self._show_status()
@@ -179,6 +205,7 @@ class Dashboard(widgets.VBox):
     # --- polling -------------------------------------------------------------------------
     @property
     def running(self) -> bool:
+        """True while the background thread polls the ledger."""
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def start(self) -> None:

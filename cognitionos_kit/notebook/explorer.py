@@ -7,45 +7,31 @@ control is an attribute and ``.search()`` is what the button and Enter call, so 
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 import ipywidgets as w
 
-from ..core.display import html_table
+from ..core.display import FONT, error_html, hits_table, note_html, shorten
 from ..core.errors import InvalidRequestError
 from ..memory.hit import MemoryHit
 from ..memory.index import MEMORY_TYPES
-from .playground import _FONT, _LABEL, _error_html
+from .style import LABEL, cell_layout, controls_grid, view_layout
 
 if TYPE_CHECKING:
     from ..memory.memory import Memory
 
-__all__ = ["MemoryExplorer", "explorer"]
+__all__ = ["MemoryExplorer", "explorer", "hits_html"]
 
-HEADERS = ["rank", "content", "score", "similarity", "decay", "boost", "type", "scope"]
 PARTS = ("similarity", "decay", "boost")
 _COLORS = {"similarity": "#4c78a8", "decay": "#f58518", "boost": "#54a24b"}
-_CONTENT = 80  # characters of content in the table
 _LABEL_CHARS = 28  # characters of content in a bar's label
 
 
-def _short(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _note(text: str) -> str:
-    return f"<div style='{_FONT};color:var(--jp-content-font-color2,#666);font-size:13px'>{html.escape(text)}</div>"
-
-
 def hits_html(hits: list[MemoryHit]) -> str:
-    """The hits as a table (rank, truncated content, score and its terms, type, scope)."""
+    """The hits as the explorer shows them: the shared hits table, or a note when there are none."""
     if not hits:
-        return _note("No memories match: try another query, user or type.")
-    rows = [(h.rank, _short(h.content, _CONTENT), round(h.score, 3), round(h.similarity, 3), round(h.decay, 3),
-             round(h.boost, 3), h.memory_type, h.scope) for h in hits]
-    return f"<div style='{_FONT}'>{html_table(HEADERS, rows)}</div>"
+        return note_html("No memories match: try another query, user or type.")
+    return f"<div style='{FONT}'>{hits_table(hits)}</div>"
 
 
 class MemoryExplorer(w.VBox):
@@ -56,16 +42,15 @@ class MemoryExplorer(w.VBox):
 
         self.memory = memory
         self.hits: list[MemoryHit] = []
-        cell = lambda: w.Layout(width="auto", min_width="0")  # noqa: E731  (one per widget)
         self.query = w.Text(value=query, placeholder="Search memories… (Enter)", description="Query",
-                            continuous_update=False, style=_LABEL, layout=w.Layout(width="100%"))
-        self.user = w.Dropdown(description="User", style=_LABEL, layout=cell())
-        self.k = w.IntSlider(value=max(1, min(int(k), 20)), min=1, max=20, description="k", style=_LABEL, layout=cell())
+                            continuous_update=False, style=LABEL, layout=w.Layout(width="100%"))
+        self.user = w.Dropdown(description="User", style=LABEL, layout=cell_layout())
+        self.k = w.IntSlider(value=max(1, min(int(k), 20)), min=1, max=20, description="k", style=LABEL, layout=cell_layout())
         self.memory_type = w.Dropdown(options=[("any", "")] + [(t, t) for t in MEMORY_TYPES], value="",
-                                      description="Type", style=_LABEL, layout=cell())
+                                      description="Type", style=LABEL, layout=cell_layout())
         self.search_button = w.Button(description="Search", button_style="primary", layout=w.Layout(width="120px"))
         self.error = w.HTML()
-        self.table = w.HTML(_note("Type a query and press Enter or Search."))
+        self.table = w.HTML(note_html("Type a query and press Enter or Search."))
         self.chart = go.FigureWidget(
             [go.Bar(name=p, orientation="h", x=[], y=[], marker_color=_COLORS[p]) for p in PARTS],
             layout=dict(barmode="relative", height=160, margin=dict(l=10, r=10, t=40, b=30), template="plotly_white",
@@ -78,10 +63,9 @@ class MemoryExplorer(w.VBox):
         self.search_button.on_click(lambda _: self.search())
         self.query.observe(lambda _: self.search(), names="value")  # Enter (continuous_update=False)
 
-        controls = w.GridBox([self.user, self.memory_type, self.k],
-                             layout=w.Layout(grid_template_columns="repeat(3, minmax(0, 1fr))", grid_gap="2px 16px"))
+        controls = controls_grid([self.user, self.memory_type, self.k])
         super().__init__([self.query, controls, self.search_button, self.error, self.table, self.chart],
-                         layout=w.Layout(width="100%", max_width="1100px", grid_gap="4px"))
+                         layout=view_layout())
         self.add_class("cok-memory-explorer")
 
     def __repr__(self) -> str:  # the text fallback where widgets cannot render
@@ -93,7 +77,7 @@ class MemoryExplorer(w.VBox):
         try:
             users = sorted({str(u) for u in self.memory.frame()["user_id"]})
         except Exception as exc:  # an unreadable store is shown, not raised
-            users, self.error.value = [], _error_html(exc)
+            users, self.error.value = [], error_html(exc)
         if keep and keep not in users:
             users.append(keep)
         self.user.options = users
@@ -110,16 +94,16 @@ class MemoryExplorer(w.VBox):
             hits = self.memory.retrieve(self.user.value, self.query.value, int(self.k.value),
                                         memory_type=self.memory_type.value or None)
         except Exception as exc:  # a widget never dumps a traceback
-            self.error.value = _error_html(exc)
+            self.error.value = error_html(exc)
             return []
-        self.hits = list(hits)  # type: ignore[arg-type]
+        self.hits = list(hits)
         self.table.value = hits_html(self.hits)
         self._draw()
         return self.hits
 
     def _draw(self) -> None:
         wts = self.memory.ranking.weights
-        labels = [f"#{h.rank} {_short(h.content, _LABEL_CHARS)}" for h in self.hits]
+        labels = [f"#{h.rank} {shorten(h.content, _LABEL_CHARS)}" for h in self.hits]
         with self.chart.batch_update():
             for trace, part in zip(self.chart.data, PARTS):
                 weight = getattr(wts, part)

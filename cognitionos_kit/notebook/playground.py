@@ -8,26 +8,26 @@ the button calls, so the widget can be driven from code and tests without a brow
 from __future__ import annotations
 
 import html
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
 from ..calls.router import DEFAULT_ROLE
+from ..core.display import FONT, error_html, footer_html, plain_text
 from ..core.errors import InvalidRequestError, StreamInterruptedError
 from ..core.types import ROLES, Completion
+from .style import INDENT, LABEL, cell_layout, controls_grid, view_layout
 
 if TYPE_CHECKING:
     from ..kit import Kit
 
+__all__ = ["AUTO", "Playground", "model_choices", "playground"]
+
 AUTO = "auto (fallback chain)"
 _UPDATE_EVERY_S = 0.03  # stream repaint interval: fast enough to look live, light on the comm
-_LABEL = {"description_width": "90px"}
-_INDENT = "98px"  # label width + its margin: lines the button and answer up with the inputs
-_FONT = "font-family:var(--jp-content-font-family,system-ui,sans-serif)"
 _ANSWER_BOX = (
-    f"{_FONT};font-size:14px;line-height:1.5;white-space:pre-wrap;word-break:break-word;"
+    f"{FONT};font-size:14px;line-height:1.5;white-space:pre-wrap;word-break:break-word;"
     "border:1px solid var(--jp-border-color1,#ccc);border-radius:6px;padding:10px 12px;"
     "min-height:3em;background:var(--jp-layout-color0,#fff);color:var(--jp-content-font-color1,#222)"
 )
@@ -40,45 +40,9 @@ def _answer_html(text: str, placeholder: str = "The answer appears here.") -> st
     return f"<div class='cok-answer' style='{_ANSWER_BOX}'>{html.escape(text)}</div>"
 
 
-def _footer_html(c: Completion, shown: tuple[str, str] | None = None) -> str:
-    """provider · model · tokens · cost · latency (provider and model left out when they are
-    ``shown`` already, as in a compare card's title); the line wraps between parts, never inside."""
-    cost = "n/a" if c.cost_usd is None else f"${c.cost_usd:.6f}"
-    parts = [] if shown == (c.provider, c.model) else [c.provider, c.model]
-    approx = "~" if c.tokens_estimated else ""
-    parts += [f"{approx}{c.prompt_tokens}+{approx}{c.completion_tokens} tokens", cost, f"{c.latency_ms:.0f} ms"]
-    line = " · ".join(f"<span style='white-space:nowrap'>{html.escape(p)}</span>" for p in parts)
-    if c.substituted:
-        who = "the simulator" if c.provider == "simulated" else c.served
-        line = (f"<span class='cok-substitute' style='color:#b45309;font-weight:600'>⚠ SUBSTITUTE: asked "
-                f"{html.escape(str(c.requested))}, answered by {html.escape(who)}</span><br>{line}")
-    if len(c.attempts) > 1:
-        path = " → ".join(html.escape(f"{a.provider} ({a.error_type or a.status})") for a in c.attempts)
-        line += f"<br><span style='color:#a15c00'>fallback: {path}</span>"
-    style = f"{_FONT};color:var(--jp-content-font-color2,#666);font-size:12px;line-height:1.4"
-    return f"<div class='cok-footer' style='{style}'>{line}</div>"
-
-
-def _plain(markup: str) -> str:
-    """The text of one of our small HTML snippets: line breaks kept, tags dropped."""
-    return html.unescape(re.sub(r"<[^>]+>", "", markup.replace("<br>", "\n")))
-
-
-def _error_html(exc: BaseException) -> str:
-    """One readable line (the first line of the message), never a traceback."""
-    first, *rest = (str(exc) or type(exc).__name__).splitlines()
-    more = ""
-    if rest:  # e.g. every failed attempt of an AllProvidersFailedError, kept on the same line
-        more = f" <span style='color:#888'>({html.escape('; '.join(r.strip() for r in rest))})</span>"
-    return (
-        f"<div class='cok-error' style='{_FONT};color:#b00020;font-size:13px;line-height:1.4'>"
-        f"<b>{html.escape(type(exc).__name__)}</b>: {html.escape(first)}{more}</div>"
-    )
-
-
 def model_choices(kit: Kit, provider: str | None = None) -> list[tuple[str, str]]:
     """(provider, model) pairs the kit can use now: role defaults then the ladder, per provider."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for p in kit.chain if provider is None else [provider]:
         models = list(kit.router.role_models.get(p, {}).values()) + kit.router.ladders.get(p, [])
         pairs += [(p, m) for m in dict.fromkeys(models)]
@@ -91,7 +55,7 @@ class _Card(w.VBox):
     def __init__(self, provider: str, model: str) -> None:
         self.target = (provider, model)
         name = html.escape(f"{provider} / {model}")
-        self.title = w.HTML(f"<div style='{_FONT};font-weight:600'>{name}</div>")
+        self.title = w.HTML(f"<div style='{FONT};font-weight:600'>{name}</div>")
         self.output = w.HTML(_answer_html("", "Waiting…"))
         self.footer = w.HTML()
         self.error = w.HTML()
@@ -100,7 +64,7 @@ class _Card(w.VBox):
     @property
     def footer_text(self) -> str:
         """The line under this card's answer as plain text: tokens · cost · latency."""
-        return _plain(self.footer.value)
+        return plain_text(self.footer.value)
 
 
 class Playground(w.VBox):
@@ -111,24 +75,23 @@ class Playground(w.VBox):
         self.compare = compare
         self.completion: Completion | None = None
         self.completions: list[Completion | None] = []
-        cell = lambda: w.Layout(width="auto", min_width="0")  # noqa: E731  (fills one column of the controls grid)
         self.prompt = w.Textarea(value=prompt, placeholder="Type a prompt…", description="Prompt",
-                                 style=_LABEL, layout=w.Layout(width="100%", height="90px"))
+                                 style=LABEL, layout=w.Layout(width="100%", height="90px"))
         self.system = w.Textarea(placeholder="Optional system prompt", description="System",
-                                 style=_LABEL, layout=w.Layout(width="100%", height="48px"))
+                                 style=LABEL, layout=w.Layout(width="100%", height="48px"))
         self.provider = w.Dropdown(options=[(AUTO, "")] + [(p, p) for p in kit.chain], value="",
-                                   description="Provider", style=_LABEL, layout=cell())
+                                   description="Provider", style=LABEL, layout=cell_layout())
         if compare:
-            self.model = w.SelectMultiple(description="Models", style=_LABEL, layout=cell())
+            self.model = w.SelectMultiple(description="Models", style=LABEL, layout=cell_layout())
         else:
-            self.model = w.Dropdown(description="Model", style=_LABEL, layout=cell())
+            self.model = w.Dropdown(description="Model", style=LABEL, layout=cell_layout())
         self.role = w.Dropdown(options=[(f"default ({DEFAULT_ROLE})", "")] + [(r, r) for r in ROLES], value="",
-                               description="Role", style=_LABEL, layout=cell())
+                               description="Role", style=LABEL, layout=cell_layout())
         self.temperature = w.FloatSlider(value=0.7, min=0.0, max=2.0, step=0.1, description="Temperature",
-                                         style=_LABEL, readout_format=".1f", layout=cell())
+                                         style=LABEL, readout_format=".1f", layout=cell_layout())
         self.max_tokens = w.BoundedIntText(value=kit.default_max_tokens, min=1, max=200_000,
-                                           description="Max tokens", style=_LABEL, layout=cell())
-        self.user_id = w.Text(placeholder="optional", description="User id", style=_LABEL, layout=cell())
+                                           description="Max tokens", style=LABEL, layout=cell_layout())
+        self.user_id = w.Text(placeholder="optional", description="User id", style=LABEL, layout=cell_layout())
         self.run_button = w.Button(description="Compare" if compare else "Run", button_style="primary",
                                    tooltip="Send the prompt", layout=w.Layout(width="120px"))
         self.status = w.HTML()
@@ -142,24 +105,19 @@ class Playground(w.VBox):
         self._fill_models()
         self.run_button.on_click(lambda _: self.run())
 
-        controls = w.GridBox(
-            [self.provider, self.model, self.role, self.temperature, self.max_tokens, self.user_id],
-            layout=w.Layout(grid_template_columns="repeat(3, minmax(0, 1fr))", grid_gap="2px 16px",
-                            align_items="flex-start"),
-        )
+        controls = controls_grid([self.provider, self.model, self.role, self.temperature, self.max_tokens, self.user_id])
         actions = w.HBox([self.run_button, self.status],
-                         layout=w.Layout(align_items="center", grid_gap="12px", margin=f"4px 0 0 {_INDENT}"))
+                         layout=w.Layout(align_items="center", grid_gap="12px", margin=f"4px 0 0 {INDENT}"))
         for box in (self.error, self.output, self.footer, self.results):
-            box.layout.margin = f"0 0 0 {_INDENT}"
+            box.layout.margin = f"0 0 0 {INDENT}"
         body = [self.results] if compare else [self.output, self.footer]
-        super().__init__([self.prompt, self.system, controls, actions, self.error, *body],
-                         layout=w.Layout(width="100%", max_width="1100px", grid_gap="4px"))
+        super().__init__([self.prompt, self.system, controls, actions, self.error, *body], layout=view_layout())
         self.add_class("cok-playground")
 
     @property
     def footer_text(self) -> str:
         """The line under the answer as plain text (provider · model · tokens · cost · latency)."""
-        return _plain(self.footer.value)
+        return plain_text(self.footer.value)
 
     def __repr__(self) -> str:  # the text fallback where widgets cannot render (GitHub, a terminal)
         mode = "compare mode, " if self.compare else ""
@@ -209,10 +167,10 @@ class Playground(w.VBox):
     def _run_compare(self) -> list[Completion | None]:
         targets = list(self.model.value)
         if not targets:
-            self.error.value = _error_html(InvalidRequestError("pick at least one model to compare"))
+            self.error.value = error_html(InvalidRequestError("pick at least one model to compare"))
             return []
         if not self.prompt.value.strip():
-            self.error.value = _error_html(InvalidRequestError("prompt is empty: type something to send"))
+            self.error.value = error_html(InvalidRequestError("prompt is empty: type something to send"))
             return []
         self.cards = [_Card(p, m) for p, m in targets]
         n = min(len(self.cards), 3)
@@ -227,8 +185,14 @@ class Playground(w.VBox):
 
 
 def _dedupe(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The first label of each value, in order."""
     seen: set[str] = set()
-    return [(lab, v) for lab, v in labels if not (v in seen or seen.add(v))]
+    out = []
+    for lab, v in labels:
+        if v not in seen:
+            seen.add(v)
+            out.append((lab, v))
+    return out
 
 
 def _stream_into(
@@ -247,15 +211,15 @@ def _stream_into(
                 last = time.monotonic()
         output.value = _answer_html(text)
         c = stream.completion
-        footer.value = _footer_html(c, shown) if c else ""
+        footer.value = footer_html(c, shown=shown) if c else ""
         return c
     except StreamInterruptedError as exc:
         output.value = _answer_html(text)
-        error.value = _error_html(exc)
+        error.value = error_html(exc)
         return exc.completion
     except Exception as exc:  # KitErrors and anything else: a widget must never dump a traceback wall
         output.value = _answer_html(text, "No answer.")
-        error.value = _error_html(exc)
+        error.value = error_html(exc)
     return None
 
 
