@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .core.errors import InvalidRequestError
 
@@ -20,13 +20,26 @@ if TYPE_CHECKING:
     from .kit import Kit  # an annotation only: charts sit below the Kit facade
 
 __all__ = [
-    "Charts", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
+    "Charts", "ChartFilters", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
     "spend_by", "tokens_vs_latency", "template", "legend_margin", "clean_filters", "describe_filters", "Match", "Time",
 ]  # fmt: skip
 
 FILTERS = ("user_id", "since", "until", "experiment_id", "provider", "model", "run_id", "kind")
 Match = str | Sequence[str] | None  # a ledger filter: one value, a list meaning any of them, None meaning any
 Time = datetime | date | str | float | None  # a time bound: datetime (naive is UTC), date, ISO string, epoch seconds
+
+
+class ChartFilters(TypedDict, total=False):
+    """The ledger filters every chart and the dashboard take (all optional)."""
+
+    user_id: Match
+    since: Time
+    until: Time
+    experiment_id: Match
+    provider: Match
+    model: Match
+    run_id: Match
+    kind: Match
 PERCENTILES = (50, 95, 99)
 _PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC", "#FF9DA6")
 _FAIL = "#D62728"

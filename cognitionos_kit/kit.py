@@ -10,28 +10,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .calls import catalogue, fallback, tokens
+from .calls import fallback, tokens
+from .calls.assembly import assemble
 from .calls.options import CallOptions, Prompt, takes_options
-from .calls.plan import CallPlan, Planner, check_texts, normalise_prompt
-from .calls.policy import FallbackOn, FallbackPolicy, Step
-from .calls.pricing import Price, PriceBook
+from .calls.plan import CallPlan, check_texts, normalise_prompt
+from .calls.policy import FallbackOn
 from .calls.providers.base import Provider
-from .calls.providers.registry import ProviderSet
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
-from .calls.recorder import Recorder
-from .calls.router import Router, provider_for_model
+from .calls.router import provider_for_model
 from .calls.streaming import AsyncStream, Stream
-from .core.config import KitConfig, PriceOverride, load_settings
-from .core.display import AttemptList, UsageSummary
-from .core.errors import ConfigurationError, InvalidRequestError
-from .core.types import Attempt, Completion, ProviderResponse
-from .core.validation import check_identifier, check_number, check_text
+from .core.config import KitConfig, PriceOverride
+from .core.display import UsageSummary
+from .core.errors import InvalidRequestError
+from .core.types import Completion
+from .core.validation import check_identifier, check_text
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from typing_extensions import Unpack
 
-    from .charts import Charts
+    from .charts import ChartFilters, Charts
     from .experiments import Comparison, Experiment, Run
     from .memory import Memory
     from .notebook.dashboard import Dashboard
@@ -53,14 +52,10 @@ class Kit:
     bounds the SDKs' own retry loop (the only one); a provider asking to wait longer than
     ``max_retry_wait`` seconds before a retry is skipped for that call instead.
 
-    Fallback: ``fallback_on`` (a set of error types or a function, see ``cognitionos_kit.calls.policy``)
-    says which failures move on. A role falls back across vendors; a named model only to the
-    equivalents in ``fallback_models`` (``{"gpt-4o-mini": "claude-haiku-5-5"}``). The simulated
-    provider answers only in simulation mode (no provider configured), when listed in
-    ``providers``, or with ``simulate_on_failure=True``; its answers, like any substitute's, say so.
-
-    ``memory`` sets ``kit.memory``'s options (any of ``Memory.OPTIONS``), e.g.
-    ``Kit(memory={"weights": {"decay": 0.3}, "half_life_days": 7})``.
+    ``fallback_on`` (error types or a function, see ``calls.policy``) says which failures move
+    on: a role falls back across vendors, a named model only to its ``fallback_models``
+    equivalents. The simulator answers only in simulation mode, when listed in ``providers``, or
+    with ``simulate_on_failure=True``, and says so. ``memory`` sets ``kit.memory``'s options.
     """
 
     def __init__(
@@ -81,17 +76,11 @@ class Kit:
         dotenv: bool | str | os.PathLike[str] = True,
         memory: Mapping[str, Any] | None = None,
     ) -> None:
-        if fallback_models is not None and isinstance(fallback_models, Mapping):
-            fallback_models = {k: (v,) if isinstance(v, str) else tuple(v) if isinstance(v, (list, tuple)) else v
-                               for k, v in fallback_models.items()}
         self._build(KitConfig(
-            home=os.fspath(home) if isinstance(home, os.PathLike) else home,
-            providers=tuple(providers) if isinstance(providers, (list, tuple)) else providers,  # type: ignore[arg-type]
-            role_models=role_models, fallback_models=fallback_models,  # type: ignore[arg-type]
-            fallback_on=fallback_on, simulate_on_failure=simulate_on_failure, seed=seed,
-            simulated_latency=simulated_latency, timeout=timeout, max_retries=max_retries,
-            max_retry_wait=max_retry_wait, default_max_tokens=default_max_tokens,
-            dotenv=os.fspath(dotenv) if isinstance(dotenv, os.PathLike) else dotenv, memory=memory,
+            home=home, providers=providers, role_models=role_models, fallback_models=fallback_models,  # type: ignore[arg-type]
+            fallback_on=fallback_on, simulate_on_failure=simulate_on_failure, seed=seed, simulated_latency=simulated_latency,
+            timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait, default_max_tokens=default_max_tokens,
+            dotenv=dotenv, memory=memory,  # type: ignore[arg-type]
         ))
 
     @classmethod
@@ -102,45 +91,15 @@ class Kit:
         return kit
 
     def _build(self, config: KitConfig) -> None:
-        c = config
-        if c.simulated_latency is not None and not isinstance(c.simulated_latency, LatencyModel):
-            raise ConfigurationError(f"simulated_latency must be a LatencyModel, got {type(c.simulated_latency).__name__}")
-        try:
-            self.policy = FallbackPolicy.make(c.fallback_on)
-        except InvalidRequestError as exc:
-            raise ConfigurationError(str(exc)) from None
         memory_options: dict[str, Any] = {}
-        if c.memory is not None:
+        if config.memory is not None:
             from .memory import Memory
 
-            memory_options = dict(Memory.check_options(c.memory))
-        self._config = c
-        self.settings = load_settings(c.home, dotenv=c.dotenv)
+            memory_options = dict(Memory.check_options(config.memory))
+        parts = assemble(config, lambda: self.ledger)
+        self.settings, self.policy, self.prices, self.router, self.providers, self.planner, self.recorder = parts
         self.home = self.settings.home
-        self.prices = PriceBook()
-        for o in c.prices:
-            self.prices.set_price(o.model, Price(o.input_per_mtok, o.output_per_mtok, o.cached_input_per_mtok,
-                                                 o.cache_write_per_mtok), o.provider)
-        try:
-            self.router = Router(self.prices, c.role_models, c.fallback_models)
-        except InvalidRequestError as exc:
-            raise ConfigurationError(str(exc)) from None
-        from .calls.providers.anthropic import AnthropicProvider
-        from .calls.providers.openai import OpenAIProvider
-
-        limits = dict(timeout=float(c.timeout), max_retries=c.max_retries, max_retry_wait=c.max_retry_wait)
-        builtins: dict[str, Provider] = {
-            "openai": OpenAIProvider(self.settings.openai, **limits),  # type: ignore[arg-type]
-            "anthropic": AnthropicProvider(self.settings.anthropic, **limits),  # type: ignore[arg-type]
-            "simulated": SimulatedProvider(seed=c.seed, latency=c.simulated_latency),
-        }
-        self.providers = ProviderSet(builtins, c.providers if c.providers is not None else catalogue.PROVIDERS,
-                                     listed=c.providers is not None, simulate_on_failure=c.simulate_on_failure)
-        for p in self.providers.added:
-            self.router.add_provider(p.name, p.price_id or p.name)
-        self.planner = Planner(self.providers, self.router, timeout=float(c.timeout), max_retry_wait=c.max_retry_wait,
-                               default_max_tokens=c.default_max_tokens, policy=self.policy)
-        self.recorder = Recorder(lambda: self.ledger, self.prices, self.providers)
+        self._config = config
         self._ledger: Ledger | None = None
         self._memory: Memory | None = None
         self._memory_options = memory_options
@@ -153,8 +112,7 @@ class Kit:
             self._config,
             home=str(self.home),
             fallback_models={k: tuple(v) for k, v in self.router.fallback_models.items()} or None,
-            prices=tuple(PriceOverride(p, m, v.input_mtok, v.output_mtok, v.cache_read_mtok, v.cache_write_mtok)
-                         for p, m, v in self.prices.custom_prices()),
+            prices=self.prices.overrides(),
         )
 
     timeout = property(lambda self: float(self._config.timeout), doc="Seconds one attempt may take, retries included.")
@@ -165,19 +123,15 @@ class Kit:
                                    doc="Whether the simulator answers when every real provider failed.")
     fallback_on = property(lambda self: self._config.fallback_on, doc="The failures that move on (None: the default).")
 
-    @property
-    def order(self) -> list[str]:
-        """The providers in the user's order (configured or not)."""
-        return self.providers.order
-
-    @property
-    def chain(self) -> list[str]:
-        """The providers a call tries by default, in order (see ``ProviderSet.chain``)."""
-        return self.providers.chain
+    order = property(lambda self: self.providers.order, doc="The providers in the user's order (configured or not).")
+    chain = property(lambda self: self.providers.chain, doc="The providers a call tries by default, in order.")
 
     @property
     def simulated(self) -> SimulatedProvider:
-        return self.providers.get("simulated")  # type: ignore[return-value]
+        """The built-in simulated provider (its seed, latency model and injected failures)."""
+        sim = self.providers.get("simulated")
+        assert isinstance(sim, SimulatedProvider)
+        return sim
 
     def provider(self, name: str) -> Provider:
         return self.providers.get(name)
@@ -186,15 +140,10 @@ class Kit:
                   cached_input_per_mtok: float | None = None, cache_write_per_mtok: float | None = None,
                   provider: str | None = None) -> None:
         """Add or override a model's price (USD per million tokens)."""
-        check_text(model, "model")
-        for label, v in (("input_per_mtok", input_per_mtok), ("output_per_mtok", output_per_mtok),
-                         ("cached_input_per_mtok", cached_input_per_mtok), ("cache_write_per_mtok", cache_write_per_mtok)):
-            if v is not None or not label.startswith("cache"):
-                check_number(v, f"{label} (USD per million tokens)", minimum=0)
         if provider is not None:
             self.providers.check_name(provider)
-        self.prices.set_price(model, Price(float(input_per_mtok), float(output_per_mtok), cached_input_per_mtok,
-                                           cache_write_per_mtok), provider)
+        self.prices.override(PriceOverride(provider, model, input_per_mtok, output_per_mtok, cached_input_per_mtok,
+                                           cache_write_per_mtok))
 
     def set_role_model(self, role: str, model: str, provider: str | None = None) -> None:
         """Use ``model`` for ``role`` (at the provider that serves it, or the one named)."""
@@ -241,23 +190,13 @@ class Kit:
 
     def send(self, plan: CallPlan) -> Completion:
         """Send a checked ``CallPlan`` (from ``kit.plan``): try its steps, record every attempt."""
-        records: dict[int, Completion | None] = {}
-
-        def on_attempt(step: Step, attempt: Attempt, resp: ProviderResponse | None) -> None:
-            records[attempt.number] = self.recorder.record(plan, step, attempt, resp)
-
-        _, _, attempts = fallback.run(plan.chain, on_attempt)
-        return _answer(records, attempts)
+        records = self.recorder.collect(plan)
+        return records.answer(fallback.run(plan.chain, records.on_attempt))
 
     async def asend(self, plan: CallPlan) -> Completion:
         """Async ``send``."""
-        records: dict[int, Completion | None] = {}
-
-        def on_attempt(step: Step, attempt: Attempt, resp: ProviderResponse | None) -> None:
-            records[attempt.number] = self.recorder.record(plan, step, attempt, resp)
-
-        _, _, attempts = await fallback.arun(plan.chain, on_attempt)
-        return _answer(records, attempts)
+        records = self.recorder.collect(plan)
+        return records.answer(await fallback.arun(plan.chain, records.on_attempt))
 
     def count_tokens(self, prompt: Prompt, *, model: str | None = None, role: str | None = None,
                      system: str | None = None) -> dict[str, Any]:
@@ -325,16 +264,8 @@ class Kit:
         """Models the kit can use right now, with role defaults, context window and prices."""
         import pandas as pd
 
-        rows = []
-        for p in self.chain:
-            price_id = self.providers.get(p).price_id or p
-            for m, roles in self.router.models(p).items():
-                price, source, _ = self.prices.price(price_id, m)
-                rows.append({"provider": p, "model": m, "roles": ", ".join(roles),
-                             "context_window": catalogue.context_window(price_id, m),
-                             "input_per_mtok": price.input_mtok if price else None,
-                             "output_per_mtok": price.output_mtok if price else None, "price_source": source})
-        return pd.DataFrame(rows)
+        price_ids = {name: p.price_id or name for name, p in self.providers.items()}
+        return pd.DataFrame(self.router.model_rows(self.chain, price_ids))
 
     def status(self) -> dict[str, Any]:
         """What the kit will use right now; never includes a key.
@@ -363,23 +294,26 @@ class Kit:
 
         return Charts(self)
 
-    def playground(self, **options: Any) -> Playground:
+    def playground(self, *, compare: bool = False, prompt: str = "") -> Playground:
         """An ipywidgets prompt playground bound to this Kit (streams answers, shows cost)."""
         from .notebook.playground import playground
 
-        return playground(self, **options)
+        return playground(self, compare=compare, prompt=prompt)
 
-    def dashboard(self, **options: Any) -> Dashboard:
-        """Live FigureWidgets and a summary table that update as calls are recorded."""
+    def dashboard(self, *, refresh_s: float | None = 1.0, budget_usd: float | None = None,
+                  **filters: Unpack[ChartFilters]) -> Dashboard:
+        """Live FigureWidgets and a summary table that update as calls are recorded (filters as ``kit.charts``)."""
         from .notebook.dashboard import dashboard
 
-        return dashboard(self, **options)
+        return dashboard(self, refresh_s=refresh_s, budget_usd=budget_usd, **filters)
 
-    def run(self, experiment: Experiment, **options: Any) -> Run:
-        """Run an ``Experiment`` grid (cached, budgeted, with a manifest); see ``experiments.run_experiment``."""
+    def run(self, experiment: Experiment, *, concurrency: int = 8, budget_usd: float | None = None,
+            executor: str = "local", cache: bool | str = True, progress: bool = True) -> Run:
+        """Run an ``Experiment`` grid: cached, budgeted, with a manifest (see ``experiments.run_experiment``)."""
         from .experiments import run_experiment
 
-        return run_experiment(self, experiment, **options)
+        return run_experiment(self, experiment, concurrency=concurrency, budget_usd=budget_usd, executor=executor,
+                              cache=cache, progress=progress)
 
     def runs(self) -> pd.DataFrame:
         """Past experiment runs under this data folder, newest first."""
@@ -429,9 +363,3 @@ class Kit:
             f"home: <code>{html.escape(st['home'])}</code></div>"
         )
 
-
-def _answer(records: dict[int, Completion | None], attempts: list[Attempt]) -> Completion:
-    completion = records[attempts[-1].number]
-    assert completion is not None
-    completion.attempts = AttemptList(attempts)
-    return completion

@@ -163,7 +163,7 @@ def test_ray_workers_get_keys_that_never_reach_ray_logs(tmp_path, monkeypatch, o
 
     # the key files: private while they existed, gone once each run's sender was dropped
     gc.collect()
-    assert len(written) == 3
+    assert len(written) == 4
     assert not any(Path(p).exists() or Path(p).parent.exists() for p in written)
 
     hits = []

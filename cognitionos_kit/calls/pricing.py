@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ..core.config import PriceOverride
 from ..core.types import Usage
+from ..core.validation import check_number, check_text
 
 __all__ = ["Price", "PriceBook", "CostEstimate", "UnknownPriceWarning"]
 
@@ -73,12 +75,23 @@ class PriceBook:
         self._custom: dict[tuple[str | None, str], Price] = {}
         self._warned: set[tuple[str, str]] = set()
 
+    def override(self, o: PriceOverride) -> None:
+        """Set a price from ``kit.set_price`` (checked: a model name, non-negative USD per million)."""
+        check_text(o.model, "model")
+        for label in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok"):
+            v = getattr(o, label)
+            if v is not None or not label.startswith("cache"):
+                check_number(v, f"{label} (USD per million tokens)", minimum=0)
+        self.set_price(o.model, Price(float(o.input_per_mtok), float(o.output_per_mtok), o.cached_input_per_mtok,
+                                      o.cache_write_per_mtok), o.provider)
+
+    def overrides(self) -> tuple[PriceOverride, ...]:
+        """The prices set with ``override``/``set_price``, as a ``KitConfig`` holds them."""
+        return tuple(PriceOverride(p, m, v.input_mtok, v.output_mtok, v.cache_read_mtok, v.cache_write_mtok)
+                     for (p, m), v in self._custom.items())
+
     def set_price(self, model: str, price: Price, provider: str | None = None) -> None:
         self._custom[(provider, model)] = price
-
-    def custom_prices(self) -> list[tuple[str | None, str, Price]]:
-        """The overrides set with ``set_price``: (provider or None, model, price)."""
-        return [(p, m, v) for (p, m), v in self._custom.items()]
 
     def _custom_price(self, provider: str, model: str) -> Price | None:
         return self._custom.get((provider, model)) or self._custom.get((None, model))

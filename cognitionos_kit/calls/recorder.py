@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .pricing import PriceBook
     from .providers.registry import ProviderSet
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "Collected"]
 
 
 class Recorder:
@@ -101,6 +101,30 @@ class Recorder:
         self._ledger().record([row])
         return completion
 
+    def collect(self, call: CallPlan) -> Collected:
+        """An ``on_attempt`` for the fallback drivers that records each attempt of ``call``."""
+        return Collected(self, call)
+
     def write(self, row: dict[str, Any]) -> None:
         """Write a row built elsewhere (an embedding request)."""
         self._ledger().record([row])
+
+
+class Collected:
+    """The records of one call's attempts; ``answer`` is the Completion of the one that answered."""
+
+    __slots__ = ("recorder", "call", "records")
+
+    def __init__(self, recorder: Recorder, call: CallPlan) -> None:
+        self.recorder, self.call = recorder, call
+        self.records: dict[int, Completion | None] = {}
+
+    def on_attempt(self, step: Step, attempt: Attempt, resp: ProviderResponse | None) -> None:
+        self.records[attempt.number] = self.recorder.record(self.call, step, attempt, resp)
+
+    def answer(self, outcome: tuple[Step, ProviderResponse, list[Attempt]]) -> Completion:
+        attempts = outcome[2]
+        completion = self.records[attempts[-1].number]
+        assert completion is not None
+        completion.attempts = AttemptList(attempts)
+        return completion

@@ -178,6 +178,20 @@ class Router:
         seen = dict.fromkeys(list(table.values()) + self.ladders.get(provider, []))
         return {m: [r for r, mm in table.items() if mm == m] for m in seen}
 
+    def model_rows(self, providers: Sequence[str], price_ids: Mapping[str, str]) -> list[dict[str, object]]:
+        """One row per model the providers are routed to: roles, context window and price."""
+        from .catalogue import context_window
+
+        rows: list[dict[str, object]] = []
+        for p in providers:
+            pid = price_ids.get(p, p)
+            for m, roles in self.models(p).items():
+                price, source, _ = self.prices.price(pid, m)
+                rows.append({"provider": p, "model": m, "roles": ", ".join(roles), "context_window": context_window(pid, m),
+                             "input_per_mtok": price.input_mtok if price else None,
+                             "output_per_mtok": price.output_mtok if price else None, "price_source": source})
+        return rows
+
     def routes(self, providers: Sequence[str], **kw: object) -> list[Route]:
         """The routes alone (see :meth:`plan`)."""
         return self.plan(providers, **kw).routes  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from ..core.errors import ProviderError, StreamInterruptedError
 from ..core.types import Attempt, Completion, ProviderResponse
 from .policy import Step, as_provider_error
 from .providers.base import StreamItem, incomplete_stream
-from .providers.http import AttemptIO, attempt_scope
+from .providers.http import attempt_scope
 
 if TYPE_CHECKING:
     from .plan import CallPlan

@@ -211,7 +211,18 @@ class KitConfig:
     prices: tuple[PriceOverride, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.home is not None and not isinstance(self.home, (str, os.PathLike)):
+        # plain, hashable values: paths as str, lists as tuples, a model's one equivalent as a 1-tuple
+        if isinstance(self.home, os.PathLike):
+            object.__setattr__(self, "home", os.fspath(self.home))
+        if isinstance(self.dotenv, os.PathLike):
+            object.__setattr__(self, "dotenv", os.fspath(self.dotenv))
+        if isinstance(self.providers, list):
+            object.__setattr__(self, "providers", tuple(self.providers))
+        if isinstance(self.fallback_models, Mapping):
+            object.__setattr__(self, "fallback_models", {
+                k: (v,) if isinstance(v, str) else tuple(v) if isinstance(v, (list, tuple)) else v
+                for k, v in self.fallback_models.items()})
+        if self.home is not None and not isinstance(self.home, str):
             raise ConfigurationError(f"home must be a folder path, got {type(self.home).__name__}")
         if self.timeout is None or not isinstance(self.timeout, Real) or isinstance(self.timeout, bool) \
                 or not self.timeout > 0 or math.isnan(self.timeout) or math.isinf(self.timeout):

@@ -22,10 +22,8 @@ from typing import NamedTuple
 from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from ...core.types import ProviderRequest, ProviderResponse, Usage
 from .. import tokens
-from ..catalogue import SIMULATED_MODELS
 from .base import Provider, StreamItem
 from .http import current_attempt
-
 
 FAILURE_KINDS = {
     # kind: (HTTP status or None, moves on)

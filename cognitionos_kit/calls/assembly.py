@@ -1,0 +1,65 @@
+"""Builds a Kit's call machinery from one ``KitConfig``: settings (keys from the environment or
+``.env``), prices, router, providers, planner and recorder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..core.config import KitConfig, Settings, load_settings
+from ..core.errors import ConfigurationError, InvalidRequestError
+from .catalogue import PROVIDERS
+from .plan import Planner
+from .policy import FallbackPolicy
+from .pricing import PriceBook
+from .providers.base import Provider
+from .providers.registry import ProviderSet
+from .providers.simulated import LatencyModel, SimulatedProvider
+from .recorder import Recorder
+from .router import Router
+
+if TYPE_CHECKING:
+    from ..storage.ledger import Ledger
+
+__all__ = ["CallParts", "assemble"]
+
+
+class CallParts(NamedTuple):
+    settings: Settings
+    policy: FallbackPolicy
+    prices: PriceBook
+    router: Router
+    providers: ProviderSet
+    planner: Planner
+    recorder: Recorder
+
+
+def assemble(c: KitConfig, ledger: Callable[[], Ledger]) -> CallParts:
+    """Check what ``KitConfig`` cannot check alone, then build every part (nothing is sent)."""
+    if c.simulated_latency is not None and not isinstance(c.simulated_latency, LatencyModel):
+        raise ConfigurationError(f"simulated_latency must be a LatencyModel, got {type(c.simulated_latency).__name__}")
+    try:
+        policy = FallbackPolicy.make(c.fallback_on)
+        prices = PriceBook()
+        for o in c.prices:
+            prices.override(o)
+        router = Router(prices, c.role_models, c.fallback_models)
+    except InvalidRequestError as exc:
+        raise ConfigurationError(str(exc)) from None
+    settings = load_settings(c.home, dotenv=c.dotenv)
+    from .providers.anthropic import AnthropicProvider
+    from .providers.openai import OpenAIProvider
+
+    limits = {"timeout": float(c.timeout), "max_retries": c.max_retries, "max_retry_wait": c.max_retry_wait}
+    builtins: dict[str, Provider] = {
+        "openai": OpenAIProvider(settings.openai, **limits),  # type: ignore[arg-type]
+        "anthropic": AnthropicProvider(settings.anthropic, **limits),  # type: ignore[arg-type]
+        "simulated": SimulatedProvider(seed=c.seed, latency=c.simulated_latency),
+    }
+    providers = ProviderSet(builtins, c.providers if c.providers is not None else PROVIDERS,
+                            listed=c.providers is not None, simulate_on_failure=c.simulate_on_failure)
+    for p in providers.added:
+        router.add_provider(p.name, p.price_id or p.name)
+    planner = Planner(providers, router, timeout=float(c.timeout), max_retry_wait=c.max_retry_wait,
+                      default_max_tokens=c.default_max_tokens, policy=policy)
+    return CallParts(settings, policy, prices, router, providers, planner, Recorder(ledger, prices, providers))
