@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError
+from ..storage.faults import storage_error
+from ..storage.files import private_dir, private_file
 from .runner import Run
 
 if TYPE_CHECKING:
@@ -160,13 +162,15 @@ def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: li
         "files": {"results": "results.parquet", "manifest": "manifest.json", "report": "report.html"},
     }
     path = Path(kit.home) / "runs" / run_id
-    from ..storage.files import private_dir, private_file  # a run's folder and files are the user's only (0700/0600)
-
-    private_dir(path)
-    results.to_parquet(path / "results.parquet", index=False)
-    private_file(path / "results.parquet")
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    private_file(path / "manifest.json")
+    try:  # a run's folder and files are the user's only (0700/0600)
+        private_dir(path)
+        results.to_parquet(path / "results.parquet", index=False)
+        private_file(path / "results.parquet")
+        (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        private_file(path / "manifest.json")
+    except OSError as exc:
+        raise storage_error(f"cannot write the run folder of {run_id} (its answers are in the cache and ledger)",
+                            exc, path, writing=True) from None
     run = Run(run_id, results, summary, manifest, path)
     write_report(run)
     return run
