@@ -27,7 +27,8 @@ def main() -> None:
     print(f"python startup alone: {base:.3f} s (subtracted below)")
     for label, code in [
         ("import cognitionos_kit", "import cognitionos_kit"),
-        ("from cognitionos_kit import Kit; Kit()", "import tempfile; from cognitionos_kit import Kit; Kit(tempfile.mkdtemp(), dotenv=False)"),
+        ("from cognitionos_kit import Kit; Kit()",
+         "import tempfile; from cognitionos_kit import Kit; Kit(tempfile.mkdtemp(), dotenv=False)"),
         ("import openai", "import openai"),
         ("import anthropic", "import anthropic"),
         ("import pandas", "import pandas"),

@@ -93,7 +93,8 @@ def main() -> None:
 
         async def run_async():
             async def a_raw():
-                await araw.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], max_tokens=1024)
+                await araw.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], max_tokens=1024)
 
             async def a_kit():
                 await kit.acomplete(PROMPT, providers=["openai"])

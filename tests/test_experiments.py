@@ -379,7 +379,8 @@ def test_system_setting_reaches_the_request(live_kit, openai_server):
     assert len(bodies) == 6
     with_system = [b for b in bodies if b["messages"][0]["role"] == "system"]
     assert len(with_system) == 3 and all(b["messages"][0]["content"] == system for b in with_system)
-    assert sorted(b["messages"][-1]["content"] for b in with_system) == sorted(f"What is the capital of {c}?" for c in DATA.country)
+    asked = sorted(f"What is the capital of {c}?" for c in DATA.country)
+    assert sorted(b["messages"][-1]["content"] for b in with_system) == asked
     without = [b for b in bodies if b["messages"][0]["role"] != "system"]
     assert len(without) == 3 and all(b["temperature"] == 0.2 for b in without)
     last = openai_server.requests[-1].body  # cells run in order: the last one is Peru without a system prompt

@@ -28,7 +28,8 @@ def _expected(entry: dict) -> dict:
     u = body["usage"]
     read, written = u.get("cache_read_input_tokens") or 0, u.get("cache_creation_input_tokens") or 0
     content = "".join(b["text"] for b in body["content"] if b["type"] == "text")
-    return dict(content=content, prompt=u["input_tokens"] + read + written, completion=u["output_tokens"], cached=read, written=written)
+    return dict(content=content, prompt=u["input_tokens"] + read + written, completion=u["output_tokens"], cached=read,
+                written=written)
 
 
 def _genai_cost(provider: str, model: str, exp: dict) -> float | None:
@@ -98,7 +99,8 @@ def _sse_text_and_usage(entry: dict) -> tuple[str, int | None, int | None]:
                 completion = ev["usage"]["output_tokens"]
                 u = ev["usage"]
                 if u.get("input_tokens") is not None:
-                    prompt = u["input_tokens"] + (u.get("cache_read_input_tokens") or 0) + (u.get("cache_creation_input_tokens") or 0)
+                    cache = (u.get("cache_read_input_tokens") or 0) + (u.get("cache_creation_input_tokens") or 0)
+                    prompt = u["input_tokens"] + cache
     return "".join(text), prompt, completion
 
 

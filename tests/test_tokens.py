@@ -215,7 +215,8 @@ def test_import_is_lazy() -> None:
 def test_no_network(tmp_path: Path) -> None:
     """Any download attempt would hit a dead proxy or an empty cache: counting still works."""
     r = _run(
-        "from cognitionos_kit.calls.tokens import count_text; print(count_text('hello world', 'gpt-4'), count_text('hello world', 'gpt-4o'))",
+        "from cognitionos_kit.calls.tokens import count_text; "
+        "print(count_text('hello world', 'gpt-4'), count_text('hello world', 'gpt-4o'))",
         TIKTOKEN_CACHE_DIR=str(tmp_path),
         HTTPS_PROXY="http://127.0.0.1:9",
         HTTP_PROXY="http://127.0.0.1:9",

@@ -228,7 +228,8 @@ class KitConfig:
                 or not self.timeout > 0 or math.isnan(self.timeout) or math.isinf(self.timeout):
             raise ConfigurationError(
                 "timeout must be a positive number of seconds (it bounds each attempt, retries included), got "
-                f"{self.timeout!r}" + ("; there is no 'wait forever': pass a large number instead" if self.timeout is None else "")
+                f"{self.timeout!r}"
+                + ("; there is no 'wait forever': pass a large number instead" if self.timeout is None else "")
             )
         if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {self.max_retries!r}")

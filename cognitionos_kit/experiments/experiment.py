@@ -45,7 +45,8 @@ def _template_fields(template: str) -> set[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise InvalidRequestError(f"prompt template {template!r:.60} is malformed: {exc} (write literal braces as {{{{ }}}})") from None
+        raise InvalidRequestError(
+            f"prompt template {template!r:.60} is malformed: {exc} (write literal braces as {{{{ }}}})") from None
     return {f.split(".")[0].split("[")[0] for _, f, _, _ in parsed if f is not None}
 
 

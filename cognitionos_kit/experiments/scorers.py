@@ -57,7 +57,8 @@ def _valid_json(output: str, row: Mapping[str, Any]) -> float:
     return 1.0
 
 
-def _numeric(output: str, row: Mapping[str, Any], field: str = "expected", tolerance: float = 1e-6, relative: bool = False) -> float:
+def _numeric(output: str, row: Mapping[str, Any], field: str = "expected", tolerance: float = 1e-6,
+             relative: bool = False) -> float:
     found = _NUMBER.findall(output.replace(",", ""))
     if not found:
         return 0.0
@@ -174,7 +175,8 @@ def _one(spec: Any, name: str | None, columns: set[str]) -> Scorer:
             raise InvalidRequestError(f"scorer 'regex': bad pattern {options['pattern']!r}: {exc}") from None
     fld = options.get("field", "expected" if kind in _FIELD_SCORERS else None)
     if fld is not None and fld not in columns:
-        raise InvalidRequestError(f"scorer {kind!r} reads field {fld!r}, which the dataset lacks (columns: {', '.join(sorted(columns))})")
+        raise InvalidRequestError(
+            f"scorer {kind!r} reads field {fld!r}, which the dataset lacks (columns: {', '.join(sorted(columns))})")
     return Scorer(name or kind, kind, options)
 
 

@@ -272,7 +272,8 @@ def compose_answer(req: ProviderRequest, rng: random.Random) -> str:
     count = re.search(r"\b(\d{1,2})\b", low)
     if re.search(r"\b(list|name|give me|enumerate|ideas)\b", low) and count:
         n = max(1, min(int(count.group(1)), 10))
-        items = [f"{i + 1}. {kws[i % len(kws)][:1].upper() + kws[i % len(kws)][1:]} — {rng.choice(['a first step', 'a key factor', 'worth checking', 'often overlooked', 'the usual default'])}" for i in range(n)]
+        notes = ["a first step", "a key factor", "worth checking", "often overlooked", "the usual default"]
+        items = [f"{i + 1}. {kws[i % len(kws)][:1].upper() + kws[i % len(kws)][1:]} — {rng.choice(notes)}" for i in range(n)]
         return tag + f"{n} items on {a}:\n" + "\n".join(items)
     if re.search(r"\bsummari[sz]e|\btl;?dr\b|\bsummary\b", low):
         sentence = re.split(r"(?<=[.!?])\s", prompt.split(":", 1)[-1].strip())[0][:200]
