@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from .pricing import genai_lookup
+
 __all__ = [
     "PROVIDERS", "SIMULATED_MODELS", "EMBEDDING_MODELS", "DEFAULT_ROLE_MODELS", "DEFAULT_LADDERS", "DEFAULT_ROLE",
     "provider_for_model", "context_window", "max_output_tokens", "SIMULATED_CONTEXT", "SIMULATED_MAX_OUTPUT",
@@ -103,7 +105,5 @@ def context_window(provider: str, model: str) -> int | None:
         return SIMULATED_CONTEXT
     if provider not in ("openai", "anthropic"):
         return None
-    from .pricing import genai_lookup
-
     calc = genai_lookup(provider, model)
     return getattr(calc.model, "context_window", None) if calc else None

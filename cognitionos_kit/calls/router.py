@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from ..core.errors import ConfigurationError, CostLimitError, InvalidRequestError
 from ..core.types import ROLES
-from .catalogue import DEFAULT_LADDERS, DEFAULT_ROLE, DEFAULT_ROLE_MODELS, provider_for_model
+from .catalogue import DEFAULT_LADDERS, DEFAULT_ROLE, DEFAULT_ROLE_MODELS, context_window, provider_for_model
 from .pricing import PriceBook
 
 __all__ = ["Route", "Plan", "Router", "split_model", "provider_for_model", "DEFAULT_ROLE"]
@@ -180,8 +180,6 @@ class Router:
 
     def model_rows(self, providers: Sequence[str], price_ids: Mapping[str, str]) -> list[dict[str, object]]:
         """One row per model the providers are routed to: roles, context window and price."""
-        from .catalogue import context_window
-
         rows: list[dict[str, object]] = []
         for p in providers:
             pid = price_ids.get(p, p)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..storage.cache import ResponseCache
 from .experiment import Experiment
-from .runner import RUN_ONLY_COLUMNS, Run, run_experiment
+from .run import Run
+from .runner import RUN_ONLY_COLUMNS, run_experiment
 from .runs import Comparison, compare_runs, list_runs, load_run
 
 __all__ = ["Experiment", "Run", "run_experiment", "list_runs", "load_run", "compare_runs", "Comparison",

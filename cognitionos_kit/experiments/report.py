@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import charts
+from ..storage.files import private_file
 
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from .runner import Run
+    from .run import Run
     from .runs import Comparison
 
 __all__ = ["figures", "figure_specs", "write_report", "comparison_figure"]
@@ -137,7 +138,6 @@ def write_report(run: Run) -> Path:
         + html.escape(json.dumps(m, indent=2, default=str)) + "</pre></body></html>"
     )
     path = Path(run.path) / "report.html"
-    from ..storage.files import private_file
 
     with open(path, "wb") as f:  # plotly.js (4.6 MB) goes in once, as bytes: no copy of it in a page string
         private_file(path)  # the user's only (0600), before anything is in it

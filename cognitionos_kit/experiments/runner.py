@@ -9,7 +9,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +19,11 @@ from .budget import Budget
 from .entry import ENTRY_FIELDS, entry
 from .experiment import Cell, Experiment
 from .ray_executor import ray_send
+from .run import Run
+from .runs import finish_run
 from .scorers import Scorer, judge_request, parse_judge_score
 
 if TYPE_CHECKING:
-    import pandas as pd
 
     from ..kit import Kit
 
@@ -30,46 +31,6 @@ __all__ = ["Run", "run_experiment", "entry", "ENTRY_FIELDS", "RUN_ONLY_COLUMNS"]
 
 RUN_ONLY_COLUMNS = ("cache_hit", "spent_usd")  # the only columns that differ when a rerun is served from cache
 Send = Callable[[str, Mapping[str, Any]], Awaitable[dict]]
-
-
-@dataclass
-class Run:
-    """One experiment run: its table, summary, manifest and folder ``<home>/runs/<run_id>/``."""
-
-    run_id: str
-    results: pd.DataFrame
-    summary: pd.DataFrame
-    manifest: dict[str, Any]
-    path: Any = None
-    comparison: Any = field(default=None, repr=False)
-
-    @property
-    def cost_usd(self) -> float:
-        """New money spent by this run (cache hits cost nothing)."""
-        return float(self.manifest["totals"]["spent_usd"])
-
-    @property
-    def cache_hits(self) -> int:
-        return int(self.manifest["totals"]["cache_hits"])
-
-    @property
-    def stopped_reason(self) -> str | None:
-        return self.manifest.get("stopped_reason")
-
-    @property
-    def report_path(self) -> Any:
-        return None if self.path is None else self.path / "report.html"
-
-    def __repr__(self) -> str:
-        t = self.manifest["totals"]
-        stop = f", stopped: {self.stopped_reason}" if self.stopped_reason else ""
-        return (f"Run({self.run_id!r}, {t['completed']}/{t['cells']} cells, {t['cache_hits']} cached, "
-                f"spent ${t['spent_usd']:.6f}{stop})")
-
-    def _repr_html_(self) -> str:
-        import html
-
-        return f"<div><code>{html.escape(repr(self))}</code></div>" + self.summary.to_html(index=False)
 
 
 @dataclass
@@ -251,7 +212,6 @@ def run_experiment(
 ) -> Run:
     """Run every cell of ``experiment``; see ``Run``. ``cache=False`` bypasses the cache (no reads, no
     writes); ``cache="refresh"`` sends every call again and stores the new answers."""
-    from .runs import finish_run
 
     if not isinstance(experiment, Experiment):
         raise InvalidRequestError(f"kit.run expects an Experiment, got {type(experiment).__name__}")

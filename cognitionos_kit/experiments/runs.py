@@ -11,10 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..calls.pricing import genai_prices_version
 from ..core.errors import InvalidRequestError
 from ..storage.faults import storage_error
 from ..storage.files import private_dir, private_file
-from .runner import Run
+from .report import comparison_figure, write_report
+from .run import Run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,8 +126,6 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: list[dict], *, run_id: str,
                started: datetime, wall_s: float, options: dict[str, Any]) -> Run:
     """Build the table, summary and manifest; write the run folder; return the ``Run``."""
-    from ..calls.pricing import genai_prices_version
-    from .report import write_report
 
     results = _results(exp, plans, outcomes)
     summary = summarize(results)
@@ -221,7 +221,6 @@ class Comparison:
 
     @property
     def figure(self) -> Any:
-        from .report import comparison_figure
 
         return comparison_figure(self)
 

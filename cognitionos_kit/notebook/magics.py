@@ -18,19 +18,18 @@ import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ..calls.router import provider_for_model
+from .. import default_kit
+from ..calls.catalogue import provider_for_model
 from ..core.display import footer_html
 from ..core.errors import InvalidRequestError, KitError, StreamInterruptedError
 from ..core.types import ROLES, Completion
-
-if TYPE_CHECKING:
-    from ..kit import Kit
+from ..kit import Kit
 
 __all__ = ["LlmArgs", "LlmMagics", "MagicError", "MagicUsageError", "parse_line", "resolve_target", "interpolate",
            "run_llm", "load_ipython_extension", "FORMATS", "USAGE"]
@@ -231,11 +230,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _get_kit(name: str | None, ns: Mapping[str, Any]) -> Kit:
-    from ..kit import Kit
-
     if name is None:
-        from .. import default_kit
-
         return default_kit()
     obj = ns.get(name)
     if not isinstance(obj, Kit):

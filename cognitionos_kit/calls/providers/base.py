@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Union
 
 from ...core.errors import ProviderError
 from ...core.types import ProviderRequest, ProviderResponse
+from .http import async_http_client, sync_http_client
 
 # A stream yields text chunks as they arrive, then exactly one ProviderResponse (usage included).
 StreamItem = Union[str, ProviderResponse]  # noqa: UP007 - a runtime alias on 3.10
@@ -117,8 +118,6 @@ class SDKProvider(Provider):
 
     def _make(self, is_async: bool) -> Any:
         import importlib
-
-        from .http import async_http_client, sync_http_client
 
         sdk = importlib.import_module(self.sdk_module)
         http = (async_http_client if is_async else sync_http_client)(sdk, self._max_retry_wait)

@@ -1,0 +1,51 @@
+"""``Run``: one experiment run's results, summary and manifest, and its folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Run"]
+
+
+@dataclass
+class Run:
+    """One experiment run: its table, summary, manifest and folder ``<home>/runs/<run_id>/``."""
+
+    run_id: str
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: dict[str, Any]
+    path: Any = None
+    comparison: Any = field(default=None, repr=False)
+
+    @property
+    def cost_usd(self) -> float:
+        """New money spent by this run (cache hits cost nothing)."""
+        return float(self.manifest["totals"]["spent_usd"])
+
+    @property
+    def cache_hits(self) -> int:
+        return int(self.manifest["totals"]["cache_hits"])
+
+    @property
+    def stopped_reason(self) -> str | None:
+        return self.manifest.get("stopped_reason")
+
+    @property
+    def report_path(self) -> Any:
+        return None if self.path is None else self.path / "report.html"
+
+    def __repr__(self) -> str:
+        t = self.manifest["totals"]
+        stop = f", stopped: {self.stopped_reason}" if self.stopped_reason else ""
+        return (f"Run({self.run_id!r}, {t['completed']}/{t['cells']} cells, {t['cache_hits']} cached, "
+                f"spent ${t['spent_usd']:.6f}{stop})")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<div><code>{html.escape(repr(self))}</code></div>" + self.summary.to_html(index=False)
