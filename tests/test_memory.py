@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cognitionos_kit import Kit, LatencyModel
+from cognitionos_kit.calls.embeddings import Embedder, RemoteEmbedder, get_local_embedder
 from cognitionos_kit.core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from cognitionos_kit.memory import HitList, Memory, MemoryHit, MemoryNotFoundError
 
@@ -114,7 +115,7 @@ def test_paraphrases_find_their_source_at_rank_1(memory):
     assert len(corpus) > 200
     memory.store_many("reader", corpus, metadata={"source": "stdlib"})
     ranks = []
-    for (name, query), source in zip(PARAPHRASES, sources):
+    for (_, query), source in zip(PARAPHRASES, sources):
         hits = memory.retrieve("reader", query, k=10, weights={"decay": 0, "boost": 0})
         contents = [h.content for h in hits]
         ranks.append(contents.index(source) + 1 if source in contents else None)
@@ -172,7 +173,8 @@ def test_hit_and_hit_list_reprs_are_compact_tables(memory):
     assert rows[1][6:] == ["semantic", "global"] and rows[0] == row
 
     text = repr(hits).splitlines()
-    assert text[0] == "2 hit(s)" and text[1].split() == ["rank", "content", "score", "similarity", "decay", "boost", "type", "scope"]
+    assert text[0] == "2 hit(s)"
+    assert text[1].split() == ["rank", "content", "score", "similarity", "decay", "boost", "type", "scope"]
     assert text[2].split()[0] == "1" and text[2].split()[-2:] == ["procedural", "user"]
     assert f"{round(top.score, 3)}" in text[2] and "…" in text[2] and long not in repr(hits)
     assert text[3].split()[-2:] == ["semantic", "global"] and len(text) == 4
@@ -246,7 +248,8 @@ def test_retrieve_updates_access_and_it_survives_a_new_process(tmp_path):
     k = Kit(home, dotenv=False)
     hit_id = k.memory.store("u", "The backup job runs every night at two.")
     miss_id = k.memory.store("u", "Bananas are rich in potassium.")
-    assert k.memory.get(hit_id, user_id="u")["last_accessed_at"] is None and k.memory.get(hit_id, user_id="u")["access_count"] == 0
+    fresh = k.memory.get(hit_id, user_id="u")
+    assert fresh["last_accessed_at"] is None and fresh["access_count"] == 0
     t0 = time.time()
     for _ in range(3):
         (h,) = k.memory.retrieve("u", "when does the backup run?", k=1)
@@ -323,7 +326,8 @@ def test_scope_isolation_with_type_and_time_filters_and_the_approximate_index(ki
                     assert few <= want and len(few) == min(5, len(want)), (index, q, mt, after, before)
                     assert {h.id for h in m.retrieve("bob", q, k=len(docs), **kw)} == want
                     assert not {h.id for h in m.retrieve("bob", q, k=5, filters={"i": {"$lt": 180}}, **kw)}  # alice's only
-    assert m._ann is not None and len(m._ann) == len(docs)  # the approximate index did answer
+    ann = m.searcher.approximate
+    assert ann is not None and len(ann) == len(docs)  # the approximate index did answer
     assert {h.id for h in m.retrieve("alice", docs[0], k=1)} == {ids["alice"][0]}
 
 
@@ -374,7 +378,7 @@ def test_precomputed_vectors_of_a_remote_model_need_no_key_and_no_call(kit, tmp_
         ids = m.store_many("u", [f"{model} doc {i}" for i in range(20)], embeddings=vecs)
         assert len(m) == 20 and m.retrieve_by_vector("u", vecs[3], k=1)[0].id == ids[3]
         fresh = Memory(kit.home, collection=model, embedding_model=model)
-        assert fresh.embedding_model == model and fresh._table.dim == dim
+        assert fresh.embedding_model == model and fresh.replica.table.dim == dim
         assert fresh.retrieve_by_vector("u", vecs[7], k=1)[0].id == ids[7]
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):  # a text still needs the model
         m.store("u", "embed me")
@@ -384,7 +388,22 @@ def test_precomputed_vectors_of_a_remote_model_need_no_key_and_no_call(kit, tmp_
     with pytest.raises(InvalidRequestError, match="16"):
         own.store_many("u", ["c"], embeddings=rng.standard_normal((1, 8)))
     again = Memory(tmp_path / "own", embedding_model="my-encoder")
-    assert len(again) == 2 and again._table.dim == 16
+    assert len(again) == 2 and again.replica.table.dim == 16
+
+
+def test_memory_embeds_through_an_embedder_and_remote_models_through_the_kit(kit, tmp_path):
+    assert kit.memory.embedder is get_local_embedder()  # the local model is an Embedder itself
+    remote = Memory(kit.home, kit=kit, collection="remote", embedding_model="text-embedding-3-small")
+    e = remote.embedder
+    assert isinstance(e, RemoteEmbedder) and isinstance(e, Embedder) and e.dim == 1536
+    assert e.embed_call == kit.embed  # the Kit's own embed: its keys, retries and ledger
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):  # this kit has no key
+        remote.store("u", "embed me")
+    alone = Memory(tmp_path / "alone", embedding_model="text-embedding-3-small")  # no Kit: no remote model
+    assert isinstance(alone.embedder, Embedder) and alone.embedder.dim == 1536
+    with pytest.raises(ConfigurationError, match="needs a Kit"):
+        alone.store("u", "embed me")
+    assert len(remote) == len(alone) == 0
 
 
 def test_precomputed_vectors_make_no_embedding_request(live_kit, openai_server):
@@ -423,7 +442,8 @@ def test_two_memory_objects_in_one_process_see_each_others_writes(tmp_path):
 def test_filters_on_metadata_type_and_time(memory):
     now = time.time()
     docs = [
-        ("Quarterly revenue grew 12 percent.", {"source": "report", "year": 2023, "tags": ["finance"]}, "semantic", now - 40 * DAY),
+        ("Quarterly revenue grew 12 percent.", {"source": "report", "year": 2023, "tags": ["finance"]}, "semantic",
+         now - 40 * DAY),
         ("Revenue fell in the second quarter.", {"source": "news", "year": 2021}, "episodic", now - 10 * DAY),
         ("How to compute revenue growth: divide and subtract one.", {"source": "wiki"}, "procedural", now),
     ]
@@ -542,7 +562,7 @@ def test_one_embedding_space_per_collection(kit, live_kit, openai_server):
     hits = m.retrieve("u", "fact", k=5)
     assert {h.id for h in hits} == set(ids)
     fresh = Memory(live_kit.home, kit=live_kit, collection="migrating")
-    assert fresh.embedding_model == "text-embedding-3-small" and fresh._table.dim == dim != 384
+    assert fresh.embedding_model == "text-embedding-3-small" and fresh.replica.table.dim == dim != 384
     assert list(fresh.history(ids[0], user_id="u").op) == ["store", "reembed"]
 
 
@@ -564,7 +584,7 @@ def test_approximate_index_agrees_with_exact_and_stays_in_step(tmp_path):
     m.delete(ids[0], user_id="u")
     new = m.store_many("u", ["fresh"], embeddings=vecs[:1])[0]
     assert m.retrieve_by_vector("u", vecs[0], k=1)[0].id == new
-    assert len(m._ann) == 3500
+    assert len(m.searcher.approximate) == 3500
     m.use_index("exact")
     assert m.retrieve_by_vector("u", vecs[0], k=1)[0].id == new
 
@@ -728,7 +748,7 @@ def test_first_load_reads_vectors_exactly_through_arrow(tmp_path):
     m.store_many("u", [f"fact {i}" for i in range(50)], embeddings=vecs)
     fresh = Memory(tmp_path / "h")
     assert len(fresh) == 50
-    t, w = fresh._table, m._table
+    t, w = fresh.replica.table, m.replica.table
     np.testing.assert_array_equal(t.vec[: t.n], w.vec[: w.n])  # bit-identical to the writer's, same order
     np.testing.assert_allclose(t.vec[: t.n], vecs, atol=1e-6)
 

@@ -371,6 +371,15 @@ def test_ranking_settings_must_be_sane_numbers(owned, kit, embeds, kw, message):
     assert m.frame().set_index("id").access_count.to_dict() == counts
 
 
+@pytest.mark.parametrize("kind, kw", [("hnsw", {}), ("approximate", {"nprobe": 0}), ("approximate", {"nlist": "64"}),
+                                      ("approximate", {"retrain_growth": 0.5}), ("approximate", {"nprobe": True})])
+def test_bad_index_settings_are_refused_and_change_nothing(kit, kind, kw):
+    m = kit.memory
+    with pytest.raises(InvalidRequestError):
+        m.use_index(kind, **kw)
+    assert m.index == "exact"
+
+
 def test_bad_memory_settings_are_refused(tmp_path):
     for kw in ({"weights": (0, 0, 0)}, {"half_life_days": float("nan")}, {"collection": "c" + BAD}):
         with pytest.raises(InvalidRequestError):

@@ -1,7 +1,8 @@
 """Semantic memory: store, retrieve, update and delete texts with real embeddings, per user.
 
-``kit.memory`` is a :class:`Memory` on the Kit's data folder. See ``memory.py`` for the design,
-``ranking.py`` for the score and ``filters.py`` for the filter language.
+``kit.memory`` is a :class:`Memory` on the Kit's data folder. See ``memory.py`` for its parts,
+``replica.py`` for how processes share a collection, ``ranking.py`` for the score and
+``filters.py`` for the filter language.
 """
 
 from .filters import OPERATORS

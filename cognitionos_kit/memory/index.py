@@ -9,12 +9,15 @@ matrix-vector product plus masks -- the same work as a plain numpy brute force.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict
+
+from ..core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Table", "ApproximateIndex", "SCOPES", "MEMORY_TYPES"]
+__all__ = ["Table", "TableListener", "ApproximateIndex", "ApproximateParams", "SCOPES", "MEMORY_TYPES", "utc"]
 
 SCOPES = ("user", "agent", "global")
 MEMORY_TYPES = ("working", "episodic", "semantic", "procedural")
@@ -22,6 +25,24 @@ MEMORY_TYPES = ("working", "episodic", "semantic", "procedural")
 
 _SCOPE = {s: i for i, s in enumerate(SCOPES)}
 _MTYPE = {t: i for i, t in enumerate(MEMORY_TYPES)}
+
+
+DedupeKey: TypeAlias = "tuple[str, str, str | None, str]"  # user_id, scope, agent_id, content hash
+
+
+def utc(ts: float) -> datetime | None:
+    """Epoch seconds as an aware UTC datetime; 0 (never) as None."""
+    return datetime.fromtimestamp(ts, timezone.utc) if ts else None
+
+
+class TableListener(Protocol):
+    """An index told about every vector change of a table (rows are positions in it)."""
+
+    def added(self, rows: range) -> None: ...
+
+    def changed(self, row: int) -> None: ...
+
+    def removed(self, row: int) -> None: ...
 
 
 class _Codes:
@@ -64,9 +85,9 @@ class Table:
         self.ids: list[str] = []
         self.rows: list[dict[str, Any]] = []  # user_id, scope, agent_id, memory_type, content, content_hash, metadata, model
         self.pos: dict[str, int] = {}
-        self.dedupe: dict[tuple, str] = {}
+        self.dedupe: dict[DedupeKey, str] = {}
         self.users, self.agents = _Codes(), _Codes()
-        self.listeners: list[Any] = []  # approximate indexes told about every vector change
+        self.listeners: list[TableListener] = []  # approximate indexes told about every vector change
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -84,7 +105,8 @@ class Table:
             setattr(self, name, np.concatenate([a, np.zeros(new - cap, dtype=a.dtype)]))
 
     @staticmethod
-    def key(row: dict[str, Any]) -> tuple:
+    def key(row: dict[str, Any]) -> DedupeKey:
+        """What makes two stores the same memory: owner, scope, agent and content."""
         return (row["user_id"], row["scope"], row.get("agent_id"), row["content_hash"])
 
     def _fill(self, i: int, row: dict[str, Any]) -> None:
@@ -120,6 +142,7 @@ class Table:
             ix.added(range(start, self.n))
 
     def replace(self, i: int, row: dict[str, Any], vector: np.ndarray | None) -> None:
+        """Overwrite row ``i`` (same memory id) with a newer version, and its vector if given."""
         old = self.rows[i]
         if self.dedupe.get(self.key(old)) == old["memory_id"]:
             del self.dedupe[self.key(old)]
@@ -132,6 +155,7 @@ class Table:
                 ix.changed(i)
 
     def remove(self, memory_id: str) -> None:
+        """Mark a memory dead: no search, dedupe or listing sees it again."""
         i = self.pos.pop(memory_id)
         row = self.rows[i]
         if self.dedupe.get(self.key(row)) == memory_id:
@@ -141,9 +165,19 @@ class Table:
         for ix in self.listeners:
             ix.removed(i)
 
-    def touch(self, positions: np.ndarray, ts: float, n: int = 1) -> None:
-        self.count[positions] += n
+    def touch(self, positions: np.ndarray, ts: float) -> None:
+        """Count one access of each row in ``positions`` at ``ts``."""
+        self.count[positions] += 1
         self.accessed[positions] = max(ts, 0.0)
+
+    def record(self, i: int) -> dict[str, Any]:
+        """Row ``i`` as a dict: id, content, type, scope, owner, agent, metadata (a copy), times,
+        access count and model."""
+        r = self.rows[i]
+        return {"id": self.ids[i], "content": r["content"], "memory_type": r["memory_type"], "scope": r["scope"],
+                "user_id": r["user_id"], "agent_id": r.get("agent_id"), "metadata": dict(r["metadata"]),
+                "created_at": utc(self.created[i]), "updated_at": utc(self.updated[i]),
+                "last_accessed_at": utc(self.accessed[i]), "access_count": int(self.count[i]), "model": r["model"]}
 
     def visible(self, user_id: str, agent_id: str | None, rows: np.ndarray | None = None) -> np.ndarray:
         """Rows ``user_id`` may see: its own user-scoped ones, its own with this agent, global ones.
@@ -157,6 +191,14 @@ class Table:
         if agent_id is not None:
             ok |= mine & (scope == 1) & (self.agent[pick] == self.agents.get(agent_id))
         return ok & alive
+
+
+class ApproximateParams(TypedDict, total=False):
+    """The settings of an :class:`ApproximateIndex` a caller may choose."""
+
+    nlist: int
+    nprobe: int
+    retrain_growth: float
 
 
 class ApproximateIndex:
@@ -178,13 +220,10 @@ class ApproximateIndex:
         try:
             import faiss
         except ImportError as e:
-            from ..core.errors import ConfigurationError
-
             raise ConfigurationError("index='approximate' needs faiss: pip install faiss-cpu") from e
         import numpy as np
 
         self.table = table
-        self.nprobe = nprobe
         self.retrain_growth = retrain_growth
         rows = np.flatnonzero(table.alive[: table.n])
         n = len(rows)
@@ -193,7 +232,7 @@ class ApproximateIndex:
         quantizer = faiss.IndexFlatIP(table.dim)
         self.index = faiss.IndexIVFScalarQuantizer(quantizer, table.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit,
                                                    faiss.METRIC_INNER_PRODUCT)
-        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # cheap removals
+        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # cheap removals (absent from faiss's stubs)
         self.quantizer = quantizer  # faiss does not own it from Python
         sample = rows if n <= 64 * self.nlist else np.random.default_rng(0).choice(rows, 64 * self.nlist, replace=False)
         self.index.train(table.vec[np.sort(sample)] if n else np.zeros((1, table.dim), np.float32))
@@ -211,30 +250,29 @@ class ApproximateIndex:
         """True when the lists were trained on far fewer vectors than the index holds now."""
         return len(self) > self.retrain_growth * self.trained_on
 
-    @property
-    def memory_bytes(self) -> int:
-        """8-bit codes and ids in the inverted lists plus the centroids."""
-        return int(len(self) * (self.table.dim + 8) + self.nlist * self.table.dim * 4)
-
     def added(self, rows: range) -> None:
+        """Index the vectors of new table rows."""
         import numpy as np
 
         keys = np.arange(rows.start, rows.stop, dtype=np.int64)
         self.index.add_with_ids(self.table.vec[keys], keys)
 
     def changed(self, row: int) -> None:
+        """Index the new vector of a table row."""
         import numpy as np
 
         key = np.array([row], dtype=np.int64)
-        self.index.remove_ids(key)
+        self.index.remove_ids(key)  # type: ignore[arg-type]  # faiss's wrapper takes ids (its stubs want an IDSelector)
         self.index.add_with_ids(self.table.vec[key], key)
 
     def removed(self, row: int) -> None:
+        """Drop a dead table row."""
         import numpy as np
 
-        self.index.remove_ids(np.array([row], dtype=np.int64))
+        self.index.remove_ids(np.array([row], dtype=np.int64))  # type: ignore[arg-type]  # as in changed()
 
     def detach(self) -> None:
+        """Stop following the table (before the index is dropped)."""
         if self in self.table.listeners:
             self.table.listeners.remove(self)
 

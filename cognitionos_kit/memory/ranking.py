@@ -15,16 +15,16 @@ times or more gains 0.1 over one never retrieved. Set a weight to 0 to switch a 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..core.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Weights", "Ranking", "decay", "boost"]
+__all__ = ["Weights", "WeightsLike", "Ranking", "decay", "boost"]
 
 DAY = 86400.0
 
@@ -38,7 +38,7 @@ class Weights:
     boost: float = 0.1
 
     @classmethod
-    def coerce(cls, value: Any, base: Weights | None = None) -> Weights:
+    def coerce(cls, value: object, base: Weights | None = None) -> Weights:
         """Weights from a Weights, a mapping of some of the three names (the rest from ``base``) or a 3-tuple."""
         base = base or cls()
         if value is None:
@@ -63,6 +63,10 @@ class Weights:
         return w
 
 
+# What ``weights=`` accepts: a Weights, a mapping of some of the three names, or a 3-tuple.
+WeightsLike: TypeAlias = "Weights | Mapping[str, float] | Sequence[float] | None"
+
+
 @dataclass(frozen=True)
 class Ranking:
     """Everything the score depends on besides the vectors."""
@@ -79,7 +83,8 @@ class Ranking:
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise InvalidRequestError(f"boost_cap must be an int >= 1, got {c!r}")
 
-    def with_(self, weights: Any = None, half_life_days: Any = None, boost_cap: Any = None) -> Ranking:
+    def with_(self, weights: WeightsLike = None, half_life_days: float | None = None, boost_cap: int | None = None) -> Ranking:
+        """This ranking with some settings changed (None keeps one), checked again."""
         return Ranking(
             Weights.coerce(weights, self.weights),
             self.half_life_days if half_life_days is None else half_life_days,
@@ -87,12 +92,15 @@ class Ranking:
         )
 
     def decay(self, age_seconds: np.ndarray) -> np.ndarray:
+        """The decay term of memories ``age_seconds`` old."""
         return decay(age_seconds, self.half_life_days)
 
     def boost(self, access_count: np.ndarray) -> np.ndarray:
+        """The boost term of memories retrieved ``access_count`` times."""
         return boost(access_count, self.boost_cap)
 
     def score(self, similarity: np.ndarray, decay_: np.ndarray, boost_: np.ndarray) -> np.ndarray:
+        """The weighted sum of the three terms."""
         w = self.weights
         return w.similarity * similarity + w.decay * decay_ + w.boost * boost_
 

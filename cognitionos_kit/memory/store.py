@@ -2,7 +2,7 @@
 
 Every change is one journaled event (``store``, ``update``, ``reembed``, ``delete``, ``config``)
 in ``memory_events``; retrievals append one ``memory_access`` row each. Appends are durable when
-they return (see :class:`cognitionos_kit.storage.journal.Store`); DuckDB, after ingest, is the source of
+they return (see :class:`cognitionos_kit.storage.store.Store`); DuckDB, after ingest, is the source of
 truth. Ingest stamps new rows with a global ``seq`` so every process can load just the events it
 has not seen yet. The memory lives in its own database file and journal folder: its rows carry
 embeddings (about 2 KB each), and the LLM ledger should not pay for ingesting them.
@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..storage.journal import _HOST, Store, _journal, _parse_name
+from ..core.errors import StorageError
+from ..storage.journal import HOST, own_journal, parse_name
 from ..storage.migrations import Migrations
+from ..storage.store import Store
 
 if TYPE_CHECKING:
     import duckdb
@@ -53,7 +55,8 @@ def m001_events(con: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
-    con.execute("CREATE TABLE memory_access (row_id VARCHAR PRIMARY KEY, seq BIGINT, ts DOUBLE, collection VARCHAR, ids VARCHAR[])")
+    con.execute("CREATE TABLE memory_access (row_id VARCHAR PRIMARY KEY, seq BIGINT, ts DOUBLE, collection VARCHAR, "
+                "ids VARCHAR[])")
     con.execute("CREATE SEQUENCE memory_seq")
 
 
@@ -66,6 +69,7 @@ def encode_vectors(vectors: np.ndarray) -> list[str]:
 
 
 def decode_vectors(texts: Sequence[str], dim: int) -> np.ndarray:
+    """The float32 rows (n, dim) of texts made by :func:`encode_vectors`."""
     import numpy as np
 
     # Rows of 3n bytes encode without padding, so their texts can be decoded in one call.
@@ -86,7 +90,7 @@ class EventLog:
             rebuild_hint=f"`python -m cognitionos_kit rebuild --memory --home {str(self.db_path.parent)!r}` "
                          "(then restart the processes that use this memory)",
         )
-        self._folder = self.store._folder
+        self._folder = self.store.journal_folder
         self._own = 0  # of _APPENDS[folder], the appends made through this EventLog
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -109,8 +113,8 @@ class EventLog:
         try:
             with os.scandir(self.journal_dir) as it:
                 for e in it:
-                    parsed = _parse_name(e.name)
-                    if parsed and parsed[1] == EVENTS and not (parsed[0] == _HOST and me in e.name[len(_HOST):]):
+                    parsed = parse_name(e.name)
+                    if parsed and parsed[1] == EVENTS and not (parsed[0] == HOST and me in e.name[len(HOST):]):
                         try:
                             files.append((e.name, e.stat().st_size))
                         except FileNotFoundError:
@@ -120,6 +124,7 @@ class EventLog:
         return (others_here, tuple(sorted(files)))
 
     def db_state(self) -> tuple:
+        """The database file's (and its WAL's) change stamps: unchanged means nobody ingested since."""
         try:
             st = os.stat(self.db_path)
             wal = os.stat(str(self.db_path) + ".wal").st_mtime_ns if os.path.exists(str(self.db_path) + ".wal") else 0
@@ -179,7 +184,7 @@ class EventLog:
                 " WHERE collection = ? AND memory_id = ?",
                 [collection, memory_id],
             )
-            journal = _journal(self._folder, EVENTS)
+            journal = own_journal(self._folder, EVENTS)
             name = os.path.basename(journal.path)
             done = con.execute('SELECT "offset" FROM _journal_offsets WHERE file = ?', [name]).fetchall()
             if name and done and journal.retire(journal.path, done[0][0]):
@@ -206,6 +211,7 @@ class Blobs:
         return len(self.offsets) - 1
 
     def take(self, rows: Sequence[int], dim: int) -> np.ndarray:
+        """The vectors of ``rows`` (each ``dim`` float32 wide) as one (len(rows), dim) array."""
         import numpy as np
 
         o = self.offsets
@@ -227,7 +233,7 @@ def _arrow_columns(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[An
     out: dict[str, Any] = {n: table.column(n).to_pylist() for n in table.column_names if n != "embedding"}
     emb = table.column("embedding").combine_chunks()
     if emb.null_count:
-        raise ValueError("memory_events holds a row without an embedding")
+        raise StorageError("memory_events holds a current memory without an embedding: the memory database is damaged")
     width = 8 if "large" in str(emb.type) else 4
     buffers = emb.buffers()
     offsets = np.frombuffer(buffers[1], dtype=np.int32 if width == 4 else np.int64)[emb.offset:emb.offset + len(emb) + 1]
