@@ -57,17 +57,24 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from .calls.providers.simulated import LatencyModel, SimulatedProvider
     from .experiments import Experiment
-    from .kit import Kit
+    from .kit import Kit, acomplete, complete, default_kit, stream
 
+# Loaded on first use, so that ``import cognitionos_kit`` stays cheap.
 _LAZY = {
     "Kit": ("kit", "Kit"),
+    "default_kit": ("kit", "default_kit"),
+    "complete": ("kit", "complete"),
+    "acomplete": ("kit", "acomplete"),
+    "stream": ("kit", "stream"),
     "Experiment": ("experiments", "Experiment"),
     "SimulatedProvider": ("calls.providers.simulated", "SimulatedProvider"),
     "LatencyModel": ("calls.providers.simulated", "LatencyModel"),
 }
-_default: Kit | None = None
 
 
 def __getattr__(name: str) -> Any:
@@ -81,49 +88,30 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'cognitionos_kit' has no attribute {name!r}")
 
 
-def default_kit() -> Kit:
-    """The Kit behind the module-level shortcuts (created on first use)."""
-    global _default
-    if _default is None:
-        from .kit import Kit
+def _kit() -> Kit:
+    from .kit import default_kit
 
-        _default = Kit()
-    return _default
+    return default_kit()
 
 
-def complete(prompt: Any, **kwargs: Any) -> Completion:
-    """``default_kit().complete(...)``."""
-    return default_kit().complete(prompt, **kwargs)
-
-
-async def acomplete(prompt: Any, **kwargs: Any) -> Completion:
-    """``await default_kit().acomplete(...)``."""
-    return await default_kit().acomplete(prompt, **kwargs)
-
-
-def stream(prompt: Any, **kwargs: Any) -> Any:
-    """``default_kit().stream(...)``."""
-    return default_kit().stream(prompt, **kwargs)
-
-
-def embed(texts: Any, model: str | None = None) -> Any:
+def embed(texts: str | list[str], model: str | None = None) -> np.ndarray:
     """``default_kit().embed(...)``."""
-    return default_kit().embed(texts, model)
+    return _kit().embed(texts, model)
 
 
-def usage(**filters: Any) -> Any:
-    """``default_kit().usage(...)``."""
-    return default_kit().usage(**filters)
+def usage(**filters: Any) -> pd.DataFrame:
+    """``default_kit().usage(...)``: the ledger as a DataFrame (equality filters on columns)."""
+    return _kit().usage(**filters)
 
 
-def spend(by: Any = "user_id") -> Any:
+def spend(by: str | list[str] = "user_id") -> pd.DataFrame:
     """``default_kit().spend(...)``."""
-    return default_kit().spend(by)
+    return _kit().spend(by)
 
 
-def status() -> dict:
+def status() -> dict[str, Any]:
     """``default_kit().status()``."""
-    return default_kit().status()
+    return _kit().status()
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -363,3 +363,38 @@ class Kit:
             f"home: <code>{html.escape(st['home'])}</code></div>"
         )
 
+
+
+# --- the module-level shortcuts: cognitionos_kit.complete(...) and friends ------------------------
+_default: Kit | None = None
+
+
+def default_kit() -> Kit:
+    """The Kit behind the module-level shortcuts (created on first use)."""
+    global _default
+    if _default is None:
+        _default = Kit()
+    return _default
+
+
+class _DefaultKitCalls:
+    """``cognitionos_kit.complete`` etc.: the default Kit's calls, with their full signatures."""
+
+    @takes_options
+    def complete(self, prompt: Prompt, options: CallOptions) -> Completion:
+        """``default_kit().complete(...)``."""
+        return default_kit().send(default_kit().planner.plan(prompt, options))
+
+    @takes_options
+    async def acomplete(self, prompt: Prompt, options: CallOptions) -> Completion:
+        """``await default_kit().acomplete(...)``."""
+        return await default_kit().asend(default_kit().planner.plan(prompt, options))
+
+    @takes_options
+    def stream(self, prompt: Prompt, options: CallOptions) -> Stream:
+        """``default_kit().stream(...)``."""
+        return Stream(default_kit().planner.plan(prompt, options, stream=True), default_kit().recorder.record)
+
+
+_calls = _DefaultKitCalls()
+complete, acomplete, stream = _calls.complete, _calls.acomplete, _calls.stream
