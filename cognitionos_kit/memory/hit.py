@@ -6,21 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..core.display import html_table, text_table
+from ..core.display import hits_table, shorten
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["MemoryHit", "HitList"]
-
-_HEADERS = ("rank", "content", "score", "similarity", "decay", "boost", "type", "scope")
-_CONTENT, _CONTENT_TEXT = 80, 48  # characters of content shown in a notebook table, in a terminal
-
-
-def _short(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
 
 @dataclass(frozen=True)
 class MemoryHit:
@@ -45,17 +36,13 @@ class MemoryHit:
 
     def __repr__(self) -> str:
         return (f"MemoryHit(#{self.rank} score={self.score:.3f} sim={self.similarity:.3f} decay={self.decay:.3f} "
-                f"boost={self.boost:.3f} {self.memory_type}/{self.scope} id={self.id} {_short(self.content, 60)!r})")
+                f"boost={self.boost:.3f} {self.memory_type}/{self.scope} id={self.id} {shorten(self.content, 60)!r})")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
-    def _row(self, width: int = _CONTENT) -> tuple:
-        return (self.rank, _short(self.content, width), round(self.score, 3), round(self.similarity, 3),
-                round(self.decay, 3), round(self.boost, 3), self.memory_type, self.scope)
-
     def _repr_html_(self) -> str:
-        return html_table(_HEADERS, [self._row()])
+        return hits_table([self])
 
 
 class HitList(list):
@@ -64,7 +51,7 @@ class HitList(list):
     def __repr__(self) -> str:
         if not self:
             return "no memories match"
-        return f"{len(self)} hit(s)\n" + text_table(_HEADERS, [h._row(_CONTENT_TEXT) for h in self])
+        return f"{len(self)} hit(s)\n" + hits_table(self, text=True)
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's plain-text repr
         p.text("[...]" if cycle else repr(self))
@@ -72,7 +59,7 @@ class HitList(list):
     def _repr_html_(self) -> str:
         if not self:
             return "<div>no memories match</div>"
-        return html_table(_HEADERS, [h._row() for h in self])
+        return hits_table(self)
 
     def to_frame(self) -> pd.DataFrame:
         """The hits as a DataFrame, one row each with every field (as ``retrieve_frame``)."""
