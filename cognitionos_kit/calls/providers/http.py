@@ -327,8 +327,8 @@ def async_http_client(sdk: Any, max_retry_wait: float | None = None) -> Any:
     the attempt deadline, request count and retry cap.
 
     Why aiohttp: at experiment concurrency (64 requests in flight) the default pool spends
-    about 1.2 ms of CPU per request choosing a connection; aiohttp's pool does not
-    (benchmarks/bench_experiment.py measures both).
+    much CPU per request choosing a connection; aiohttp's pool does not. That needs a server to
+    measure: benchmarks/bench_experiment.py runs against a loopback one (figures in the README).
     """
     name = "DefaultAsyncHttpxClient"
     if os.environ.get("COGNITIONOS_ASYNC_HTTP", "aiohttp").lower() != "httpx":
