@@ -118,6 +118,7 @@ class _StreamAttempt:
 class _Base:
     def __init__(self, call: CallPlan, finish: Finish) -> None:
         self._state = _StreamState(call, finish)
+        self._it: Any = None  # the driver, started on first use
 
     @property
     def completion(self) -> Completion | None:
@@ -142,21 +143,17 @@ class _Base:
 class Stream(_Base):
     """Iterate for text chunks; afterwards ``.completion`` holds usage, cost and latency."""
 
-    def __init__(self, call: CallPlan, finish: Finish) -> None:
-        super().__init__(call, finish)
-        self._iter: Iterator[str] | None = None
-
     def __iter__(self) -> Iterator[str]:
-        if self._iter is None:
-            self._iter = self._run()
-        return self._iter
+        self._it = self._it or self._run()
+        return self._it
 
     def __next__(self) -> str:
         return next(iter(self))
 
     def close(self) -> None:
-        if self._iter is not None:
-            self._iter.close()  # type: ignore[attr-defined]
+        """Stop reading: what arrived so far is recorded as ``interrupted``."""
+        if self._it is not None:
+            self._it.close()
 
     def _run(self) -> Iterator[str]:
         st = self._state
@@ -183,21 +180,18 @@ def _read(a: _StreamAttempt, items: Iterator[StreamItem]) -> str | None:
 class AsyncStream(_Base):
     """``async for chunk in kit.astream(...)``; ``.completion`` afterwards."""
 
-    def __init__(self, call: CallPlan, finish: Finish) -> None:
-        super().__init__(call, finish)
-        self._aiter: AsyncIterator[str] | None = None
-
     def __aiter__(self) -> AsyncIterator[str]:
-        if self._aiter is None:
-            self._aiter = self._arun()
-        return self._aiter
+        if self._it is None:
+            self._it = self._arun()
+        return self._it
 
     async def __anext__(self) -> str:
-        return await self.__aiter__().__anext__()
+        return await anext(self.__aiter__())
 
     async def aclose(self) -> None:
-        if self._aiter is not None:
-            await self._aiter.aclose()  # type: ignore[attr-defined]
+        """``close`` for ``async for``."""
+        if self._it is not None:
+            await self._it.aclose()
 
     async def _arun(self) -> AsyncIterator[str]:
         st = self._state

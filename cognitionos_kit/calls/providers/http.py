@@ -231,57 +231,65 @@ def _mixins(httpx: Any) -> tuple[type, type]:
             return _deadline_response(httpx, request, io)
         raise exc
 
+    def start(request: Any) -> tuple[AttemptIO | None, Any]:
+        """The attempt in progress (None outside one) and, when it is already over, its answer."""
+        io = _CURRENT.get()
+        return io, (None if io is None else begin(request, io))
+
+    def send_failed(exc: BaseException, request: Any, io: AttemptIO | None) -> Any:
+        if io is None:
+            raise exc
+        return failed(exc, request, io, False)
+
+    def received(response: Any, io: AttemptIO | None, max_retry_wait: float | None, wrap: Any) -> Any:
+        _stop_retry_if_needed(response, io, max_retry_wait)
+        if io is not None:
+            response.stream = wrap(response.stream, io)  # every later read is bounded by the deadline
+        return response
+
+    def read_body(response: Any, request: Any, io: AttemptIO) -> Any:
+        try:
+            response.read()
+        except httpx.TransportError as exc:
+            response.close()
+            return failed(exc, request, io, True)
+        return response
+
+    async def aread_body(response: Any, request: Any, io: AttemptIO) -> Any:
+        try:
+            await response.aread()
+        except httpx.TransportError as exc:
+            await response.aclose()
+            return failed(exc, request, io, True)
+        return response
+
     class SyncMixin:
         _kit_max_retry_wait: float | None = None
 
         def send(self, request: Any, *, stream: bool = False, **kw: Any) -> Any:
-            io = _CURRENT.get()
-            if io is None:
-                response = super().send(request, stream=stream, **kw)  # type: ignore[misc]
-                _stop_retry_if_needed(response, None, self._kit_max_retry_wait)
-                return response
-            early = begin(request, io)
+            io, early = start(request)
             if early is not None:
                 return early
-            try:
-                response = super().send(request, stream=True, **kw)  # type: ignore[misc]
+            try:  # in an attempt, always streamed: the body is read below, under the deadline
+                response = super().send(request, stream=stream or io is not None, **kw)  # type: ignore[misc]
             except httpx.TransportError as exc:
-                return failed(exc, request, io, False)
-            _stop_retry_if_needed(response, io, self._kit_max_retry_wait)
-            response.stream = _DeadlineStream(response.stream, io)
-            if not stream:
-                try:
-                    response.read()
-                except httpx.TransportError as exc:
-                    response.close()
-                    return failed(exc, request, io, True)
-            return response
+                return send_failed(exc, request, io)
+            response = received(response, io, self._kit_max_retry_wait, _DeadlineStream)
+            return response if io is None or stream else read_body(response, request, io)
 
     class AsyncMixin:
         _kit_max_retry_wait: float | None = None
 
         async def send(self, request: Any, *, stream: bool = False, **kw: Any) -> Any:
-            io = _CURRENT.get()
-            if io is None:
-                response = await super().send(request, stream=stream, **kw)  # type: ignore[misc]
-                _stop_retry_if_needed(response, None, self._kit_max_retry_wait)
-                return response
-            early = begin(request, io)
+            io, early = start(request)
             if early is not None:
                 return early
             try:
-                response = await super().send(request, stream=True, **kw)  # type: ignore[misc]
+                response = await super().send(request, stream=stream or io is not None, **kw)  # type: ignore[misc]
             except httpx.TransportError as exc:
-                return failed(exc, request, io, False)
-            _stop_retry_if_needed(response, io, self._kit_max_retry_wait)
-            response.stream = _AsyncDeadlineStream(response.stream, io)
-            if not stream:
-                try:
-                    await response.aread()
-                except httpx.TransportError as exc:
-                    await response.aclose()
-                    return failed(exc, request, io, True)
-            return response
+                return send_failed(exc, request, io)
+            response = received(response, io, self._kit_max_retry_wait, _AsyncDeadlineStream)
+            return response if io is None or stream else await aread_body(response, request, io)
 
     return SyncMixin, AsyncMixin
 
