@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ...core.types import ProviderRequest, ProviderResponse, Usage
-from .base import SDKProvider, StreamItem, bad_response, incomplete_stream, translate_errors
+from .base import SDKProvider, SSEAccumulator, StreamItem, bad_response, incomplete_stream, translate_errors
 
 _PATH = "/v1/messages"
 
@@ -113,68 +113,26 @@ class AnthropicProvider(SDKProvider):
         return self._response(raw, req)
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
-        import anthropic
-
-        acc = _EventAccumulator(self.name, req.model)
-        params = self._params(req)
-        with translate_errors(self.name, req.model):
-            events = self.client.post(_PATH, body=params, cast_to=object, stream=True,
-                                      stream_cls=anthropic.Stream[object])
-            try:
-                acc.check_content_type(events.response)
-                for event in events:
-                    text = acc.feed(event)
-                    if text:
-                        yield text
-            finally:
-                events.close()
-        yield acc.result()
+        yield from self.sse(_EventAccumulator(self.name, req.model), _PATH, self._params(req))
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
-        import anthropic
-
-        acc = _EventAccumulator(self.name, req.model)
-        params = self._params(req)
-        with translate_errors(self.name, req.model):
-            events = await self.aclient.post(_PATH, body=params, cast_to=object, stream=True,
-                                             stream_cls=anthropic.AsyncStream[object])
-            try:
-                acc.check_content_type(events.response)
-                async for event in events:
-                    text = acc.feed(event)
-                    if text:
-                        yield text
-            finally:
-                await events.close()
-        yield acc.result()
+        async for item in self.asse(_EventAccumulator(self.name, req.model), _PATH, self._params(req)):
+            yield item
 
 
-class _EventAccumulator:
+class _EventAccumulator(SSEAccumulator):
     """Reads Messages stream events (raw JSON): input usage from message_start, output from
     message_delta, completion from message_stop (a stream without it is ``incomplete_stream``)."""
 
     def __init__(self, provider: str, model: str) -> None:
-        self.provider = provider
-        self.requested = model
-        self.model = model
-        self.parts: list[str] = []
+        super().__init__(provider, model)
         self.start_usage: Any = None
         self.output_tokens: int | None = None
         self.stop_reason: str | None = None
-        self.response_id: str | None = None
         self.stopped = False
-        self.events = 0
-
-    def check_content_type(self, response: Any) -> None:
-        ctype = response.headers.get("content-type", "")
-        if "text/event-stream" not in ctype.lower():
-            raise bad_response(self.provider, self.requested,
-                               f"a stream was requested but the server answered with content type {ctype or 'none'!r}")
 
     def feed(self, event: Any) -> str:
-        self.events += 1
-        if not isinstance(event, dict):
-            raise bad_response(self.provider, self.requested, f"a stream event is not a JSON object ({str(event)[:80]!r})")
+        event = self.event(event)
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message")

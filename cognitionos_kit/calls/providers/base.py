@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 import weakref
@@ -134,6 +135,39 @@ class SDKProvider(Provider):
     def aclient(self) -> Any:
         return self._aclients.get(lambda: self._make(True))
 
+    def sse(self, acc: Any, path: str, params: dict[str, Any], **options: Any) -> Iterator[StreamItem]:
+        """POST ``params`` as a stream and feed each server-sent event to ``acc`` (the provider's
+        accumulator: ``check_content_type``, ``feed`` -> text or None, ``result``)."""
+        sdk = importlib.import_module(self.sdk_module)
+        with translate_errors(self.name, acc.requested):
+            events = self.client.post(path, body=params, cast_to=object, stream=True, stream_cls=sdk.Stream[object],
+                                      **options)
+            try:
+                acc.check_content_type(events.response)
+                for event in events:
+                    text = acc.feed(event)
+                    if text:
+                        yield text
+            finally:
+                events.close()
+        yield acc.result()
+
+    async def asse(self, acc: Any, path: str, params: dict[str, Any], **options: Any) -> AsyncIterator[StreamItem]:
+        """``sse`` on the async client."""
+        sdk = importlib.import_module(self.sdk_module)
+        with translate_errors(self.name, acc.requested):
+            stream_cls = sdk.AsyncStream[object]
+            events = await self.aclient.post(path, body=params, cast_to=object, stream=True, stream_cls=stream_cls,
+                                             **options)
+            try:
+                acc.check_content_type(events.response)
+                async for event in events:
+                    if text := acc.feed(event):
+                        yield text
+            finally:
+                await events.close()
+        yield acc.result()
+
     def prepare(self, is_async: bool = False) -> float:
         if is_async:
             return 0.0 if self._aclients.has() else timed(lambda: self.aclient)
@@ -210,6 +244,32 @@ class translate_errors:
         err = classify_error(exc, self.provider, self.model)
         if err is not None:
             raise err from None
+
+
+class SSEAccumulator:
+    """What every provider's stream reader shares: the requested model, text parts, the response
+    id, an event count, the content-type check and the "is it a JSON object" check."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.requested = model
+        self.model = model
+        self.parts: list[str] = []
+        self.response_id: str | None = None
+        self.events = 0
+
+    def check_content_type(self, response: Any) -> None:
+        ctype = response.headers.get("content-type", "")
+        if "text/event-stream" not in ctype.lower():
+            raise bad_response(self.provider, self.requested,
+                               f"a stream was requested but the server answered with content type {ctype or 'none'!r}")
+
+    def event(self, obj: Any) -> dict[str, Any]:
+        """Count an event; it must be a JSON object."""
+        self.events += 1
+        if not isinstance(obj, dict):
+            raise bad_response(self.provider, self.requested, f"a stream event is not a JSON object ({str(obj)[:80]!r})")
+        return obj
 
 
 def bad_response(provider: str, model: str, what: str) -> ProviderError:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ...core.types import ProviderRequest, ProviderResponse, Usage
-from .base import SDKProvider, StreamItem, bad_response, incomplete_stream, translate_errors
+from .base import SDKProvider, SSEAccumulator, StreamItem, bad_response, incomplete_stream, translate_errors
 
 # Reasoning models take max_completion_tokens; older and compatible servers take max_tokens.
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -142,40 +142,12 @@ class OpenAIProvider(SDKProvider):
         return self._response(self._body(raw, req), req)
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
-        import openai
-
-        acc = _StreamAccumulator(self.name, req.model)
-        params = self._params(req)
-        with translate_errors(self.name, req.model):
-            events = self.client.post(_CHAT_PATH, body=params, cast_to=object, options=_CHAT_OPTIONS,
-                                      stream=True, stream_cls=openai.Stream[object])
-            try:
-                acc.check_content_type(events.response)
-                for chunk in events:
-                    text = acc.feed(chunk)
-                    if text:
-                        yield text
-            finally:
-                events.close()
-        yield acc.result()
+        yield from self.sse(_StreamAccumulator(self.name, req.model), _CHAT_PATH, self._params(req), options=_CHAT_OPTIONS)
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
-        import openai
-
         acc = _StreamAccumulator(self.name, req.model)
-        params = self._params(req)
-        with translate_errors(self.name, req.model):
-            events = await self.aclient.post(_CHAT_PATH, body=params, cast_to=object,
-                                             options=_CHAT_OPTIONS, stream=True, stream_cls=openai.AsyncStream[object])
-            try:
-                acc.check_content_type(events.response)
-                async for chunk in events:
-                    text = acc.feed(chunk)
-                    if text:
-                        yield text
-            finally:
-                await events.close()
-        yield acc.result()
+        async for item in self.asse(acc, _CHAT_PATH, self._params(req), options=_CHAT_OPTIONS):
+            yield item
 
     # --- embeddings -------------------------------------------------------------------
     def embed(self, texts: list[str], model: str) -> tuple[list[list[float]], Usage, str]:
@@ -197,32 +169,19 @@ class OpenAIProvider(SDKProvider):
         return vectors, usage, getattr(resp, "model", None) or model
 
 
-class _StreamAccumulator:
+class _StreamAccumulator(SSEAccumulator):
     """Collects a chat-completions stream (raw JSON chunks): text, usage chunk, finish reason.
 
     A stream is complete only when a choice carried a ``finish_reason``; one that ends without
     it (a dropped proxy, a server killed mid-answer) is ``incomplete_stream``, never "ok"."""
 
     def __init__(self, provider: str, model: str) -> None:
-        self.provider = provider
-        self.requested = model
-        self.parts: list[str] = []
-        self.model = model
+        super().__init__(provider, model)
         self.usage: Any = None
         self.finish_reason: str | None = None
-        self.response_id: str | None = None
-        self.events = 0
-
-    def check_content_type(self, response: Any) -> None:
-        ctype = response.headers.get("content-type", "")
-        if "text/event-stream" not in ctype.lower():
-            raise bad_response(self.provider, self.requested,
-                               f"a stream was requested but the server answered with content type {ctype or 'none'!r}")
 
     def feed(self, chunk: Any) -> str:
-        self.events += 1
-        if not isinstance(chunk, dict):
-            raise bad_response(self.provider, self.requested, f"a stream event is not a JSON object ({str(chunk)[:80]!r})")
+        chunk = self.event(chunk)
         if self.response_id is None and isinstance(chunk.get("id"), str):
             self.response_id = chunk["id"]
         if isinstance(chunk.get("model"), str) and chunk["model"]:
