@@ -104,7 +104,7 @@ class Planner:
         o = options
         messages, system = normalise_prompt(prompt, o.system)
         max_tokens = self.default_max_tokens if o.max_tokens is None else o.max_tokens
-        policy = o.policy(self.policy)
+        policy = self.policy if o.fallback_on is None else o.policy(self.policy)
         chain = self._chain(o.providers)
         if o.model is not None and o.model.startswith("sim-") and o.model not in SIMULATED_MODELS:
             raise InvalidRequestError(f"unknown simulated model {o.model!r}: use one of {', '.join(SIMULATED_MODELS)}")
@@ -125,7 +125,10 @@ class Planner:
         )
         chars = sum(len(m.content) for m in messages) + len(system or "")
         for r in plan.routes:
-            self._check_limits(r.provider, r.model, max_tokens, chars, count_prompt)
+            limits = self._limits.get((r.provider, r.model)) or self._limits_of(r.provider, r.model)
+            if (limits[0] is not None and max_tokens > limits[0]) or (
+                    limits[1] is not None and (max_tokens > limits[1] or chars * 4 > limits[1])):
+                _check_limits(r.provider, r.model, limits, max_tokens, count_prompt)
         msgs_t = tuple(messages)
         steps = [
             Step(self.providers.get(r.provider),
@@ -174,37 +177,38 @@ class Planner:
                     + (f"; leave {p} out with providers=[...] to use it" if len(chain) > 1 else "")
                 )
 
-    def _check_limits(self, provider: str, model: str, max_tokens: int, chars: int,
-                      count_prompt: Callable[[str], int]) -> None:
-        """Refuse, before sending, a prompt beyond the model's context window or a ``max_tokens``
-        beyond its longest answer (where the catalogue knows them)."""
-        limits = self._limits.get((provider, model))
-        if limits is None:
-            price_id = self.providers.get(provider).price_id or provider
-            limits = self._limits[(provider, model)] = (
-                catalogue.max_output_tokens(price_id, model), catalogue.context_window(price_id, model))
-        limit, window = limits
-        if limit is not None and max_tokens > limit:
-            raise InvalidRequestError(
-                f"max_tokens={max_tokens} is more than {provider}/{model} can answer ({limit} tokens at most): "
-                f"lower max_tokens" + ("" if provider == "simulated" else ", or pick a model with longer answers")
-            )
-        if window is None:
-            return
-        if max_tokens > window:
-            raise InvalidRequestError(
-                f"max_tokens={max_tokens} is more than {provider}/{model}'s whole context window ({window} tokens)"
-            )
-        # a token is at least one byte and a character at most four: a short prompt needs no counting
-        if chars * 4 <= window:
-            return
-        n = count_prompt(model)
-        if n > window:
-            est = " (estimated with tiktoken)" if tokens.is_estimate(model) else ""
-            raise InvalidRequestError(
-                f"the prompt is {n} tokens{est}, more than {provider}/{model}'s context window of {window} tokens: "
-                "shorten it, split it, or pick a model with a longer context"
-            )
+    def _limits_of(self, provider: str, model: str) -> tuple[int | None, int | None]:
+        """(longest answer, context window) of a model, where the catalogue knows them (cached)."""
+        price_id = self.providers.get(provider).price_id or provider
+        limits = self._limits[(provider, model)] = (
+            catalogue.max_output_tokens(price_id, model), catalogue.context_window(price_id, model))
+        return limits
+
+
+def _check_limits(provider: str, model: str, limits: tuple[int | None, int | None], max_tokens: int,
+                  count_prompt: Callable[[str], int]) -> None:
+    """Refuse, before sending, a prompt beyond the model's context window or a ``max_tokens``
+    beyond its longest answer. Called only when a limit may be passed: the caller checked that
+    ``max_tokens`` or four bytes per character of the prompt reach one."""
+    limit, window = limits
+    if limit is not None and max_tokens > limit:
+        raise InvalidRequestError(
+            f"max_tokens={max_tokens} is more than {provider}/{model} can answer ({limit} tokens at most): "
+            f"lower max_tokens" + ("" if provider == "simulated" else ", or pick a model with longer answers")
+        )
+    if window is None:
+        return
+    if max_tokens > window:
+        raise InvalidRequestError(
+            f"max_tokens={max_tokens} is more than {provider}/{model}'s whole context window ({window} tokens)"
+        )
+    n = count_prompt(model)  # a token is at least one byte, a character at most four: counted only here
+    if n > window:
+        est = " (estimated with tiktoken)" if tokens.is_estimate(model) else ""
+        raise InvalidRequestError(
+            f"the prompt is {n} tokens{est}, more than {provider}/{model}'s context window of {window} tokens: "
+            "shorten it, split it, or pick a model with a longer context"
+        )
 
 
 def check_texts(texts: Any) -> list[str]:
