@@ -18,7 +18,6 @@ from .calls.policy import FallbackOn
 from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
 from .calls.router import provider_for_model
-from .calls.streaming import AsyncStream, Stream
 from .core.config import KitConfig, PriceOverride
 from .core.display import UsageSummary
 from .core.errors import InvalidRequestError
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from typing_extensions import Unpack
 
+    from .calls.streaming import AsyncStream, Stream
     from .charts import ChartFilters, Charts
     from .experiments import Comparison, Experiment, Run
     from .memory import Memory
@@ -181,11 +181,15 @@ class Kit:
 
         Fallback happens only before the first chunk; a stream that breaks (or ends without its
         finish event) after text arrived raises ``StreamInterruptedError`` with the partial text."""
+        from .calls.streaming import Stream
+
         return Stream(self.planner.plan(prompt, options, stream=True), self.recorder.record)
 
     @takes_options
     def astream(self, prompt: Prompt, options: CallOptions) -> AsyncStream:
         """``async for chunk in kit.astream(...)``: same arguments and behaviour as ``stream``."""
+        from .calls.streaming import AsyncStream
+
         return AsyncStream(self.planner.plan(prompt, options, stream=True), self.recorder.record)
 
     def send(self, plan: CallPlan) -> Completion:
@@ -393,6 +397,8 @@ class _DefaultKitCalls:
     @takes_options
     def stream(self, prompt: Prompt, options: CallOptions) -> Stream:
         """``default_kit().stream(...)``."""
+        from .calls.streaming import Stream
+
         return Stream(default_kit().planner.plan(prompt, options, stream=True), default_kit().recorder.record)
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ..core.config import KitConfig, Settings, load_settings
 from ..core.errors import ConfigurationError, InvalidRequestError
@@ -24,14 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["CallParts", "assemble"]
 
 
-class CallParts(NamedTuple):
-    settings: Settings
-    policy: FallbackPolicy
-    prices: PriceBook
-    router: Router
-    providers: ProviderSet
-    planner: Planner
-    recorder: Recorder
+# (settings, policy, prices, router, providers, planner, recorder): a plain tuple, built once per Kit
+CallParts = tuple[Settings, FallbackPolicy, PriceBook, Router, ProviderSet, Planner, Recorder]
 
 
 def assemble(c: KitConfig, ledger: Callable[[], Ledger]) -> CallParts:
@@ -62,4 +56,4 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger]) -> CallParts:
         router.add_provider(p.name, p.price_id or p.name)
     planner = Planner(providers, router, timeout=float(c.timeout), max_retry_wait=c.max_retry_wait,
                       default_max_tokens=c.default_max_tokens, policy=policy)
-    return CallParts(settings, policy, prices, router, providers, planner, Recorder(ledger, prices, providers))
+    return settings, policy, prices, router, providers, planner, Recorder(ledger, prices, providers)

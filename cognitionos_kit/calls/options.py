@@ -25,7 +25,7 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 
-@dataclass(kw_only=True, slots=True)  # not frozen: made on every call, and a frozen __init__ is markedly slower
+@dataclass(kw_only=True)  # not frozen: made on every call, and a frozen __init__ is markedly slower
 class CallOptions:
     """How one call is made (all optional). Checked when made, before anything is sent.
 

@@ -10,7 +10,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigurationError, InvalidRequestError
@@ -31,16 +30,19 @@ __all__ = ["CallPlan", "Planner", "normalise_prompt", "check_texts"]
 _SAFETY = (1.15, 32)  # worst-case prompt tokens = count x 1.15 + 32: tokenizers of other vendors differ
 
 
-@dataclass
 class CallPlan:
     """A checked call, ready to send: its steps (provider + request, in fallback order), who it
-    is for (``meta``, the ledger's columns) and what was asked (``requested``)."""
+    is for (``meta``, the ledger's columns) and what was asked (``requested``: provider, model)."""
 
-    request_id: str
-    chain: ChainRun
-    meta: dict[str, Any]
-    requested: tuple[str, str]  # (provider, model) the call asked for
-    t_start: float = field(default_factory=time.perf_counter)
+    __slots__ = ("request_id", "chain", "meta", "requested", "t_start")
+
+    def __init__(self, request_id: str, chain: ChainRun, meta: dict[str, Any], requested: tuple[str, str]) -> None:
+        self.request_id, self.chain, self.meta, self.requested = request_id, chain, meta, requested
+        self.t_start = time.perf_counter()
+
+    def __repr__(self) -> str:
+        steps = ", ".join(f"{s.provider.name}/{s.request.model}" for s in self.steps)
+        return f"CallPlan({self.request_id}, asked {self.requested[0]}/{self.requested[1]}, steps: {steps})"
 
     @property
     def steps(self) -> list[Step]:

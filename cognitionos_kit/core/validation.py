@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime, timezone
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = ["check_text", "check_identifier", "check_number", "check_time", "clean_text"]
 
@@ -76,6 +78,7 @@ def clean_text(value: str) -> str:
 
 def check_time(value: Any, what: str) -> datetime:
     """An aware UTC datetime from a datetime (naive means UTC), date, ISO string or epoch seconds."""
+    from datetime import date, datetime, timezone  # here: datetime costs an import the kit rarely needs
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))

@@ -17,7 +17,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from ...core.types import ProviderRequest, ProviderResponse, Usage
@@ -213,8 +212,13 @@ class SimulatedProvider(Provider):
         return self._aplay(req, stream=True)
 
 
-class _Pause(NamedTuple):
-    seconds: float
+class _Pause:
+    """A wait in the simulated answer's script."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
 
 # --- composing a plausible stand-in answer ------------------------------------------------
