@@ -145,7 +145,6 @@ class Completion:
         note = self.substitute_note
         return f"{line} · {note}" if note else line
 
-    _footer = footer  # the name views used before it was public
 
     def __repr__(self) -> str:
         text = self.content if len(self.content) <= 80 else self.content[:77] + "..."
