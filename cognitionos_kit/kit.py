@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .calls import fallback, tokens
+from .calls import fallback
 from .calls.assembly import assemble
 from .calls.options import CallOptions, Prompt, takes_options
-from .calls.plan import CallPlan, check_texts, normalise_prompt
+from .calls.plan import CallPlan, check_texts
 from .calls.policy import FallbackOn
 from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
@@ -111,6 +111,7 @@ class Kit:
         return replace(
             self._config,
             home=str(self.home),
+            role_models={p: dict(t) for p, t in self.router.user_role_models.items()} or None,
             fallback_models={k: tuple(v) for k, v in self.router.fallback_models.items()} or None,
             prices=self.prices.overrides(),
         )
@@ -151,9 +152,6 @@ class Kit:
         if provider is None:
             raise InvalidRequestError(f"cannot tell which provider serves {model!r}: pass provider=")
         self.router.set_role_model(self.providers.check_name(provider), role, model)
-        table = {p: dict(t) for p, t in (self._config.role_models or {}).items()}
-        table.setdefault(provider, {})[role] = model
-        self._config = replace(self._config, role_models=table)
 
     # --- calls -------------------------------------------------------------------------
     @takes_options
@@ -208,13 +206,7 @@ class Kit:
 
         OpenAI counts are exact (tiktoken); Claude and other models are tiktoken estimates and
         say so with ``estimated: True``."""
-        messages, system = normalise_prompt(prompt, system)
-        msgs = [{"role": m.role, "content": m.content} for m in messages]
-        chain = self.chain
-        routes = self.router.routes(chain, role=role, model=model, max_tokens=1,
-                                    simulators=[p for p in chain if self.providers.is_simulator(p)])
-        return {r.provider: {"model": r.model, "prompt_tokens": tokens.count_messages(msgs, r.model, system=system),
-                             "estimated": tokens.is_estimate(r.model)} for r in routes}
+        return self.planner.count_tokens(prompt, model=model, role=role, system=system)
 
     def embed(self, texts: str | Sequence[str], model: str | None = None, *, user_id: str | None = None) -> np.ndarray:
         """Embed texts as a float32 array (n, dim), L2-normalised.
@@ -337,11 +329,7 @@ class Kit:
         (``kit.run(exp, cache=False)`` bypasses the cache for one run; ``cache="refresh"`` re-sends and re-stores.)"""
         from .storage.cache import ResponseCache
 
-        cache = ResponseCache(self.home)
-        try:
-            return cache.clear()
-        finally:
-            cache.close()
+        return ResponseCache.clear_folder(self.home)
 
     def close(self) -> None:
         if self._memory is not None:

@@ -147,6 +147,17 @@ class Planner:
         run = ChainRun(steps, policy, request_id, self.timeout, o.deadline, self.max_retry_wait)
         return CallPlan(request_id=request_id, chain=run, meta=meta, requested=(plan.requested.provider, plan.requested.model))
 
+    def count_tokens(self, prompt: Prompt, *, model: str | None = None, role: str | None = None,
+                     system: str | None = None) -> dict[str, Any]:
+        """Prompt tokens per provider of the chain, with the model each would get (nothing sent)."""
+        messages, system = normalise_prompt(prompt, system)
+        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        chain = self.providers.chain
+        routes = self.router.routes(chain, role=role, model=model, max_tokens=1,
+                                    simulators=[p for p in chain if self.providers.is_simulator(p)])
+        return {r.provider: {"model": r.model, "prompt_tokens": tokens.count_messages(msgs, r.model, system=system),
+                             "estimated": tokens.is_estimate(r.model)} for r in routes}
+
     def _chain(self, providers: Sequence[str] | None) -> list[str]:
         if providers is None:
             chain = self.providers.chain

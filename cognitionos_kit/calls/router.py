@@ -44,6 +44,7 @@ class Router:
         self.ladders = {p: list(m) for p, m in DEFAULT_LADDERS.items()}
         self.price_ids: dict[str, str] = {}  # provider name -> whose models and prices it uses
         self.fallback_models: dict[str, list[str]] = {}
+        self.user_role_models: dict[str, dict[str, str]] = {}  # set by the user, in order (KitConfig keeps them)
         for provider, table in (role_models or {}).items():
             for role, model in table.items():
                 self.set_role_model(provider, role, model)
@@ -63,6 +64,7 @@ class Router:
         if not isinstance(model, str) or not model.strip():
             raise InvalidRequestError(f"role_models[{provider!r}][{role!r}] must be a model name, got {model!r}")
         self.role_models.setdefault(provider, {})[role] = model
+        self.user_role_models.setdefault(provider, {})[role] = model
         ladder = self.ladders.setdefault(provider, [])
         if model not in ladder:
             ladder.insert(0, model)  # a user's model ranks first: they chose it for this role

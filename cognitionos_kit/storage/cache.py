@@ -221,6 +221,15 @@ class ResponseCache:
             self._broken(exc, warn)
             return 0
 
+    @classmethod
+    def clear_folder(cls, home: str | Path) -> int:
+        """``clear`` the cache under ``home`` (``kit.clear_cache()``)."""
+        cache = cls(home)
+        try:
+            return cache.clear()
+        finally:
+            cache.close()
+
     def clear(self) -> int:
         """Delete every cached answer; returns how many there were (those that could be counted).
 
