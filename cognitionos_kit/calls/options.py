@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,11 +14,16 @@ from numbers import Real
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, Union
 
 from ..core.errors import ConfigurationError, InvalidRequestError
-from ..core.types import ROLES
+from ..core.types import ROLES, Sampling
 from ..core.validation import check_identifier, check_number, check_text
 from .policy import FallbackOn, FallbackPolicy
 
-__all__ = ["CallOptions", "Prompt", "takes_options"]
+__all__ = ["CallOptions", "Prompt", "takes_options", "REASONING_EFFORTS"]
+
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+# request fields the kit sets itself: extra_body may not replace them
+_KIT_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "max_completion_tokens", "stream",
+                         "stream_options", "temperature", "seed"})
 
 Prompt = Union[str, Sequence[Mapping[str, str]]]  # noqa: UP007 - a runtime alias on 3.10
 P = ParamSpec("P")
@@ -35,6 +41,14 @@ class CallOptions:
     system: a system prompt.
     max_tokens: the longest answer (default: the Kit's ``default_max_tokens``).
     temperature, seed: sampling settings, sent where the provider accepts them.
+    stop: a string or list of strings that end the answer. top_p: nucleus sampling, 0 to 1.
+    frequency_penalty, presence_penalty: -2 to 2 (OpenAI). logprobs: True (or 0) for each answer
+        token's log-probability, n (1 to 20) also for the n likeliest alternatives (OpenAI).
+    reasoning_effort: minimal, low, medium or high (OpenAI reasoning models; Anthropic's effort, no minimal).
+    thinking_budget: tokens Anthropic may spend thinking (at least 1024, below max_tokens).
+    extra_body: more request fields, sent as they are. A setting the first provider does not accept
+        is an error before sending; a fallback provider without it is sent the call without it
+        (warned, and listed in the attempt's ``dropped_params``).
     user_id, agent_id, task_id: who the call is for; recorded in the ledger (spend per user).
     max_cost: the most this call may cost in USD (worst case); a cheaper model is used if needed.
     providers: the providers to try, in order (instead of the Kit's chain).
@@ -58,6 +72,14 @@ class CallOptions:
     fallback_on: FallbackOn = None
     experiment_id: str | None = None
     run_id: str | None = None
+    stop: str | Sequence[str] | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logprobs: bool | int | None = None
+    reasoning_effort: str | None = None
+    thinking_budget: int | None = None
+    extra_body: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in ROLES:
@@ -88,6 +110,60 @@ class CallOptions:
         p = self.providers
         if p is not None and (isinstance(p, str) or not isinstance(p, Sequence) or not p):
             raise InvalidRequestError(f"providers must be a non-empty list of names, got {p!r}")
+        if (self.stop is not None or self.top_p is not None or self.frequency_penalty is not None
+                or self.presence_penalty is not None or self.logprobs is not None or self.reasoning_effort is not None
+                or self.thinking_budget is not None or self.extra_body is not None):
+            self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        stop = self.stop
+        if stop is not None:
+            items = [stop] if isinstance(stop, str) else stop
+            if not isinstance(items, Sequence) or not items or not all(isinstance(s, str) and s for s in items):
+                raise InvalidRequestError(f"stop must be a non-empty string or a list of them, got {stop!r}")
+            for s in items:
+                check_text(s, "stop", allow_empty=True)  # "\n" is a fine stop sequence
+        for name, lo, hi in (("top_p", 0.0, 1.0), ("frequency_penalty", -2.0, 2.0), ("presence_penalty", -2.0, 2.0)):
+            v = getattr(self, name)
+            if v is not None:
+                check_number(v, name)
+                if not lo <= v <= hi:
+                    raise InvalidRequestError(f"{name} must be between {lo:g} and {hi:g}, got {v!r}")
+        lp = self.logprobs
+        if lp is not None and lp is not True and lp is not False and not (isinstance(lp, int) and 0 <= lp <= 20):
+            raise InvalidRequestError(f"logprobs must be True or a number of alternatives from 0 to 20, got {lp!r}")
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise InvalidRequestError(
+                f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, got {self.reasoning_effort!r}")
+        tb = self.thinking_budget
+        if tb is not None and (not isinstance(tb, int) or isinstance(tb, bool) or tb < 1024):
+            raise InvalidRequestError(f"thinking_budget must be a whole number of tokens, at least 1024, got {tb!r}")
+        eb = self.extra_body
+        if eb is not None:
+            if not isinstance(eb, Mapping) or not all(isinstance(k, str) for k in eb):
+                raise InvalidRequestError(f"extra_body must be a dict with string keys, got {eb!r:.80}")
+            clash = sorted(set(eb) & _KIT_FIELDS)
+            if clash:
+                raise InvalidRequestError(f"extra_body may not set {', '.join(clash)}: use the call's own options")
+            try:
+                json.dumps(dict(eb), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequestError(f"extra_body must be JSON: {exc}") from None
+
+    def sampling(self) -> Sampling | None:
+        """The sampling settings beyond temperature and seed (None when none is given)."""
+        if (self.stop is None and self.top_p is None and self.frequency_penalty is None
+                and self.presence_penalty is None and self.logprobs is None and self.reasoning_effort is None
+                and self.thinking_budget is None and not self.extra_body):
+            return None
+        lp = self.logprobs
+        return Sampling(
+            stop=None if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop),
+            top_p=self.top_p, frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
+            logprobs=None if lp is None or lp is False else 0 if lp is True else int(lp),
+            reasoning_effort=self.reasoning_effort, thinking_budget=self.thinking_budget,
+            extra_body=tuple(sorted((self.extra_body or {}).items())),
+        )
 
     def policy(self, default: FallbackPolicy) -> FallbackPolicy:
         """The fallback policy of this call: its own ``fallback_on``, else the Kit's."""

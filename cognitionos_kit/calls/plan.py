@@ -12,8 +12,8 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import ConfigurationError, InvalidRequestError
-from ..core.types import Message, ProviderRequest, Usage
+from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, warn_user
+from ..core.types import Message, ProviderRequest, Sampling, Usage
 from ..core.validation import check_text
 from . import catalogue, tokens
 from .catalogue import SIMULATED_MODELS
@@ -23,7 +23,7 @@ from .policy import ChainRun, FallbackPolicy, Step
 if TYPE_CHECKING:
     from .pricing import PriceBook
     from .providers.registry import ProviderSet
-    from .router import Router
+    from .router import Route, Router
 
 __all__ = ["CallPlan", "Planner", "normalise_prompt", "check_texts"]
 
@@ -68,6 +68,7 @@ class CallPlan:
             completion_tokens=usage.completion_tokens or counted.completion_tokens,
             cached_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
             estimated=True,
         )
 
@@ -101,6 +102,7 @@ class Planner:
         self.default_max_tokens, self.policy = default_max_tokens, policy
         self._limits: dict[tuple[str, str], tuple[int | None, int | None]] = {}  # (provider, model) -> (output, window)
         self._warned_temperature: set[str] = set()
+        self._warned_dropped: set[tuple[str, tuple[str, ...]]] = set()
 
     def plan(self, prompt: Prompt, options: CallOptions, *, stream: bool = False) -> CallPlan:
         o = options
@@ -132,11 +134,13 @@ class Planner:
                     limits[1] is not None and (max_tokens > limits[1] or chars * 4 > limits[1])):
                 _check_limits(r.provider, r.model, limits, max_tokens, count_prompt)
         msgs_t = tuple(messages)
-        steps = [
-            Step(self.providers.get(r.provider),
-                 ProviderRequest(r.model, msgs_t, system, max_tokens, o.temperature, stream, o.seed), explicit=r.explicit)
-            for r in plan.routes
-        ]
+        sampling = o.sampling()
+        if sampling is None:
+            steps = [Step(self.providers.get(r.provider),
+                          ProviderRequest(r.model, msgs_t, system, max_tokens, o.temperature, stream, o.seed),
+                          explicit=r.explicit) for r in plan.routes]
+        else:
+            steps = self._sampled_steps(plan.routes, sampling, msgs_t, system, max_tokens, o, stream)
         meta = {
             "user_id": o.user_id, "agent_id": o.agent_id, "task_id": o.task_id, "role": o.role,
             "stream": stream, "experiment_id": o.experiment_id, "run_id": o.run_id,
@@ -157,6 +161,31 @@ class Planner:
                                     simulators=[p for p in chain if self.providers.is_simulator(p)])
         return {r.provider: {"model": r.model, "prompt_tokens": tokens.count_messages(msgs, r.model, system=system),
                              "estimated": tokens.is_estimate(r.model)} for r in routes}
+
+    def _sampled_steps(self, routes: Sequence[Route], sampling: Sampling, messages: tuple[Message, ...],
+                       system: str | None, max_tokens: int, o: CallOptions, stream: bool) -> list[Step]:
+        """Steps carrying the sampling settings: one the first provider does not accept is an
+        error; a fallback provider without one is sent the call without it (warned once)."""
+        if sampling.thinking_budget is not None and sampling.thinking_budget >= max_tokens:
+            raise InvalidRequestError(f"thinking_budget={sampling.thinking_budget} must be below max_tokens={max_tokens} "
+                                      "(the answer comes after the thinking): raise max_tokens")
+        steps = []
+        for i, r in enumerate(routes):
+            provider = self.providers.get(r.provider)
+            dropped = provider.unsupported(sampling, r.model)
+            if dropped and i == 0:
+                raise InvalidRequestError(
+                    f"{r.provider}/{r.model} does not accept {', '.join(dropped)}: leave "
+                    f"{'it' if len(dropped) == 1 else 'them'} out, or ask a provider that does (providers=[...])")
+            if dropped and (r.provider, dropped) not in self._warned_dropped:
+                self._warned_dropped.add((r.provider, dropped))
+                warn_user(f"{r.provider} does not accept {', '.join(dropped)}: if the call falls back to "
+                          f"{r.provider}/{r.model}, it is sent without {'it' if len(dropped) == 1 else 'them'} "
+                          "(the attempt's dropped_params says so)", KitWarning)
+            request = ProviderRequest(r.model, messages, system, max_tokens, o.temperature, stream, o.seed,
+                                      sampling.without(dropped) if dropped else sampling)
+            steps.append(Step(provider, request, r.explicit, dropped))
+        return steps
 
     def _chain(self, providers: Sequence[str] | None) -> list[str]:
         if providers is None:

@@ -67,6 +67,7 @@ class Step(NamedTuple):
     provider: Provider
     request: ProviderRequest
     explicit: bool = False
+    dropped: tuple[str, ...] = ()  # sampling settings this provider does not accept, left out
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class ChainRun:
         a = Attempt(number, step.provider.name, step.request.model, status, latency_ms,  # type: ignore[arg-type]
                     http_requests=io.requests if io is not None and io.requests else None,
                     maybe_billed_requests=io.maybe_billed if io is not None else 0,
-                    setup_ms=setup_ms or None)
+                    setup_ms=setup_ms or None, dropped_params=step.dropped)
         self.attempts.append(a)
         return a
 

@@ -50,6 +50,7 @@ class Recorder:
             "latency_ms": attempt.latency_ms,
             "setup_ms": attempt.setup_ms,
             "http_requests": attempt.http_requests,
+            "dropped_params": ", ".join(attempt.dropped_params) or None,
             "maybe_billed_requests": attempt.maybe_billed_requests or None,
             "status": attempt.status,
             "error_type": attempt.error_type,
@@ -68,6 +69,7 @@ class Recorder:
                 total_tokens=usage.total_tokens,
                 cached_tokens=usage.cached_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
+                reasoning_tokens=usage.reasoning_tokens or None,
                 tokens_estimated=usage.estimated,
                 cost_usd=est.cost_usd,
                 price_source=est.source,
@@ -97,6 +99,8 @@ class Recorder:
                 substituted=substituted,
                 response_model=resp.model or None,
                 tokens_estimated=usage.estimated,
+                reasoning_tokens=usage.reasoning_tokens,
+                logprobs=resp.logprobs,
             )
         self._ledger().record([row])
         return completion

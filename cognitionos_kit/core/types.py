@@ -26,6 +26,43 @@ class ProviderRequest:
     temperature: float | None
     stream: bool = False
     seed: int | None = None  # OpenAI's best-effort sampling seed; the simulated provider's too
+    sampling: Sampling | None = None  # the other sampling settings, those this provider accepts
+
+
+SAMPLING_NAMES = ("stop", "top_p", "frequency_penalty", "presence_penalty", "logprobs", "reasoning_effort",
+                  "thinking_budget", "extra_body")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings beyond temperature and seed; None (or empty) leaves the provider's default.
+
+    ``logprobs``: 0 asks for each answer token's log-probability, n > 0 also for the n most likely
+    alternatives. ``reasoning_effort`` is OpenAI's for reasoning models; ``thinking_budget`` is
+    Anthropic's extended thinking (tokens). ``extra_body``: keys sent as they are, unchecked."""
+
+    stop: tuple[str, ...] | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logprobs: int | None = None
+    reasoning_effort: str | None = None
+    thinking_budget: int | None = None
+    extra_body: tuple[tuple[str, Any], ...] = ()
+
+    def given(self) -> tuple[str, ...]:
+        """The settings this holds (in ``SAMPLING_NAMES`` order)."""
+        return tuple(n for n in SAMPLING_NAMES if getattr(self, n) not in (None, ()))
+
+    def without(self, names: tuple[str, ...]) -> Sampling | None:
+        """The same settings less ``names`` (None when nothing is left)."""
+        kept = {n: getattr(self, n) for n in self.given() if n not in names}
+        return Sampling(**kept) if kept else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings given, JSON-friendly (for cache keys and manifests)."""
+        return {n: (dict(v) if n == "extra_body" else list(v) if n == "stop" else v)
+                for n in self.given() for v in [getattr(self, n)]}
 
 
 @dataclass
@@ -33,7 +70,8 @@ class Usage:
     """Token usage as reported by a provider (or counted, for the simulated one)."""
 
     prompt_tokens: int = 0  # all input tokens, cached ones included
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning or thinking tokens included (billed as output)
+    reasoning_tokens: int = 0  # of which the model spent reasoning (OpenAI) or thinking (Anthropic, counted)
     cached_tokens: int = 0  # input tokens read from the provider's prompt cache
     cache_write_tokens: int = 0  # input tokens written to the prompt cache (Anthropic)
     estimated: bool = False  # True when counted locally rather than reported
@@ -50,6 +88,7 @@ class ProviderResponse:
     usage: Usage
     finish_reason: str | None = None
     response_id: str | None = None
+    logprobs: list[dict[str, Any]] | None = None  # per answer token: token, logprob, top_logprobs
 
 
 @dataclass
@@ -73,6 +112,7 @@ class Attempt:
     http_requests: int | None = None
     maybe_billed_requests: int = 0
     setup_ms: float | None = None
+    dropped_params: tuple[str, ...] = ()  # sampling settings this provider does not accept, left out on fallback
 
     def __repr__(self) -> str:
         tail = f", {self.error_type}" if self.error_type else ""
@@ -104,6 +144,8 @@ class Completion:
     substituted: bool = False  # ...and True when another provider, model or the simulator answered
     response_model: str | None = None  # the model the provider says answered (e.g. a dated snapshot)
     tokens_estimated: bool = False  # usage counted locally: the provider sent none (or not all)
+    reasoning_tokens: int = 0  # part of completion_tokens spent reasoning or thinking
+    logprobs: list[dict[str, Any]] | None = field(default=None, repr=False)  # when asked with logprobs=
 
     @property
     def total_tokens(self) -> int:

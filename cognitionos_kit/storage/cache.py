@@ -56,6 +56,7 @@ def cache_key(provider: str, request: ProviderRequest, repeat: int) -> str:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "seed": request.seed,
+            **({"sampling": request.sampling.as_dict()} if request.sampling is not None else {}),
             "repeat": repeat,
         },
         sort_keys=True,

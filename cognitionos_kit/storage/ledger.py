@@ -37,7 +37,7 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "cache_write_tokens", "tokens_estimated", "cost_usd", "price_source", "price_version",
     "latency_ms", "status", "error_type", "error_message", "stream", "experiment_id", "run_id",
     "cache_hit", "saved_cost_usd", "requested_provider", "requested_model", "substituted", "response_model",
-    "http_requests", "maybe_billed_requests", "setup_ms",
+    "http_requests", "maybe_billed_requests", "setup_ms", "reasoning_tokens", "dropped_params",
 )  # fmt: skip
 _COLUMNS = frozenset(LEDGER_COLUMNS)
 _KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "experiment_id", "run_id", "kind")

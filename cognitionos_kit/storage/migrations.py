@@ -127,3 +127,11 @@ def m003_what_answered(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE llm_usage ADD COLUMN http_requests INTEGER")
     con.execute("ALTER TABLE llm_usage ADD COLUMN maybe_billed_requests INTEGER")
     con.execute("ALTER TABLE llm_usage ADD COLUMN setup_ms DOUBLE")
+
+
+@LEDGER_MIGRATIONS
+def m004_sampling(con: duckdb.DuckDBPyConnection) -> None:
+    # Reasoning/thinking tokens (part of completion_tokens, priced as output) and the sampling
+    # settings a fallback provider did not accept and was sent without.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN reasoning_tokens INTEGER")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN dropped_params VARCHAR")

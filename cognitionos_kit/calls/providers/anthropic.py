@@ -19,7 +19,8 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ...core.types import ProviderRequest, ProviderResponse, Usage
+from ...core.types import ProviderRequest, ProviderResponse, Sampling, Usage
+from .. import tokens
 from .base import SDKProvider, SSEAccumulator, StreamItem, bad_response, incomplete_stream, translate_errors
 
 _PATH = "/v1/messages"
@@ -30,6 +31,13 @@ class AnthropicProvider(SDKProvider):
 
     name = "anthropic"
     temperature_range = None  # deprecated by Anthropic: not sent
+    # no top_p, penalties or log-probabilities in the Messages API any more; effort goes in output_config
+    accepts = frozenset({"stop", "reasoning_effort", "thinking_budget", "extra_body"})
+
+    def unsupported(self, sampling: Sampling, model: str) -> tuple[str, ...]:
+        """As ``accepts`` says; of the efforts, Anthropic has low, medium and high (no "minimal")."""
+        return tuple(n for n in sampling.given() if n not in self.accepts
+                     or (n == "reasoning_effort" and sampling.reasoning_effort == "minimal"))
     sdk_module, sync_client_name, async_client_name = "anthropic", "Anthropic", "AsyncAnthropic"
 
     @property
@@ -55,6 +63,15 @@ class AnthropicProvider(SDKProvider):
             params["system"] = req.system
         if req.stream:
             params["stream"] = True
+        s = req.sampling
+        if s is not None:
+            if s.stop is not None:
+                params["stop_sequences"] = list(s.stop)
+            if s.reasoning_effort is not None:
+                params["output_config"] = {"effort": s.reasoning_effort}
+            if s.thinking_budget is not None:
+                params["thinking"] = {"type": "enabled", "budget_tokens": s.thinking_budget}
+            params.update(s.extra_body)  # as the SDK's extra_body= does: top-level fields of the body
         return params
 
     @staticmethod
@@ -91,11 +108,13 @@ class AnthropicProvider(SDKProvider):
             raise bad_response(self.name, req.model, f"the answer has no content list ({str(msg)[:120]!r})")
         text = "".join(b["text"] for b in content
                        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+        thinking = "".join(b["thinking"] for b in content
+                           if isinstance(b, dict) and b.get("type") == "thinking" and isinstance(b.get("thinking"), str))
         stop = msg.get("stop_reason")
         return ProviderResponse(
             content=text,
             model=str(msg.get("model") or ""),
-            usage=self._usage(msg.get("usage")),
+            usage=_with_thinking(self._usage(msg.get("usage")), thinking, req.model),
             finish_reason=stop if isinstance(stop, str) else None,
             response_id=msg.get("id") if isinstance(msg.get("id"), str) else None,
         )
@@ -130,6 +149,7 @@ class _EventAccumulator(SSEAccumulator):
         self.output_tokens: int | None = None
         self.stop_reason: str | None = None
         self.stopped = False
+        self.thinking: list[str] = []  # extended thinking: not the answer, but billed as output
 
     def feed(self, event: Any) -> str:
         event = self.event(event)
@@ -146,6 +166,8 @@ class _EventAccumulator(SSEAccumulator):
             if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 self.parts.append(delta["text"])
                 return delta["text"]
+            if isinstance(delta, dict) and delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
+                self.thinking.append(delta["thinking"])
         elif kind == "message_delta":
             delta = event.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
@@ -169,7 +191,16 @@ class _EventAccumulator(SSEAccumulator):
         return ProviderResponse(
             content="".join(self.parts),
             model=self.model,
-            usage=AnthropicProvider._usage(self.start_usage, self.output_tokens),
+            usage=_with_thinking(AnthropicProvider._usage(self.start_usage, self.output_tokens), "".join(self.thinking),
+                                 self.requested),
             finish_reason=self.stop_reason,
             response_id=self.response_id,
         )
+
+
+def _with_thinking(usage: Usage, thinking: str, model: str) -> Usage:
+    """Anthropic bills thinking inside ``output_tokens`` and reports no separate count: the
+    thinking text is counted locally (tiktoken, an estimate) as ``reasoning_tokens``."""
+    if thinking:
+        usage.reasoning_tokens = min(tokens.count_text(thinking, model), usage.completion_tokens or 10**9)
+    return usage

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar, Union
 
 from ...core.errors import ProviderError
-from ...core.types import ProviderRequest, ProviderResponse
+from ...core.types import ProviderRequest, ProviderResponse, Sampling
 from .http import async_http_client, sync_http_client
 
 # A stream yields text chunks as they arrive, then exactly one ProviderResponse (usage included).
@@ -32,6 +32,12 @@ class Provider(ABC):
     price_id: ClassVar[str | None] = None  # whose price table to use; defaults to ``name``
     # None: the provider takes no temperature; the kit warns and does not send it
     temperature_range: ClassVar[tuple[float, float] | None] = (0.0, 2.0)
+    # the sampling settings (core.types.SAMPLING_NAMES) it accepts beyond temperature and seed
+    accepts: ClassVar[frozenset[str]] = frozenset()
+
+    def unsupported(self, sampling: Sampling, model: str) -> tuple[str, ...]:
+        """The settings in ``sampling`` this provider (or this model of it) does not accept."""
+        return tuple(n for n in sampling.given() if n not in self.accepts)
 
     @property
     def configured(self) -> bool:

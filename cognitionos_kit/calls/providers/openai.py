@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ...core.types import ProviderRequest, ProviderResponse, Usage
+from ...core.types import ProviderRequest, ProviderResponse, Sampling, Usage
 from .base import SDKProvider, SSEAccumulator, StreamItem, bad_response, incomplete_stream, translate_errors
 
 # Reasoning models take max_completion_tokens; older and compatible servers take max_tokens.
@@ -34,6 +34,8 @@ class OpenAIProvider(SDKProvider):
 
     name = "openai"
     temperature_range = (0.0, 2.0)
+    accepts = frozenset({"stop", "top_p", "frequency_penalty", "presence_penalty", "logprobs", "reasoning_effort",
+                         "extra_body"})
     sdk_module, sync_client_name, async_client_name = "openai", "OpenAI", "AsyncOpenAI"
 
     @property
@@ -66,7 +68,25 @@ class OpenAIProvider(SDKProvider):
         if req.stream:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
+        s = req.sampling
+        if s is not None:
+            if s.stop is not None:
+                params["stop"] = list(s.stop)
+            for name in ("top_p", "frequency_penalty", "presence_penalty", "reasoning_effort"):
+                if getattr(s, name) is not None:
+                    params[name] = getattr(s, name)
+            if s.logprobs is not None:
+                params["logprobs"] = True
+                if s.logprobs:
+                    params["top_logprobs"] = s.logprobs
+            params.update(s.extra_body)  # as the SDK's extra_body= does: top-level fields of the body
         return params
+
+    def unsupported(self, sampling: Sampling, model: str) -> tuple[str, ...]:
+        """Reasoning models take ``reasoning_effort`` and no ``logprobs`` or penalties; others the reverse."""
+        reasoning = model.startswith(_COMPLETION_TOKENS_PREFIXES)
+        wrong = {"logprobs", "frequency_penalty", "presence_penalty", "top_p"} if reasoning else {"reasoning_effort"}
+        return tuple(n for n in sampling.given() if n not in self.accepts or n in wrong)
 
     @staticmethod
     def _json_usage(u: Any) -> Usage:
@@ -76,11 +96,14 @@ class OpenAIProvider(SDKProvider):
         p, c = u.get("prompt_tokens"), u.get("completion_tokens")
         details = u.get("prompt_tokens_details")
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        out_details = u.get("completion_tokens_details")
+        reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
         ok = isinstance(p, int) and isinstance(c, int) and p >= 0 and c >= 0
         return Usage(
             prompt_tokens=p if isinstance(p, int) and p >= 0 else 0,
             completion_tokens=c if isinstance(c, int) and c >= 0 else 0,
             cached_tokens=cached if isinstance(cached, int) and cached >= 0 else 0,
+            reasoning_tokens=reasoning if isinstance(reasoning, int) and reasoning >= 0 else 0,
             estimated=not ok,
         )
 
@@ -126,6 +149,7 @@ class OpenAIProvider(SDKProvider):
             usage=self._json_usage(data.get("usage")),
             finish_reason=finish if isinstance(finish, str) else None,
             response_id=data.get("id") if isinstance(data.get("id"), str) else None,
+            logprobs=_logprobs(choice) if req.sampling is not None and req.sampling.logprobs is not None else None,
         )
 
     # --- calls ------------------------------------------------------------------------
@@ -142,10 +166,10 @@ class OpenAIProvider(SDKProvider):
         return self._response(self._body(raw, req), req)
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
-        yield from self.sse(_StreamAccumulator(self.name, req.model), _CHAT_PATH, self._params(req), options=_CHAT_OPTIONS)
+        yield from self.sse(_accumulator(self.name, req), _CHAT_PATH, self._params(req), options=_CHAT_OPTIONS)
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
-        acc = _StreamAccumulator(self.name, req.model)
+        acc = _accumulator(self.name, req)
         async for item in self.asse(acc, _CHAT_PATH, self._params(req), options=_CHAT_OPTIONS):
             yield item
 
@@ -175,10 +199,11 @@ class _StreamAccumulator(SSEAccumulator):
     A stream is complete only when a choice carried a ``finish_reason``; one that ends without
     it (a dropped proxy, a server killed mid-answer) is ``incomplete_stream``, never "ok"."""
 
-    def __init__(self, provider: str, model: str) -> None:
+    def __init__(self, provider: str, model: str, *, logprobs: bool = False) -> None:
         super().__init__(provider, model)
         self.usage: Any = None
         self.finish_reason: str | None = None
+        self.logprobs: list[dict[str, Any]] | None = [] if logprobs else None
 
     def feed(self, chunk: Any) -> str:
         chunk = self.event(chunk)
@@ -200,6 +225,8 @@ class _StreamAccumulator(SSEAccumulator):
                 text += delta["content"]
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
+            if self.logprobs is not None:
+                self.logprobs.extend(_logprobs(choice) or ())
         if text:
             self.parts.append(text)
         return text
@@ -214,4 +241,20 @@ class _StreamAccumulator(SSEAccumulator):
             usage=OpenAIProvider._json_usage(self.usage),  # estimated when the server sent no usage chunk
             finish_reason=self.finish_reason,
             response_id=self.response_id,
+            logprobs=self.logprobs,
         )
+
+
+
+def _accumulator(name: str, req: ProviderRequest) -> _StreamAccumulator:
+    return _StreamAccumulator(name, req.model, logprobs=req.sampling is not None and req.sampling.logprobs is not None)
+
+
+def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """A choice's (or stream chunk's) token log-probabilities: [{token, logprob, top_logprobs}]."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    return [{"token": t.get("token"), "logprob": t.get("logprob"),
+             "top_logprobs": [{"token": a.get("token"), "logprob": a.get("logprob")}
+                              for a in t.get("top_logprobs") or () if isinstance(a, dict)]}
+            for t in content or () if isinstance(t, dict)]

@@ -17,9 +17,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
-from ...core.types import ProviderRequest, ProviderResponse, Usage
+from ...core.types import SAMPLING_NAMES, ProviderRequest, ProviderResponse, Sampling, Usage
 from .. import tokens
 from .base import Provider, StreamItem
 from .http import current_attempt
@@ -69,6 +70,7 @@ class SimulatedProvider(Provider):
     price_id = "simulated"
     bounds_deadline = True  # its sleeps stop at the attempt's deadline
     temperature_range = (0.0, 2.0)
+    accepts = frozenset(SAMPLING_NAMES)  # all of them, so offline runs exercise every setting
 
     def __init__(
         self,
@@ -110,19 +112,30 @@ class SimulatedProvider(Provider):
                 failure = _Failure(self.failure_kind)
         parts = (self.seed, req.model, req.system, req.messages, req.max_tokens, req.temperature)
         key = repr(parts if req.seed is None else parts + (req.seed,))
+        if req.sampling is not None:
+            key += repr(req.sampling)
         rng = random.Random(hashlib.sha256(key.encode()).digest())
         text = compose_answer(req, rng)
         enc = tokens.encoding_for_model(req.model)
         ids = enc.encode(text)
         finish = "stop"
-        if len(ids) > req.max_tokens:
-            ids = ids[: req.max_tokens]
+        s = req.sampling
+        if s is not None and s.stop:
+            cut = min((i for i in (text.find(x) for x in s.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text, ids = text[:cut], enc.encode(text[:cut])
+        reasoning = _reasoning_tokens(s, req.max_tokens, rng)
+        if len(ids) + reasoning > req.max_tokens:
+            ids = ids[: max(req.max_tokens - reasoning, 0)]
             text = enc.decode(ids)
             finish = "length"
         msgs = [{"role": m.role, "content": m.content} for m in req.messages]
-        usage = Usage(prompt_tokens=tokens.count_messages(msgs, req.model, system=req.system), completion_tokens=len(ids))
+        usage = Usage(prompt_tokens=tokens.count_messages(msgs, req.model, system=req.system),
+                      completion_tokens=len(ids) + reasoning, reasoning_tokens=reasoning)
         latency_s = self.latency.sample(rng, usage.prompt_tokens, usage.completion_tokens) / 1000.0
-        resp = ProviderResponse(text, req.model, usage, finish, "sim-" + hashlib.sha1(key.encode()).hexdigest()[:16])
+        resp = ProviderResponse(text, req.model, usage, finish, "sim-" + hashlib.sha1(key.encode()).hexdigest()[:16],
+                                logprobs=_logprobs(enc, ids, s.logprobs, rng) if s is not None and s.logprobs is not None
+                                else None)
         return resp, latency_s, failure
 
     def _error(self, failure: _Failure, req: ProviderRequest) -> ProviderError:
@@ -219,6 +232,32 @@ class _Pause:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+
+
+_EFFORT_TOKENS = {"minimal": 16, "low": 64, "medium": 256, "high": 1024}
+
+
+def _reasoning_tokens(s: Sampling | None, max_tokens: int, rng: random.Random) -> int:
+    """Thinking a simulated model "spends": by reasoning effort, or up to the thinking budget."""
+    if s is None or (s.reasoning_effort is None and s.thinking_budget is None):
+        return 0
+    if s.reasoning_effort is not None:
+        want = _EFFORT_TOKENS[s.reasoning_effort]
+    else:
+        budget = s.thinking_budget or 0
+        want = rng.randint(budget // 4, budget)
+    return min(want, max_tokens // 2)
+
+
+def _logprobs(enc: Any, ids: list[int], top: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Seeded log-probabilities in OpenAI's shape: each answer token, and ``top`` alternatives."""
+    out = []
+    for i in ids:
+        lp = -rng.random() * 2
+        alts = [{"token": enc.decode([(i + k) % 50000]), "logprob": lp - rng.random() * (k + 1)} for k in range(1, top)]
+        best = [{"token": enc.decode([i]), "logprob": lp}] + alts if top else []
+        out.append({"token": enc.decode([i]), "logprob": lp, "top_logprobs": best})
+    return out
 
 
 # --- composing a plausible stand-in answer ------------------------------------------------
