@@ -16,12 +16,14 @@ from .core.errors import InvalidRequestError
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
+    from typing_extensions import Unpack
 
     from .kit import Kit  # an annotation only: charts sit below the Kit facade
 
 __all__ = [
     "Charts", "ChartFilters", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
-    "spend_by", "tokens_vs_latency", "template", "legend_margin", "clean_filters", "describe_filters", "Match", "Time",
+    "spend_by", "prompt_cache", "tokens_vs_latency", "template", "legend_margin", "clean_filters", "describe_filters",
+    "Match", "Time",
 ]  # fmt: skip
 
 FILTERS = ("user_id", "since", "until", "experiment_id", "provider", "model", "run_id", "kind")
@@ -239,6 +241,33 @@ def spend_by(df: pd.DataFrame, by: str = "user_id", *, note: str = "") -> go.Fig
     return fig
 
 
+def prompt_cache(df: pd.DataFrame, *, note: str = "") -> go.Figure:
+    """What the providers' prompt caches saved, per model: bars of USD saved (reads) net of what
+    cache writes cost extra; hover shows the tokens read from and written to the cache."""
+    import plotly.graph_objects as go
+
+    title = "Prompt cache savings by model (USD)"
+    if not len(df) or "cache_saving_usd" not in df.columns or df["cache_saving_usd"].isna().all():
+        return _empty(title, note, "" if not len(df) else "no call read or wrote a prompt cache")
+    used = df[df["cache_saving_usd"].notna()]
+    key = used["provider"].astype(str) + "/" + used["model"].astype(str)
+    totals = used.assign(_key=key).groupby("_key").agg(
+        saved=("cache_saving_usd", "sum"), read=("cached_tokens", "sum"), written=("cache_write_tokens", "sum"),
+        calls=("cache_saving_usd", "size"))
+    totals = totals.sort_values("saved", ascending=False, kind="stable")
+    fig = _figure(f"{title}{note}", yaxis_title="USD saved", yaxis_tickprefix="$", xaxis_title="model",
+                  xaxis_type="category")
+    fig.add_trace(go.Bar(
+        x=totals.index.tolist(), y=totals["saved"].tolist(), name="saved",
+        marker_color=[_PALETTE[2] if v >= 0 else _FAIL for v in totals["saved"]],
+        text=[f"${v:,.6f}" for v in totals["saved"]], textposition="auto",
+        customdata=list(zip(totals["calls"].astype(int), totals["read"].astype(int), totals["written"].astype(int))),
+        hovertemplate=("%{x}<br>saved $%{y:,.6f} over %{customdata[0]} calls<br>"
+                       "%{customdata[1]:,} tokens read from the cache · %{customdata[2]:,} written<extra></extra>"),
+    ))
+    return fig
+
+
 def tokens_vs_latency(df: pd.DataFrame, *, tokens: str = "completion_tokens", note: str = "") -> go.Figure:
     """Latency against tokens (output tokens by default) per provider/model, with a least-squares line."""
     import numpy as np
@@ -346,6 +375,11 @@ class Charts:
         df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
                                    provider=provider, model=model, run_id=run_id, kind=kind))
         return cumulative_spend(df, note=note)
+
+    def prompt_cache(self, **filters: Unpack[ChartFilters]) -> go.Figure:
+        """What prompt caching saved per model (``cache_prompt=`` calls, and OpenAI's own caching)."""
+        df, note = self._read(dict(filters))
+        return prompt_cache(df, note=note)
 
     def spend_by(
         self, by: str = "user_id", *, user_id: Match = None, since: Time = None, until: Time = None,

@@ -46,6 +46,9 @@ class CallOptions:
         token's log-probability, n (1 to 20) also for the n likeliest alternatives (OpenAI).
     reasoning_effort: minimal, low, medium or high (OpenAI reasoning models; Anthropic's effort, no minimal).
     thinking_budget: tokens Anthropic may spend thinking (at least 1024, below max_tokens).
+    cache_prompt: True caches the prompt up to its last message (and the system prompt), "system"
+        the system prompt only, or a list of message indices to cache up to (Anthropic's
+        cache_control; OpenAI caches long prompts by itself). ``r.cache_saving_usd`` says what it saved.
     extra_body: more request fields, sent as they are. A setting the first provider does not accept
         is an error before sending; a fallback provider without it is sent the call without it
         (warned, and listed in the attempt's ``dropped_params``).
@@ -79,6 +82,7 @@ class CallOptions:
     logprobs: bool | int | None = None
     reasoning_effort: str | None = None
     thinking_budget: int | None = None
+    cache_prompt: bool | str | Sequence[int] | None = None
     extra_body: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -112,7 +116,7 @@ class CallOptions:
             raise InvalidRequestError(f"providers must be a non-empty list of names, got {p!r}")
         if (self.stop is not None or self.top_p is not None or self.frequency_penalty is not None
                 or self.presence_penalty is not None or self.logprobs is not None or self.reasoning_effort is not None
-                or self.thinking_budget is not None or self.extra_body is not None):
+                or self.thinking_budget is not None or self.extra_body is not None or self.cache_prompt is not None):
             self._check_sampling()
 
     def _check_sampling(self) -> None:
@@ -138,6 +142,12 @@ class CallOptions:
         tb = self.thinking_budget
         if tb is not None and (not isinstance(tb, int) or isinstance(tb, bool) or tb < 1024):
             raise InvalidRequestError(f"thinking_budget must be a whole number of tokens, at least 1024, got {tb!r}")
+        cp = self.cache_prompt
+        if cp is not None and cp is not True and cp is not False and cp != "system" and not (
+                isinstance(cp, Sequence) and not isinstance(cp, str) and cp
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in cp)):
+            raise InvalidRequestError(
+                f"cache_prompt must be True, 'system' or a list of message indices (e.g. [0, -2]), got {cp!r}")
         eb = self.extra_body
         if eb is not None:
             if not isinstance(eb, Mapping) or not all(isinstance(k, str) for k in eb):
@@ -154,7 +164,7 @@ class CallOptions:
         """The sampling settings beyond temperature and seed (None when none is given)."""
         if (self.stop is None and self.top_p is None and self.frequency_penalty is None
                 and self.presence_penalty is None and self.logprobs is None and self.reasoning_effort is None
-                and self.thinking_budget is None and not self.extra_body):
+                and self.thinking_budget is None and not self.extra_body and not self.cache_prompt):
             return None
         lp = self.logprobs
         return Sampling(
@@ -162,6 +172,7 @@ class CallOptions:
             top_p=self.top_p, frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
             logprobs=None if lp is None or lp is False else 0 if lp is True else int(lp),
             reasoning_effort=self.reasoning_effort, thinking_budget=self.thinking_budget,
+            cache_prompt=_cache_marks(self.cache_prompt),
             extra_body=tuple(sorted((self.extra_body or {}).items())),
         )
 
@@ -173,6 +184,17 @@ class CallOptions:
             return FallbackPolicy.make(self.fallback_on)
         except ConfigurationError as exc:
             raise InvalidRequestError(str(exc)) from None
+
+
+def _cache_marks(value: bool | str | Sequence[int] | None) -> tuple[int | str, ...] | None:
+    """``cache_prompt`` as the places to mark: "system" and message indices (-1: the last one)."""
+    if not value:
+        return None
+    if value is True:
+        return ("system", -1)
+    if value == "system":
+        return ("system",)
+    return tuple(value)
 
 
 class _TakesOptions(Generic[P]):

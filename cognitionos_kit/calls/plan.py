@@ -169,6 +169,11 @@ class Planner:
         if sampling.thinking_budget is not None and sampling.thinking_budget >= max_tokens:
             raise InvalidRequestError(f"thinking_budget={sampling.thinking_budget} must be below max_tokens={max_tokens} "
                                       "(the answer comes after the thinking): raise max_tokens")
+        marks = [m for m in sampling.cache_prompt or () if isinstance(m, int)]
+        if any(not -len(messages) <= m < len(messages) for m in marks) or len(sampling.cache_prompt or ()) > 4:
+            raise InvalidRequestError(
+                f"cache_prompt={list(sampling.cache_prompt or ())}: message indices must be within the "
+                f"{len(messages)} message(s) of the prompt, and at most 4 places can be cached")
         steps = []
         for i, r in enumerate(routes):
             provider = self.providers.get(r.provider)

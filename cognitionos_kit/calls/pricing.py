@@ -54,10 +54,11 @@ class CostEstimate:
 # The simulated provider's models carry nominal prices mirroring the real models they stand in
 # for, so budgets, max_cost and spend charts behave offline as they will online. Rows stay
 # labelled provider="simulated" and price_source="simulated".
+# Cache writes at 1.25x input, as Anthropic charges, so the simulated prompt cache shows both signs.
 SIMULATED_PRICES = {
-    "sim-large": Price(2.0, 8.0, 0.5),  # like gpt-4.1
-    "sim-small": Price(0.15, 0.60, 0.075),  # like gpt-4o-mini
-    "sim-nano": Price(0.10, 0.40, 0.025),  # like gpt-4.1-nano
+    "sim-large": Price(2.0, 8.0, 0.5, 2.5),  # like gpt-4.1
+    "sim-small": Price(0.15, 0.60, 0.075, 0.1875),  # like gpt-4o-mini
+    "sim-nano": Price(0.10, 0.40, 0.025, 0.125),  # like gpt-4.1-nano
 }
 
 

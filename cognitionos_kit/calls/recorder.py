@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..core.display import AttemptList
-from ..core.types import Attempt, Completion, ProviderResponse
+from ..core.types import Attempt, Completion, ProviderResponse, Usage
 from ..core.validation import clean_text
 
 if TYPE_CHECKING:
@@ -62,7 +62,9 @@ class Recorder:
         completion = None
         if resp is not None:
             usage = call.fill_usage(step, resp.usage, resp.content)
-            est = self.prices.cost(step.provider.price_id or step.provider.name, step.request.model, usage)
+            price_id = step.provider.price_id or step.provider.name
+            est = self.prices.cost(price_id, step.request.model, usage)
+            saving = self._cache_saving(price_id, step.request.model, usage, est.cost_usd)
             row.update(
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
@@ -70,6 +72,7 @@ class Recorder:
                 cached_tokens=usage.cached_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 reasoning_tokens=usage.reasoning_tokens or None,
+                cache_saving_usd=saving,
                 tokens_estimated=usage.estimated,
                 cost_usd=est.cost_usd,
                 price_source=est.source,
@@ -100,10 +103,19 @@ class Recorder:
                 response_model=resp.model or None,
                 tokens_estimated=usage.estimated,
                 reasoning_tokens=usage.reasoning_tokens,
+                cache_saving_usd=saving,
                 logprobs=resp.logprobs,
             )
         self._ledger().record([row])
         return completion
+
+    def _cache_saving(self, price_id: str, model: str, usage: Usage, cost: float | None) -> float | None:
+        """Full-price input minus what the prompt cache made it cost (None when nothing was cached)."""
+        if cost is None or not (usage.cached_tokens or usage.cache_write_tokens):
+            return None
+        plain = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        full = self.prices.cost(price_id, model, plain).cost_usd
+        return None if full is None else full - cost
 
     def collect(self, call: CallPlan) -> Collected:
         """An ``on_attempt`` for the fallback drivers that records each attempt of ``call``."""

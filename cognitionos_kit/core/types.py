@@ -30,7 +30,7 @@ class ProviderRequest:
 
 
 SAMPLING_NAMES = ("stop", "top_p", "frequency_penalty", "presence_penalty", "logprobs", "reasoning_effort",
-                  "thinking_budget", "extra_body")
+                  "thinking_budget", "cache_prompt", "extra_body")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Sampling:
     logprobs: int | None = None
     reasoning_effort: str | None = None
     thinking_budget: int | None = None
+    cache_prompt: tuple[int | str, ...] | None = None  # "system" and/or message indices to cache up to
     extra_body: tuple[tuple[str, Any], ...] = ()
 
     def given(self) -> tuple[str, ...]:
@@ -61,7 +62,7 @@ class Sampling:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings given, JSON-friendly (for cache keys and manifests)."""
-        return {n: (dict(v) if n == "extra_body" else list(v) if n == "stop" else v)
+        return {n: (dict(v) if n == "extra_body" else list(v) if n in ("stop", "cache_prompt") else v)
                 for n in self.given() for v in [getattr(self, n)]}
 
 
@@ -145,6 +146,7 @@ class Completion:
     response_model: str | None = None  # the model the provider says answered (e.g. a dated snapshot)
     tokens_estimated: bool = False  # usage counted locally: the provider sent none (or not all)
     reasoning_tokens: int = 0  # part of completion_tokens spent reasoning or thinking
+    cache_saving_usd: float | None = None  # what the prompt cache saved (negative: a write cost more)
     logprobs: list[dict[str, Any]] | None = field(default=None, repr=False)  # when asked with logprobs=
 
     @property
@@ -184,6 +186,10 @@ class Completion:
             f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens · "
             f"{cost} · {self.latency_ms:.0f} ms"
         )
+        if self.cached_tokens or self.cache_write_tokens:
+            saved = "" if self.cache_saving_usd is None else f" ({'saved' if self.cache_saving_usd >= 0 else 'cost'} " \
+                f"${abs(self.cache_saving_usd):.6f})"
+            line += f" · cache {self.cached_tokens} read, {self.cache_write_tokens} written{saved}"
         note = self.substitute_note
         return f"{line} · {note}" if note else line
 

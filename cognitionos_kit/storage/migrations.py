@@ -135,3 +135,10 @@ def m004_sampling(con: duckdb.DuckDBPyConnection) -> None:
     # settings a fallback provider did not accept and was sent without.
     con.execute("ALTER TABLE llm_usage ADD COLUMN reasoning_tokens INTEGER")
     con.execute("ALTER TABLE llm_usage ADD COLUMN dropped_params VARCHAR")
+
+
+@LEDGER_MIGRATIONS
+def m005_prompt_cache_saving(con: duckdb.DuckDBPyConnection) -> None:
+    # What reading the provider's prompt cache saved against full-price input (negative for a
+    # write, which costs more than plain input at Anthropic).
+    con.execute("ALTER TABLE llm_usage ADD COLUMN cache_saving_usd DOUBLE")

@@ -32,7 +32,7 @@ class AnthropicProvider(SDKProvider):
     name = "anthropic"
     temperature_range = None  # deprecated by Anthropic: not sent
     # no top_p, penalties or log-probabilities in the Messages API any more; effort goes in output_config
-    accepts = frozenset({"stop", "reasoning_effort", "thinking_budget", "extra_body"})
+    accepts = frozenset({"stop", "reasoning_effort", "thinking_budget", "cache_prompt", "extra_body"})
 
     def unsupported(self, sampling: Sampling, model: str) -> tuple[str, ...]:
         """As ``accepts`` says; of the efforts, Anthropic has low, medium and high (no "minimal")."""
@@ -71,6 +71,8 @@ class AnthropicProvider(SDKProvider):
                 params["output_config"] = {"effort": s.reasoning_effort}
             if s.thinking_budget is not None:
                 params["thinking"] = {"type": "enabled", "budget_tokens": s.thinking_budget}
+            if s.cache_prompt:
+                _mark_cache(params, s.cache_prompt)
             params.update(s.extra_body)  # as the SDK's extra_body= does: top-level fields of the body
         return params
 
@@ -204,3 +206,18 @@ def _with_thinking(usage: Usage, thinking: str, model: str) -> Usage:
     if thinking:
         usage.reasoning_tokens = min(tokens.count_text(thinking, model), usage.completion_tokens or 10**9)
     return usage
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def _mark_cache(params: dict[str, Any], marks: tuple[int | str, ...]) -> None:
+    """Anthropic's prompt caching: a ``cache_control`` breakpoint on the system prompt and on the
+    chosen messages (the prompt up to each breakpoint is cached), written as text blocks."""
+    if "system" in marks and params.get("system"):
+        params["system"] = [{"type": "text", "text": params["system"], "cache_control": _EPHEMERAL}]
+    messages = params["messages"]
+    for i in (m for m in marks if isinstance(m, int)):
+        if -len(messages) <= i < len(messages):
+            m = messages[i]
+            m["content"] = [{"type": "text", "text": m["content"], "cache_control": _EPHEMERAL}]

@@ -34,8 +34,9 @@ class OpenAIProvider(SDKProvider):
 
     name = "openai"
     temperature_range = (0.0, 2.0)
+    # cache_prompt: OpenAI caches prompt prefixes of 1,024 tokens and more by itself (nothing to send)
     accepts = frozenset({"stop", "top_p", "frequency_penalty", "presence_penalty", "logprobs", "reasoning_effort",
-                         "extra_body"})
+                         "cache_prompt", "extra_body"})
     sdk_module, sync_client_name, async_client_name = "openai", "OpenAI", "AsyncOpenAI"
 
     @property

@@ -93,6 +93,7 @@ class SimulatedProvider(Provider):
         self.failure_kind = failure_kind
         self._failure_rng = random.Random(seed)
         self._scheduled: deque[_Failure] = deque()
+        self._prompt_cache: set[str] = set()
         self._lock = threading.Lock()
         self.calls = 0
 
@@ -132,11 +133,30 @@ class SimulatedProvider(Provider):
         msgs = [{"role": m.role, "content": m.content} for m in req.messages]
         usage = Usage(prompt_tokens=tokens.count_messages(msgs, req.model, system=req.system),
                       completion_tokens=len(ids) + reasoning, reasoning_tokens=reasoning)
+        if s is not None and s.cache_prompt:
+            self._use_cache(req, s.cache_prompt, msgs, usage)
         latency_s = self.latency.sample(rng, usage.prompt_tokens, usage.completion_tokens) / 1000.0
         resp = ProviderResponse(text, req.model, usage, finish, "sim-" + hashlib.sha1(key.encode()).hexdigest()[:16],
                                 logprobs=_logprobs(enc, ids, s.logprobs, rng) if s is not None and s.logprobs is not None
                                 else None)
         return resp, latency_s, failure
+
+    def _use_cache(self, req: ProviderRequest, marks: tuple[int | str, ...], msgs: list[dict[str, str]],
+                   usage: Usage) -> None:
+        """Like Anthropic: the prompt up to the last breakpoint is read from the cache when this
+        provider saw the same prefix before, else written to it."""
+        last = max((i % len(msgs) for i in marks if isinstance(i, int)), default=-1)
+        prefix = msgs[: last + 1]
+        n = tokens.count_messages(prefix, req.model, system=req.system) if prefix else tokens.count_text(
+            req.system or "", req.model)
+        key = hashlib.sha256(repr((req.model, req.system, prefix)).encode()).hexdigest()
+        with self._lock:
+            hit = key in self._prompt_cache
+            self._prompt_cache.add(key)
+        if hit:
+            usage.cached_tokens = min(n, usage.prompt_tokens)
+        else:
+            usage.cache_write_tokens = min(n, usage.prompt_tokens)
 
     def _error(self, failure: _Failure, req: ProviderRequest) -> ProviderError:
         status, moves_on = FAILURE_KINDS[failure.kind]
