@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from typing_extensions import Unpack
 
+    from .calls.chat import Chat
     from .calls.streaming import AsyncStream, Stream
     from .charts import ChartFilters, Charts
     from .experiments import Comparison, Experiment, Run
@@ -199,6 +200,15 @@ class Kit:
         """Async ``send``."""
         records = self.recorder.collect(plan)
         return records.answer(await fallback.arun(plan.chain, records.on_attempt))
+
+    def chat(self, *, system: str | None = None, role: str | None = None, model: str | None = None,
+             user_id: str | None = None, max_tokens: int | None = None, **options: Any) -> Chat:
+        """A conversation: ``chat.send(text)`` keeps the history, each turn a costed call; the
+        options here (and any other call option) apply to every turn."""
+        from .calls.chat import Chat
+
+        given = {"role": role, "model": model, "user_id": user_id, "max_tokens": max_tokens, **options}
+        return Chat(self, system=system, **{k: v for k, v in given.items() if v is not None})
 
     def count_tokens(self, prompt: Prompt, *, model: str | None = None, role: str | None = None,
                      system: str | None = None) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def test_modules_stay_small_and_the_kit_class_short():
 
 PUBLIC = [Kit.complete, Kit.acomplete, Kit.stream, Kit.astream, Kit.plan, Kit.send, Kit.asend, Kit.embed,
           Kit.count_tokens, Kit.set_price, Kit.set_role_model, Kit.playground, Kit.dashboard, Kit.run, Kit.usage,
-          Kit.spend, Kit.summary, Kit.models, Kit.status, Kit.__init__, Kit.from_config, Experiment.__init__]
+          Kit.spend, Kit.summary, Kit.models, Kit.status, Kit.chat, Kit.__init__, Kit.from_config, Experiment.__init__]
 
 
 @pytest.mark.parametrize("fn", PUBLIC, ids=lambda f: f.__qualname__)

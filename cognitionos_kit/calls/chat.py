@@ -1,0 +1,106 @@
+"""``kit.chat()``: a conversation. Each ``send`` is one call carrying the whole history (costed,
+timed, ledgered like any call); the history grows only by turns that were answered."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import InvalidRequestError
+from ..core.validation import check_text
+
+if TYPE_CHECKING:
+    from ..core.types import Completion
+    from ..kit import Kit  # an annotation only: the Kit hands itself in
+
+__all__ = ["Chat"]
+
+
+class Chat:
+    """A conversation with one Kit: ``chat.send("...")`` returns the answer's ``Completion``;
+    ``chat.history`` holds the turns, ``chat.turns`` each answer, ``chat.cost_usd`` the total.
+
+    The options given to ``kit.chat(...)`` (system prompt, role or model, user_id, ...) apply to
+    every turn; ``send(text, **options)`` can add or override some for one turn."""
+
+    def __init__(self, kit: Kit, *, system: str | None = None, **options: Any) -> None:
+        if system is not None:
+            check_text(system, "system")
+        self.kit = kit
+        self.system = system
+        self.options = dict(options)
+        kit.plan("check", system=system, **self.options)  # a bad option fails here, not at the first turn
+        self.history: list[dict[str, str]] = []
+        self.turns: list[Completion] = []
+
+    def _messages(self, text: str) -> list[dict[str, str]]:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequestError(f"a chat turn needs some text, got {text!r:.60}")
+        return [*self.history, {"role": "user", "content": text}]
+
+    def _options(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        if "system" in overrides:
+            raise InvalidRequestError("a chat's system prompt is set by kit.chat(system=...), not per turn")
+        return {"system": self.system, **self.options, **overrides}
+
+    def _add(self, text: str, c: Completion) -> Completion:
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": c.content}]
+        self.turns.append(c)
+        return c
+
+    def send(self, text: str, **options: Any) -> Completion:
+        """Ask the next question; the answer joins the history."""
+        return self._add(text, self.kit.complete(self._messages(text), **self._options(options)))
+
+    async def asend(self, text: str, **options: Any) -> Completion:
+        """Async ``send``."""
+        return self._add(text, await self.kit.acomplete(self._messages(text), **self._options(options)))
+
+    def stream(self, text: str, **options: Any) -> Iterator[str]:
+        """Yield the answer's text as it arrives; the turn joins the history when the stream ends."""
+        s = self.kit.stream(self._messages(text), **self._options(options))
+        yield from s
+        if s.completion is not None:
+            self._add(text, s.completion)
+
+    async def astream(self, text: str, **options: Any) -> AsyncIterator[str]:
+        """Async ``stream``."""
+        s = self.kit.astream(self._messages(text), **self._options(options))
+        async for chunk in s:
+            yield chunk
+        if s.completion is not None:
+            self._add(text, s.completion)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the turns cost together (None when a turn's price is unknown)."""
+        costs = [c.cost_usd for c in self.turns]
+        return None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+
+    def reset(self) -> None:
+        """Forget the history (the ledger keeps every turn)."""
+        self.history.clear()
+        self.turns.clear()
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+    def __repr__(self) -> str:
+        cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
+        lines = [f"Chat({len(self.turns)} turn(s), {cost})"]
+        for i, c in enumerate(self.turns):
+            q = self.history[2 * i]["content"]
+            lines.append(f"  > {q[:70]}\n    {c.content[:70]}  [{c.footer()}]")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from ..core.display import footer_html
+
+        rows = []
+        for i, c in enumerate(self.turns):
+            q = html.escape(self.history[2 * i]["content"])
+            rows.append(f"<div style='margin:6px 0'><b>you</b>: {q}</div>"
+                        f"<div style='margin:2px 0 2px 12px'>{html.escape(c.content)}</div>{footer_html(c)}")
+        cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
+        return f"<div><code>Chat</code> · {len(self.turns)} turn(s) · {cost}</div>" + "".join(rows)
