@@ -21,6 +21,7 @@ from .core.errors import (
     StorageError,
     StorageWarning,
     StreamInterruptedError,
+    StructuredOutputError,
 )
 from .core.types import Attempt, Completion, Usage
 
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "ProviderError",
     "StreamInterruptedError",
+    "StructuredOutputError",
     "AllProvidersFailedError",
     "StorageError",
     "KitWarning",

@@ -18,6 +18,7 @@ from .calls.policy import FallbackOn
 from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
 from .calls.router import provider_for_model
+from .calls.structured import adrive, asks, drive
 from .core.config import KitConfig, PriceOverride
 from .core.display import UsageSummary
 from .core.errors import InvalidRequestError
@@ -166,13 +167,17 @@ class Kit:
 
         ``prompt`` is a string or a list of ``{"role", "content"}`` messages. The Completion says
         what was asked and what answered (``requested_model``, ``model``, ``substituted``). Works
-        inside a running event loop (a notebook cell)."""
-        return self.send(self.planner.plan(prompt, options))
+        inside a running event loop (a notebook cell). ``r.output`` holds the parsed ``output=``."""
+        if options.output_spec is None:
+            return self.send(self.planner.plan(prompt, options))
+        return drive(asks(self.planner, prompt, options), self.send)
 
     @takes_options
     async def acomplete(self, prompt: Prompt, options: CallOptions) -> Completion:
         """Async ``complete``: same arguments, same result, same ledger rows."""
-        return await self.asend(self.planner.plan(prompt, options))
+        if options.output_spec is None:
+            return await self.asend(self.planner.plan(prompt, options))
+        return await adrive(asks(self.planner, prompt, options), self.asend)
 
     @takes_options
     def stream(self, prompt: Prompt, options: CallOptions) -> Stream:

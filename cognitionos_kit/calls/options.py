@@ -8,7 +8,7 @@ import inspect
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from numbers import Real
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, Union
@@ -17,6 +17,7 @@ from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.types import ROLES, Sampling
 from ..core.validation import check_identifier, check_number, check_text
 from .policy import FallbackOn, FallbackPolicy
+from .structured import OutputSpec, output_spec
 
 __all__ = ["CallOptions", "Prompt", "takes_options", "REASONING_EFFORTS"]
 
@@ -49,6 +50,9 @@ class CallOptions:
     cache_prompt: True caches the prompt up to its last message (and the system prompt), "system"
         the system prompt only, or a list of message indices to cache up to (Anthropic's
         cache_control; OpenAI caches long prompts by itself). ``r.cache_saving_usd`` says what it saved.
+    output: a pydantic model class or a JSON schema dict: the answer must be JSON that fits it, and
+        ``r.output`` holds it parsed. output_retries: ask again this many times with the validation
+        error when an answer does not fit (complete and acomplete; each ask its own ledger row).
     extra_body: more request fields, sent as they are. A setting the first provider does not accept
         is an error before sending; a fallback provider without it is sent the call without it
         (warned, and listed in the attempt's ``dropped_params``).
@@ -83,7 +87,11 @@ class CallOptions:
     reasoning_effort: str | None = None
     thinking_budget: int | None = None
     cache_prompt: bool | str | Sequence[int] | None = None
+    output: Any = None
+    output_retries: int = 0
     extra_body: Mapping[str, Any] | None = None
+
+    output_spec: OutputSpec | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in ROLES:
@@ -116,7 +124,8 @@ class CallOptions:
             raise InvalidRequestError(f"providers must be a non-empty list of names, got {p!r}")
         if (self.stop is not None or self.top_p is not None or self.frequency_penalty is not None
                 or self.presence_penalty is not None or self.logprobs is not None or self.reasoning_effort is not None
-                or self.thinking_budget is not None or self.extra_body is not None or self.cache_prompt is not None):
+                or self.thinking_budget is not None or self.extra_body is not None or self.cache_prompt is not None
+                or self.output is not None or self.output_retries):
             self._check_sampling()
 
     def _check_sampling(self) -> None:
@@ -142,6 +151,12 @@ class CallOptions:
         tb = self.thinking_budget
         if tb is not None and (not isinstance(tb, int) or isinstance(tb, bool) or tb < 1024):
             raise InvalidRequestError(f"thinking_budget must be a whole number of tokens, at least 1024, got {tb!r}")
+        r = self.output_retries
+        if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r <= 10:
+            raise InvalidRequestError(f"output_retries must be a whole number from 0 to 10, got {r!r}")
+        if r and self.output is None:
+            raise InvalidRequestError("output_retries needs output= (a pydantic model or a JSON schema)")
+        self.output_spec = None if self.output is None else output_spec(self.output)
         cp = self.cache_prompt
         if cp is not None and cp is not True and cp is not False and cp != "system" and not (
                 isinstance(cp, Sequence) and not isinstance(cp, str) and cp
@@ -164,7 +179,8 @@ class CallOptions:
         """The sampling settings beyond temperature and seed (None when none is given)."""
         if (self.stop is None and self.top_p is None and self.frequency_penalty is None
                 and self.presence_penalty is None and self.logprobs is None and self.reasoning_effort is None
-                and self.thinking_budget is None and not self.extra_body and not self.cache_prompt):
+                and self.thinking_budget is None and not self.extra_body and not self.cache_prompt
+                and self.output is None):
             return None
         lp = self.logprobs
         return Sampling(
@@ -172,7 +188,7 @@ class CallOptions:
             top_p=self.top_p, frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
             logprobs=None if lp is None or lp is False else 0 if lp is True else int(lp),
             reasoning_effort=self.reasoning_effort, thinking_budget=self.thinking_budget,
-            cache_prompt=_cache_marks(self.cache_prompt),
+            cache_prompt=_cache_marks(self.cache_prompt), output=self.output_spec,
             extra_body=tuple(sorted((self.extra_body or {}).items())),
         )
 

@@ -21,6 +21,7 @@ from ..core.types import Attempt, Completion, ProviderResponse
 from .policy import Step, as_provider_error
 from .providers.base import StreamItem, incomplete_stream
 from .providers.http import attempt_scope
+from .structured import check_output
 
 if TYPE_CHECKING:
     from .plan import CallPlan
@@ -48,6 +49,13 @@ class _StreamState:
 
     def start(self) -> None:
         self.call.t_start = time.perf_counter()  # latency counts from the first read, not creation
+
+    def check_output(self) -> None:
+        """With ``output=``, the finished answer is parsed (``StructuredOutputError`` if it does not fit)."""
+        steps = self.chain.steps
+        spec = steps[0].request.sampling.output if steps and steps[0].request.sampling is not None else None
+        if spec is not None and self.completion is not None:
+            check_output(self.completion, spec)
 
     def record_partial(self, step: Step, attempt: Attempt) -> Completion | None:
         text = "".join(self.parts)
@@ -164,17 +172,24 @@ class Stream(_Base):
             try:
                 while (chunk := _read(a, items)) is not None:
                     yield chunk
-                return
             except BaseException as exc:
                 items.close()  # type: ignore[attr-defined]
                 if (stop := a.failed(exc)) is not None:
                     raise stop from None
+            else:
+                st.check_output()
+                return
         raise st.chain.exhausted()
 
 
 def _read(a: _StreamAttempt, items: Iterator[StreamItem]) -> str | None:
     with a.reading():
         return a.take(next(items, _END))
+
+
+async def _aread(a: _StreamAttempt, items: AsyncIterator[StreamItem]) -> str | None:
+    with a.reading():  # the HTTP client bounds each read (a backstop per chunk would cost)
+        return a.take(await anext(items, _END))
 
 
 class AsyncStream(_Base):
@@ -200,14 +215,13 @@ class AsyncStream(_Base):
             a = _StreamAttempt(st, number, step, await step.provider.aprepare())
             items = step.provider.astream(step.request)
             try:
-                while True:
-                    with a.reading():  # the HTTP client bounds each read (a backstop per chunk would cost)
-                        chunk = a.take(await anext(items, _END))
-                    if chunk is None:
-                        return
+                while (chunk := await _aread(a, items)) is not None:
                     yield chunk
             except BaseException as exc:
                 await items.aclose()  # type: ignore[attr-defined]
                 if (stop := a.failed(exc)) is not None:
                     raise stop from None
+            else:
+                st.check_output()
+                return
         raise st.chain.exhausted()

@@ -31,6 +31,7 @@ __all__ = [
     "ConfigurationError",
     "ProviderError",
     "StreamInterruptedError",
+    "StructuredOutputError",
     "AllProvidersFailedError",
     "StorageError",
     "KitWarning",
@@ -101,6 +102,15 @@ class StreamInterruptedError(ProviderError):
         super().__init__(message, **kw)
         self.partial = partial
         self.completion: Completion | None = None  # set by the kit: the recorded partial Completion
+
+
+class StructuredOutputError(KitError):
+    """The answer is not JSON that fits the requested output; ``raw`` holds the text, ``errors``
+    what did not fit, ``completion`` the (recorded, paid-for) answer."""
+
+    def __init__(self, message: str, *, raw: str, errors: str, completion: Completion | None = None) -> None:
+        super().__init__(message)
+        self.raw, self.errors, self.completion = raw, errors, completion
 
 
 class AllProvidersFailedError(KitError):

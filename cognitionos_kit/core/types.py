@@ -30,7 +30,7 @@ class ProviderRequest:
 
 
 SAMPLING_NAMES = ("stop", "top_p", "frequency_penalty", "presence_penalty", "logprobs", "reasoning_effort",
-                  "thinking_budget", "cache_prompt", "extra_body")
+                  "thinking_budget", "cache_prompt", "output", "extra_body")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Sampling:
     reasoning_effort: str | None = None
     thinking_budget: int | None = None
     cache_prompt: tuple[int | str, ...] | None = None  # "system" and/or message indices to cache up to
+    output: Any = None  # a calls.structured.OutputSpec: the JSON the answer must be
     extra_body: tuple[tuple[str, Any], ...] = ()
 
     def given(self) -> tuple[str, ...]:
@@ -62,7 +63,8 @@ class Sampling:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings given, JSON-friendly (for cache keys and manifests)."""
-        return {n: (dict(v) if n == "extra_body" else list(v) if n in ("stop", "cache_prompt") else v)
+        return {n: (dict(v) if n == "extra_body" else list(v) if n in ("stop", "cache_prompt")
+                    else v.schema_json if n == "output" else v)
                 for n in self.given() for v in [getattr(self, n)]}
 
 
@@ -147,6 +149,7 @@ class Completion:
     tokens_estimated: bool = False  # usage counted locally: the provider sent none (or not all)
     reasoning_tokens: int = 0  # part of completion_tokens spent reasoning or thinking
     cache_saving_usd: float | None = None  # what the prompt cache saved (negative: a write cost more)
+    output: Any = field(default=None, repr=False)  # the parsed answer, when asked with output=
     logprobs: list[dict[str, Any]] | None = field(default=None, repr=False)  # when asked with logprobs=
 
     @property

@@ -32,7 +32,7 @@ class AnthropicProvider(SDKProvider):
     name = "anthropic"
     temperature_range = None  # deprecated by Anthropic: not sent
     # no top_p, penalties or log-probabilities in the Messages API any more; effort goes in output_config
-    accepts = frozenset({"stop", "reasoning_effort", "thinking_budget", "cache_prompt", "extra_body"})
+    accepts = frozenset({"stop", "reasoning_effort", "thinking_budget", "cache_prompt", "output", "extra_body"})
 
     def unsupported(self, sampling: Sampling, model: str) -> tuple[str, ...]:
         """As ``accepts`` says; of the efforts, Anthropic has low, medium and high (no "minimal")."""
@@ -69,6 +69,8 @@ class AnthropicProvider(SDKProvider):
                 params["stop_sequences"] = list(s.stop)
             if s.reasoning_effort is not None:
                 params["output_config"] = {"effort": s.reasoning_effort}
+            if s.output is not None:
+                params["output_config"] = {**params.get("output_config", {}), "format": s.output.anthropic_format()}
             if s.thinking_budget is not None:
                 params["thinking"] = {"type": "enabled", "budget_tokens": s.thinking_budget}
             if s.cache_prompt:

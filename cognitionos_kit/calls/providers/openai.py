@@ -36,7 +36,7 @@ class OpenAIProvider(SDKProvider):
     temperature_range = (0.0, 2.0)
     # cache_prompt: OpenAI caches prompt prefixes of 1,024 tokens and more by itself (nothing to send)
     accepts = frozenset({"stop", "top_p", "frequency_penalty", "presence_penalty", "logprobs", "reasoning_effort",
-                         "cache_prompt", "extra_body"})
+                         "cache_prompt", "output", "extra_body"})
     sdk_module, sync_client_name, async_client_name = "openai", "OpenAI", "AsyncOpenAI"
 
     @property
@@ -76,6 +76,8 @@ class OpenAIProvider(SDKProvider):
             for name in ("top_p", "frequency_penalty", "presence_penalty", "reasoning_effort"):
                 if getattr(s, name) is not None:
                     params[name] = getattr(s, name)
+            if s.output is not None:
+                params["response_format"] = s.output.openai_format()
             if s.logprobs is not None:
                 params["logprobs"] = True
                 if s.logprobs:

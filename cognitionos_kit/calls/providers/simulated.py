@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import random
 import re
@@ -22,6 +23,7 @@ from typing import Any
 from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from ...core.types import SAMPLING_NAMES, ProviderRequest, ProviderResponse, Sampling, Usage
 from .. import tokens
+from ..structured import example_value
 from .base import Provider, StreamItem
 from .http import current_attempt
 
@@ -116,12 +118,15 @@ class SimulatedProvider(Provider):
         if req.sampling is not None:
             key += repr(req.sampling)
         rng = random.Random(hashlib.sha256(key.encode()).digest())
-        text = compose_answer(req, rng)
+        s = req.sampling
+        if s is not None and s.output is not None:
+            text = json.dumps(example_value(s.output.schema, rng))
+        else:
+            text = compose_answer(req, rng)
         enc = tokens.encoding_for_model(req.model)
         ids = enc.encode(text)
         finish = "stop"
-        s = req.sampling
-        if s is not None and s.stop:
+        if s is not None and s.stop and s.output is None:
             cut = min((i for i in (text.find(x) for x in s.stop) if i >= 0), default=-1)
             if cut >= 0:
                 text, ids = text[:cut], enc.encode(text[:cut])
