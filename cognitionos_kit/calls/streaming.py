@@ -96,6 +96,12 @@ class _StreamAttempt:
     def _ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
 
+    def fail(self, exc: BaseException) -> None:
+        """Record a failed read; raise what ends the stream, or return to let the next provider try."""
+        stop = self.failed(exc)
+        if stop is not None:
+            raise stop from None
+
     def failed(self, exc: BaseException) -> BaseException | None:
         """Before text, an ordinary failure (None: try the next step); after text the stream is
         committed: the partial answer is recorded and ``StreamInterruptedError`` returned."""
@@ -174,11 +180,9 @@ class Stream(_Base):
                     yield chunk
             except BaseException as exc:
                 items.close()  # type: ignore[attr-defined]
-                if (stop := a.failed(exc)) is not None:
-                    raise stop from None
+                a.fail(exc)
             else:
-                st.check_output()
-                return
+                return st.check_output()  # the answer is complete (and parsed, with output=)
         raise st.chain.exhausted()
 
 
@@ -219,8 +223,7 @@ class AsyncStream(_Base):
                     yield chunk
             except BaseException as exc:
                 await items.aclose()  # type: ignore[attr-defined]
-                if (stop := a.failed(exc)) is not None:
-                    raise stop from None
+                a.fail(exc)
             else:
                 st.check_output()
                 return
