@@ -150,18 +150,18 @@ class SimulatedProvider(Provider):
                    usage: Usage) -> None:
         """Like Anthropic: the prompt up to the last breakpoint is read from the cache when this
         provider saw the same prefix before, else written to it."""
-        last = max((i % len(msgs) for i in marks if isinstance(i, int)), default=-1)
-        prefix = msgs[: last + 1]
-        n = tokens.count_messages(prefix, req.model, system=req.system) if prefix else tokens.count_text(
-            req.system or "", req.model)
-        key = hashlib.sha256(repr((req.model, req.system, prefix)).encode()).hexdigest()
+        ends = sorted({m % len(msgs) + 1 if isinstance(m, int) else 0 for m in marks})  # messages before each breakpoint
+        sizes, keys = [], []
+        for end in ends:
+            prefix = msgs[:end]
+            sizes.append(tokens.count_messages(prefix, req.model, system=req.system) if prefix
+                         else tokens.count_text(req.system or "", req.model))
+            keys.append(hashlib.sha256(repr((req.model, req.system, prefix)).encode()).hexdigest())
         with self._lock:
-            hit = key in self._prompt_cache
-            self._prompt_cache.add(key)
-        if hit:
-            usage.cached_tokens = min(n, usage.prompt_tokens)
-        else:
-            usage.cache_write_tokens = min(n, usage.prompt_tokens)
+            read = max((n for n, k in zip(sizes, keys) if k in self._prompt_cache), default=0)
+            self._prompt_cache.update(keys)
+        usage.cached_tokens = min(read, usage.prompt_tokens)
+        usage.cache_write_tokens = min(max(sizes) - read, usage.prompt_tokens - usage.cached_tokens)
 
     def _error(self, failure: _Failure, req: ProviderRequest) -> ProviderError:
         status, moves_on = FAILURE_KINDS[failure.kind]
@@ -277,9 +277,10 @@ def _reasoning_tokens(s: Sampling | None, max_tokens: int, rng: random.Random) -
 def _logprobs(enc: Any, ids: list[int], top: int, rng: random.Random) -> list[dict[str, Any]]:
     """Seeded log-probabilities in OpenAI's shape: each answer token, and ``top`` alternatives."""
     out = []
-    for i in ids:
+    for j, i in enumerate(ids):
         lp = -rng.random() * 2
-        alts = [{"token": enc.decode([(i + k) % 50000]), "logprob": lp - rng.random() * (k + 1)} for k in range(1, top)]
+        alts = [{"token": enc.decode([ids[(j + 3 * k) % len(ids)]]), "logprob": lp - rng.random() * (k + 1)}
+                for k in range(1, top)]
         best = [{"token": enc.decode([i]), "logprob": lp}] + alts if top else []
         out.append({"token": enc.decode([i]), "logprob": lp, "top_logprobs": best})
     return out
