@@ -222,3 +222,22 @@ def test_simulated_provider_honours_settings_alike_in_every_mode(tmp_path, optio
         assert "." not in content and len(logprobs) > 0 and all(len(t["top_logprobs"]) == 3 for t in logprobs)
     else:
         assert reasoning > 0 and row_reasoning == reasoning and completion > reasoning
+
+
+def test_an_experiment_grid_varies_sampling_settings_and_caches_them_apart(tmp_path):
+    import pandas as pd
+
+    from cognitionos_kit import Experiment
+
+    kit = Kit(tmp_path, dotenv=False, simulated_latency=LatencyModel(scale=0))
+    exp = Experiment(name="effort", dataset=pd.DataFrame({"topic": ["caching", "retries"]}),
+                     prompts={"q": "Plan an ablation of {topic}."}, models=["executor"],
+                     settings={"reasoning_effort": ["low", "high"], "max_tokens": [4096]})
+    run = kit.run(exp, progress=False)
+    assert len(run.results) == 4 and (run.results.status == "ok").all()
+    rows = kit.usage(run_id=run.run_id)
+    by_effort = rows.groupby(rows.completion_tokens > 1000).size().to_dict()
+    assert by_effort == {False: 2, True: 2}  # high effort thinks 1,024 tokens, low 64
+    rerun = kit.run(exp, progress=False)
+    assert rerun.cache_hits == 4 and rerun.cost_usd == 0  # each setting cached under its own key
+    kit.close()
