@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Experiment", "Cell", "SETTING_KEYS"]
 
-SETTING_KEYS = ("temperature", "max_tokens", "system", "seed", "stop", "top_p", "frequency_penalty", "presence_penalty",
+SETTING_KEYS = ("temperature", "max_tokens", "system", "stop", "top_p", "frequency_penalty", "presence_penalty",
                 "logprobs", "reasoning_effort", "thinking_budget", "cache_prompt")
 
 
