@@ -305,11 +305,12 @@ class Kit:
 
         return Charts(self)
 
-    def playground(self, *, compare: bool = False, prompt: str = "") -> Playground:
-        """An ipywidgets prompt playground bound to this Kit (streams answers, shows cost)."""
+    def playground(self, *, compare: bool = False, chat: bool = False, prompt: str = "") -> Playground:
+        """An ipywidgets playground bound to this Kit: streams answers and shows cost (``compare=True``:
+        several models side by side; ``chat=True``: a conversation)."""
         from .notebook.playground import playground
 
-        return playground(self, compare=compare, prompt=prompt)
+        return playground(self, compare=compare, chat=chat, prompt=prompt)
 
     def dashboard(self, *, refresh_s: float | None = 1.0, budget_usd: float | None = None,
                   **filters: Unpack[ChartFilters]) -> Dashboard:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 
 import ipywidgets as widgets
+import pytest
 
-from cognitionos_kit import Kit, LatencyModel, SimulatedProvider
+from cognitionos_kit import InvalidRequestError, Kit, LatencyModel, SimulatedProvider
 from cognitionos_kit.notebook.playground import AUTO, Playground
 
 
@@ -165,3 +166,36 @@ def test_completion_renders_as_a_compact_card_and_a_one_line_repr(tmp_path):
     assert text == (f"Completion({c.content[:77] + '...'!r}, {footer} · SUBSTITUTE for flaky/sim-small, "
                     "path='flaky -> simulated')")
     assert "path=" not in repr(plain) and str(plain) == plain.content
+
+
+def test_chat_mode_keeps_the_turns_above_and_costs_each(kit):
+    pg = kit.playground(chat=True)
+    assert pg.run_button.description == "Send" and "No turns yet" in pg.transcript_text
+    pg.system.value = "Be brief."
+    pg.prompt.value = "What is a p-value?"
+    first = pg.run()
+    assert first is not None and pg.prompt.value == "" and pg.system.disabled
+    pg.prompt.value = "And a confidence interval?"
+    pg.run_button.click()
+    assert len(pg.chat.turns) == 2 and pg.completion is pg.chat.turns[-1]
+    text = pg.transcript_text
+    assert "What is a p-value?" in text and "And a confidence interval?" in text and "2 turn(s)" in text
+    assert text.count("sim-small") >= 2 and "$" in text  # each turn's cost line
+    rows = kit.usage()
+    assert len(rows) == 2 and rows.prompt_tokens.iloc[1] > rows.prompt_tokens.iloc[0]  # turn 2 carries turn 1
+    pg.new_chat()
+    assert pg.chat is None and not pg.system.disabled and "No turns yet" in pg.transcript_text
+
+
+def test_chat_mode_errors_are_one_line_and_lose_no_turn(kit):
+    pg = kit.playground(chat=True)
+    pg.prompt.value = "   "
+    assert pg.run() is None and "type something" in pg.error.value
+    pg.prompt.value = "Hello"
+    pg.run()
+    kit.simulated.fail_next(1, "invalid_request")
+    pg.prompt.value = "This one fails"
+    assert pg.run() is None and "invalid" in pg.error.value.lower()
+    assert len(pg.chat.turns) == 1 and pg.prompt.value == "This one fails"  # kept to send again
+    with pytest.raises(InvalidRequestError, match="compares models or holds a chat"):
+        kit.playground(chat=True, compare=True)

@@ -1,6 +1,7 @@
 """A prompt playground widget: type a prompt, pick provider/model/role, Run, watch it stream.
 
-``kit.playground()`` (or ``compare=True`` to run one prompt on several models side by side).
+``kit.playground()`` (``compare=True`` runs one prompt on several models side by side;
+``chat=True`` holds a conversation: the turns above, the input below, each turn's cost line).
 Every control is an attribute (``.prompt``, ``.model``, ``.run_button``...) and ``.run()`` is what
 the button calls, so the widget can be driven from code and tests without a browser.
 """
@@ -20,6 +21,7 @@ from ..core.types import ROLES, Completion
 from .style import INDENT, LABEL, cell_layout, controls_grid, view_layout
 
 if TYPE_CHECKING:
+    from ..calls.chat import Chat
     from ..kit import Kit
 
 __all__ = ["AUTO", "Playground", "model_choices", "playground"]
@@ -70,9 +72,14 @@ class _Card(w.VBox):
 class Playground(w.VBox):
     """Prompt and system text, provider/model/role pickers, temperature, max_tokens, user_id, Run."""
 
-    def __init__(self, kit: Kit, *, compare: bool = False, prompt: str = "") -> None:
+    def __init__(self, kit: Kit, *, compare: bool = False, chat: bool = False, prompt: str = "") -> None:
+        if compare and chat:
+            raise InvalidRequestError("a playground compares models or holds a chat, not both: pick compare or chat")
         self.kit = kit
         self.compare = compare
+        self.chat_mode = chat
+        self.chat: Chat | None = None  # the conversation, started by the first Send
+        self.transcript = w.HTML()
         self.completion: Completion | None = None
         self.completions: list[Completion | None] = []
         self.prompt = w.Textarea(value=prompt, placeholder="Type a prompt…", description="Prompt",
@@ -92,8 +99,10 @@ class Playground(w.VBox):
         self.max_tokens = w.BoundedIntText(value=kit.default_max_tokens, min=1, max=200_000,
                                            description="Max tokens", style=LABEL, layout=cell_layout())
         self.user_id = w.Text(placeholder="optional", description="User id", style=LABEL, layout=cell_layout())
-        self.run_button = w.Button(description="Compare" if compare else "Run", button_style="primary",
-                                   tooltip="Send the prompt", layout=w.Layout(width="120px"))
+        self.run_button = w.Button(description="Compare" if compare else "Send" if chat else "Run",
+                                   button_style="primary", tooltip="Send the prompt", layout=w.Layout(width="120px"))
+        self.new_chat_button = w.Button(description="New chat", tooltip="Forget the conversation (the ledger keeps it)",
+                                        layout=w.Layout(width="120px", display="" if chat else "none"))
         self.status = w.HTML()
         self.error = w.HTML()
         self.output = w.HTML(_answer_html(""))
@@ -104,14 +113,21 @@ class Playground(w.VBox):
         self.provider.observe(lambda _: self._fill_models(), names="value")
         self._fill_models()
         self.run_button.on_click(lambda _: self.run())
+        self.new_chat_button.on_click(lambda _: self.new_chat())
 
         controls = controls_grid([self.provider, self.model, self.role, self.temperature, self.max_tokens, self.user_id])
-        actions = w.HBox([self.run_button, self.status],
+        actions = w.HBox([self.run_button, self.new_chat_button, self.status],
                          layout=w.Layout(align_items="center", grid_gap="12px", margin=f"4px 0 0 {INDENT}"))
-        for box in (self.error, self.output, self.footer, self.results):
+        for box in (self.error, self.output, self.footer, self.results, self.transcript):
             box.layout.margin = f"0 0 0 {INDENT}"
-        body = [self.results] if compare else [self.output, self.footer]
-        super().__init__([self.prompt, self.system, controls, actions, self.error, *body], layout=view_layout())
+        if chat:  # the turns above, the input below
+            self.prompt.description, self.prompt.layout.height = "You", "60px"
+            self.transcript.value = _transcript_html(None)
+            children = [self.system, controls, self.transcript, self.output, self.prompt, actions, self.error]
+        else:
+            body = [self.results] if compare else [self.output, self.footer]
+            children = [self.prompt, self.system, controls, actions, self.error, *body]
+        super().__init__(children, layout=view_layout())
         self.add_class("cok-playground")
 
     @property
@@ -120,7 +136,7 @@ class Playground(w.VBox):
         return plain_text(self.footer.value)
 
     def __repr__(self) -> str:  # the text fallback where widgets cannot render (GitHub, a terminal)
-        mode = "compare mode, " if self.compare else ""
+        mode = "compare mode, " if self.compare else "chat mode, " if self.chat_mode else ""
         return f"Playground({mode}chain={self.kit.chain}): run the cell in Jupyter to use it"
 
     # --- pickers ------------------------------------------------------------------------
@@ -152,6 +168,8 @@ class Playground(w.VBox):
         try:
             if self.compare:
                 return self._run_compare()
+            if self.chat_mode:
+                return self._send_turn()
             self.footer.value = ""
             self.output.value = _answer_html("", "Waiting for the first tokens…")
             provider = self.provider.value
@@ -182,6 +200,65 @@ class Playground(w.VBox):
             for c in self.cards
         ]
         return self.completions
+
+
+    # --- chat mode ----------------------------------------------------------------------
+    def _send_turn(self) -> Completion | None:
+        text = self.prompt.value
+        if not text.strip():
+            self.error.value = error_html(InvalidRequestError("type something to send"))
+            return None
+        if self.chat is None:
+            self.chat = self.kit.chat(system=self.system.value or None)
+            self.system.disabled = True  # a chat keeps its system prompt: New chat to change it
+        provider = self.provider.value
+        options = {k: v for k, v in self._kwargs().items() if k != "system"}
+        self.output.value = _answer_html("", "Waiting for the first tokens…")
+        before = len(self.chat.turns)
+        answer = ""
+        try:
+            last = 0.0
+            for chunk in self.chat.stream(text, model=self.model.value or None,
+                                          providers=[provider] if provider else None, **options):
+                answer += chunk
+                if time.monotonic() - last >= _UPDATE_EVERY_S:
+                    self.output.value = _answer_html(answer)
+                    last = time.monotonic()
+        except Exception as exc:  # KitErrors and anything else: a widget must never dump a traceback wall
+            self.error.value = error_html(exc)
+        self.output.value = _answer_html("", "") if len(self.chat.turns) > before else _answer_html(answer, "No answer.")
+        self.transcript.value = _transcript_html(self.chat)
+        if len(self.chat.turns) > before:
+            self.prompt.value = ""
+            self.completion = self.chat.turns[-1]
+            return self.completion
+        return None
+
+    def new_chat(self) -> None:
+        """Forget the conversation (every turn stays in the ledger)."""
+        self.chat = None
+        self.system.disabled = False
+        self.error.value = ""
+        self.transcript.value = _transcript_html(None)
+        self.output.value = _answer_html("", "")
+
+    @property
+    def transcript_text(self) -> str:
+        """The conversation as plain text: each turn and its cost line."""
+        return plain_text(self.transcript.value)
+
+
+def _transcript_html(chat: Chat | None) -> str:
+    if chat is None or not chat.turns:
+        return f"<div style='{FONT};color:var(--jp-content-font-color3,#999)'>No turns yet: type below and Send.</div>"
+    rows = []
+    for i, c in enumerate(chat.turns):
+        question = html.escape(chat.history[2 * i]["content"])
+        rows.append(f"<div style='{FONT};margin:6px 0 2px'><b>You</b> · {question}</div>"
+                    f"<div class='cok-answer' style='{_ANSWER_BOX}'>{html.escape(c.content)}</div>{footer_html(c)}")
+    cost = "n/a" if chat.cost_usd is None else f"${chat.cost_usd:.6f}"
+    rows.append(f"<div style='{FONT};margin-top:6px'>{len(chat.turns)} turn(s) · {cost} in all</div>")
+    return "".join(rows)
 
 
 def _dedupe(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -223,6 +300,6 @@ def _stream_into(
     return None
 
 
-def playground(kit: Kit, *, compare: bool = False, prompt: str = "") -> Playground:
+def playground(kit: Kit, *, compare: bool = False, chat: bool = False, prompt: str = "") -> Playground:
     """Build a playground bound to ``kit``; display it as a cell's last expression."""
-    return Playground(kit, compare=compare, prompt=prompt)
+    return Playground(kit, compare=compare, chat=chat, prompt=prompt)
