@@ -231,6 +231,17 @@ def _check_playground(page, shots: Path) -> None:
     cmp_pg.locator(".cok-footer").nth(2).filter(has_text="$").wait_for()
     assert cmp_pg.locator(".cok-answer").count() == 3
     cmp_pg.screenshot(path=str(shots / "playground_compare.png"))
+
+    chat_pg = page.locator(".cok-playground").nth(2)
+    chat_pg.scroll_into_view_if_needed()
+    for n, question in enumerate(("What is a p-value?", "And a confidence interval?"), 1):
+        chat_pg.get_by_role("textbox", name="You").fill(question)
+        chat_pg.get_by_role("button", name="Send", exact=True).click()
+        chat_pg.get_by_text(f"{n} turn(s)").wait_for()  # drawn once the turn's stream is complete
+    transcript = chat_pg.inner_text()
+    assert "What is a p-value?" in transcript and "And a confidence interval?" in transcript
+    assert transcript.count("sim-small") >= 2 and "$" in transcript  # each turn's cost line
+    chat_pg.screenshot(path=str(shots / "playground_chat.png"))
     page.screenshot(path=str(shots / "playground_page.png"))
 
 

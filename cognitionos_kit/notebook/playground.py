@@ -123,6 +123,7 @@ class Playground(w.VBox):
         if chat:  # the turns above, the input below
             self.prompt.description, self.prompt.layout.height = "You", "60px"
             self.transcript.value = _transcript_html(None)
+            self.output.value = ""
             children = [self.system, controls, self.transcript, self.output, self.prompt, actions, self.error]
         else:
             body = [self.results] if compare else [self.output, self.footer]
@@ -226,7 +227,7 @@ class Playground(w.VBox):
                     last = time.monotonic()
         except Exception as exc:  # KitErrors and anything else: a widget must never dump a traceback wall
             self.error.value = error_html(exc)
-        self.output.value = _answer_html("", "") if len(self.chat.turns) > before else _answer_html(answer, "No answer.")
+        self.output.value = "" if len(self.chat.turns) > before else _answer_html(answer, "No answer.")
         self.transcript.value = _transcript_html(self.chat)
         if len(self.chat.turns) > before:
             self.prompt.value = ""
@@ -240,7 +241,7 @@ class Playground(w.VBox):
         self.system.disabled = False
         self.error.value = ""
         self.transcript.value = _transcript_html(None)
-        self.output.value = _answer_html("", "")
+        self.output.value = ""  # the answer box shows only while a turn streams
 
     @property
     def transcript_text(self) -> str:
