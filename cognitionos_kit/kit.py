@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .calls import fallback
-from .calls.assembly import assemble
+from .calls.assembly import assemble, describe
 from .calls.options import CallOptions, Prompt, takes_options
-from .calls.plan import CallPlan, check_texts
+from .calls.plan import CallPlan
 from .calls.policy import FallbackOn
 from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
@@ -23,7 +23,6 @@ from .core.config import KitConfig, PriceOverride
 from .core.display import UsageSummary
 from .core.errors import InvalidRequestError
 from .core.types import Completion
-from .core.validation import check_identifier, check_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,15 +48,11 @@ class Kit:
     >>> r = kit.complete("Name three uses of DuckDB", role="executor")
     >>> r.content, r.cost_usd, r.latency_ms
 
-    ``timeout`` (seconds) bounds a whole attempt at one provider, the SDK's own retries included
-    (for a stream: the wait for the first chunk and each gap between chunks). ``max_retries``
-    bounds the SDKs' own retry loop (the only one); a provider asking to wait longer than
-    ``max_retry_wait`` seconds before a retry is skipped for that call instead.
-
-    ``fallback_on`` (error types or a function, see ``calls.policy``) says which failures move
-    on: a role falls back across vendors, a named model only to its ``fallback_models``
-    equivalents. The simulator answers only in simulation mode, when listed in ``providers``, or
-    with ``simulate_on_failure=True``, and says so. ``memory`` sets ``kit.memory``'s options.
+    ``timeout`` bounds a whole attempt (SDK retries included; for a stream, each wait for a chunk);
+    ``max_retries`` the SDK's own retries; a retry asking to wait over ``max_retry_wait`` s is skipped.
+    ``fallback_on`` (see ``calls.policy``) says which failures move on: a role falls back across
+    vendors, a named model only to its ``fallback_models``. The simulator answers only in
+    simulation mode, when listed, or with ``simulate_on_failure=True``, and says so.
     """
 
     def __init__(
@@ -228,18 +223,10 @@ class Kit:
 
         Default: the local all-MiniLM-L6-v2 (384 dims, offline). ``text-embedding-3-small``,
         ``-3-large`` and ``text-embedding-ada-002`` go to OpenAI (batched, ledgered with cost)."""
-        from .calls.embeddings import get_local_embedder
+        from .calls.embed import embed
 
-        items = check_texts(texts)
-        check_identifier(user_id, "user_id")
-        if model is not None:
-            check_text(model, "model")
-        if model is None or model == get_local_embedder().name:
-            return get_local_embedder().embed(items)
-        from .calls.embed import embed_remote
-
-        return embed_remote(self.providers.get("openai"), items, model, user_id=user_id, timeout=self.timeout,
-                            max_retry_wait=self.max_retry_wait, prices=self.prices, recorder=self.recorder)
+        return embed(texts, model, user_id=user_id, provider=self.providers.get("openai"), timeout=self.timeout,
+                     max_retry_wait=self.max_retry_wait, prices=self.prices, recorder=self.recorder)
 
     # --- the parts on this Kit's data folder ---------------------------------------------
     @property
@@ -283,19 +270,7 @@ class Kit:
 
         ``providers[name]["auth"]`` is ``"failing"`` after the provider refused the key (401/403)
         until a later call to it succeeds, ``"ok"`` otherwise."""
-        chain = self.chain
-        return {
-            "simulation_mode": bool(chain) and all(self.providers.is_simulator(p) for p in chain),
-            "chain": chain,
-            "providers": self.providers.status(),
-            "timeout": self.timeout,
-            "simulate_on_failure": self.simulate_on_failure,
-            "fallback_models": {k: list(v) for k, v in self.router.fallback_models.items()},
-            "home": str(self.home),
-            "ledger": str(self.home / "cognitionos.duckdb"),
-            "dotenv": self.settings.dotenv_path,
-            "prices": "genai-prices bundled snapshot (no auto-update)",
-        }
+        return describe(self._config, self.settings, self.providers, self.router)
 
     # --- shortcuts to experiments and views ----------------------------------------------
     @property

@@ -97,7 +97,7 @@ def test_modules_stay_small_and_the_kit_class_short():
     big = {k: v for k, v in sizes.items() if v > 500}
     assert not big, f"modules over 500 lines: {big}"
     source, first = inspect.getsourcelines(Kit)
-    assert len(source) <= 330, f"the Kit class has grown to {len(source)} lines: move logic into calls/ or storage/"
+    assert len(source) <= 310, f"the Kit class has grown to {len(source)} lines: move logic into calls/ or storage/"
 
 
 PUBLIC = [Kit.complete, Kit.acomplete, Kit.stream, Kit.astream, Kit.plan, Kit.send, Kit.asend, Kit.embed,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.config import KitConfig, Settings, load_settings
 from ..core.errors import ConfigurationError, InvalidRequestError
@@ -21,7 +21,7 @@ from .router import Router
 if TYPE_CHECKING:
     from ..storage.ledger import Ledger
 
-__all__ = ["CallParts", "assemble"]
+__all__ = ["CallParts", "assemble", "describe"]
 
 
 # (settings, policy, prices, router, providers, planner, recorder): a plain tuple, built once per Kit
@@ -57,3 +57,20 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger]) -> CallParts:
     planner = Planner(providers, router, timeout=float(c.timeout), max_retry_wait=c.max_retry_wait,
                       default_max_tokens=c.default_max_tokens, policy=policy)
     return settings, policy, prices, router, providers, planner, Recorder(ledger, prices, providers)
+
+
+def describe(c: KitConfig, settings: Settings, providers: ProviderSet, router: Router) -> dict[str, Any]:
+    """``kit.status()``: what a Kit built from these parts will use right now (never a key)."""
+    chain = providers.chain
+    return {
+        "simulation_mode": bool(chain) and all(providers.is_simulator(p) for p in chain),
+        "chain": chain,
+        "providers": providers.status(),
+        "timeout": float(c.timeout),
+        "simulate_on_failure": c.simulate_on_failure,
+        "fallback_models": {k: list(v) for k, v in router.fallback_models.items()},
+        "home": str(settings.home),
+        "ledger": str(settings.home / "cognitionos.duckdb"),
+        "dotenv": settings.dotenv_path,
+        "prices": "genai-prices bundled snapshot (no auto-update)",
+    }

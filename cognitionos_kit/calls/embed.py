@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigurationError, InvalidRequestError, KitError, redact
 from ..core.types import ProviderRequest, Usage
-from ..core.validation import clean_text
+from ..core.validation import check_identifier, check_text, clean_text
 from . import tokens
 from .catalogue import EMBEDDING_MODELS
+from .plan import check_texts
 from .policy import Step, as_provider_error
 from .providers.http import AttemptIO, attempt_scope
 
@@ -22,9 +24,24 @@ if TYPE_CHECKING:
     from .providers.base import Provider
     from .recorder import Recorder
 
-__all__ = ["embed_remote", "EMBEDDING_MODELS"]
+__all__ = ["embed", "embed_remote", "EMBEDDING_MODELS"]
 
 _BATCH = 256  # inputs per embeddings request (the API accepts up to 2048)
+
+
+def embed(texts: str | Sequence[str], model: str | None, *, user_id: str | None, provider: Provider,
+          timeout: float, max_retry_wait: float | None, prices: PriceBook, recorder: Recorder) -> np.ndarray:
+    """``kit.embed``: every argument checked, then the local model (offline) or OpenAI's."""
+    from .embeddings import get_local_embedder
+
+    items = check_texts(texts)
+    check_identifier(user_id, "user_id")
+    if model is not None:
+        check_text(model, "model")
+    if model is None or model == get_local_embedder().name:
+        return get_local_embedder().embed(items)
+    return embed_remote(provider, items, model, user_id=user_id, timeout=timeout, max_retry_wait=max_retry_wait,
+                        prices=prices, recorder=recorder)
 
 
 def embed_remote(provider: Provider, items: list[str], model: str, *, user_id: str | None, timeout: float,
