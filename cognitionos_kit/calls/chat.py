@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..core.types import Completion
     from ..kit import Kit  # an annotation only: the Kit hands itself in
 
-__all__ = ["Chat"]
+__all__ = ["Chat", "transcript_html"]
 
 
 class Chat:
@@ -95,12 +95,20 @@ class Chat:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from ..core.display import footer_html
+        return transcript_html(self)
 
-        rows = []
-        for i, c in enumerate(self.turns):
-            q = html.escape(self.history[2 * i]["content"])
-            rows.append(f"<div style='margin:6px 0'><b>you</b>: {q}</div>"
-                        f"<div style='margin:2px 0 2px 12px'>{html.escape(c.content)}</div>{footer_html(c)}")
-        cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
-        return f"<div><code>Chat</code> · {len(self.turns)} turn(s) · {cost}</div>" + "".join(rows)
+
+def transcript_html(chat: Chat | None, *, answer_style: str = "margin:2px 0 2px 12px") -> str:
+    """The turns as HTML: each question, its answer and its cost line, then the total."""
+    from ..core.display import FONT, footer_html
+
+    if chat is None or not chat.turns:
+        return f"<div style='{FONT};color:var(--jp-content-font-color3,#999)'>No turns yet: type below and Send.</div>"
+    rows = []
+    for i, c in enumerate(chat.turns):
+        question = html.escape(chat.history[2 * i]["content"])
+        rows.append(f"<div style='{FONT};margin:6px 0 2px'><b>You</b> · {question}</div>"
+                    f"<div class='cok-answer' style='{answer_style}'>{html.escape(c.content)}</div>{footer_html(c)}")
+    cost = "n/a" if chat.cost_usd is None else f"${chat.cost_usd:.6f}"
+    rows.append(f"<div style='{FONT};margin-top:6px'>{len(chat.turns)} turn(s) · {cost} in all</div>")
+    return "".join(rows)

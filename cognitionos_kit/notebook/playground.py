@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..calls.chat import transcript_html
 from ..calls.router import DEFAULT_ROLE
 from ..core.display import FONT, error_html, footer_html, plain_text
 from ..core.errors import InvalidRequestError, StreamInterruptedError
@@ -250,16 +251,7 @@ class Playground(w.VBox):
 
 
 def _transcript_html(chat: Chat | None) -> str:
-    if chat is None or not chat.turns:
-        return f"<div style='{FONT};color:var(--jp-content-font-color3,#999)'>No turns yet: type below and Send.</div>"
-    rows = []
-    for i, c in enumerate(chat.turns):
-        question = html.escape(chat.history[2 * i]["content"])
-        rows.append(f"<div style='{FONT};margin:6px 0 2px'><b>You</b> · {question}</div>"
-                    f"<div class='cok-answer' style='{_ANSWER_BOX}'>{html.escape(c.content)}</div>{footer_html(c)}")
-    cost = "n/a" if chat.cost_usd is None else f"${chat.cost_usd:.6f}"
-    rows.append(f"<div style='{FONT};margin-top:6px'>{len(chat.turns)} turn(s) · {cost} in all</div>")
-    return "".join(rows)
+    return transcript_html(chat, answer_style=_ANSWER_BOX)
 
 
 def _dedupe(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:

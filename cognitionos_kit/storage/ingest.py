@@ -35,6 +35,16 @@ _BAD_LINES_SQL = (
 OFFSETS_DDL = 'CREATE TABLE IF NOT EXISTS _journal_offsets (file VARCHAR PRIMARY KEY, "offset" BIGINT NOT NULL)'
 
 
+
+def open_journal(path: str | os.PathLike[str]) -> IO[bytes] | None:
+    """A journal opened for reading, or None when it is gone (ingested and archived meanwhile)."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise storage_error("cannot read the journal", e, path) from e
+
 def quote_ident(ident: str) -> str:
     """``ident`` as a double-quoted SQL identifier."""
     return '"' + ident.replace('"', '""') + '"'
@@ -141,12 +151,9 @@ def ingest_journals(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], de
             spec = specs[table]
             if spec is None:  # a table this database does not have (yet): leave the file
                 continue
-            try:
-                f = open(path, "rb")
-            except FileNotFoundError:
+            f = open_journal(path)
+            if f is None:
                 continue
-            except OSError as e:
-                raise storage_error("cannot read the journal", e, path) from e
             with f:
                 # Decide "exited" before reading: a dead writer cannot add lines after we look.
                 dead = writer_gone(host, f.fileno())
@@ -217,12 +224,9 @@ def load_unread(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], pendin
     for key, path, _host, table in entries:
         if table not in specs:
             continue
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
+        f = open_journal(path)
+        if f is None:
             continue
-        except OSError as e:
-            raise storage_error("cannot read the journal", e, path) from e
         with f:
             start = offsets.get(key, 0)
             ingest_file(con, specs[table], f, start if os.fstat(f.fileno()).st_size >= start else 0)
