@@ -27,7 +27,6 @@ INTERNAL_RAISES = {
     ("__init__.py", "AttributeError"): "module __getattr__ must raise AttributeError",
     ("__main__.py", "SystemExit"): "the CLI's exit status",
     ("calls/fallback.py", "TimeoutError"): "the async backstop; as_provider_error turns it into a timeout ProviderError",
-    ("calls/providers/base.py", "NotImplementedError"): "an abstract hook subclasses implement",
     ("storage/files.py", "NotADirectoryError"): "an OSError like os.mkdir's; callers raise StorageError",
     ("storage/journal.py", "TypeError"): "json's default= protocol; encode_rows raises InvalidRequestError",
 }

@@ -120,8 +120,9 @@ class SDKProvider(Provider):
         """The provider's settings (key, base URL and their sources); the key never shows in a repr."""
         return self._settings
 
+    @abstractmethod
     def _kwargs(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The SDK client's constructor arguments (key, base URL, timeout, retries)."""
 
     def _make(self, is_async: bool) -> Any:
         import importlib
