@@ -22,8 +22,10 @@ from .core.errors import (
     StorageWarning,
     StreamInterruptedError,
     StructuredOutputError,
+    ToolLoopError,
 )
-from .core.types import Attempt, Completion, Usage
+from .core.media import Image
+from .core.types import Attempt, Completion, ToolCall, ToolResult, Usage
 
 __version__ = "0.1.0"
 
@@ -33,6 +35,10 @@ __all__ = [
     "Completion",
     "Attempt",
     "Usage",
+    "Image",
+    "ToolCall",
+    "ToolResult",
+    "tool",
     "KitError",
     "InvalidRequestError",
     "CostLimitError",
@@ -40,6 +46,7 @@ __all__ = [
     "ProviderError",
     "StreamInterruptedError",
     "StructuredOutputError",
+    "ToolLoopError",
     "AllProvidersFailedError",
     "StorageError",
     "KitWarning",
@@ -63,6 +70,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .calls.providers.simulated import LatencyModel, SimulatedProvider
+    from .calls.tools import tool
     from .experiments import Experiment
     from .kit import Kit, acomplete, complete, default_kit, stream
 
@@ -76,6 +84,7 @@ _LAZY = {
     "Experiment": ("experiments", "Experiment"),
     "SimulatedProvider": ("calls.providers.simulated", "SimulatedProvider"),
     "LatencyModel": ("calls.providers.simulated", "LatencyModel"),
+    "tool": ("calls.tools", "tool"),
 }
 
 

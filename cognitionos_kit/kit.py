@@ -18,7 +18,7 @@ from .calls.policy import FallbackOn
 from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
 from .calls.router import provider_for_model
-from .calls.structured import adrive, asks, drive
+from .calls.turns import acall, call, open_astream, open_stream
 from .core.config import KitConfig, PriceOverride
 from .core.display import UsageSummary
 from .core.errors import InvalidRequestError
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .calls.chat import Chat
-    from .calls.streaming import AsyncStream, Stream
+    from .calls.streaming import AsyncStream, AsyncTurnStream, Stream, TurnStream
     from .charts import ChartFilters, Charts
     from .experiments import Comparison, Experiment, Run
     from .memory import Memory
@@ -162,34 +162,27 @@ class Kit:
 
         ``prompt`` is a string or a list of ``{"role", "content"}`` messages. The Completion says
         what was asked and what answered (``requested_model``, ``model``, ``substituted``). Works
-        inside a running event loop (a notebook cell). ``r.output`` holds the parsed ``output=``."""
-        if options.output_spec is None:
-            return self.send(self.planner.plan(prompt, options))
-        return drive(asks(self.planner, prompt, options), self.send)
+        inside a running event loop (a notebook cell). ``r.output`` holds the parsed ``output=``,
+        ``r.tool_calls`` the tools asked for (``run_tools=True`` runs them until the model answers)."""
+        return call(self.planner, self.send, prompt, options)
 
     @takes_options
     async def acomplete(self, prompt: Prompt, options: CallOptions) -> Completion:
         """Async ``complete``: same arguments, same result, same ledger rows."""
-        if options.output_spec is None:
-            return await self.asend(self.planner.plan(prompt, options))
-        return await adrive(asks(self.planner, prompt, options), self.asend)
+        return await acall(self.planner, self.asend, prompt, options)
 
     @takes_options
-    def stream(self, prompt: Prompt, options: CallOptions) -> Stream:
+    def stream(self, prompt: Prompt, options: CallOptions) -> Stream | TurnStream:
         """Iterate the returned Stream for text chunks; ``.completion`` holds usage and cost after.
 
         Fallback happens only before the first chunk; a stream that breaks (or ends without its
         finish event) after text arrived raises ``StreamInterruptedError`` with the partial text."""
-        from .calls.streaming import Stream
-
-        return Stream(self.planner.plan(prompt, options, stream=True), self.recorder.record)
+        return open_stream(self.planner, self.recorder.record, prompt, options)
 
     @takes_options
-    def astream(self, prompt: Prompt, options: CallOptions) -> AsyncStream:
+    def astream(self, prompt: Prompt, options: CallOptions) -> AsyncStream | AsyncTurnStream:
         """``async for chunk in kit.astream(...)``: same arguments and behaviour as ``stream``."""
-        from .calls.streaming import AsyncStream
-
-        return AsyncStream(self.planner.plan(prompt, options, stream=True), self.recorder.record)
+        return open_astream(self.planner, self.recorder.record, prompt, options)
 
     def send(self, plan: CallPlan) -> Completion:
         """Send a checked ``CallPlan`` (from ``kit.plan``): try its steps, record every attempt."""
@@ -366,19 +359,17 @@ class _DefaultKitCalls:
     @takes_options
     def complete(self, prompt: Prompt, options: CallOptions) -> Completion:
         """``default_kit().complete(...)``."""
-        return default_kit().send(default_kit().planner.plan(prompt, options))
+        return call(default_kit().planner, default_kit().send, prompt, options)
 
     @takes_options
     async def acomplete(self, prompt: Prompt, options: CallOptions) -> Completion:
         """``await default_kit().acomplete(...)``."""
-        return await default_kit().asend(default_kit().planner.plan(prompt, options))
+        return await acall(default_kit().planner, default_kit().asend, prompt, options)
 
     @takes_options
-    def stream(self, prompt: Prompt, options: CallOptions) -> Stream:
+    def stream(self, prompt: Prompt, options: CallOptions) -> Stream | TurnStream:
         """``default_kit().stream(...)``."""
-        from .calls.streaming import Stream
-
-        return Stream(default_kit().planner.plan(prompt, options, stream=True), default_kit().recorder.record)
+        return open_stream(default_kit().planner, default_kit().recorder.record, prompt, options)
 
 
 _calls = _DefaultKitCalls()

@@ -31,10 +31,11 @@ class Chat:
         self.system = system
         self.options = dict(options)
         kit.plan("check", system=system, **self.options)  # a bad option fails here, not at the first turn
-        self.history: list[dict[str, str]] = []
+        self.history: list[dict[str, Any]] = []
         self.turns: list[Completion] = []
+        self.questions: list[str] = []  # what was asked at each turn
 
-    def _messages(self, text: str) -> list[dict[str, str]]:
+    def _messages(self, text: str) -> list[dict[str, Any]]:
         if not isinstance(text, str) or not text.strip():
             raise InvalidRequestError(f"a chat turn needs some text, got {text!r:.60}")
         return [*self.history, {"role": "user", "content": text}]
@@ -45,8 +46,12 @@ class Chat:
         return {"system": self.system, **self.options, **overrides}
 
     def _add(self, text: str, c: Completion) -> Completion:
-        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": c.content}]
+        if c.messages:  # a turn with tools: the tool calls and results stay in the history
+            self.history = [m for m in c.messages if m["role"] != "system"]
+        else:
+            self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": c.content}]
         self.turns.append(c)
+        self.questions.append(text)
         return c
 
     def send(self, text: str, **options: Any) -> Completion:
@@ -75,13 +80,14 @@ class Chat:
     @property
     def cost_usd(self) -> float | None:
         """What the turns cost together (None when a turn's price is unknown)."""
-        costs = [c.cost_usd for c in self.turns]
+        costs = [c.total_cost_usd for c in self.turns]  # a turn's tool-loop steps included
         return None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
 
     def reset(self) -> None:
         """Forget the history (the ledger keeps every turn)."""
         self.history.clear()
         self.turns.clear()
+        self.questions.clear()
 
     def __len__(self) -> int:
         return len(self.turns)
@@ -90,7 +96,7 @@ class Chat:
         cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
         lines = [f"Chat({len(self.turns)} turn(s), {cost})"]
         for i, c in enumerate(self.turns):
-            q = self.history[2 * i]["content"]
+            q = self.questions[i]
             lines.append(f"  > {q[:70]}\n    {c.content[:70]}  [{c.footer()}]")
         return "\n".join(lines)
 
@@ -106,7 +112,7 @@ def transcript_html(chat: Chat | None, *, answer_style: str = "margin:2px 0 2px 
         return f"<div style='{FONT};color:var(--jp-content-font-color3,#999)'>No turns yet: type below and Send.</div>"
     rows = []
     for i, c in enumerate(chat.turns):
-        question = html.escape(chat.history[2 * i]["content"])
+        question = html.escape(chat.questions[i])
         rows.append(f"<div style='{FONT};margin:6px 0 2px'><b>You</b> · {question}</div>"
                     f"<div class='cok-answer' style='{answer_style}'>{html.escape(c.content)}</div>{footer_html(c)}")
     cost = "n/a" if chat.cost_usd is None else f"${chat.cost_usd:.6f}"

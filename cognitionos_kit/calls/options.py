@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
 from numbers import Real
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, Union
 
 from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.types import ROLES, Sampling
@@ -19,12 +19,16 @@ from ..core.validation import check_identifier, check_number, check_text
 from .policy import FallbackOn, FallbackPolicy
 from .structured import OutputSpec, output_spec
 
+if TYPE_CHECKING:
+    from ..core.media import Image
+    from .tools import Tool
+
 __all__ = ["CallOptions", "Prompt", "takes_options", "REASONING_EFFORTS"]
 
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 # request fields the kit sets itself: extra_body may not replace them
 _KIT_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "max_completion_tokens", "stream",
-                         "stream_options", "temperature", "seed"})
+                         "stream_options", "temperature", "seed", "tools", "tool_choice"})
 
 Prompt = Union[str, Sequence[Mapping[str, str]]]  # noqa: UP007 - a runtime alias on 3.10
 P = ParamSpec("P")
@@ -53,6 +57,13 @@ class CallOptions:
     output: a pydantic model class or a JSON schema dict: the answer must be JSON that fits it, and
         ``r.output`` holds it parsed. output_retries: ask again this many times with the validation
         error when an answer does not fit (complete and acomplete; each ask its own ledger row).
+    tools: Python functions (type hints and docstring describe them) or JSON-schema tool dicts the
+        model may call; ``r.tool_calls`` holds what it asked. tool_choice: "auto" (default),
+        "required", "none" or a tool's name. run_tools: run the functions and send the results back
+        until the model answers (each model turn a ledger row, all sharing ``r.trace_id``; a tool's
+        error goes back to the model). max_steps: the most model turns that loop may take (default 10).
+    images: images for the last user message: file paths, bytes, PIL images or URLs (their tokens
+        are counted before sending, so max_cost sees them).
     extra_body: more request fields, sent as they are. A setting the first provider does not accept
         is an error before sending; a fallback provider without it is sent the call without it
         (warned, and listed in the attempt's ``dropped_params``).
@@ -89,9 +100,16 @@ class CallOptions:
     cache_prompt: bool | str | Sequence[int] | None = None
     output: Any = None
     output_retries: int = 0
+    tools: Any = None
+    tool_choice: str | None = None
+    run_tools: bool = False
+    max_steps: int = 10
+    images: Any = None
     extra_body: Mapping[str, Any] | None = None
 
     output_spec: OutputSpec | None = field(default=None, init=False, repr=False, compare=False)
+    tool_set: tuple[Tool, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    image_set: tuple[Image, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in ROLES:
@@ -127,6 +145,40 @@ class CallOptions:
                 or self.thinking_budget is not None or self.extra_body is not None or self.cache_prompt is not None
                 or self.output is not None or self.output_retries):
             self._check_sampling()
+        if self.tools is not None or self.tool_choice is not None or self.run_tools or self.max_steps != 10:
+            self._check_tools()
+        if self.images is not None:
+            from ..core.media import Image
+
+            items = self.images if isinstance(self.images, (list, tuple)) else [self.images]
+            if not items:
+                raise InvalidRequestError("images is empty: pass a path, bytes, a PIL image or a URL, or leave it out")
+            self.image_set = tuple(Image.of(i) for i in items)
+
+    def _check_tools(self) -> None:
+        from .tools import TOOL_CHOICES, make_tools
+
+        if self.tools is None:
+            what = "tool_choice" if self.tool_choice is not None else "run_tools" if self.run_tools else "max_steps"
+            raise InvalidRequestError(f"{what} needs tools= (Python functions or JSON-schema tools)")
+        self.tool_set = make_tools(self.tools)
+        names = [t.name for t in self.tool_set]
+        tc = self.tool_choice
+        if tc is not None and tc not in TOOL_CHOICES and tc not in names:
+            raise InvalidRequestError(f"tool_choice must be auto, required, none or a tool's name ({', '.join(names)}), "
+                                      f"got {tc!r}")
+        if not isinstance(self.run_tools, bool):
+            raise InvalidRequestError(f"run_tools must be True or False, got {self.run_tools!r}")
+        ms = self.max_steps
+        if not isinstance(ms, int) or isinstance(ms, bool) or not 1 <= ms <= 100:
+            raise InvalidRequestError(f"max_steps must be a whole number of model turns from 1 to 100, got {ms!r}")
+        if self.run_tools:
+            schema_only = [t.name for t in self.tool_set if t.fn is None]
+            if schema_only:
+                raise InvalidRequestError(
+                    f"run_tools=True needs Python functions; {', '.join(schema_only)} "
+                    f"{'is a JSON-schema tool' if len(schema_only) == 1 else 'are JSON-schema tools'}: "
+                    "pass the function, or run the calls yourself from r.tool_calls")
 
     def _check_sampling(self) -> None:
         stop = self.stop
@@ -180,7 +232,7 @@ class CallOptions:
         if (self.stop is None and self.top_p is None and self.frequency_penalty is None
                 and self.presence_penalty is None and self.logprobs is None and self.reasoning_effort is None
                 and self.thinking_budget is None and not self.extra_body and not self.cache_prompt
-                and self.output is None):
+                and self.output is None and self.tool_set is None):
             return None
         lp = self.logprobs
         return Sampling(
@@ -189,6 +241,7 @@ class CallOptions:
             logprobs=None if lp is None or lp is False else 0 if lp is True else int(lp),
             reasoning_effort=self.reasoning_effort, thinking_budget=self.thinking_budget,
             cache_prompt=_cache_marks(self.cache_prompt), output=self.output_spec,
+            tools=None if self.tool_set is None else tuple(t.spec for t in self.tool_set), tool_choice=self.tool_choice,
             extra_body=tuple(sorted((self.extra_body or {}).items())),
         )
 

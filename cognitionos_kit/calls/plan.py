@@ -10,10 +10,11 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, warn_user
-from ..core.types import Message, ProviderRequest, Sampling, Usage
+from ..core.types import Message, ProviderRequest, Sampling, ToolCall, Usage
 from ..core.validation import check_text
 from . import catalogue, tokens
 from .catalogue import SIMULATED_MODELS
@@ -21,11 +22,12 @@ from .options import CallOptions, Prompt
 from .policy import ChainRun, FallbackPolicy, Step
 
 if TYPE_CHECKING:
+    from ..core.media import Image
     from .pricing import PriceBook
     from .providers.registry import ProviderSet
     from .router import Route, Router
 
-__all__ = ["CallPlan", "Planner", "normalise_prompt", "check_texts"]
+__all__ = ["CallPlan", "Planner", "Turns", "normalise_prompt", "request_tokens", "check_texts"]
 
 _SAFETY = (1.15, 32)  # worst-case prompt tokens = count x 1.15 + 32: tokenizers of other vendors differ
 
@@ -51,9 +53,8 @@ class CallPlan:
     def estimate_usage(self, step: Step, completion_text: str) -> Usage:
         """Tokens counted locally (tiktoken), flagged as estimated."""
         req = step.request
-        msgs = [{"role": m.role, "content": m.content} for m in req.messages]
         return Usage(
-            prompt_tokens=tokens.count_messages(msgs, req.model, system=req.system),
+            prompt_tokens=request_tokens(req, req.model),
             completion_tokens=tokens.count_text(completion_text, req.model) if completion_text else 0,
             estimated=True,
         )
@@ -78,12 +79,11 @@ class CallPlan:
         counts = {} if counts is None else counts
         worst = 0.0
         req0 = self.steps[0].request
-        msgs = [{"role": m.role, "content": m.content} for m in req0.messages]
         for step in self.steps:
             req = step.request
             key = (req.model, req0.messages, req0.system)
             if key not in counts:
-                counts[key] = tokens.count_messages(msgs, req.model, system=req0.system)
+                counts[key] = request_tokens(req0, req.model)
             n = math.ceil(counts[key] * _SAFETY[0]) + _SAFETY[1]
             wc = prices.worst_case(step.provider.price_id or step.provider.name, req.model, n, req.max_tokens)
             if wc is None:
@@ -104,9 +104,10 @@ class Planner:
         self._warned_temperature: set[str] = set()
         self._warned_dropped: set[tuple[str, tuple[str, ...]]] = set()
 
-    def plan(self, prompt: Prompt, options: CallOptions, *, stream: bool = False) -> CallPlan:
+    def plan(self, prompt: Prompt | Turns, options: CallOptions, *, stream: bool = False,
+             trace_id: str | None = None) -> CallPlan:
         o = options
-        messages, system = normalise_prompt(prompt, o.system)
+        messages, system = normalise_prompt(prompt, o.system, o.image_set)
         max_tokens = self.default_max_tokens if o.max_tokens is None else o.max_tokens
         policy = self.policy if o.fallback_on is None else o.policy(self.policy)
         chain = self._chain(o.providers)
@@ -118,8 +119,8 @@ class Planner:
 
         def count_prompt(m: str) -> int:  # counted only when needed (max_cost, or a very long prompt)
             if m not in counts:
-                msgs = [{"role": x.role, "content": x.content} for x in messages]
-                counts[m] = tokens.count_messages(msgs, m, system=system)
+                counts[m] = tokens.count_request(messages, m, system=system,
+                                                 tools=[t.spec for t in o.tool_set] if o.tool_set else None)
             return counts[m]
 
         plan = self.router.plan(
@@ -127,7 +128,7 @@ class Planner:
             count_prompt=count_prompt if o.max_cost is not None else None, strict=o.providers is not None,
             simulators=[p for p in chain if self.providers.is_simulator(p)],
         )
-        chars = sum(len(m.content) for m in messages) + len(system or "")
+        chars = sum(len(m.content) + 6000 * len(m.images) for m in messages) + len(system or "")
         for r in plan.routes:
             limits = self._limits.get((r.provider, r.model)) or self._limits_of(r.provider, r.model)
             if (limits[0] is not None and max_tokens > limits[0]) or (
@@ -143,7 +144,7 @@ class Planner:
             steps = self._sampled_steps(plan.routes, sampling, msgs_t, system, max_tokens, o, stream)
         meta = {
             "user_id": o.user_id, "agent_id": o.agent_id, "task_id": o.task_id, "role": o.role,
-            "stream": stream, "experiment_id": o.experiment_id, "run_id": o.run_id,
+            "stream": stream, "experiment_id": o.experiment_id, "run_id": o.run_id, "trace_id": trace_id,
         }
         # as random as uuid4 (96 random bits from the OS), without building a UUID object
         # (measured by benchmarks/bench_choices.py; figures in the README)
@@ -155,11 +156,10 @@ class Planner:
                      system: str | None = None) -> dict[str, Any]:
         """Prompt tokens per provider of the chain, with the model each would get (nothing sent)."""
         messages, system = normalise_prompt(prompt, system)
-        msgs = [{"role": m.role, "content": m.content} for m in messages]
         chain = self.providers.chain
         routes = self.router.routes(chain, role=role, model=model, max_tokens=1,
                                     simulators=[p for p in chain if self.providers.is_simulator(p)])
-        return {r.provider: {"model": r.model, "prompt_tokens": tokens.count_messages(msgs, r.model, system=system),
+        return {r.provider: {"model": r.model, "prompt_tokens": tokens.count_request(messages, r.model, system=system),
                              "estimated": tokens.is_estimate(r.model)} for r in routes}
 
     def _sampled_steps(self, routes: Sequence[Route], sampling: Sampling, messages: tuple[Message, ...],
@@ -272,8 +272,27 @@ def check_texts(texts: Any) -> list[str]:
     return list(items)
 
 
-def normalise_prompt(prompt: Any, system: str | None) -> tuple[list[Message], str | None]:
-    """A string or a chat message list -> user/assistant turns plus one system prompt."""
+class Turns(list[Message]):
+    """Messages already checked (``core.types.Message``) with their system prompt: what the tool
+    loop and retries (``calls.turns``) hand back to ``Planner.plan`` turn after turn."""
+
+    def __init__(self, messages: list[Message], system: str | None) -> None:
+        super().__init__(messages)
+        self.system = system
+
+
+def request_tokens(req: ProviderRequest, model: str) -> int:
+    """The prompt tokens of ``req`` (text, tool turns, images, tool definitions) for ``model``."""
+    tools = req.sampling.tools if req.sampling is not None else None
+    return tokens.count_request(req.messages, model, system=req.system, tools=tools)
+
+
+def normalise_prompt(prompt: Any, system: str | None, images: tuple[Image, ...] = ()) -> tuple[list[Message], str | None]:
+    """A string or a chat message list -> user/assistant/tool turns plus one system prompt;
+    ``images`` join the last user turn. Messages are dicts in OpenAI's chat format (a content
+    that is a list of parts may hold text, images, paths and PIL images) or ``Message`` objects."""
+    if isinstance(prompt, Turns):
+        return list(prompt), prompt.system
     if system is not None:
         check_text(system, "system", allow_empty=True)
     systems = [system] if system and system.strip() else []
@@ -281,7 +300,7 @@ def normalise_prompt(prompt: Any, system: str | None) -> tuple[list[Message], st
         if not prompt.strip():
             raise InvalidRequestError("prompt is empty: pass some text, or a list of chat messages")
         check_text(prompt, "prompt")
-        return [Message("user", prompt)], system if systems else None
+        return [Message("user", prompt, images=images)], system if systems else None
     if not isinstance(prompt, (list, tuple)):
         raise InvalidRequestError(
             f"prompt must be a string or a list of messages like {{'role': 'user', 'content': '...'}}, "
@@ -291,19 +310,115 @@ def normalise_prompt(prompt: Any, system: str | None) -> tuple[list[Message], st
         raise InvalidRequestError("prompt is an empty message list: add at least one user message")
     turns: list[Message] = []
     for i, m in enumerate(prompt):
+        if isinstance(m, Message):
+            if m.role == "system":
+                systems.append(m.content)
+            else:
+                turns.append(m)
+            continue
         role = m.get("role") if isinstance(m, Mapping) else getattr(m, "role", None)
         content = m.get("content") if isinstance(m, Mapping) else getattr(m, "content", None)
-        if role not in ("system", "user", "assistant"):
+        if role not in ("system", "user", "assistant", "tool"):
             raise InvalidRequestError(
-                f"messages[{i}] has role {role!r}: each message needs 'role' in system/user/assistant and a 'content' string"
+                f"messages[{i}] has role {role!r}: each message needs 'role' in system/user/assistant/tool and a 'content' "
+                "string"
             )
-        if not isinstance(content, str) or not content.strip():
+        extra = _message_extras(m, role, i) if isinstance(m, Mapping) else {}
+        if isinstance(content, list) and role == "user":
+            content, parts = _parts(content, i)
+            extra["images"] = extra.get("images", ()) + parts
+        if content is None and extra.get("tool_calls"):
+            content = ""
+        if not isinstance(content, str) or (not content.strip() and not extra.get("tool_calls") and role != "tool"
+                                             and not extra.get("images")):
             raise InvalidRequestError(f"messages[{i}] ({role}) needs a non-empty 'content' string, got {content!r:.60}")
-        check_text(content, f"messages[{i}].content")
+        check_text(content, f"messages[{i}].content", allow_empty=True)
         if role == "system":
             systems.append(content)
         else:
-            turns.append(Message(role, content))
-    if not turns or turns[-1].role != "user":
-        raise InvalidRequestError("the message list must end with a user message (after any system messages)")
+            turns.append(Message(role, content, **extra))
+    if not turns or turns[-1].role not in ("user", "tool"):
+        raise InvalidRequestError("the message list must end with a user message (or tool results), after any system "
+                                  "messages")
+    if images:
+        last = max(i for i, t in enumerate(turns) if t.role == "user") if any(t.role == "user" for t in turns) else None
+        if last is None:
+            raise InvalidRequestError("images= needs a user message to go with")
+        turns[last] = replace(turns[last], images=turns[last].images + images)
+    _check_tool_turns(turns)
     return turns, "\n\n".join(systems) if systems else None
+
+
+def _message_extras(m: Mapping[str, Any], role: str, i: int) -> dict[str, Any]:
+    """Tool calls on an assistant message, the call id on a tool message (OpenAI's format)."""
+    extra: dict[str, Any] = {}
+    calls = m.get("tool_calls")
+    if calls:
+        if role != "assistant" or not isinstance(calls, (list, tuple)):
+            raise InvalidRequestError(f"messages[{i}]: only an assistant message holds tool_calls (a list)")
+        try:
+            extra["tool_calls"] = tuple(
+                c if isinstance(c, ToolCall) else ToolCall.of(str(c["id"]), str(c["function"]["name"]),
+                                                            c["function"].get("arguments"))
+                for c in calls)
+        except (KeyError, TypeError):
+            raise InvalidRequestError(
+                f"messages[{i}].tool_calls: each needs an id and a function with a name and arguments "
+                "({'id': ..., 'type': 'function', 'function': {'name': ..., 'arguments': '{...}'}})") from None
+    if m.get("images"):
+        if role != "user" or not isinstance(m["images"], (list, tuple)):
+            raise InvalidRequestError(f"messages[{i}]: images go with a user message, as a list")
+        from ..core.media import Image
+
+        extra["images"] = tuple(Image.of(x) for x in m["images"])
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidRequestError(f"messages[{i}] (tool) needs the 'tool_call_id' of the call it answers")
+        extra["tool_call_id"] = call_id
+        if isinstance(m.get("name"), str):
+            extra["name"] = m["name"]
+        extra["is_error"] = bool(m.get("is_error", False))
+    return extra
+
+
+def _parts(parts: list[Any], i: int) -> tuple[str, tuple[Image, ...]]:
+    """A user message's content parts: text (str or {"type": "text"}) and images (an Image, a path,
+    a PIL image, bytes or {"type": "image_url", "image_url": {"url": ..., "detail": ...}})."""
+    from ..core.media import Image
+
+    texts: list[str] = []
+    images: list[Image] = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part, Mapping) and part.get("type") == "image_url":
+            spec = part.get("image_url")
+            url = spec.get("url") if isinstance(spec, Mapping) else spec
+            detail = spec.get("detail", "auto") if isinstance(spec, Mapping) else "auto"
+            images.append(Image.of(url, detail=detail))
+        elif isinstance(part, Mapping):
+            raise InvalidRequestError(f"messages[{i}]: unknown content part {dict(part)!r:.80}; use text or image_url parts")
+        else:
+            images.append(Image.of(part))
+    return "\n".join(texts), tuple(images)
+
+
+def _check_tool_turns(turns: list[Message]) -> None:
+    """Every tool result answers a call the assistant made just before it (providers refuse
+    otherwise); a result without the tool's name gets it from the call."""
+    open_calls: dict[str, str] = {}
+    for i, t in enumerate(turns):
+        if t.role == "assistant":
+            open_calls = {c.id: c.name for c in t.tool_calls}
+        elif t.role == "tool":
+            if t.tool_call_id not in open_calls:
+                raise InvalidRequestError(
+                    f"the tool result at turn {i} answers {t.tool_call_id!r}, which the assistant turn before it did not "
+                    "ask for: keep each assistant turn's tool_calls and its tool results together")
+            if t.name is None:
+                turns[i] = replace(t, name=open_calls[t.tool_call_id])
+        else:
+            open_calls = {}

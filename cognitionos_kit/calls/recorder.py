@@ -61,7 +61,8 @@ class Recorder:
         self.providers.note(attempt)
         completion = None
         if resp is not None:
-            usage = call.fill_usage(step, resp.usage, resp.content)
+            usage = call.fill_usage(step, resp.usage, resp.content + "".join(
+                c.name + c.arguments_json for c in resp.tool_calls) if resp.tool_calls else resp.content)
             price_id = step.provider.price_id or step.provider.name
             est = self.prices.cost(price_id, step.request.model, usage)
             saving = self._cache_saving(price_id, step.request.model, usage, est.cost_usd)
@@ -78,6 +79,7 @@ class Recorder:
                 price_source=est.source,
                 price_version=est.version,
                 response_model=clean_text(resp.model) if resp.model else None,
+                tool_calls=len(resp.tool_calls) or None,
             )
             all_attempts = attempts or [attempt]
             completion = Completion(
@@ -105,6 +107,8 @@ class Recorder:
                 reasoning_tokens=usage.reasoning_tokens,
                 cache_saving_usd=saving,
                 logprobs=resp.logprobs,
+                tool_calls=list(resp.tool_calls),
+                trace_id=call.meta.get("trace_id"),
             )
         self._ledger().record([row])
         return completion

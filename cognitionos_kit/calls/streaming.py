@@ -26,7 +26,7 @@ from .structured import check_output
 if TYPE_CHECKING:
     from .plan import CallPlan
 
-__all__ = ["Stream", "AsyncStream", "Finish"]
+__all__ = ["Stream", "AsyncStream", "TurnStream", "AsyncTurnStream", "Finish"]
 
 # Records one attempt of a stream (a ledger row) -> the Completion, for a response.
 Finish = Callable[["CallPlan", Step, Attempt, "ProviderResponse | None", list[Attempt]], "Completion | None"]
@@ -154,8 +154,11 @@ class _Base:
         return f"{type(self).__name__}({len(self._state.parts)} chunk(s) so far)"
 
 
-class Stream(_Base):
-    """Iterate for text chunks; afterwards ``.completion`` holds usage, cost and latency."""
+class _Iterates:
+    """``for chunk in stream``: the driver (``_run``) starts on first use."""
+
+    _it: Any
+    _run: Callable[[], Iterator[str]]  # each stream's driver
 
     def __iter__(self) -> Iterator[str]:
         self._it = self._it or self._run()
@@ -163,6 +166,10 @@ class Stream(_Base):
 
     def __next__(self) -> str:
         return next(iter(self))
+
+
+class Stream(_Base, _Iterates):
+    """Iterate for text chunks; afterwards ``.completion`` holds usage, cost and latency."""
 
     def close(self) -> None:
         """Stop reading: what arrived so far is recorded as ``interrupted``."""
@@ -228,3 +235,93 @@ class AsyncStream(_Base):
                 st.check_output()
                 return
         raise st.chain.exhausted()
+
+
+class _TurnState:
+    """What both turn streams share: the turns generator (``calls.turns``), the text so far, the
+    stream of the current model turn and the final Completion."""
+
+    def __init__(self, gen: Any, finish: Finish) -> None:
+        self.gen, self.finish = gen, finish
+        self.parts: list[str] = []
+        self.current: Any = None
+        self.completion: Completion | None = None
+
+    def advance(self, value: Completion | None) -> Any:
+        """The next item of the turns (a CallPlan or a ToolBatch), or None when the call is done."""
+        try:
+            return self.gen.send(value) if value is not None or self.current is not None else next(self.gen)
+        except StopIteration as done:
+            self.completion = done.value
+            return None
+
+
+class _TurnBase:
+    def __init__(self, gen: Any, finish: Finish) -> None:
+        self._st = _TurnState(gen, finish)
+        self._it: Any = None
+
+    completion = property(lambda self: self._st.completion, doc="The final Completion once the call has ended.")
+    text = property(lambda self: "".join(self._st.parts), doc="The text received so far (every turn).")
+
+    def __repr__(self) -> str:
+        done = f"done: {self.completion!r}" if self.completion is not None else f"{len(self._st.parts)} chunk(s) so far"
+        return f"{type(self).__name__}({done})"
+
+
+class TurnStream(_TurnBase, _Iterates):
+    """``kit.stream(..., run_tools=True)``: each model turn's text as it arrives, the tools run
+    between turns; ``.completion`` is the last turn (with ``steps`` and ``tool_results``)."""
+
+    def close(self) -> None:
+        if self._st.current is not None:
+            self._st.current.close()
+
+    def _run(self) -> Iterator[str]:
+        from .turns import ToolBatch
+
+        st = self._st
+        item = st.advance(None)
+        while item is not None:
+            value = None
+            if isinstance(item, ToolBatch):
+                item.run()
+            else:
+                st.current = Stream(item, st.finish)
+                for chunk in st.current:
+                    st.parts.append(chunk)
+                    yield chunk
+                value = st.current.completion
+            item = st.advance(value)
+
+
+class AsyncTurnStream(_TurnBase):
+    """``kit.astream(..., run_tools=True)``: as ``TurnStream``, with ``async for``."""
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        self._it = self._it or self._arun()
+        return self._it
+
+    async def __anext__(self) -> str:
+        return await anext(self.__aiter__())
+
+    async def aclose(self) -> None:
+        if self._st.current is not None:
+            await self._st.current.aclose()
+
+    async def _arun(self) -> AsyncIterator[str]:
+        from .turns import ToolBatch
+
+        st = self._st
+        item = st.advance(None)
+        while item is not None:
+            value = None
+            if isinstance(item, ToolBatch):
+                await item.arun()
+            else:
+                st.current = AsyncStream(item, st.finish)
+                async for chunk in st.current:
+                    st.parts.append(chunk)
+                    yield chunk
+                value = st.current.completion
+            item = st.advance(value)

@@ -7,14 +7,14 @@ Both schemas are made by the SDK's own conversion, so the request is what ``pars
 (a test compares them). The simulated provider answers with a random value that fits the schema,
 the same for the same seed. An answer that does not fit raises ``StructuredOutputError`` with the
 raw text. With ``output_retries=n`` the kit asks again with the validation error, up to n more
-times, and each ask is its own ledger row.
+times, and each ask is its own ledger row (``calls.turns``).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,10 +23,8 @@ from ..core.errors import InvalidRequestError, StructuredOutputError
 
 if TYPE_CHECKING:
     from ..core.types import Completion
-    from .options import CallOptions
-    from .plan import CallPlan, Planner
 
-__all__ = ["OutputSpec", "StructuredOutputError", "output_spec", "asks", "drive", "adrive", "example_value"]
+__all__ = ["OutputSpec", "StructuredOutputError", "output_spec", "check_output", "example_value"]
 
 
 @dataclass(frozen=True)
@@ -102,55 +100,10 @@ def output_spec(output: Any) -> OutputSpec:
         f"output must be a pydantic model class or a JSON schema dict, got {type(output).__name__}")
 
 
-def asks(planner: Planner, prompt: Any, options: CallOptions) -> Generator[CallPlan, Completion, Completion]:
-    """The asks of one structured call, I/O-free: yields each plan, receives its Completion,
-    returns the first that fits (``output`` set) or raises ``StructuredOutputError``; each misfit
-    is asked again (``output_retries``) with the validation error."""
-    spec = options.output_spec
-    assert spec is not None
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [
-        {"role": m["role"], "content": m["content"]} if isinstance(m, Mapping) else {"role": m.role, "content": m.content}
-        for m in prompt]
-    n = 0
-    while True:
-        c = yield planner.plan(messages, options)
-        value, errors = spec.parse(c.content)
-        if errors is None:
-            c.output = value
-            return c
-        if n == options.output_retries:
-            raise StructuredOutputError(
-                f"the answer from {c.provider}/{c.model} does not fit {spec.name} after {n + 1} ask(s): {errors[:300]}",
-                raw=c.content, errors=errors, completion=c)
-        n += 1
-        messages += [{"role": "assistant", "content": c.content},
-                     {"role": "user", "content": f"That answer does not fit the required {spec.name} schema: "
-                                                 f"{errors[:1000]}\nAnswer again with JSON that fits it, and nothing else."}]
-
-
-def drive(gen: Generator[CallPlan, Completion, Completion], send: Callable[[CallPlan], Completion]) -> Completion:
-    """Run ``asks`` with a sync ``send``."""
-    plan = next(gen)
-    while True:
-        try:
-            plan = gen.send(send(plan))
-        except StopIteration as done:
-            return done.value
-
-
-async def adrive(gen: Generator[CallPlan, Completion, Completion],
-                 asend: Callable[[CallPlan], Awaitable[Completion]]) -> Completion:
-    """Run ``asks`` with an async ``send``."""
-    plan = next(gen)
-    while True:
-        try:
-            plan = gen.send(await asend(plan))
-        except StopIteration as done:
-            return done.value
-
-
 def check_output(c: Completion, spec: OutputSpec) -> Completion:
-    """Parse a streamed answer at its end (a stream is not asked again)."""
+    """Parse a streamed answer at its end (a stream is not asked again; a turn asking for tools is not parsed)."""
+    if c.tool_calls:
+        return c
     value, errors = spec.parse(c.content)
     if errors is not None:
         raise StructuredOutputError(f"the streamed answer from {c.provider}/{c.model} does not fit {spec.name}: "

@@ -22,7 +22,7 @@ from ..core.errors import ConfigurationError, InvalidRequestError
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["encoding_for_model", "get_encoding", "is_estimate", "count_text", "count_messages"]
+__all__ = ["encoding_for_model", "get_encoding", "is_estimate", "count_text", "count_messages", "count_request"]
 
 # Constants of tiktoken_ext.openai_public.cl100k_base()/o200k_base(), which live inside functions
 # that download (tests/test_tokens.py checks these copies against them).
@@ -199,4 +199,28 @@ def count_messages(messages: Iterable[Any], model: str, system: str | None = Non
         name = _field(message, "name")
         if isinstance(name, str) and name:
             total += 1 + len(enc.encode_ordinary(name))
+    return total
+
+
+def count_request(messages: Iterable[Any], model: str, system: str | None = None, tools: Iterable[Any] | None = None) -> int:
+    """Prompt tokens of a whole request (``core.types.Message`` objects): text as ``count_messages``
+    does, plus each tool call's name and arguments, each image by its provider's formula
+    (``calls.images``) and the tool definitions (their name, description and schema as text: an
+    estimate, since providers render them in their own, undocumented way)."""
+    items = list(messages)
+    total = count_messages(items, model, system=system)
+    extra = [m for m in items if getattr(m, "tool_calls", ()) or getattr(m, "images", ())]
+    tool_defs = list(tools or ())
+    if not extra and not tool_defs:
+        return total
+    enc = encoding_for_model(model)
+    for m in extra:
+        for c in m.tool_calls:
+            total += 3 + len(enc.encode_ordinary(c.name)) + len(enc.encode_ordinary(c.arguments_json))
+        if m.images:
+            from .images import image_tokens
+
+            total += sum(image_tokens(i, model) for i in m.images)
+    for t in tool_defs:
+        total += 8 + len(enc.encode_ordinary(f"{t.name} {t.description} {t.parameters_json}"))
     return total

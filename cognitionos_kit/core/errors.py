@@ -32,6 +32,7 @@ __all__ = [
     "ProviderError",
     "StreamInterruptedError",
     "StructuredOutputError",
+    "ToolLoopError",
     "AllProvidersFailedError",
     "StorageError",
     "KitWarning",
@@ -111,6 +112,15 @@ class StructuredOutputError(KitError):
     def __init__(self, message: str, *, raw: str, errors: str, completion: Completion | None = None) -> None:
         super().__init__(message)
         self.raw, self.errors, self.completion = raw, errors, completion
+
+
+class ToolLoopError(KitError):
+    """``run_tools=True`` reached ``max_steps`` model turns and the model still asked for tools;
+    ``completion`` is the last (recorded) turn, with every step and tool result."""
+
+    def __init__(self, message: str, *, completion: Completion | None = None) -> None:
+        super().__init__(message)
+        self.completion = completion
 
 
 class AllProvidersFailedError(KitError):

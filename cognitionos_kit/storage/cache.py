@@ -51,7 +51,7 @@ def cache_key(provider: str, request: ProviderRequest, repeat: int) -> str:
         {
             "provider": provider,
             "model": request.model,
-            "messages": [[m.role, m.content] for m in request.messages],
+            "messages": [m.key() for m in request.messages],
             "system": request.system,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,

@@ -142,3 +142,11 @@ def m005_prompt_cache_saving(con: duckdb.DuckDBPyConnection) -> None:
     # What reading the provider's prompt cache saved against full-price input (negative for a
     # write, which costs more than plain input at Anthropic).
     con.execute("ALTER TABLE llm_usage ADD COLUMN cache_saving_usd DOUBLE")
+
+
+@LEDGER_MIGRATIONS
+def m006_traces(con: duckdb.DuckDBPyConnection) -> None:
+    # Calls that take several model turns (the tool loop, structured-output retries): each turn is
+    # a row, and the rows of one call share a trace id. tool_calls: how many tools the turn asked for.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN trace_id VARCHAR")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN tool_calls INTEGER")

@@ -19,7 +19,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ...core.types import ProviderRequest, ProviderResponse, Sampling, Usage
+from ...core.types import Message, ProviderRequest, ProviderResponse, Sampling, ToolCall, ToolDef, Usage
 from .. import tokens
 from .base import SDKProvider, SSEAccumulator, StreamItem, bad_response, incomplete_stream, translate_errors
 
@@ -32,7 +32,8 @@ class AnthropicProvider(SDKProvider):
     name = "anthropic"
     temperature_range = None  # deprecated by Anthropic: not sent
     # no top_p, penalties or log-probabilities in the Messages API any more; effort goes in output_config
-    accepts = frozenset({"stop", "reasoning_effort", "thinking_budget", "cache_prompt", "output", "extra_body"})
+    accepts = frozenset({"stop", "reasoning_effort", "thinking_budget", "cache_prompt", "output", "tools", "tool_choice",
+                         "extra_body"})
 
     def unsupported(self, sampling: Sampling, model: str) -> tuple[str, ...]:
         """As ``accepts`` says; of the efforts, Anthropic has low, medium and high (no "minimal")."""
@@ -57,7 +58,8 @@ class AnthropicProvider(SDKProvider):
         params: dict[str, Any] = {
             "model": req.model,
             "max_tokens": req.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in req.messages],
+            "messages": [{"role": m.role, "content": m.content} for m in req.messages]
+            if not any(m.tool_calls or m.images or m.tool_call_id for m in req.messages) else _messages(req.messages),
         }
         if req.system:
             params["system"] = req.system
@@ -71,6 +73,11 @@ class AnthropicProvider(SDKProvider):
                 params["output_config"] = {"effort": s.reasoning_effort}
             if s.output is not None:
                 params["output_config"] = {**params.get("output_config", {}), "format": s.output.anthropic_format()}
+            if s.tools:
+                params["tools"] = [_tool(t) for t in s.tools]
+            if s.tool_choice is not None:
+                params["tool_choice"] = {"type": {"required": "any"}.get(s.tool_choice, s.tool_choice)} \
+                    if s.tool_choice in ("auto", "required", "none") else {"type": "tool", "name": s.tool_choice}
             if s.thinking_budget is not None:
                 params["thinking"] = {"type": "enabled", "budget_tokens": s.thinking_budget}
             if s.cache_prompt:
@@ -115,12 +122,19 @@ class AnthropicProvider(SDKProvider):
         thinking = "".join(b["thinking"] for b in content
                            if isinstance(b, dict) and b.get("type") == "thinking" and isinstance(b.get("thinking"), str))
         stop = msg.get("stop_reason")
+        calls = []
+        for b in content:
+            if isinstance(b, dict) and b.get("type") == "tool_use":
+                if not isinstance(b.get("id"), str) or not isinstance(b.get("name"), str):
+                    raise bad_response(self.name, req.model, f"a tool_use block has no id or name ({str(b)[:80]!r})")
+                calls.append(ToolCall.of(b["id"], b["name"], b.get("input") if isinstance(b.get("input"), dict) else {}))
         return ProviderResponse(
             content=text,
             model=str(msg.get("model") or ""),
             usage=_with_thinking(self._usage(msg.get("usage")), thinking, req.model),
             finish_reason=stop if isinstance(stop, str) else None,
             response_id=msg.get("id") if isinstance(msg.get("id"), str) else None,
+            tool_calls=tuple(calls),
         )
 
     def complete(self, req: ProviderRequest) -> ProviderResponse:
@@ -154,6 +168,7 @@ class _EventAccumulator(SSEAccumulator):
         self.stop_reason: str | None = None
         self.stopped = False
         self.thinking: list[str] = []  # extended thinking: not the answer, but billed as output
+        self.calls: dict[int, list[str]] = {}  # block index -> [id, name, input JSON pieces...]
 
     def feed(self, event: Any) -> str:
         event = self.event(event)
@@ -165,8 +180,16 @@ class _EventAccumulator(SSEAccumulator):
             self.start_usage = message.get("usage")
             self.model = str(message.get("model") or self.model)
             self.response_id = message.get("id") if isinstance(message.get("id"), str) else None
+        elif kind == "content_block_start":
+            block = event.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":  # not server tools: the server runs those
+                if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                    raise bad_response(self.provider, self.requested, f"a tool_use block has no id or name ({str(block)[:80]!r})")
+                self.calls[int(event.get("index") or 0)] = [block["id"], block["name"]]
         elif kind == "content_block_delta":
             delta = event.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "input_json_delta" and event.get("index") in self.calls:
+                self.calls[event["index"]].append(str(delta.get("partial_json") or ""))
             if isinstance(delta, dict) and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 self.parts.append(delta["text"])
                 return delta["text"]
@@ -199,6 +222,7 @@ class _EventAccumulator(SSEAccumulator):
                                  self.requested),
             finish_reason=self.stop_reason,
             response_id=self.response_id,
+            tool_calls=tuple(ToolCall.of(e[0], e[1], "".join(e[2:]) or "{}") for _, e in sorted(self.calls.items())),
         )
 
 
@@ -222,4 +246,42 @@ def _mark_cache(params: dict[str, Any], marks: tuple[int | str, ...]) -> None:
     for i in (m for m in marks if isinstance(m, int)):
         if -len(messages) <= i < len(messages):
             m = messages[i]
-            m["content"] = [{"type": "text", "text": m["content"], "cache_control": _EPHEMERAL}]
+            if isinstance(m["content"], list):
+                m["content"][-1] = {**m["content"][-1], "cache_control": _EPHEMERAL}
+            else:
+                m["content"] = [{"type": "text", "text": m["content"], "cache_control": _EPHEMERAL}]
+
+
+def _tool(t: ToolDef) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": t.name, "description": t.description, "input_schema": t.parameters}
+    if t.strict is not None:
+        out["strict"] = t.strict
+    return out
+
+
+def _messages(turns: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Turns with tool calls, tool results or images as Messages content blocks: tool calls are
+    ``tool_use`` blocks of the assistant turn; consecutive tool results make one user turn of
+    ``tool_result`` blocks; images come before the text of their turn (as Anthropic advises)."""
+    out: list[dict[str, Any]] = []
+    for m in turns:
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content, "is_error": m.is_error}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list) \
+                    and out[-1]["content"] and out[-1]["content"][-1].get("type") == "tool_result":
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.tool_calls:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in m.tool_calls]
+            out.append({"role": "assistant", "content": blocks})
+        elif m.images:
+            blocks = [{"type": "image", "source": {"type": "url", "url": i.url} if i.url is not None else
+                       {"type": "base64", "media_type": i.media_type, "data": i.base64}} for i in m.images]
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            out.append({"role": m.role, "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out

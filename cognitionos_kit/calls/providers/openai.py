@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ...core.types import ProviderRequest, ProviderResponse, Sampling, Usage
+from ...core.types import Message, ProviderRequest, ProviderResponse, Sampling, ToolCall, Usage
 from .base import SDKProvider, SSEAccumulator, StreamItem, bad_response, incomplete_stream, translate_errors
 
 # Reasoning models take max_completion_tokens; older and compatible servers take max_tokens.
@@ -36,7 +36,7 @@ class OpenAIProvider(SDKProvider):
     temperature_range = (0.0, 2.0)
     # cache_prompt: OpenAI caches prompt prefixes of 1,024 tokens and more by itself (nothing to send)
     accepts = frozenset({"stop", "top_p", "frequency_penalty", "presence_penalty", "logprobs", "reasoning_effort",
-                         "cache_prompt", "output", "extra_body"})
+                         "cache_prompt", "output", "tools", "tool_choice", "extra_body"})
     sdk_module, sync_client_name, async_client_name = "openai", "OpenAI", "AsyncOpenAI"
 
     @property
@@ -56,7 +56,8 @@ class OpenAIProvider(SDKProvider):
     @staticmethod
     def _params(req: ProviderRequest) -> dict[str, Any]:
         messages = [{"role": "system", "content": req.system}] if req.system else []
-        messages += [{"role": m.role, "content": m.content} for m in req.messages]
+        messages += [{"role": m.role, "content": m.content} if not (m.tool_calls or m.images or m.tool_call_id)
+                     else _message(m) for m in req.messages]
         params: dict[str, Any] = {"model": req.model, "messages": messages}
         if req.model.startswith(_COMPLETION_TOKENS_PREFIXES):
             params["max_completion_tokens"] = req.max_tokens
@@ -78,6 +79,11 @@ class OpenAIProvider(SDKProvider):
                     params[name] = getattr(s, name)
             if s.output is not None:
                 params["response_format"] = s.output.openai_format()
+            if s.tools:
+                params["tools"] = [{"type": "function", "function": t.as_dict()} for t in s.tools]
+            if s.tool_choice is not None:
+                params["tool_choice"] = s.tool_choice if s.tool_choice in ("auto", "required", "none") else {
+                    "type": "function", "function": {"name": s.tool_choice}}
             if s.logprobs is not None:
                 params["logprobs"] = True
                 if s.logprobs:
@@ -146,6 +152,9 @@ class OpenAIProvider(SDKProvider):
         finish = choice.get("finish_reason")
         if not content and finish not in ("content_filter", "length", "stop", "tool_calls"):
             raise bad_response(self.name, req.model, "the answer has neither text nor a finish reason")
+        calls = message.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            raise bad_response(self.name, req.model, f"the answer's tool_calls is not a list ({str(calls)[:80]!r})")
         return ProviderResponse(
             content=content or "",
             model=str(data.get("model") or ""),
@@ -153,6 +162,7 @@ class OpenAIProvider(SDKProvider):
             finish_reason=finish if isinstance(finish, str) else None,
             response_id=data.get("id") if isinstance(data.get("id"), str) else None,
             logprobs=_logprobs(choice) if req.sampling is not None and req.sampling.logprobs is not None else None,
+            tool_calls=_tool_calls(calls or (), self.name, req.model),
         )
 
     # --- calls ------------------------------------------------------------------------
@@ -207,6 +217,7 @@ class _StreamAccumulator(SSEAccumulator):
         self.usage: Any = None
         self.finish_reason: str | None = None
         self.logprobs: list[dict[str, Any]] | None = [] if logprobs else None
+        self.calls: dict[int, list[str]] = {}  # index -> [id, name, argument pieces...]
 
     def feed(self, chunk: Any) -> str:
         chunk = self.event(chunk)
@@ -226,6 +237,8 @@ class _StreamAccumulator(SSEAccumulator):
             delta = choice.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                 text += delta["content"]
+            if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+                self._tool_deltas(delta["tool_calls"])
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
             if self.logprobs is not None:
@@ -233,6 +246,20 @@ class _StreamAccumulator(SSEAccumulator):
         if text:
             self.parts.append(text)
         return text
+
+    def _tool_deltas(self, deltas: list[Any]) -> None:
+        """Streamed tool calls: the first delta of each index names it, the rest add argument text."""
+        for d in deltas:
+            if not isinstance(d, dict) or not isinstance(d.get("index"), int):
+                raise bad_response(self.provider, self.requested, f"a streamed tool call has no index ({str(d)[:80]!r})")
+            entry = self.calls.setdefault(d["index"], ["", ""])
+            fn: dict[str, Any] = d["function"] if isinstance(d.get("function"), dict) else {}
+            if isinstance(d.get("id"), str) and d["id"]:
+                entry[0] = d["id"]
+            if isinstance(fn.get("name"), str) and fn["name"]:
+                entry[1] = fn["name"]
+            if isinstance(fn.get("arguments"), str):
+                entry.append(fn["arguments"])
 
     def result(self) -> ProviderResponse:
         if self.finish_reason is None:
@@ -245,6 +272,7 @@ class _StreamAccumulator(SSEAccumulator):
             finish_reason=self.finish_reason,
             response_id=self.response_id,
             logprobs=self.logprobs,
+            tool_calls=tuple(ToolCall.of(e[0], e[1], "".join(e[2:])) for _, e in sorted(self.calls.items())),
         )
 
 
@@ -261,3 +289,31 @@ def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]]:
              "top_logprobs": [{"token": a.get("token"), "logprob": a.get("logprob")}
                               for a in t.get("top_logprobs") or () if isinstance(a, dict)]}
             for t in content or () if isinstance(t, dict)]
+
+
+def _message(m: Message) -> dict[str, Any]:
+    """A turn with tool calls, a tool result or images, in the chat-completions format."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    out: dict[str, Any] = {"role": m.role}
+    if m.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+        parts += [{"type": "image_url", "image_url": {"url": i.data_url} if i.detail == "auto" else
+                   {"url": i.data_url, "detail": i.detail}} for i in m.images]
+        out["content"] = parts
+    elif m.content or not m.tool_calls:
+        out["content"] = m.content
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+                             for c in m.tool_calls]
+    return out
+
+
+def _tool_calls(calls: Any, provider: str, model: str) -> tuple[ToolCall, ...]:
+    out = []
+    for c in calls:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(c.get("id"), str):
+            raise bad_response(provider, model, f"a tool call has no id or function name ({str(c)[:80]!r})")
+        out.append(ToolCall.of(c["id"], fn["name"], fn.get("arguments") if isinstance(fn.get("arguments"), str) else "{}"))
+    return tuple(out)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
-from ...core.types import SAMPLING_NAMES, ProviderRequest, ProviderResponse, Sampling, Usage
+from ...core.types import SAMPLING_NAMES, ProviderRequest, ProviderResponse, Sampling, ToolCall, Usage
 from .. import tokens
 from ..structured import example_value
 from .base import Provider, StreamItem
@@ -119,13 +119,23 @@ class SimulatedProvider(Provider):
             key += repr(req.sampling)
         rng = random.Random(hashlib.sha256(key.encode()).digest())
         s = req.sampling
-        if s is not None and s.output is not None:
+        call = _tool_call(req, s, rng, key) if s is not None and s.tools else None
+        if call is not None:
+            text = ""
+        elif req.messages and req.messages[-1].role == "tool":
+            text = _tool_answer(req)
+        elif s is not None and s.output is not None:
             text = json.dumps(example_value(s.output.schema, rng))
         else:
             text = compose_answer(req, rng)
+            seen = req.messages[-1].images if req.messages else ()
+            if seen:
+                looks = ", ".join(f"a {i.width}x{i.height} {str(i.media_type).split('/')[-1].upper()}" if i.url is None
+                                  else "an image by URL" for i in seen)
+                text = text.replace(") ", f") Looking at {looks}: ", 1)
         enc = tokens.encoding_for_model(req.model)
-        ids = enc.encode(text)
-        finish = "stop"
+        ids = enc.encode(text or (f"{call.name}{call.arguments_json}" if call else ""))
+        finish = "tool_calls" if call is not None else "stop"
         if s is not None and s.stop and s.output is None:
             cut = min((i for i in (text.find(x) for x in s.stop) if i >= 0), default=-1)
             if cut >= 0:
@@ -136,14 +146,15 @@ class SimulatedProvider(Provider):
             text = enc.decode(ids)
             finish = "length"
         msgs = [{"role": m.role, "content": m.content} for m in req.messages]
-        usage = Usage(prompt_tokens=tokens.count_messages(msgs, req.model, system=req.system),
+        usage = Usage(prompt_tokens=tokens.count_request(req.messages, req.model, system=req.system,
+                                                         tools=s.tools if s is not None else None),
                       completion_tokens=len(ids) + reasoning, reasoning_tokens=reasoning)
         if s is not None and s.cache_prompt:
             self._use_cache(req, s.cache_prompt, msgs, usage)
         latency_s = self.latency.sample(rng, usage.prompt_tokens, usage.completion_tokens) / 1000.0
         resp = ProviderResponse(text, req.model, usage, finish, "sim-" + hashlib.sha1(key.encode()).hexdigest()[:16],
                                 logprobs=_logprobs(enc, ids, s.logprobs, rng) if s is not None and s.logprobs is not None
-                                else None)
+                                else None, tool_calls=(call,) if call is not None else ())
         return resp, latency_s, failure
 
     def _use_cache(self, req: ProviderRequest, marks: tuple[int | str, ...], msgs: list[dict[str, str]],
@@ -241,6 +252,8 @@ class SimulatedProvider(Provider):
         return items[-1]  # type: ignore[return-value]
 
     def _chunks(self, resp: ProviderResponse) -> list[str]:
+        if not resp.content:
+            return []  # a turn that only calls tools streams no text
         return re.findall(r"\s*\S+", resp.content) or [resp.content]
 
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
@@ -257,6 +270,61 @@ class _Pause:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+
+
+def _tool_call(req: ProviderRequest, s: Sampling, rng: random.Random, key: str) -> ToolCall | None:
+    """The simulated model's tool call, deterministic: with ``tool_choice`` "auto" it calls the
+    tool whose name or description shares most words with the question (none shares one: it
+    answers), once per question; "required" always calls the best match, a tool's name that tool.
+    Arguments come from the question: capitalised names and numbers in order, else schema-valid
+    values."""
+    choice = s.tool_choice or "auto"
+    tools = s.tools or ()
+    if choice == "none" or not tools or not req.messages:
+        return None
+    if req.messages[-1].role == "tool" and choice == "auto":
+        return None  # the results are in: answer
+    question = next((m.content for m in reversed(req.messages) if m.role == "user"), "")
+    words = {w.lower() for w in re.findall(r"[A-Za-z]{3,}", question)} - _STOP
+    def score(t: Any) -> int:
+        return len(words & {w.lower() for w in re.findall(r"[A-Za-z]{3,}", f"{t.name.replace('_', ' ')} {t.description}")})
+    if choice not in ("auto", "required"):
+        tool = next(t for t in tools if t.name == choice)
+    else:
+        tool = max(tools, key=score)  # the first of the best
+        if choice == "auto" and score(tool) == 0:
+            return None
+    schema = tool.parameters
+    props = schema.get("properties") or {}
+    names = [re.sub(r"'s$", "", n) for n in re.findall(r"\b[A-Z][A-Za-z]+(?:\s+[A-Z][A-Za-z]+)*", question)
+             if n.split()[0].lower() not in _STOP and not n.lower().startswith("what")]
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", question)
+    args: dict[str, Any] = {}
+    for name in schema.get("required") or list(props):
+        prop = props.get(name) or {}
+        kind = prop.get("type")
+        if "enum" in prop:
+            hit = [v for v in prop["enum"] if str(v).lower() in question.lower()]
+            args[name] = hit[0] if hit else prop["enum"][0]
+        elif kind == "string" and names:
+            args[name] = names.pop(0)
+        elif kind in ("integer", "number") and numbers:
+            n = numbers.pop(0)
+            args[name] = int(float(n)) if kind == "integer" else float(n)
+        else:
+            args[name] = example_value(prop, rng, schema)
+    call_id = "call_sim_" + hashlib.sha1(f"{key}{tool.name}".encode()).hexdigest()[:16]
+    return ToolCall.of(call_id, tool.name, args)
+
+
+def _tool_answer(req: ProviderRequest) -> str:
+    """The simulated model's answer once its tools have answered: what they returned."""
+    results = []
+    for m in reversed(req.messages):
+        if m.role != "tool":
+            break
+        results.append(f"{m.name or 'the tool'} {'failed: ' if m.is_error else 'says '}{m.content[:200]}")
+    return f"(simulated {req.model}) " + "; ".join(reversed(results)) + "."
 
 
 _EFFORT_TOKENS = {"minimal": 16, "low": 64, "medium": 256, "high": 1024}
