@@ -372,3 +372,43 @@ def test_a_chat_keeps_the_tool_turns_in_its_history(tmp_path):
     assert chat.questions == ["What's the weather in Paris?", "And the weather in Oslo?"] and "Oslo" in repr(chat)
     assert chat.cost_usd == pytest.approx(first.total_cost_usd + second.total_cost_usd) == kit.usage().cost_usd.sum()
     assert first.total_cost_usd > first.cost_usd  # the tool-call turn is paid for too
+
+
+# --- replies the kit cannot use ---------------------------------------------------------------
+@pytest.mark.parametrize("tool_calls", [
+    "not a list",
+    [{"type": "function", "function": {"name": "get_capital", "arguments": "{}"}}],  # no id
+    [{"id": "call_1", "type": "function"}],  # no function
+])
+def test_a_malformed_openai_tool_call_is_a_bad_response_that_falls_back(live_kit, openai_server, anthropic_server,
+                                                                         tool_calls):
+    body = {"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": tool_calls},
+                         "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 50, "completion_tokens": 5}}
+    openai_server.enqueue_raw(200, "application/json", json.dumps(body).encode())
+    anthropic_server.enqueue(RECORDED[36])
+    r = live_kit.complete("Get weather for Paris and summarize", role="executor", tools=[get_weather])
+    assert [a.error_type for a in r.attempts] == ["bad_response", None] and r.provider == "anthropic"
+    assert r.tool_calls[0].name == "get_weather"
+
+
+def test_a_stream_cut_inside_a_tool_call_is_incomplete_not_a_call(live_kit, openai_server, anthropic_server):
+    from loopback import sse_events
+
+    events = sse_events(RECORDED[76]["response"]["sse"])[:4]  # the call's name and half its arguments, no finish
+    openai_server.enqueue_sse(events)
+    anthropic_server.enqueue(RECORDED[40])  # a streamed tool_use
+    s = live_kit.stream("What is the capital of the UK?", role="executor", tools=[get_capital])
+    assert "".join(s).startswith("Let me search")
+    c = s.completion
+    assert [a.error_type for a in c.attempts] == ["incomplete_stream", None] and c.provider == "anthropic"
+    assert [t.name for t in c.tool_calls] == ["get_exchange_rate"]  # only the complete call
+
+
+def test_anthropic_tool_use_without_an_id_is_a_bad_response(live_kit, anthropic_server):
+    body = dict(RECORDED[36]["response"]["json"], content=[{"type": "tool_use", "name": "get_weather", "input": {}}])
+    anthropic_server.enqueue_raw(200, "application/json", json.dumps(body).encode())
+    from cognitionos_kit import AllProvidersFailedError
+
+    with pytest.raises(AllProvidersFailedError, match="bad_response"):
+        live_kit.complete("Weather in Paris?", model="claude-sonnet-4-5", providers=["anthropic"], tools=[get_weather])
