@@ -275,24 +275,50 @@ class _TakesOptions(Generic[P]):
         self.spec = spec
 
     def __call__(self, method: Callable[[S, Prompt, CallOptions], R]) -> Callable[Concatenate[S, Prompt, P], R]:
-        @wraps(method)
-        def call(self: S, prompt: Prompt, /, **options: Any) -> R:
-            try:
-                opts = CallOptions(**options)
-            except TypeError:
-                unknown = sorted(set(options) - set(_FIELDS))
-                raise InvalidRequestError(
-                    f"unknown option(s) {', '.join(unknown)}: a call takes {', '.join(_FIELDS)}"
-                ) from None
-            return method(self, prompt, opts)
+        # A mistake in the call (bad input, a wrong keyword, a cost limit) is raised from here with
+        # the kit's inner frames cut off: the user sees their line and this one, then the message.
+        if inspect.iscoroutinefunction(method):
+            @wraps(method)
+            async def acall(self: S, prompt: Prompt, /, **options: Any) -> Any:
+                opts = _make_options(options)
+                try:
+                    return await method(self, prompt, opts)
+                except (InvalidRequestError, ConfigurationError) as exc:
+                    raise exc.with_traceback(None) from None
+
+            call: Any = acall
+        else:
+            @wraps(method)
+            def call(self: S, prompt: Prompt, /, **options: Any) -> R:
+                opts = _make_options(options)
+                try:
+                    return method(self, prompt, opts)
+                except (InvalidRequestError, ConfigurationError) as exc:
+                    raise exc.with_traceback(None) from None
 
         params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
                   inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_ONLY, annotation="Prompt")]
         params += list(_SIGNATURE.parameters.values())
-        call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        call.__signature__ = inspect.Signature(
             params, return_annotation=inspect.signature(method).return_annotation)
         call.__doc__ = (method.__doc__ or "").rstrip() + "\n\n" + _OPTIONS_DOC
-        return call  # type: ignore[return-value]
+        return call
+
+
+def _make_options(options: dict[str, Any]) -> CallOptions:
+    try:
+        return CallOptions(**options)
+    except TypeError:
+        import difflib
+
+        unknown = sorted(set(options) - set(_FIELDS))
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, _FIELDS, 1, 0.5)) else u
+                 for u in unknown]
+        raise InvalidRequestError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; a call takes {', '.join(_FIELDS)}"
+        ) from None
+    except (InvalidRequestError, ConfigurationError) as exc:
+        raise exc.with_traceback(None) from None
 
 
 _SIGNATURE = inspect.signature(CallOptions)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -214,8 +213,8 @@ class Planner:
             if allowed is None:
                 if p not in self._warned_temperature:
                     self._warned_temperature.add(p)
-                    warnings.warn(f"{p} does not accept temperature (deprecated by the provider); "
-                                  f"calls to {p} are sent without it", UserWarning, stacklevel=5)
+                    warn_user(f"{p} does not accept temperature (deprecated by the provider); "
+                                  f"calls to {p} are sent without it", UserWarning)
                 continue
             lo, hi = allowed
             if not lo <= temperature <= hi:

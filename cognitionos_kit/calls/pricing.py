@@ -5,12 +5,12 @@ genai-prices is used offline: its bundled data snapshot, never its auto-update.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from ..core.config import PriceOverride
+from ..core.errors import warn_user
 from ..core.types import Usage
 from ..core.validation import check_number, check_text
 
@@ -123,12 +123,10 @@ class PriceBook:
         if price is None:
             if (provider, model) not in self._warned:
                 self._warned.add((provider, model))
-                warnings.warn(
+                warn_user(
                     f"no price known for {provider}/{model}: its cost is recorded as NULL. "
                     f"Add one with kit.set_price({model!r}, input_per_mtok=..., output_per_mtok=...).",
-                    UnknownPriceWarning,
-                    stacklevel=3,
-                )
+                    UnknownPriceWarning)
             return CostEstimate(None, "unknown", None)
         return CostEstimate(price.cost(usage), source, version)
 

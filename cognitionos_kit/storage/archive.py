@@ -6,13 +6,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.errors import warn_user
 from .faults import storage_error
 from .files import fsync_dir, private_dir
 from .ingest import CHUNK, ingest_file, table_spec
@@ -171,8 +171,8 @@ def ingest_archive(con: duckdb.DuckDBPyConnection, journal_dir: str) -> int:
                 with gzip.open(path, "rb") as f:
                     inserted += ingest_file(con, spec, f, 0)[1]
             except (OSError, EOFError, zlib.error) as e:
-                warnings.warn(f"the archived journal {path} is damaged ({e}): rows past the damage were not restored",
-                              RuntimeWarning, stacklevel=3)
+                warn_user(f"the archived journal {path} is damaged ({e}): rows past the damage were not restored",
+                              RuntimeWarning)
         con.commit()
     except BaseException:
         try:

@@ -30,12 +30,11 @@ import shutil
 import sqlite3
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import CacheWarning, StorageError
+from ..core.errors import CacheWarning, StorageError, warn_user
 from ..core.types import ProviderRequest
 from .faults import cause
 from .files import private_dir, private_file
@@ -135,12 +134,10 @@ class ResponseCache:
                 self._db = None
         if warn and not self._warned:
             self._warned = True
-            warnings.warn(
+            warn_user(
                 f"the response cache {self.path} is damaged ({self._damaged}): answers are neither read from "
                 "nor stored in it until kit.clear_cache() repairs it (it replaces the file)",
-                CacheWarning,
-                stacklevel=3,
-            )
+                CacheWarning)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached entry for ``key``, or None (a miss, also for an unreadable entry or file)."""
@@ -173,8 +170,8 @@ class ResponseCache:
                 why = f"lacks the field(s) {', '.join(missing)}"
             else:
                 return entry
-        warnings.warn(f"cache entry {key} in {where} {why}: treated as a miss (the call is sent again and the entry replaced)",
-                      CacheWarning, stacklevel=stacklevel)
+        warn_user(f"cache entry {key} in {where} {why}: treated as a miss (the call is sent again and the entry replaced)",
+                      CacheWarning)
         return None
 
     def _legacy_get(self, key: str) -> dict[str, Any] | None:

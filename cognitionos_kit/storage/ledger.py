@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import InvalidRequestError, StorageError, StorageWarning
+from ..core.errors import InvalidRequestError, StorageError, StorageWarning, warn_user
 from ..core.validation import check_time
 from .faults import WRITE_FAULTS, reason_of
 from .migrations import LEDGER_MIGRATIONS
@@ -110,12 +109,10 @@ class Ledger:
             return
         self._warned_episode = store.episode
         cause = getattr(store.fault, "cause", None) or str(store.fault)
-        warnings.warn(
+        warn_user(
             f"{cause}: the answer was returned and its ledger row kept in {store.kept_in}; it will be "
             "written to the ledger when the data folder is writable again",
-            StorageWarning,
-            stacklevel=3,
-        )
+            StorageWarning)
 
     # --- reading ---------------------------------------------------------------------------
     def usage(self, *, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
@@ -175,7 +172,7 @@ class Ledger:
         except StorageError as e:
             if reason_of(e) not in WRITE_FAULTS:
                 raise
-            warnings.warn(f"the ledger could not be flushed on close: {e}", StorageWarning, stacklevel=2)
+            warn_user(f"the ledger could not be flushed on close: {e}", StorageWarning)
 
     def __enter__(self) -> Ledger:
         return self
