@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo lint test bench notebooks clean
+.PHONY: setup demo lab lint test bench notebooks clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m cognitionos_kit demo
 
+# Open the numbered notebooks in JupyterLab (the third command in the README).
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
 # Tests run offline whatever the shell holds: no keys, no base URLs, no .env.
 OFFLINE := env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u OPENAI_BASE_URL -u ANTHROPIC_BASE_URL COGNITIONOS_DOTENV=0
 
@@ -28,7 +32,7 @@ lint: setup
 
 test: setup lint
 	sh tools/ensure_chromium.sh
-	$(OFFLINE) $(PY) -m pytest -q
+	$(OFFLINE) $(PY) -m pytest --durations=10
 
 notebooks: setup
 	$(OFFLINE) $(PY) tools/refresh_notebooks.py

@@ -7,8 +7,9 @@ CHROMIUM=/usr/bin/chromium
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 LOG="${TMPDIR:-/tmp}/ensure_chromium.log"
-echo "installing chromium with apt (log: $LOG)"
-if ! { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium; } >"$LOG" 2>&1; then
+echo "the browser test needs Debian's chromium: installing it with apt-get --no-install-recommends"
+echo "(about 100 MB with its libraries, once; log: $LOG)"
+if ! { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium; } >"$LOG" 2>&1; then
     tail -n 20 "$LOG" >&2
     echo "could not install chromium: see $LOG" >&2
     exit 1
