@@ -106,6 +106,10 @@ def _rebuild(args: argparse.Namespace) -> int:
 
     home = load_settings(args.home).home
     stores = [("ledger", Ledger(home).store)]
+    if (home / "log_journal").exists():
+        from .storage.textlog import TextLog
+
+        stores.append(("text log", TextLog(home).store))
     if args.memory:
         from .memory.store import EventLog
 

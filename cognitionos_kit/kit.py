@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from .experiments import Comparison, Experiment, Run
     from .memory import Memory
     from .notebook.dashboard import Dashboard
+    from .notebook.log_browser import LogBrowser
     from .notebook.playground import Playground
     from .storage.ledger import Ledger
+    from .storage.textlog import TextLog
 
 __all__ = ["Kit", "KitConfig", "CallOptions", "CallPlan"]
 
@@ -72,12 +74,14 @@ class Kit:
         default_max_tokens: int = 1024,
         dotenv: bool | str | os.PathLike[str] = True,
         memory: Mapping[str, Any] | None = None,
+        log_text: bool = True,
+        log_redact: Callable[[str], str] | None = None,
     ) -> None:
         self._build(KitConfig(
             home=home, providers=providers, role_models=role_models, fallback_models=fallback_models,  # type: ignore[arg-type]
             fallback_on=fallback_on, simulate_on_failure=simulate_on_failure, seed=seed, simulated_latency=simulated_latency,
             timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait, default_max_tokens=default_max_tokens,
-            dotenv=dotenv, memory=memory,  # type: ignore[arg-type]
+            dotenv=dotenv, memory=memory, log_text=log_text, log_redact=log_redact,  # type: ignore[arg-type]
         ))
 
     @classmethod
@@ -93,11 +97,12 @@ class Kit:
             from .memory import Memory
 
             memory_options = dict(Memory.check_options(config.memory))
-        parts = assemble(config, lambda: self.ledger)
+        parts = assemble(config, lambda: self.ledger, lambda: self.text_log)
         self.settings, self.policy, self.prices, self.router, self.providers, self.planner, self.recorder = parts
         self.home = self.settings.home
         self._config = config
         self._ledger: Ledger | None = None
+        self._text_log: TextLog | None = None
         self._memory: Memory | None = None
         self._memory_options = memory_options
 
@@ -195,13 +200,15 @@ class Kit:
         return records.answer(await fallback.arun(plan.chain, records.on_attempt))
 
     def chat(self, *, system: str | None = None, role: str | None = None, model: str | None = None,
-             user_id: str | None = None, max_tokens: int | None = None, **options: Any) -> Chat:
+             user_id: str | None = None, max_tokens: int | None = None, continue_from: str | None = None,
+             **options: Any) -> Chat:
         """A conversation: ``chat.send(text)`` keeps the history, each turn a costed call; the
-        options here (and any other call option) apply to every turn."""
+        options here (and any other call option) apply to every turn. ``continue_from`` a logged
+        request id starts from that request's messages and answer (and its system prompt)."""
         from .calls.chat import Chat
 
         given = {"role": role, "model": model, "user_id": user_id, "max_tokens": max_tokens, **options}
-        return Chat(self, system=system, **{k: v for k, v in given.items() if v is not None})
+        return Chat(self, system=system, continue_from=continue_from, **{k: v for k, v in given.items() if v is not None})
 
     def count_tokens(self, prompt: Prompt, *, model: str | None = None, role: str | None = None,
                      system: str | None = None) -> dict[str, Any]:
@@ -229,6 +236,22 @@ class Kit:
 
             self._ledger = Ledger(self.home)
         return self._ledger
+
+    @property
+    def text_log(self) -> TextLog:
+        """Prompts and answers (``<home>/cognitionos_log.duckdb``), beside the ledger; see ``log``."""
+        if self._text_log is None:
+            from .storage.textlog import TextLog
+
+            self._text_log = TextLog(self.home)
+        return self._text_log
+
+    def log(self, search: str | None = None, *, since: Any = None, until: Any = None, limit: int | None = None,
+            **filters: Any) -> pd.DataFrame:
+        """What each request asked and what came back, newest first (one row per request): prompt,
+        answer, messages and parameters (JSON), errors, cost and latency. ``search`` finds text;
+        filters as ``usage`` (user_id, model, trace_id, request_id, ...)."""
+        return self.text_log.entries(search, since=since, until=until, limit=limit, **filters)
 
     @property
     def memory(self) -> Memory:
@@ -280,6 +303,12 @@ class Kit:
 
         return playground(self, compare=compare, chat=chat, prompt=prompt)
 
+    def log_browser(self, *, search: str = "") -> LogBrowser:
+        """A widget to find logged requests by text and read prompt and answer side by side."""
+        from .notebook.log_browser import log_browser
+
+        return log_browser(self, search=search)
+
     def dashboard(self, *, refresh_s: float | None = 1.0, budget_usd: float | None = None,
                   **filters: Unpack[ChartFilters]) -> Dashboard:
         """Live FigureWidgets and a summary table that update as calls are recorded (filters as ``kit.charts``)."""
@@ -320,6 +349,8 @@ class Kit:
             self._memory.close()
         if self._ledger is not None:
             self._ledger.close()
+        if self._text_log is not None:
+            self._text_log.close()
 
     def __enter__(self) -> Kit:
         return self

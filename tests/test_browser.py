@@ -1,7 +1,8 @@
 """End to end in a real browser: JupyterLab on a loopback port, Debian's chromium driven by Playwright.
 
 Opens ``04_playground``, runs every cell, types a prompt in the playground, clicks Run and waits for
-the streamed answer and its cost line; then opens the charts notebook and checks plotly drew traces.
+the streamed answer and its cost line, then finds that prompt in the log browser; then opens the
+charts notebook and checks plotly drew traces.
 Screenshots land in the test's temporary folder (printed at the end). Any page error fails the test.
 Needs /usr/bin/chromium: ``tools/ensure_chromium.sh`` installs it (``make test`` runs it).
 """
@@ -242,6 +243,18 @@ def _check_playground(page, shots: Path) -> None:
     assert "What is a p-value?" in transcript and "And a confidence interval?" in transcript
     assert transcript.count("sim-small") >= 2 and "$" in transcript  # each turn's cost line
     chat_pg.screenshot(path=str(shots / "playground_chat.png"))
+
+    # the log browser finds the prompt typed into the playground above, by a few of its words
+    logs = page.locator(".cok-log-browser").first
+    logs.scroll_into_view_if_needed()
+    search = logs.get_by_role("textbox", name="Search")
+    search.fill("vector databases")
+    search.press("Enter")
+    logs.locator(".cok-log-prompt").filter(has_text="Explain vector databases in two sentences").wait_for()
+    entry = logs.locator(".cok-log-entry").inner_text()
+    assert "(simulated sim-small)" in entry and "$" in entry and "continue_from" in entry
+    assert "1 request(s)" in logs.inner_text()
+    logs.screenshot(path=str(shots / "log_browser.png"))
     page.screenshot(path=str(shots / "playground_page.png"))
 
 

@@ -20,6 +20,7 @@ from .router import Router
 
 if TYPE_CHECKING:
     from ..storage.ledger import Ledger
+    from ..storage.textlog import TextLog
 
 __all__ = ["CallParts", "assemble", "describe"]
 
@@ -28,7 +29,7 @@ __all__ = ["CallParts", "assemble", "describe"]
 CallParts = tuple[Settings, FallbackPolicy, PriceBook, Router, ProviderSet, Planner, Recorder]
 
 
-def assemble(c: KitConfig, ledger: Callable[[], Ledger]) -> CallParts:
+def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], TextLog] | None = None) -> CallParts:
     """Check what ``KitConfig`` cannot check alone, then build every part (nothing is sent)."""
     if c.simulated_latency is not None and not isinstance(c.simulated_latency, LatencyModel):
         raise ConfigurationError(f"simulated_latency must be a LatencyModel, got {type(c.simulated_latency).__name__}")
@@ -56,7 +57,8 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger]) -> CallParts:
         router.add_provider(p.name, p.price_id or p.name)
     planner = Planner(providers, router, timeout=float(c.timeout), max_retry_wait=c.max_retry_wait,
                       default_max_tokens=c.default_max_tokens, policy=policy)
-    return settings, policy, prices, router, providers, planner, Recorder(ledger, prices, providers)
+    recorder = Recorder(ledger, prices, providers, text_log, log_text=c.log_text, log_redact=c.log_redact)
+    return settings, policy, prices, router, providers, planner, recorder
 
 
 def describe(c: KitConfig, settings: Settings, providers: ProviderSet, router: Router) -> dict[str, Any]:
@@ -71,6 +73,7 @@ def describe(c: KitConfig, settings: Settings, providers: ProviderSet, router: R
         "fallback_models": {k: list(v) for k, v in router.fallback_models.items()},
         "home": str(settings.home),
         "ledger": str(settings.home / "cognitionos.duckdb"),
+        "text_log": str(settings.home / "cognitionos_log.duckdb") if c.log_text else None,
         "dotenv": settings.dotenv_path,
         "prices": "genai-prices bundled snapshot (no auto-update)",
     }

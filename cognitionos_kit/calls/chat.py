@@ -24,14 +24,17 @@ class Chat:
     The options given to ``kit.chat(...)`` (system prompt, role or model, user_id, ...) apply to
     every turn; ``send(text, **options)`` can add or override some for one turn."""
 
-    def __init__(self, kit: Kit, *, system: str | None = None, **options: Any) -> None:
+    def __init__(self, kit: Kit, *, system: str | None = None, continue_from: str | None = None, **options: Any) -> None:
         if system is not None:
             check_text(system, "system")
         self.kit = kit
+        self.history: list[dict[str, Any]] = []
+        if continue_from is not None:
+            logged_system, self.history = _from_log(kit, continue_from)
+            system = system if system is not None else logged_system
         self.system = system
         self.options = dict(options)
         kit.plan("check", system=system, **self.options)  # a bad option fails here, not at the first turn
-        self.history: list[dict[str, Any]] = []
         self.turns: list[Completion] = []
         self.questions: list[str] = []  # what was asked at each turn
 
@@ -118,3 +121,25 @@ def transcript_html(chat: Chat | None, *, answer_style: str = "margin:2px 0 2px 
     cost = "n/a" if chat.cost_usd is None else f"${chat.cost_usd:.6f}"
     rows.append(f"<div style='{FONT};margin-top:6px'>{len(chat.turns)} turn(s) · {cost} in all</div>")
     return "".join(rows)
+
+
+def _from_log(kit: Kit, request_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """The system prompt and the history (messages, then the answer) of a logged request."""
+    import json
+
+    if not isinstance(request_id, str) or not request_id.strip():
+        raise InvalidRequestError(f"continue_from must be a logged request id (kit.log().request_id), got {request_id!r}")
+    found = kit.log(request_id=request_id)
+    if found.empty or found.messages.iloc[0] is None:
+        raise InvalidRequestError(f"request {request_id!r} is not in the text log of {kit.home} "
+                                  "(was it logged? log_text=False keeps text out)")
+    entry = found.iloc[0]
+    history = [m for m in json.loads(entry.messages) if not m.get("images")]  # images are not kept in the log
+    if entry.status != "ok" or entry.answer is None:
+        raise InvalidRequestError(f"request {request_id!r} has no answer to continue from (status {entry.status})")
+    calls = json.loads(entry.tool_calls) if entry.tool_calls else []
+    answer: dict[str, Any] = {"role": "assistant", "content": entry.answer}
+    if calls:
+        answer["tool_calls"] = [{"id": c["id"], "type": "function", "function": {"name": c["name"],
+                                                                                "arguments": c["arguments"]}} for c in calls]
+    return (entry.system if isinstance(entry.system, str) else None), history + [answer]

@@ -67,6 +67,8 @@ class CallOptions:
     extra_body: more request fields, sent as they are. A setting the first provider does not accept
         is an error before sending; a fallback provider without it is sent the call without it
         (warned, and listed in the attempt's ``dropped_params``).
+    log_text: False keeps this call's prompt and answer out of the text log (``kit.log()``); the
+        ledger row is written as always. None: the Kit's ``log_text``.
     user_id, agent_id, task_id: who the call is for; recorded in the ledger (spend per user).
     max_cost: the most this call may cost in USD (worst case); a cheaper model is used if needed.
     providers: the providers to try, in order (instead of the Kit's chain).
@@ -106,6 +108,7 @@ class CallOptions:
     max_steps: int = 10
     images: Any = None
     extra_body: Mapping[str, Any] | None = None
+    log_text: bool | None = None
 
     output_spec: OutputSpec | None = field(default=None, init=False, repr=False, compare=False)
     tool_set: tuple[Tool, ...] | None = field(default=None, init=False, repr=False, compare=False)
@@ -133,6 +136,8 @@ class CallOptions:
             raise InvalidRequestError(f"temperature must be a number, got {t!r}")
         if self.deadline is not None:
             check_number(self.deadline, "deadline (seconds for the whole call, every fallback included)", positive=True)
+        if self.log_text is not None and not isinstance(self.log_text, bool):
+            raise InvalidRequestError(f"log_text must be True, False or None, got {self.log_text!r}")
         for label in ("user_id", "agent_id", "task_id", "experiment_id", "run_id"):
             value = getattr(self, label)
             if value is not None:

@@ -35,11 +35,13 @@ class CallPlan:
     """A checked call, ready to send: its steps (provider + request, in fallback order), who it
     is for (``meta``, the ledger's columns) and what was asked (``requested``: provider, model)."""
 
-    __slots__ = ("request_id", "chain", "meta", "requested", "t_start")
+    __slots__ = ("request_id", "chain", "meta", "requested", "t_start", "log_text")
 
-    def __init__(self, request_id: str, chain: ChainRun, meta: dict[str, Any], requested: tuple[str, str]) -> None:
+    def __init__(self, request_id: str, chain: ChainRun, meta: dict[str, Any], requested: tuple[str, str],
+                 log_text: bool | None = None) -> None:
         self.request_id, self.chain, self.meta, self.requested = request_id, chain, meta, requested
         self.t_start = time.perf_counter()
+        self.log_text = log_text  # None: the Kit's setting
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{s.provider.name}/{s.request.model}" for s in self.steps)
@@ -149,7 +151,8 @@ class Planner:
         # (measured by benchmarks/bench_choices.py; figures in the README)
         request_id = "req_" + os.urandom(12).hex()
         run = ChainRun(steps, policy, request_id, self.timeout, o.deadline, self.max_retry_wait)
-        return CallPlan(request_id=request_id, chain=run, meta=meta, requested=(plan.requested.provider, plan.requested.model))
+        return CallPlan(request_id=request_id, chain=run, meta=meta, requested=(plan.requested.provider, plan.requested.model),
+                        log_text=o.log_text)
 
     def count_tokens(self, prompt: Prompt, *, model: str | None = None, role: str | None = None,
                      system: str | None = None) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 from ..core.display import AttemptList
 from ..core.types import Attempt, Completion, ProviderResponse, Usage
 from ..core.validation import clean_text
+from .logtext import log_row
 
 if TYPE_CHECKING:
     from ..storage.ledger import Ledger
+    from ..storage.textlog import TextLog
     from .plan import CallPlan
     from .policy import Step
     from .pricing import PriceBook
@@ -27,10 +29,15 @@ __all__ = ["Recorder", "Collected"]
 class Recorder:
     """Turns attempts into ledger rows and answers into ``Completion``s."""
 
-    def __init__(self, ledger: Callable[[], Ledger], prices: PriceBook, providers: ProviderSet) -> None:
+    def __init__(self, ledger: Callable[[], Ledger], prices: PriceBook, providers: ProviderSet,
+                 text_log: Callable[[], TextLog] | None = None, *, log_text: bool = True,
+                 log_redact: Callable[[str], str] | None = None) -> None:
         self._ledger = ledger  # opened on the first row, not when the Kit is built
+        self._text_log = text_log
         self.prices = prices
         self.providers = providers
+        self.log_text = log_text  # the Kit's default; a call's log_text= overrides it
+        self.log_redact = log_redact
 
     def record(self, call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse | None,
                attempts: list[Attempt] | None = None) -> Completion | None:
@@ -111,6 +118,8 @@ class Recorder:
                 trace_id=call.meta.get("trace_id"),
             )
         self._ledger().record([row])
+        if self._text_log is not None and (self.log_text if call.log_text is None else call.log_text):
+            self._text_log().record([log_row(call, step, attempt, resp, row, self.log_redact)])
         return completion
 
     def _cache_saving(self, price_id: str, model: str, usage: Usage, cost: float | None) -> float | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -209,6 +209,8 @@ class KitConfig:
     dotenv: bool | str = True
     memory: Mapping[str, Any] | None = None
     prices: tuple[PriceOverride, ...] = ()
+    log_text: bool = True
+    log_redact: Callable[[str], str] | None = None
 
     def __post_init__(self) -> None:
         # plain, hashable values: paths as str, lists as tuples, a model's one equivalent as a 1-tuple
@@ -243,6 +245,10 @@ class KitConfig:
             raise ConfigurationError(f"seed must be an int, got {self.seed!r}")
         if not isinstance(self.simulate_on_failure, bool):
             raise ConfigurationError(f"simulate_on_failure must be True or False, got {self.simulate_on_failure!r}")
+        if not isinstance(self.log_text, bool):
+            raise ConfigurationError(f"log_text must be True or False, got {self.log_text!r}")
+        if self.log_redact is not None and not callable(self.log_redact):
+            raise ConfigurationError(f"log_redact must be a function (text) -> text, got {self.log_redact!r}")
         if not isinstance(self.dotenv, (bool, str, os.PathLike)):
             raise ConfigurationError(f"dotenv must be True, False or the path of a .env file, got {self.dotenv!r}")
         if self.providers is not None and (isinstance(self.providers, (str, bytes))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttemptList", "UsageSummary", "html_table", "text_table", "hits_table", "HIT_HEADERS", "shorten",
-    "footer_html", "error_html", "note_html", "plain_text", "FONT",
+    "footer_html", "error_html", "note_html", "plain_text", "FONT", "MUTED", "money", "log_ref",
 ]  # fmt: skip
 
 FONT = "font-family:var(--jp-content-font-family,system-ui,sans-serif)"  # the notebook's own font
@@ -63,8 +63,23 @@ def shorten(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def money(usd: Any) -> str:
+    """The one money format of every view, table and card: ``$0.000087`` (six decimals below a
+    dollar, where LLM costs live), ``$1,234.50`` from a dollar up, ``n/a`` when unknown."""
+    if usd is None or (isinstance(usd, float) and math.isnan(usd)):
+        return "n/a"
+    try:
+        v = float(usd)
+    except (TypeError, ValueError):
+        return "n/a"
+    if math.isnan(v):
+        return "n/a"
+    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.6f}"
+
+
 # --- small HTML lines every view shows ------------------------------------------------------
 _MUTED = "color:var(--jp-content-font-color2,#666)"
+MUTED = f"{_MUTED};font-size:12px"  # a secondary line (labels, accounting)
 _SUBSTITUTE = "color:#b45309;font-weight:600"
 
 
@@ -83,10 +98,18 @@ def footer_html(c: Completion, *, shown: tuple[str, str] | None = None) -> str:
         return f"<span style='white-space:nowrap'>{html.escape(p)}</span>"
 
     markup = " · ".join(part(p) for p in line.split(" · "))
+    markup += log_ref(c.request_id)
     if len(c.attempts) > 1:
         path = " → ".join(f"{a.provider} ({a.error_type or a.status})" for a in c.attempts)
         markup += f"<br><span style='color:#a15c00'>fallback: {html.escape(path)}</span>"
     return f"<div class='cok-footer' style='{FONT};{_MUTED};font-size:12px;line-height:1.4'>{markup}</div>"
+
+
+def log_ref(request_id: str) -> str:
+    """Where a card's request is in the text log: its id, with how to open it on hover."""
+    tip = f"kit.log(request_id='{request_id}'), or search for it in kit.log_browser()"
+    return (f" · <span class='cok-log-ref' title=\"{html.escape(tip)}\" style='white-space:nowrap'>"
+            f"log {html.escape(request_id[:12])}…</span>")
 
 
 def error_html(exc: BaseException) -> str:
@@ -107,7 +130,9 @@ def note_html(text: str) -> str:
 
 
 def plain_text(markup: str) -> str:
-    """The text of one of these small HTML snippets: ``<br>`` kept as line breaks, tags dropped."""
+    """The text of one of these small HTML snippets: ``<br>`` kept as line breaks, tags dropped
+    (the log reference too: it is a pointer for the eye, not part of the line)."""
+    markup = re.sub(r" · <span class='cok-log-ref'[^>]*>[^<]*</span>", "", markup)
     return html.unescape(re.sub(r"<[^>]+>", "", markup.replace("<br>", "\n")))
 
 

@@ -364,6 +364,8 @@ class Completion:
         banner = (f"<div class='cok-substitute' style='color:#b45309;font-weight:600;font-size:12px'>"
                   f"⚠ Substitute answer: asked {html.escape(str(self.requested))}, answered by {html.escape(who)}"
                   "</div>") if note else ""
+        from .display import log_ref
+
         cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
         approx = "~" if self.tokens_estimated else ""
         line = (f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens · "
@@ -376,7 +378,7 @@ class Completion:
             f"font-size:13px;line-height:1.45;border-left:3px solid {border};"
             "padding:2px 0 2px 10px;max-width:110ch'>"
             f"{banner}{tools}<div style='white-space:pre-wrap;word-break:break-word'>{text}</div>"
-            f"<div style='{muted}'>{html.escape(line)}{path}</div></div>"
+            f"<div style='{muted}'>{html.escape(line)}{log_ref(self.request_id)}{path}</div></div>"
         )
 
     def to_dict(self) -> dict[str, Any]:

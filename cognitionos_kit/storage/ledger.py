@@ -186,22 +186,28 @@ def _where(filters: Mapping[str, Any], since: Any, until: Any) -> tuple[str, lis
     bad = sorted(set(filters) - _COLUMNS)
     if bad:
         raise InvalidRequestError(f"unknown ledger column(s) {bad}; valid columns: {', '.join(LEDGER_COLUMNS)}")
+    return where_clause(filters, since, until, "u.")
+
+
+def where_clause(filters: Mapping[str, Any], since: Any, until: Any, prefix: str = "") -> tuple[str, list[Any]]:
+    """``col=value`` filters (None: IS NULL; a list: any of) and a ``ts`` range as a WHERE clause
+    with ``?`` placeholders, and its parameters (the columns already checked by the caller)."""
     clauses: list[str] = []
     params: list[Any] = []
     for col, value in filters.items():
         if value is None:
-            clauses.append(f"u.{col} IS NULL")
+            clauses.append(f"{prefix}{col} IS NULL")
         elif isinstance(value, (list, tuple, set, frozenset)):
             values = list(value)
-            clauses.append(f"u.{col} IN ({', '.join('?' * len(values))})" if values else "FALSE")
+            clauses.append(f"{prefix}{col} IN ({', '.join('?' * len(values))})" if values else "FALSE")
             params.extend(values)
         else:
-            clauses.append(f"u.{col} = ?")
+            clauses.append(f"{prefix}{col} = ?")
             params.append(value)
     if since is not None:
-        clauses.append("u.ts >= CAST(? AS TIMESTAMPTZ)")
+        clauses.append(f"{prefix}ts >= CAST(? AS TIMESTAMPTZ)")
         params.append(_utc_iso(since, "since"))
     if until is not None:
-        clauses.append("u.ts < CAST(? AS TIMESTAMPTZ)")
+        clauses.append(f"{prefix}ts < CAST(? AS TIMESTAMPTZ)")
         params.append(_utc_iso(until, "until"))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

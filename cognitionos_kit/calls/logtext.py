@@ -1,0 +1,69 @@
+"""What the text log keeps of one attempt (``storage.textlog``): the request's messages, system
+prompt and parameters (with its first attempt), the answer or the error, passed through the
+user's redaction hook and the kit's own key redaction first."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import redact
+
+if TYPE_CHECKING:
+    from ..core.types import Attempt, Message, ProviderRequest, ProviderResponse
+    from .plan import CallPlan
+    from .policy import Step
+
+__all__ = ["log_row"]
+
+Redact = Callable[[str], str]
+
+
+def log_row(call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse | None, ledger_row: dict[str, Any],
+            hook: Redact | None) -> dict[str, Any]:
+    """The text log row of one attempt (``ledger_row``: its accounting row, for the numbers)."""
+    def clean(text: str | None) -> str | None:
+        if text is None:
+            return None
+        out = hook(text) if hook is not None else text
+        return redact(out if isinstance(out, str) else str(out))
+
+    req = step.request
+    row: dict[str, Any] = {k: ledger_row.get(k) for k in (
+        "ts", "request_id", "attempt", "trace_id", "kind", "user_id", "role", "experiment_id", "run_id", "provider",
+        "model", "status", "cost_usd", "latency_ms", "prompt_tokens", "completion_tokens")}
+    row["error"] = clean(attempt.error_message)
+    if resp is not None:
+        row["answer"] = clean(resp.content)
+        if resp.tool_calls:
+            row["tool_calls"] = json.dumps([{"id": c.id, "name": c.name, "arguments": clean(c.arguments_json)}
+                                            for c in resp.tool_calls], ensure_ascii=False)
+    if attempt.number == 1:  # the request itself, once
+        last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
+        row["prompt"] = clean(last_user.content) if last_user is not None else None
+        row["system"] = clean(req.system)
+        row["messages"] = json.dumps([_message(m, clean) for m in req.messages], ensure_ascii=False)
+        row["params"] = json.dumps(_params(req), ensure_ascii=False, default=str)
+    return row
+
+
+def _message(m: Message, clean: Callable[[str | None], str | None]) -> dict[str, Any]:
+    d = m.as_dict()
+    d["content"] = clean(m.content)
+    if m.images:  # described, not stored: the log stays small and holds no image data
+        d["images"] = [i.url or f"{i.media_type} {i.width}x{i.height} sha256:{i.digest[:16]}" for i in m.images]
+    for c in d.get("tool_calls", ()):
+        c["function"]["arguments"] = clean(c["function"]["arguments"])
+    return d
+
+
+def _params(req: ProviderRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": req.model, "max_tokens": req.max_tokens}
+    if req.temperature is not None:
+        out["temperature"] = req.temperature
+    if req.seed is not None:
+        out["seed"] = req.seed
+    if req.sampling is not None:
+        out.update(req.sampling.as_dict())
+    return out
