@@ -112,10 +112,13 @@ def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> 
     # response cache there persists, so a later demo serves the first run from it too (and says so).
     from .experiments import Experiment
 
-    exp = Experiment("demo-capitals", [{"country": c, "expected": e} for c, e in
-                                       (("France", "Paris"), ("Japan", "Tokyo"), ("Peru", "Lima"))],
+    capitals = (("France", "Paris"), ("Japan", "Tokyo"), ("Peru", "Lima"))
+    # canned offline answers, so the scores show signal: sim-nano gets Japan wrong
+    canned = [{"model": "sim-nano", "prompt": "Japan", "answer": "I believe it is Kyoto."}]
+    canned += [{"prompt": c, "answer": f"The capital of {c} is {e}."} for c, e in capitals]
+    exp = Experiment("demo-capitals", [{"country": c, "expected": e} for c, e in capitals],
                      "What is the capital of {country}?", ["sim-small", "sim-nano"],
-                     settings={"temperature": [0.0, 0.7]}, scorers=["contains", {"regex": "capital"}])
+                     settings={"temperature": [0.0, 0.7]}, scorers=["contains", {"regex": "capital"}], simulated=canned)
     sim_kit = Kit(data_home, providers=["simulated"], dotenv=False)
     first = sim_kit.run(exp, budget_usd=0.05, progress=False)
     again = sim_kit.run(exp, budget_usd=0.05, progress=False)
@@ -123,6 +126,8 @@ def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> 
     earlier = f" ({first.cache_hits} from an earlier demo's cache)" if first.cache_hits else ""
     print(f"\nexperiment {exp.name}: {len(first.results)} cells, {sent} sent for ${first.cost_usd:.6f}{earlier}; "
           f"rerun {again.cache_hits} cache hits, ${again.cost_usd:.6f} new spend")
+    by_model = first.results.groupby("model", sort=False)["score_contains"].mean()
+    print("  contains the expected capital: " + " · ".join(f"{m} {v:.0%}" for m, v in by_model.items()))
     summary["experiment_run"] = first.run_id
     summary["experiment_report"] = str(first.report_path)
     print(f"experiment report: {first.report_path}")

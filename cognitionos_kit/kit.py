@@ -116,6 +116,7 @@ class Kit:
             role_models={p: dict(t) for p, t in self.router.user_role_models.items()} or None,
             fallback_models={k: tuple(v) for k, v in self.router.fallback_models.items()} or None,
             prices=self.prices.overrides(),
+            simulated_answers=self.simulated.canned,
         )
 
     timeout = property(lambda self: float(self._config.timeout), doc="Seconds one attempt may take, retries included.")

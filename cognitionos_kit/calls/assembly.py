@@ -49,7 +49,7 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
     builtins: dict[str, Provider] = {
         "openai": OpenAIProvider(settings.openai, **limits),  # type: ignore[arg-type]
         "anthropic": AnthropicProvider(settings.anthropic, **limits),  # type: ignore[arg-type]
-        "simulated": SimulatedProvider(seed=c.seed, latency=c.simulated_latency),
+        "simulated": SimulatedProvider(seed=c.seed, latency=c.simulated_latency).script(c.simulated_answers),
     }
     providers = ProviderSet(builtins, c.providers if c.providers is not None else PROVIDERS,
                             listed=c.providers is not None, simulate_on_failure=c.simulate_on_failure)

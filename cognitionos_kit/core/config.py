@@ -211,6 +211,7 @@ class KitConfig:
     prices: tuple[PriceOverride, ...] = ()
     log_text: bool = True
     log_redact: Callable[[str], str] | None = None
+    simulated_answers: Any = None  # the simulated provider's canned answers (kit.simulated.script)
 
     def __post_init__(self) -> None:
         # plain, hashable values: paths as str, lists as tuples, a model's one equivalent as a 1-tuple

@@ -108,6 +108,8 @@ class Experiment:
     names or roles. ``settings``: dict of lists (a grid) or list of dicts over temperature,
     max_tokens, system. ``scorers``: names ("exact_match", "contains", "regex", "valid_json",
     "numeric", "llm_judge"), ``{name: options}`` dicts, or callables ``f(output, row) -> float``.
+    ``simulated``: canned offline answers for the run's simulated calls (see
+    ``calls.providers.script.Script``: ``{pattern: answer}``, rules, or a function).
     """
 
     name: str
@@ -117,11 +119,15 @@ class Experiment:
     settings: Any = None
     repeats: int = 1
     scorers: Any = None
+    simulated: Any = None
     base_dir: Path | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise InvalidRequestError(f"experiment name must be a non-empty string, got {self.name!r}")
+        from ..calls.providers.script import Script
+
+        self.script = None if self.simulated is None else Script(self.simulated)
         self.data = load_dataset(self.dataset, self.base_dir)
         if self.data.empty:
             raise InvalidRequestError(f"experiment {self.name!r}: the dataset is empty (no rows to run)")
@@ -167,7 +173,8 @@ class Experiment:
         if not isinstance(spec, dict):
             raise InvalidRequestError(f"{path}: expected a mapping with name, dataset, prompts, models")
         spec.pop("run", None)  # run options (concurrency, budget_usd...) are read by the CLI
-        unknown = sorted(set(spec) - {"name", "dataset", "prompts", "models", "settings", "repeats", "scorers"})
+        unknown = sorted(set(spec) - {"name", "dataset", "prompts", "models", "settings", "repeats", "scorers",
+                                      "simulated"})
         if unknown:
             raise InvalidRequestError(f"{path}: unknown key(s) {unknown}")
         return cls(**spec, base_dir=path.parent)
@@ -204,6 +211,7 @@ class Experiment:
             "settings": self.grid,
             "repeats": self.repeats,
             "scorers": [s.describe() for s in self.scorer_list],
+            **({"simulated": self.script.digest} if self.script is not None else {}),
         }
 
     @property

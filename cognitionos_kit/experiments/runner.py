@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import ConfigurationError, InvalidRequestError
+from ..core.errors import ConfigurationError, InvalidRequestError, KitError
 from ..storage.cache import ResponseCache, cache_key
 from .budget import Budget
 from .entry import ENTRY_FIELDS, entry
@@ -64,8 +64,8 @@ def _plan(kit: Kit, exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
                 f"budget_usd needs a known price for every model; {step.provider.name}/{step.request.model} "
                 f"(or a fallback) has none: add one with kit.set_price(...)"
             )
-        plans.append(_Plan(cell, cache_key(step.provider.name, step.request, cell.repeat), worst, step.request,
-                           step.provider.name))
+        plans.append(_Plan(cell, cache_key(cache_name(kit, step.provider.name), step.request, cell.repeat), worst,
+                           step.request, step.provider.name))
     if plans:
         _check_judges(kit, exp, plans[0].cell, budget)
     return plans
@@ -146,7 +146,7 @@ class _Engine:
         if self.cache is not None:
             served = (entry["provider"], entry["model"])
             if served != (asked[0], asked[1].model):
-                key = cache_key(served[0], replace(asked[1], model=served[1]), asked[2])
+                key = cache_key(cache_name(self.kit, served[0]), replace(asked[1], model=served[1]), asked[2])
             self.cache.put(key, entry)
         return "ok", entry, real, False
 
@@ -158,7 +158,8 @@ class _Engine:
         call = self.kit.plan(prompt, **kwargs)
         step = call.steps[0]
         worst = call.worst_case_usd(self.kit.prices) if self.budget.limit is not None else None
-        status, entry, spent, _ = await self.fetch(prompt, kwargs, cache_key(step.provider.name, step.request, 0), worst,
+        status, entry, spent, _ = await self.fetch(prompt, kwargs, cache_key(cache_name(self.kit, step.provider.name),
+                                                                             step.request, 0), worst,
                                                    (step.provider.name, step.request, 0))
         if status == "skipped":
             return math.nan, spent, "budget"
@@ -216,6 +217,22 @@ def run_experiment(
     if not isinstance(experiment, Experiment):
         raise InvalidRequestError(f"kit.run expects an Experiment, got {type(experiment).__name__}")
     _check_args(concurrency, budget_usd, executor, cache)
+    if experiment.script is not None:  # the experiment's canned offline answers, for this run only
+        with kit.simulated.scripted(experiment.script):
+            return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress)
+    return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress)
+
+
+def cache_name(kit: Kit, provider: str) -> str:
+    """The provider's name in cache keys (a scripted simulator's includes its script)."""
+    try:
+        return str(getattr(kit.providers.get(provider), "cache_name", provider))
+    except KitError:
+        return provider
+
+
+def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float | None, executor: str,
+         cache: bool | str, progress: bool) -> Run:
     run_id = _run_id(experiment.name)
     plans = _plan(kit, experiment, run_id, budget_usd is not None)  # every call validated before any is sent
     send: Send = ray_send(kit) if executor == "ray" else _local_send(kit)

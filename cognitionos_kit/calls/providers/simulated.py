@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from .. import tokens
 from ..structured import example_value
 from .base import Provider, StreamItem
 from .http import current_attempt
+from .script import Script
 
 FAILURE_KINDS = {
     # kind: (HTTP status or None, moves on)
@@ -98,6 +100,29 @@ class SimulatedProvider(Provider):
         self._prompt_cache: set[str] = set()
         self._lock = threading.Lock()
         self.calls = 0
+        self.canned: Script | None = None  # canned answers (script())
+
+    def script(self, answers: Any) -> SimulatedProvider:
+        """Answer from canned answers (see ``Script``); ``None`` goes back to composed answers.
+        Returns the provider, so ``kit.simulated.script({...})`` reads as one line."""
+        self.canned = None if answers is None else answers if isinstance(answers, Script) else Script(answers)
+        return self
+
+    @contextmanager
+    def scripted(self, answers: Any) -> Iterator[SimulatedProvider]:
+        """``with kit.simulated.scripted({...}):`` canned answers inside the block only."""
+        before = self.canned
+        self.script(answers)
+        try:
+            yield self
+        finally:
+            self.canned = before
+
+    @property
+    def cache_name(self) -> str:
+        """The name an experiment's response cache keys answers by: a scripted provider's answers
+        are not its composed ones, so each script has its own."""
+        return self.name if self.canned is None else f"{self.name}#{self.canned.digest}"
 
     def fail_next(self, n: int = 1, kind: str = "rate_limit", *, mid_stream: bool = False) -> None:
         """Make the next ``n`` calls fail with ``kind`` (mid_stream: after some text, streams only)."""
@@ -120,8 +145,11 @@ class SimulatedProvider(Provider):
         rng = random.Random(hashlib.sha256(key.encode()).digest())
         s = req.sampling
         call = _tool_call(req, s, rng, key) if s is not None and s.tools else None
+        canned = self.canned.answer(req) if self.canned is not None and call is None else None
         if call is not None:
             text = ""
+        elif canned is not None:
+            text = canned
         elif req.messages and req.messages[-1].role == "tool":
             text = _tool_answer(req)
         elif s is not None and s.output is not None:
