@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="rewrite a run's HTML report and print its path")
     report.add_argument("run_id")
     report.add_argument("--home", default=None)
+    report.add_argument("--standalone", action="store_true", help="embed plotly.js: one file that opens anywhere (4.7 MB)")
     rebuild = sub.add_parser("rebuild", help="rebuild a damaged ledger database from its journals (the old file is kept)")
     rebuild.add_argument("--home", default=None, help="data folder (default: $COGNITIONOS_HOME or ./data)")
     rebuild.add_argument("--memory", action="store_true", help="rebuild the memory database (memory.duckdb) as well")
@@ -95,7 +96,7 @@ def _report(args: argparse.Namespace) -> int:
     run = load_run(kit, args.run_id)
     print(run)
     print(run.summary.to_string(index=False))
-    print(f"report: {write_report(run)}")
+    print(f"report: {write_report(run, standalone=args.standalone)}")
     return 0
 
 

@@ -40,7 +40,8 @@ def test_report_legends_get_room_under_the_axis_title(run):
     scores = specs["Mean score by model · template · settings"]
     assert len(scores["data"]) == 2 and scores["layout"]["margin"]["b"] == charts.legend_margin(2)
     scatter = next(s for t, s in specs.items() if t.startswith("Cost vs"))
-    assert scatter["layout"]["showlegend"] is False and "margin" not in scatter["layout"]
+    assert [d["name"] for d in scatter["data"]] == ["sim-small", "sim-nano"]  # one series per model, in a legend
+    assert scatter["layout"]["margin"]["b"] == charts.legend_margin(2)
 
 
 def test_comparison_uses_the_kit_template(kit):
@@ -49,7 +50,33 @@ def test_comparison_uses_the_kit_template(kit):
     assert fig.layout.template.layout.font.family == charts.template().layout.font.family
 
 
-def test_written_report_embeds_plotly_once(run):
+def test_reports_share_one_plotly_per_data_folder_and_stay_small(kit, run):
+    again = _run(kit)
+    assets = list((kit.home / "runs" / "assets").glob("plotly-*.min.js"))
+    assert len(assets) == 1 and assets[0].stat().st_size > 3_000_000  # written once, for every report
+    for r in (run, again):
+        page = r.report_path.read_text()
+        assert f"src='../assets/{assets[0].name}'" in page and "plotly.js v" not in page
+        assert r.report_path.stat().st_size < 500_000  # a size a reader can mail
+        assert page.count("Plotly.newPlot(") == 4 and "system-ui" in page
+    standalone = write_report(run, standalone=True).read_text()
+    assert standalone.count("plotly.js v") == 1 and "../assets/" not in standalone
+
+
+def test_report_has_a_per_sample_table(run):
     page = write_report(run).read_text()
-    assert page.count("plotly.js v") == 1 and page.count("Plotly.newPlot(") == 4
-    assert "system-ui" in page  # the template's font family is in every chart's layout
+    samples = page.split("<h2>Samples</h2>", 1)[1].split("<h2>", 1)[0]
+    assert samples.count("<tr>") == len(run.results) + 1  # a header and every sample
+    for col in ("country", "expected", "template", "model", "output", "score_contains", "cost_usd"):
+        assert f"<th>{col}</th>" in samples
+    assert "France" in samples and run.results.output.iloc[0][:30] in samples.replace("&#x27;", "'")
+
+
+def test_report_charts_list_only_what_they_draw(kit):
+    exp = Experiment(name="caps", dataset=DATA, prompts="What is the capital of {country}?", models=["sim-small"],
+                     scorers=["contains", {"regex": "capital"}, lambda output, row: float("nan")])
+    specs = {s["layout"]["title"]["text"]: s for s in figure_specs(kit.run(exp, progress=False))}
+    bars = specs["Mean score by model · template · settings"]["data"]
+    assert [b["name"] for b in bars] == ["score_contains", "score_regex"]  # the all-NaN scorer has no bars, no entry
+    scatter = next(s for t, s in specs.items() if t.startswith("Cost vs"))
+    assert all(d["mode"] == "markers" for d in scatter["data"])  # no text labels to overlap

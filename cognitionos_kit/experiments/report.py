@@ -1,7 +1,11 @@
-"""The self-contained HTML report of a run (plotly.js embedded once: opens offline, no CDN).
+"""The HTML report of a run: the run, its totals, the summary, the charts and every sample.
 
 Its charts draw with the kit's chart look (``charts.template()``), as ``kit.charts`` and the
-dashboard do, so a report and a notebook view of the same numbers look alike.
+dashboard do, so a report and a notebook view of the same numbers look alike. plotly.js (4.6 MB)
+is written once per data folder (``runs/assets/``) and every report loads it from there, offline
+and without a CDN, so a report is a few hundred kB and reruns add no copy of it.
+``write_report(run, standalone=True)`` (CLI: ``report RUN_ID --standalone``) embeds it instead,
+for one file that opens anywhere.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def figure_specs(run: Run) -> list[dict[str, Any]]:
     s["group"] = _label(s)
     ok = run.results[run.results.status == "ok"].copy()
     ok["group"] = _label(ok)
-    scores = [c for c in s.columns if c.startswith("score_")]
+    scores = [c for c in s.columns if c.startswith("score_") and s[c].notna().any()]  # only what has bars
     specs = []
     if scores:
         specs.append({"data": [{"type": "bar", "name": c, "x": s["group"].tolist(), "y": _values(s[c])} for c in scores],
@@ -82,9 +86,16 @@ def figure_specs(run: Run) -> list[dict[str, Any]]:
                       "layout": _layout("Latency per call (ms, original call for cached answers)", legend=len(ok_by_model),
                                         boxmode="group", yaxis={"title": {"text": "latency_ms"}})})
     if scores and len(s):
-        specs.append({"data": [{"type": "scatter", "mode": "markers+text", "textposition": "top center",
-                                "x": _values(s["cost_usd"]), "y": _values(s[scores[0]]), "text": s["group"].tolist()}],
-                      "layout": _layout(f"Cost vs {scores[0]}", xaxis={"title": {"text": "cost (USD)"}},
+        # one marker series per model (a legend, not labels that overlap and run off the plot);
+        # each point names its group on hover
+        groups = list(s.groupby("model", sort=False))
+        specs.append({"data": [{"type": "scatter", "mode": "markers", "name": str(m), "marker": {"size": 11},
+                                "x": _values(g["cost_usd"]), "y": _values(g[scores[0]]), "text": g["group"].tolist(),
+                                "hovertemplate": "%{text}<br>cost $%{x:.6f}<br>" + scores[0] + " %{y:.3f}<extra></extra>"}
+                               for m, g in groups],
+                      "layout": _layout(f"Cost vs {scores[0]}", legend=len(groups),
+                                        xaxis={"title": {"text": "cost of the answers"}, "tickprefix": "$",
+                                               "tickformat": ",.6~f"},
                                         yaxis={"title": {"text": scores[0]}})})
     return specs
 
@@ -100,9 +111,64 @@ def _table(d: dict[str, Any]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.6g}" if isinstance(v, float) else str(v)
 
-    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(cell(v))}</td></tr>"
-                   for k, v in d.items())
-    return f"<table>{rows}</table>"
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(cell(v))}</td></tr>" for k, v in d.items())
+    return f"<table class='kv'>{rows}</table>"
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2937;background:#f8fafc;margin:0}
+main{max-width:1150px;margin:auto;padding:24px}
+header{background:#1e293b;color:#f8fafc;padding:18px 24px}
+header h1{margin:0;font-size:22px} header p{margin:4px 0 0;color:#cbd5e1;font-size:13px}
+h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
+.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:10px 14px;min-width:120px}
+.card b{display:block;font-size:20px} .card span{color:#64748b;font-size:12px}
+.chart{background:#fff;border:1px solid #e2e8f0;border-radius:8px;margin:12px 0;padding:4px}
+table{border-collapse:collapse;font-size:13px;background:#fff}
+td,th{border:1px solid #e2e8f0;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f1f5f9} tr:nth-child(even) td{background:#fafafa}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.out{max-width:420px;white-space:pre-wrap;word-break:break-word}
+.stopped{color:#a15c00;font-weight:600} .nojs{color:#a15c00}
+details pre{white-space:pre-wrap;font-size:12px}
+"""
+_SAMPLE_ROWS = 500  # the per-sample table's length in the page (the Parquet file has every row)
+
+
+def _money(v: Any) -> str:
+    from ..core.display import money
+
+    return money(v)
+
+
+def _samples(run: Run) -> str:
+    """Every sample: its dataset fields, the grid cell, the answer, the scores, cost and latency."""
+    r = run.results
+    scores = [c for c in r.columns if c.startswith("score_")]
+    names = list(r.columns)
+    # the dataset's own columns sit between the grid's (repeat) and the prompt
+    fields = names[names.index("repeat") + 1:names.index("prompt")] if {"repeat", "prompt"} <= set(names) else []
+    cols = [*fields, "template", "model", "settings", "repeat", "status", "output", *scores, "cost_usd", "latency_ms",
+            "cache_hit"]
+    cols = [c for c in dict.fromkeys(cols) if c in r.columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    rows = []
+    for rec in r.head(_SAMPLE_ROWS)[cols].itertuples(index=False):
+        tds = []
+        for c, v in zip(cols, rec):
+            if c == "cost_usd":
+                tds.append(f"<td class='num'>{_money(v)}</td>")
+            elif isinstance(v, float):
+                tds.append(f"<td class='num'>{'' if v != v else f'{v:,.3g}' if c != 'latency_ms' else f'{v:,.0f}'}</td>")
+            elif c == "output":
+                text = "" if v is None else str(v)
+                tds.append(f"<td class='out'>{html.escape(text[:400] + ('…' if len(text) > 400 else ''))}</td>")
+            else:
+                tds.append(f"<td>{html.escape('' if v is None else str(v))}</td>")
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    more = f"<p>The first {_SAMPLE_ROWS} of {len(r)} samples; all are in results.parquet.</p>" if len(r) > _SAMPLE_ROWS else ""
+    return f"{more}<div style='overflow-x:auto'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
 @lru_cache(maxsize=1)
@@ -112,38 +178,65 @@ def _plotlyjs() -> bytes:
     return get_plotlyjs().encode("utf-8")
 
 
-def write_report(run: Run) -> Path:
-    """Write ``report.html`` into the run folder and return its path."""
+def plotly_asset(runs_dir: Path) -> Path:
+    """``runs/assets/plotly-<version>.min.js``, written once per data folder."""
+    import plotly
+
+    path = runs_dir / "assets" / f"plotly-{plotly.__version__}.min.js"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{__import__('os').getpid()}.tmp")
+        tmp.write_bytes(_plotlyjs())
+        tmp.replace(path)  # atomic: a concurrent report never loads half a file
+    return path
+
+
+def write_report(run: Run, *, standalone: bool = False) -> Path:
+    """Write ``report.html`` into the run folder and return its path; ``standalone`` embeds plotly.js
+    (one file to mail), else the page loads it from the data folder's ``runs/assets/``."""
     import plotly.io as pio
 
     m = run.manifest
-    drawn = [pio.to_html(spec, full_html=False, include_plotlyjs=False, validate=False) for spec in figure_specs(run)]
-    stopped = (f"<p style='color:#a15c00'><b>Stopped:</b> {html.escape(m['stopped_reason'])}</p>"
-               if m.get("stopped_reason") else "")
+    drawn = [f"<div class='chart'>{pio.to_html(spec, full_html=False, include_plotlyjs=False, validate=False)}</div>"
+             for spec in figure_specs(run)]
+    stopped = f"<p class='stopped'>Stopped: {html.escape(m['stopped_reason'])}</p>" if m.get("stopped_reason") else ""
     head = {k: m[k] for k in ("run_id", "experiment", "experiment_hash", "dataset_hash", "started_at", "ended_at",
                               "executor", "concurrency", "budget_usd", "cache_hit_ratio", "price_table_version")}
     head.update(m["code_version"])
+    t = m["totals"]
+    cards = "".join(f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for k, v in (
+        ("samples", str(t.get("cells", len(run.results)))), ("sent", str(t.get("calls_sent", ""))),
+        ("cache hits", str(t.get("cache_hits", ""))), ("errors", str(t.get("errors", ""))),
+        ("spent", _money(t.get("spent_usd"))), ("answers cost", _money(t.get("answers_cost_usd")))))
+    path = Path(run.path) / "report.html"
+    if standalone:
+        script_tag = "<script type='text/javascript'>"
+    else:
+        asset = plotly_asset(path.parent.parent)
+        script_tag = f"<script src='../assets/{asset.name}'></script><script>"
     top = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(m['experiment'])} · {html.escape(m['run_id'])}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:90%}"
-        "td,th{border:1px solid #ddd;padding:3px 6px}</style><script type='text/javascript'>"
+        f"<title>{html.escape(m['experiment'])} · {html.escape(m['run_id'])}</title><style>{_STYLE}</style>{script_tag}"
     )
+    summary = run.summary.to_html(index=False, float_format=lambda v: f"{v:.6g}", border=0)
+    nojs = ("" if standalone else "<p class='nojs' id='nojs'>The charts load plotly.js from this data folder "
+            "(runs/assets); for one file that opens anywhere: <code>python -m cognitionos_kit report "
+            f"{html.escape(m['run_id'])} --standalone</code></p><script>if(window.Plotly)"
+            "document.getElementById('nojs').remove()</script>")
     body = (
         "</script></head><body>"
-        f"<h1>Experiment {html.escape(m['experiment'])}</h1>{stopped}"
-        f"<h2>Run</h2>{_table(head)}<h2>Totals</h2>{_table(m['totals'])}"
-        f"<h2>Summary</h2>{run.summary.to_html(index=False, float_format=lambda v: f'{v:.6g}')}"
-        "<h2>Charts</h2>" + "".join(drawn)
-        + "<h2>Manifest</h2><pre style='white-space:pre-wrap'>"
-        + html.escape(json.dumps(m, indent=2, default=str)) + "</pre></body></html>"
+        f"<header><h1>Experiment {html.escape(m['experiment'])}</h1><p>{html.escape(m['run_id'])} · "
+        f"{html.escape(str(m.get('started_at', '')))}</p></header><main>{stopped}<div class='cards'>{cards}</div>"
+        f"<h2>Summary</h2>{summary}<h2>Charts</h2>{nojs}" + "".join(drawn)
+        + f"<h2>Samples</h2>{_samples(run)}<h2>Run</h2>{_table(head)}<h2>Totals</h2>{_table(t)}"
+        "<h2>Manifest</h2><details><summary>manifest.json</summary><pre>"
+        + html.escape(json.dumps(m, indent=2, default=str)) + "</pre></details></main></body></html>"
     )
-    path = Path(run.path) / "report.html"
-
-    with open(path, "wb") as f:  # plotly.js (4.6 MB) goes in once, as bytes: no copy of it in a page string
+    with open(path, "wb") as f:
         private_file(path)  # the user's only (0600), before anything is in it
         f.write(top.encode("utf-8"))
-        f.write(_plotlyjs())
+        if standalone:  # plotly.js goes in once, as bytes: no copy of it in a page string
+            f.write(_plotlyjs())
         f.write(body.encode("utf-8"))
     return path
 
