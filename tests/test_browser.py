@@ -184,6 +184,16 @@ def _run_all(page, lab, name: str):
     return page
 
 
+def _kernel_execute(page, code: str) -> None:
+    """Run ``code`` silently in the open notebook's kernel (a setting a step needs, not a cell)."""
+    page.evaluate(
+        """(code) => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+                       return k.requestExecute({code, silent: true, store_history: false}).done
+                              .then(r => { if (r.content.status !== 'ok') throw new Error(r.content.evalue); }); }""",
+        code,
+    )
+
+
 def _shots(lab) -> Path:
     folder = lab["root"] / "screenshots"
     folder.mkdir(exist_ok=True)
@@ -228,9 +238,24 @@ def _check_playground(page, shots: Path) -> None:
 
     cmp_pg = page.locator(".cok-playground").nth(1)
     cmp_pg.scroll_into_view_if_needed()
+    # every simulated answer now takes 300 ms: one after another, three would need 900 ms
+    _kernel_execute(page, "from cognitionos_kit import LatencyModel\n"
+                          "kit.simulated.latency = LatencyModel(base_ms=300, per_input_token_ms=0, per_output_token_ms=0, "
+                          "jitter=0)")
+    assert cmp_pg.locator(".cok-model-checklist input[type=checkbox]:checked").count() == 3  # ticked, not greyed
+    assert cmp_pg.get_by_role("combobox", name="Role").is_disabled()  # the models are named: no role applies
+    t0 = time.monotonic()
     cmp_pg.get_by_role("button", name="Compare", exact=True).click()
     cmp_pg.locator(".cok-footer").nth(2).filter(has_text="$").wait_for()
+    for i in range(3):
+        cmp_pg.locator(".cok-footer").nth(i).filter(has_text="$").wait_for()
+    took = time.monotonic() - t0
+    print(f"\ncompare of three 300 ms models: {took:.2f} s from the click to the third cost line")
+    assert took < 0.9, f"three 300 ms answers took {took:.2f} s from the click: not concurrent"
     assert cmp_pg.locator(".cok-answer").count() == 3
+    tops = [cmp_pg.locator(".cok-footer").nth(i).bounding_box()["y"] for i in range(3)]
+    assert max(tops) - min(tops) < 2, f"the cards' cost lines are not aligned: {tops}"
+    _kernel_execute(page, "kit.simulated.latency = LatencyModel(scale=0)")
     cmp_pg.screenshot(path=str(shots / "playground_compare.png"))
 
     chat_pg = page.locator(".cok-playground").nth(2)

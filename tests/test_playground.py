@@ -93,8 +93,12 @@ def test_all_providers_failing_is_one_readable_error(tmp_path):
 
 def test_compare_mode_one_card_per_model(kit):
     pg = kit.playground(compare=True)
-    assert isinstance(pg.model, widgets.SelectMultiple)
+    from cognitionos_kit.notebook.playground import ModelChecklist
+
+    assert isinstance(pg.model, ModelChecklist)  # a checkbox per model: ticked reads as chosen
+    assert [b.value for b in pg.model.children] == [True, True, True] and pg.role.disabled
     pg.model.value = (("simulated", "sim-large"), ("simulated", "sim-nano"))
+    assert [b.value for b in pg.model.children] == [True, False, True]
     pg.prompt.value = "Compare cost and quality"
     results = pg.run()
     assert [c.model for c in results] == ["sim-large", "sim-nano"]
@@ -199,3 +203,47 @@ def test_chat_mode_errors_are_one_line_and_lose_no_turn(kit):
     assert len(pg.chat.turns) == 1 and pg.prompt.value == "This one fails"  # kept to send again
     with pytest.raises(InvalidRequestError, match="compares models or holds a chat"):
         kit.playground(chat=True, compare=True)
+
+
+def test_compare_runs_the_models_at_the_same_time(tmp_path):
+    import pandas as pd
+
+    from cognitionos_kit import Kit, LatencyModel
+
+    kit = Kit(tmp_path, dotenv=False, simulated_latency=LatencyModel(base_ms=150, per_output_token_ms=0, jitter=0))
+    pg = kit.playground(compare=True, prompt="Compare cost and quality")
+    results = pg.run()
+    assert len(results) == 3 and all(c is not None for c in results)
+    rows = kit.usage()
+    ends = list(rows.ts)
+    starts = [e - pd.Timedelta(milliseconds=ms) for e, ms in zip(rows.ts, rows.latency_ms)]
+    assert max(starts) < min(ends)  # every call began before the first one ended: they overlapped
+
+
+def test_the_role_picker_is_disabled_while_a_model_is_chosen(kit):
+    pg = kit.playground(prompt="hi")
+    assert not pg.role.disabled
+    pg.role.value = "planner"
+    pg.model.value = "sim-nano"
+    assert pg.role.disabled
+    c = pg.run()
+    assert c.model == "sim-nano" and kit.usage().role.iloc[-1] is None  # a named model: no role applied
+    pg.model.value = ""
+    assert not pg.role.disabled
+    pg.role.value = ""
+    pg.run()
+    assert kit.usage().role.iloc[-1] == "executor"  # the default role is recorded, not NULL
+
+
+def test_the_prompt_and_models_become_an_experiment(kit):
+    pg = kit.playground(compare=True, prompt="Name a {colour} fruit")
+    pg.model.value = (("simulated", "sim-small"), ("simulated", "sim-nano"))
+    exp = pg.to_experiment()
+    assert exp.model_list == ["sim-small", "sim-nano"] and exp.templates == {"prompt": "Name a {{colour}} fruit"}
+    code = pg.show_experiment()
+    assert pg.experiment_code.layout.display == "" and "Experiment(" in code
+    namespace = {"kit": kit}
+    exec(code.replace("run = kit.run(exp)\nrun.summary", "run = kit.run(exp, progress=False)"), namespace)
+    run = namespace["run"]
+    assert len(run.results) == 2 * 3 and set(run.results.model) == {"sim-small", "sim-nano"}
+    assert run.results.prompt.iloc[0] == "Name a {colour} fruit"  # braces kept as typed

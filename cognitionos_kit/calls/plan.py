@@ -16,7 +16,7 @@ from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, w
 from ..core.types import Message, ProviderRequest, Sampling, ToolCall, Usage
 from ..core.validation import check_text
 from . import catalogue, tokens
-from .catalogue import SIMULATED_MODELS
+from .catalogue import DEFAULT_ROLE, SIMULATED_MODELS
 from .options import CallOptions, Prompt
 from .policy import ChainRun, FallbackPolicy, Step
 
@@ -144,7 +144,9 @@ class Planner:
         else:
             steps = self._sampled_steps(plan.routes, sampling, msgs_t, system, max_tokens, o, stream)
         meta = {
-            "user_id": o.user_id, "agent_id": o.agent_id, "task_id": o.task_id, "role": o.role,
+            # the role the call was routed by: the default one when neither a role nor a model was named
+            "user_id": o.user_id, "agent_id": o.agent_id, "task_id": o.task_id,
+            "role": o.role or (DEFAULT_ROLE if o.model is None else None),
             "stream": stream, "experiment_id": o.experiment_id, "run_id": o.run_id, "trace_id": trace_id,
         }
         # as random as uuid4 (96 random bits from the OS), without building a UUID object

@@ -23,9 +23,10 @@ from .style import INDENT, LABEL, cell_layout, controls_grid, view_layout
 
 if TYPE_CHECKING:
     from ..calls.chat import Chat
+    from ..experiments import Experiment
     from ..kit import Kit
 
-__all__ = ["AUTO", "Playground", "model_choices", "playground"]
+__all__ = ["AUTO", "Playground", "ModelChecklist", "model_choices", "playground"]
 
 AUTO = "auto (fallback chain)"
 _UPDATE_EVERY_S = 0.03  # stream repaint interval: fast enough to look live, light on the comm
@@ -52,6 +53,44 @@ def model_choices(kit: Kit, provider: str | None = None) -> list[tuple[str, str]
     return pairs
 
 
+class ModelChecklist(w.GridBox):
+    """Compare mode's model picker: a checkbox per model (a ticked box reads as chosen, where a
+    multi-select list greys its selection when it loses focus and needs ctrl-click).
+    ``options`` are (label, value) pairs; ``value`` is the tuple of ticked values."""
+
+    def __init__(self, *, description: str = "Models") -> None:
+        self._boxes: list[tuple[Any, w.Checkbox]] = []
+        self.hint = w.HTML(f"<div style='{FONT};font-size:12px;color:var(--jp-content-font-color2,#666)'>"
+                           "tick the models to compare (up to 3 a row)</div>")
+        super().__init__([], layout=w.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="0 12px"))
+        self.description = description
+        self.add_class("cok-model-checklist")
+
+    @property
+    def options(self) -> list[tuple[str, Any]]:
+        return [(b.description, v) for v, b in self._boxes]
+
+    @options.setter
+    def options(self, pairs: list[tuple[str, Any]]) -> None:
+        self._boxes = [(v, w.Checkbox(value=False, description=label, indent=False,
+                                      layout=w.Layout(width="auto", min_width="0"))) for label, v in pairs]
+        self.children = [b for _, b in self._boxes]
+
+    @property
+    def value(self) -> tuple[Any, ...]:
+        return tuple(v for v, b in self._boxes if b.value)
+
+    @value.setter
+    def value(self, chosen: tuple[Any, ...]) -> None:
+        wanted = set(chosen)
+        for v, b in self._boxes:
+            b.value = v in wanted
+
+    def observe_value(self, fn: Any) -> None:
+        for _, b in self._boxes:
+            b.observe(fn, names="value")
+
+
 class _Card(w.VBox):
     """One model's result in compare mode: title, streamed answer, footer, error."""
 
@@ -60,6 +99,7 @@ class _Card(w.VBox):
         name = html.escape(f"{provider} / {model}")
         self.title = w.HTML(f"<div style='{FONT};font-weight:600'>{name}</div>")
         self.output = w.HTML(_answer_html("", "Waiting…"))
+        self.output.layout.flex = "1 1 auto"  # the answer grows: every card's footer sits on the same line
         self.footer = w.HTML()
         self.error = w.HTML()
         super().__init__([self.title, self.output, self.footer, self.error], layout=w.Layout(min_width="0"))
@@ -89,12 +129,12 @@ class Playground(w.VBox):
                                  style=LABEL, layout=w.Layout(width="100%", height="48px"))
         self.provider = w.Dropdown(options=[(AUTO, "")] + [(p, p) for p in kit.chain], value="",
                                    description="Provider", style=LABEL, layout=cell_layout())
-        if compare:
-            self.model = w.SelectMultiple(description="Models", style=LABEL, layout=cell_layout())
-        else:
-            self.model = w.Dropdown(description="Model", style=LABEL, layout=cell_layout())
+        self.model: Any = ModelChecklist() if compare else w.Dropdown(description="Model", style=LABEL,
+                                                                      layout=cell_layout())
         self.role = w.Dropdown(options=[(f"default ({DEFAULT_ROLE})", "")] + [(r, r) for r in ROLES], value="",
-                               description="Role", style=LABEL, layout=cell_layout())
+                               description="Role", style=LABEL, layout=cell_layout(),
+                               disabled=compare, tooltip="compare mode names its models: the role does not apply"
+                               if compare else "picks a model per provider; a chosen model overrides it")
         self.temperature = w.FloatSlider(value=0.7, min=0.0, max=2.0, step=0.1, description="Temperature",
                                          style=LABEL, readout_format=".1f", layout=cell_layout())
         self.max_tokens = w.BoundedIntText(value=kit.default_max_tokens, min=1, max=200_000,
@@ -111,13 +151,26 @@ class Playground(w.VBox):
         self.cards: list[_Card] = []
         self.results = w.GridBox(layout=w.Layout(grid_gap="12px"))
 
+        self.experiment_button = w.Button(description="As experiment", tooltip="The prompt and models as Experiment code",
+                                          layout=w.Layout(width="140px", display="" if compare else "none"))
+        self.experiment_code = w.Textarea(layout=w.Layout(width="100%", height="150px", display="none"))
+        self.experiment_button.on_click(lambda _: self.show_experiment())
         self.provider.observe(lambda _: self._fill_models(), names="value")
+        if not compare:
+            self.model.observe(lambda _: self._sync_role(), names="value")
         self._fill_models()
         self.run_button.on_click(lambda _: self.run())
         self.new_chat_button.on_click(lambda _: self.new_chat())
 
-        controls = controls_grid([self.provider, self.model, self.role, self.temperature, self.max_tokens, self.user_id])
-        actions = w.HBox([self.run_button, self.new_chat_button, self.status],
+        if compare:  # the checklist takes a row of its own, under its label
+            label = w.HTML(f"<div style='{FONT};font-size:13px;width:90px;text-align:right;padding-right:8px'>Models</div>")
+            picks = w.HBox([label, w.VBox([self.model, self.model.hint])], layout=w.Layout(width="100%"))
+            controls = w.VBox([controls_grid([self.provider, self.role, self.temperature, self.max_tokens, self.user_id]),
+                               picks])
+        else:
+            controls = controls_grid([self.provider, self.model, self.role, self.temperature, self.max_tokens,
+                                      self.user_id])
+        actions = w.HBox([self.run_button, self.new_chat_button, self.experiment_button, self.status],
                          layout=w.Layout(align_items="center", grid_gap="12px", margin=f"4px 0 0 {INDENT}"))
         for box in (self.error, self.output, self.footer, self.results, self.transcript):
             box.layout.margin = f"0 0 0 {INDENT}"
@@ -127,7 +180,7 @@ class Playground(w.VBox):
             self.output.value = ""
             children = [self.system, controls, self.transcript, self.output, self.prompt, actions, self.error]
         else:
-            body = [self.results] if compare else [self.output, self.footer]
+            body = [self.results, self.experiment_code] if compare else [self.output, self.footer]
             children = [self.prompt, self.system, controls, actions, self.error, *body]
         super().__init__(children, layout=view_layout())
         self.add_class("cok-playground")
@@ -146,7 +199,6 @@ class Playground(w.VBox):
         pairs = model_choices(self.kit, self.provider.value or None)
         if self.compare:
             self.model.options = [(f"{p} / {m}", (p, m)) for p, m in pairs]
-            self.model.rows = max(2, min(len(pairs), 6))
             self.model.value = tuple(v for _, v in self.model.options[:3])
         else:
             auto = not self.provider.value
@@ -154,10 +206,14 @@ class Playground(w.VBox):
             self.model.options = [("from role", "")] + _dedupe(labels)
             self.model.value = ""
 
+    def _sync_role(self) -> None:
+        """A chosen model overrides the role: the role picker is greyed out while one is chosen."""
+        self.role.disabled = bool(self.model.value)
+
     # --- running ------------------------------------------------------------------------
     def _kwargs(self) -> dict[str, Any]:
         return dict(
-            system=self.system.value or None, role=self.role.value or None,
+            system=self.system.value or None, role=None if self.role.disabled else self.role.value or None,
             temperature=float(self.temperature.value), max_tokens=int(self.max_tokens.value),
             user_id=self.user_id.value.strip() or None,
         )
@@ -196,12 +252,50 @@ class Playground(w.VBox):
         n = min(len(self.cards), 3)
         self.results.layout.grid_template_columns = f"repeat({n}, minmax(0, 1fr))"
         self.results.children = self.cards
-        self.completions = [
-            _stream_into(self.kit, self.prompt.value, c.output, c.footer, c.error, shown=c.target,
-                         model=c.target[1], providers=[c.target[0]], **self._kwargs())
-            for c in self.cards
-        ]
+        kwargs = self._kwargs()
+
+        def one(c: _Card) -> Completion | None:
+            return _stream_into(self.kit, self.prompt.value, c.output, c.footer, c.error, shown=c.target,
+                                model=c.target[1], providers=[c.target[0]], **kwargs)
+
+        # the models answer at the same time, each card streaming as its answer arrives
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.cards), thread_name_prefix="cok-compare") as pool:
+            self.completions = list(pool.map(one, self.cards))
         return self.completions
+
+    def to_experiment(self, name: str = "playground") -> Experiment:
+        """The prompt and the ticked models as an ``Experiment`` (one row, this temperature and max_tokens)."""
+        from ..experiments import Experiment
+
+        if not self.prompt.value.strip():
+            raise InvalidRequestError("prompt is empty: type something first")
+        models = [m for _, m in self.model.value] if self.compare else [self.model.value or self.role.value or DEFAULT_ROLE]
+        template = self.prompt.value.replace("{", "{{").replace("}", "}}")
+        settings: dict[str, list[Any]] = {"temperature": [float(self.temperature.value)],
+                                          "max_tokens": [int(self.max_tokens.value)]}
+        if self.system.value:
+            settings["system"] = [self.system.value]
+        return Experiment(name, [{"row": 1}], {"prompt": template}, models, settings=settings)
+
+    def show_experiment(self) -> str:
+        """Show (and return) the code of ``to_experiment()``, to paste into a cell and grow."""
+        try:
+            exp = self.to_experiment()
+        except InvalidRequestError as exc:
+            self.error.value = error_html(exc)
+            return ""
+        code = (
+            "from cognitionos_kit import Experiment\n\n"
+            f"exp = Experiment(\n    {exp.name!r},\n    dataset=[{{\"row\": 1}}],  # add rows and {{fields}} to the prompt\n"
+            f"    prompts={exp.templates!r},\n    models={exp.model_list!r},\n"
+            f"    settings={ {k: [v] for k, v in exp.grid[0].items()} !r},\n    repeats=3,\n    scorers=[],\n)\n"
+            "run = kit.run(exp)\nrun.summary"
+        )
+        self.experiment_code.value = code
+        self.experiment_code.layout.display = ""
+        return code
 
 
     # --- chat mode ----------------------------------------------------------------------
