@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from .core.display import money
 from .core.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Charts", "ChartFilters", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
     "spend_by", "prompt_cache", "tokens_vs_latency", "template", "legend_margin", "clean_filters", "describe_filters",
-    "Match", "Time",
+    "Match", "Time", "MONEY_AXIS",
 ]  # fmt: skip
 
 FILTERS = ("user_id", "since", "until", "experiment_id", "provider", "model", "run_id", "kind")
@@ -43,6 +44,7 @@ class ChartFilters(TypedDict, total=False):
     run_id: Match
     kind: Match
 PERCENTILES = (50, 95, 99)
+MONEY_AXIS = ",.6~f"  # money on an axis: plain decimals ($0.00008), never SI prefixes ("80µ")
 _PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC", "#FF9DA6")
 _FAIL = "#D62728"
 _template: Any = None
@@ -129,7 +131,9 @@ def _text(s: pd.Series) -> list[str]:
 
 
 def latency_distribution(df: pd.DataFrame, *, note: str = "") -> go.Figure:
-    """Latency of successful attempts per provider/model (box), with p50/p95/p99 marked per group."""
+    """Latency of successful attempts per provider/model: a box, every call as a point, and the
+    p50/p95/p99 marks. Each group's row label says its percentiles in ms and its call count, so
+    no label sits on the data; hovering a call or a mark gives its value, unit and count."""
     import plotly.graph_objects as go
 
     title = "Latency per provider/model"
@@ -139,50 +143,79 @@ def latency_distribution(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     keys = _keys(ok)
     groups = sorted(keys.unique())
     colors = _colors(groups)
-    fig = _figure(f"{title}{note}", xaxis_title="latency (ms)", showlegend=True, height=max(260, 90 + 70 * len(groups)))
     marks: dict[int, list[float]] = {q: [] for q in PERCENTILES}
-    counts = []
+    labels: dict[str, str] = {}
     for key in groups:
         lat = ok.loc[keys == key, "latency_ms"].astype("float64")
-        counts.append(len(lat))
-        fig.add_trace(go.Box(x=lat.tolist(), name=key, orientation="h", boxpoints="outliers", marker_color=colors[key],
-                             showlegend=False, hoverinfo="x+name"))
         for q in PERCENTILES:
             marks[q].append(float(lat.quantile(q / 100)))  # linear interpolation, as numpy
-    styles = {50: ("circle", "bottom center"), 95: ("diamond", "top left"), 99: ("x", "top right")}
-    for q in PERCENTILES:
-        symbol, pos = styles[q]
+        stats = " · ".join(f"p{q} {marks[q][-1]:,.0f}" for q in PERCENTILES)
+        labels[key] = f"<b>{key}</b><br><span style='font-size:11px'>{stats} ms · {len(lat)} calls</span>"
+    fig = _figure(f"{title}{note}", xaxis_title="latency (ms)", showlegend=True, height=max(280, 100 + 80 * len(groups)),
+                  yaxis=dict(automargin=True), hovermode="closest")
+    for key in groups:
+        sel = keys == key
+        lat = ok.loc[sel, "latency_ms"].astype("float64")
+        y = [labels[key]] * len(lat)
+        # the box only draws the spread; hovering it would show plotly's own five-number tooltip
+        fig.add_trace(go.Box(x=lat.tolist(), y=y, name=key, orientation="h", boxpoints=False, marker_color=colors[key],
+                             showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(
-            x=marks[q], y=groups, name=f"p{q}", mode="markers+text", marker=dict(symbol=symbol, size=10, color="#222"),
-            text=[f"p{q} {v:,.0f}" for v in marks[q]], textposition=pos, textfont_size=10, customdata=counts,
-            hovertemplate=f"%{{y}}<br>p{q}: %{{x:,.1f}} ms over %{{customdata}} calls<extra></extra>",
+            x=lat.tolist(), y=y, mode="markers", name=key, showlegend=False,
+            marker=dict(color=colors[key], size=5, opacity=0.45),
+            customdata=_text(ok.loc[sel, "user_id"]) if "user_id" in ok.columns else None,
+            hovertemplate=f"{key}<br>%{{x:,.1f}} ms" + (" · user %{customdata}" if "user_id" in ok.columns else "")
+                          + "<extra></extra>",
+        ))
+    symbols = {50: "circle", 95: "diamond", 99: "x"}
+    counts = [int((keys == key).sum()) for key in groups]
+    for q in PERCENTILES:
+        fig.add_trace(go.Scatter(
+            x=marks[q], y=[labels[k] for k in groups], name=f"p{q}", mode="markers",
+            marker=dict(symbol=symbols[q], size=11, color="#222", line=dict(width=1, color="#fff")),
+            customdata=list(zip(groups, counts)),
+            hovertemplate=f"%{{customdata[0]}}<br>p{q}: %{{x:,.1f}} ms over %{{customdata[1]}} calls<extra></extra>",
         ))
     return _legend_room(fig)
 
 
 def latency_over_time(df: pd.DataFrame, *, note: str = "") -> go.Figure:
-    """Latency of each attempt against time, per provider/model; failed attempts marked in red."""
+    """Latency of each successful attempt against time, per provider/model. Failed attempts are
+    not latencies (many fail at once, at "0 ms"): they are drawn as red marks in a strip of their
+    own under the chart, one row per provider, with the error and the time to fail on hover."""
     import plotly.graph_objects as go
 
     title = "Latency over time"
     ok = _ok(df)
-    if not len(df) or df["latency_ms"].isna().all():
+    bad = df[df["status"] != "ok"] if len(df) else df
+    if not len(ok) and not len(bad):
         return _empty(title, note)
-    fig = _figure(f"{title}{note}", yaxis_title="latency (ms)", xaxis_title="time (UTC)", hovermode="closest")
-    keys = _keys(ok)
     hover = "%{x|%H:%M:%S.%L}<br>%{y:,.1f} ms<br>user %{customdata[0]} · %{customdata[1]} tokens<extra>%{fullData.name}</extra>"
+    keys = _keys(ok)
+    if len(bad):
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.04)
+        fig.update_layout(title=f"{title}{note}", template=template(), hovermode="closest", height=460)
+        fig.update_yaxes(title_text="latency (ms)", row=1, col=1)
+        fig.update_yaxes(title_text="failed", type="category", row=2, col=1)
+        fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
+    else:
+        fig = _figure(f"{title}{note}", yaxis_title="latency (ms)", xaxis_title="time (UTC)", hovermode="closest")
     for key, color in _colors(sorted(keys.unique())).items():
         g = ok[keys == key]
         fig.add_trace(go.Scatter(x=g["ts"].tolist(), y=_floats(g["latency_ms"]), name=key, mode="markers",
                                  marker=dict(color=color, size=7, opacity=0.8),
-                                 customdata=list(zip(_text(g["user_id"]), _text(g["total_tokens"]))), hovertemplate=hover))
-    bad = df[(df["status"] != "ok") & df["latency_ms"].notna()]
+                                 customdata=list(zip(_text(g["user_id"]), _text(g["total_tokens"]))), hovertemplate=hover),
+                      **({"row": 1, "col": 1} if len(bad) else {}))
     if len(bad):
         fig.add_trace(go.Scatter(
-            x=bad["ts"].tolist(), y=_floats(bad["latency_ms"]), name="failed attempt", mode="markers",
-            marker=dict(color=_FAIL, symbol="x", size=8), customdata=list(zip(_text(bad["provider"]), _text(bad["error_type"]))),
-            hovertemplate="%{x|%H:%M:%S.%L}<br>%{customdata[0]}: %{customdata[1]} after %{y:,.1f} ms<extra></extra>",
-        ))
+            x=bad["ts"].tolist(), y=bad["provider"].astype(str).tolist(), name="failed attempt", mode="markers",
+            marker=dict(color=_FAIL, symbol="x", size=9),
+            customdata=list(zip(_text(bad["error_type"]), _text(bad["latency_ms"].round(1)), _text(bad["model"]))),
+            hovertemplate=("%{x|%H:%M:%S.%L}<br>%{y}/%{customdata[2]}: %{customdata[0]}<br>"
+                           "failed after %{customdata[1]} ms<extra></extra>"),
+        ), row=2, col=1)
     return _legend_room(fig, ticks=2)
 
 
@@ -196,8 +229,8 @@ def cumulative_spend(df: pd.DataFrame, *, note: str = "") -> go.Figure:
         return _empty(title, note, "" if not len(df) else "no calls with a known cost")
     unpriced = int(((df["status"] == "ok") & df["cost_usd"].isna()).sum())
     extra = f" · {unpriced} unpriced call(s) not counted" if unpriced else ""
-    fig = _figure(f"{title}{note}{extra}", yaxis_title="USD", yaxis_tickprefix="$", xaxis_title="time (UTC)",
-                  hovermode="x unified")
+    fig = _figure(f"{title}{note}{extra}", yaxis_title="USD", yaxis_tickprefix="$", yaxis_tickformat=MONEY_AXIS,
+                  xaxis_title="time (UTC)", hovermode="x unified")
     hover = "$%{y:,.6f}<extra>%{fullData.name}</extra>"
     fig.add_trace(go.Scatter(x=priced["ts"].tolist(), y=priced["cost_usd"].cumsum().tolist(), name="total", mode="lines",
                              line=dict(color="#222", width=2.5, shape="hv"), hovertemplate=hover))
@@ -231,10 +264,11 @@ def spend_by(df: pd.DataFrame, by: str = "user_id", *, note: str = "") -> go.Fig
     frame = df.assign(_key=key, _ok=df["status"] == "ok", _tokens=df["total_tokens"].astype("float64"))
     totals = frame.groupby("_key").agg(cost=("cost_usd", "sum"), calls=("_ok", "sum"), tokens=("_tokens", "sum"))
     totals = totals.sort_index() if by == "day" else totals.sort_values("cost", ascending=False, kind="stable")
-    fig = _figure(f"{title}{note}", yaxis_title="USD", yaxis_tickprefix="$", xaxis_title=by, xaxis_type="category")
+    fig = _figure(f"{title}{note}", yaxis_title="USD", yaxis_tickprefix="$", yaxis_tickformat=MONEY_AXIS, xaxis_title=by,
+                  xaxis_type="category")
     fig.add_trace(go.Bar(
         x=totals.index.tolist(), y=totals["cost"].tolist(), marker_color=_PALETTE[0], name="spend",
-        text=[f"${v:,.4f}" for v in totals["cost"]], textposition="auto",
+        text=[money(v) for v in totals["cost"]], textposition="auto",
         customdata=list(zip(totals["calls"].astype(int), totals["tokens"].astype(int))),
         hovertemplate="%{x}<br>$%{y:,.6f}<br>%{customdata[0]} calls · %{customdata[1]:,} tokens<extra></extra>",
     ))
@@ -255,12 +289,12 @@ def prompt_cache(df: pd.DataFrame, *, note: str = "") -> go.Figure:
         saved=("cache_saving_usd", "sum"), read=("cached_tokens", "sum"), written=("cache_write_tokens", "sum"),
         calls=("cache_saving_usd", "size"))
     totals = totals.sort_values("saved", ascending=False, kind="stable")
-    fig = _figure(f"{title}{note}", yaxis_title="USD saved", yaxis_tickprefix="$", xaxis_title="model",
-                  xaxis_type="category")
+    fig = _figure(f"{title}{note}", yaxis_title="USD saved", yaxis_tickprefix="$", yaxis_tickformat=MONEY_AXIS,
+                  xaxis_title="model", xaxis_type="category")
     fig.add_trace(go.Bar(
         x=totals.index.tolist(), y=totals["saved"].tolist(), name="saved",
         marker_color=[_PALETTE[2] if v >= 0 else _FAIL for v in totals["saved"]],
-        text=[f"${v:,.6f}" for v in totals["saved"]], textposition="auto",
+        text=[money(v) for v in totals["saved"]], textposition="auto",
         customdata=list(zip(totals["calls"].astype(int), totals["read"].astype(int), totals["written"].astype(int))),
         hovertemplate=("%{x}<br>saved $%{y:,.6f} over %{customdata[0]} calls<br>"
                        "%{customdata[1]:,} tokens read from the cache · %{customdata[2]:,} written<extra></extra>"),

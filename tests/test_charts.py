@@ -39,15 +39,22 @@ def test_latency_percentile_markers_equal_numpy(busy):
     assert isinstance(fig, go.Figure)
     boxes = {t.name: t for t in fig.data if t.type == "box"}
     assert set(boxes) == set(_keys(ok))
-    marks = {t.name: t for t in fig.data if t.type == "scatter"}
+    marks = {t.name: t for t in fig.data if t.name in ("p50", "p95", "p99")}
     assert set(marks) == {"p50", "p95", "p99"}
     for key, box in boxes.items():
         lat = ok.loc[_keys(ok) == key, "latency_ms"].to_numpy(dtype=float)
         assert sorted(box.x) == pytest.approx(sorted(lat))
+        assert box.hoverinfo == "skip"  # no plotly five-number box tooltip
+        points = next(t for t in fig.data if t.type == "scatter" and t.name == key)
+        assert sorted(points.x) == pytest.approx(sorted(lat)) and "ms" in points.hovertemplate
         for q in (50, 95, 99):
-            i = list(marks[f"p{q}"].y).index(key)
-            assert marks[f"p{q}"].x[i] == pytest.approx(np.percentile(lat, q, method="linear"))
-            assert marks[f"p{q}"].text[i].startswith(f"p{q} ")
+            m = marks[f"p{q}"]
+            i = [c[0] for c in m.customdata].index(key)
+            value = np.percentile(lat, q, method="linear")
+            assert m.x[i] == pytest.approx(value) and m.customdata[i][1] == len(lat)
+            assert "ms over %{customdata[1]} calls" in m.hovertemplate and m.mode == "markers"  # no text to collide
+            # the row label carries the percentiles, with their unit and the count
+            assert f"p{q} {value:,.0f}" in m.y[i] and f"ms · {len(lat)} calls" in m.y[i]
 
 
 def test_percentiles_on_known_values():
@@ -55,7 +62,7 @@ def test_percentiles_on_known_values():
 
     lat = [10.0, 20.0, 30.0, 40.0, 1000.0]
     df = pd.DataFrame({"status": "ok", "provider": "p", "model": "m", "latency_ms": lat})
-    marks = {t.name: t.x[0] for t in charts.latency_distribution(df).data if t.type == "scatter"}
+    marks = {t.name: t.x[0] for t in charts.latency_distribution(df).data if t.name in ("p50", "p95", "p99")}
     assert marks == {"p50": 30.0, "p95": pytest.approx(808.0), "p99": pytest.approx(961.6)}
 
 
@@ -69,6 +76,9 @@ def test_latency_over_time_holds_every_attempt(busy):
         if t.name != "failed attempt":
             assert list(t.y) == pytest.approx(ok.loc[_keys(ok) == t.name, "latency_ms"].tolist())
     assert sum(len(t.y) for t in fig.data) == len(df)
+    # failures are not latencies: they sit in their own strip (one row per provider), not at 0 ms
+    assert failed[0].yaxis == "y2" and set(failed[0].y) <= set(df["provider"])
+    assert all(t.yaxis in (None, "y") for t in fig.data if t.name != "failed attempt")
 
 
 def test_cumulative_spend_ends_at_ledger_totals(busy):
@@ -304,3 +314,13 @@ def test_one_hits_table_for_every_view():
 def test_usage_summary_to_html_is_what_the_notebook_shows(busy):
     s = UsageSummary(busy.usage())
     assert s.to_html() == s._repr_html_() and "<table" in s.to_html()
+
+
+def test_money_has_one_format_on_axes_and_labels(busy):
+    from cognitionos_kit.core.display import money
+
+    for fig in (busy.charts.spend_by("user_id"), busy.charts.spend_over_time()):
+        assert fig.layout.yaxis.tickprefix == "$" and fig.layout.yaxis.tickformat == charts.MONEY_AXIS  # no "80µ"
+    bars = busy.charts.spend_by("model").data[0]
+    assert list(bars.text) == [money(v) for v in bars.y]
+    assert money(8.73e-05) == "$0.000087" and money(1234.5) == "$1,234.50" and money(None) == money(float("nan")) == "n/a"

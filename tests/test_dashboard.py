@@ -1,5 +1,6 @@
-"""The live dashboard: FigureWidgets equal the ledger after refresh(), the background thread picks
-up new calls without being asked, a budget gauge shows spend, an empty ledger does not crash."""
+"""The live dashboard: its figures equal the ledger after refresh(), the background thread picks
+up new calls without being asked, a budget gauge shows spend, an empty ledger does not crash, and
+the figures live in the widgets' own state (so a browser reload redraws them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import plotly.graph_objects as go
 import pytest
 
 from cognitionos_kit.notebook.dashboard import Dashboard, dashboard, gauge
+from cognitionos_kit.notebook.figview import FigureView
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_costs_and_latency.ipynb"
 
@@ -24,8 +26,9 @@ def _calls(kit, n, user="alice"):
 def test_empty_ledger_then_refresh_reflects_calls(kit):
     d = kit.dashboard(refresh_s=None, budget_usd=0.05)
     assert isinstance(d, Dashboard)
-    assert isinstance(d.latency_fig, go.FigureWidget) and isinstance(d.spend_fig, go.FigureWidget)
-    assert "no calls" in d.latency_fig.layout.title.text and not d.latency_fig.data
+    assert isinstance(d.latency_fig, FigureView) and isinstance(d.spend_fig, FigureView)
+    assert isinstance(d.latency_fig.figure, go.Figure)
+    assert "no calls" in d.latency_fig.figure.layout.title.text and not d.latency_fig.data
     assert d.gauge_fig.data[0].value == 0
     assert "no calls" in d.summary.value
 
@@ -38,8 +41,8 @@ def test_empty_ledger_then_refresh_reflects_calls(kit):
     assert sum(len(b.x) for b in boxes.values()) == len(ok)
     p95 = next(t for t in d.latency_fig.data if t.name == "p95")
     for key, box in boxes.items():
-        assert p95.x[list(p95.y).index(key)] == pytest.approx(np.percentile(box.x, 95))
-    assert d.latency_fig.layout.annotations == ()  # the "no calls" note is gone
+        assert p95.x[[c[0] for c in p95.customdata].index(key)] == pytest.approx(np.percentile(box.x, 95))
+    assert d.latency_fig.figure.layout.annotations == ()  # the "no calls" note is gone
     assert d.spend_fig.data[0].y[-1] == pytest.approx(df["cost_usd"].sum())
     assert d.gauge_fig.data[0].value == pytest.approx(df["cost_usd"].sum()) == pytest.approx(d.spend_usd)
     assert "6 calls" in d.summary.value
@@ -56,7 +59,7 @@ def test_filters_apply(kit):
     _calls(kit, 3, "alice")
     _calls(kit, 2, "bob")
     d = dashboard(kit, refresh_s=None, user_id="bob")
-    assert "user bob" in d.latency_fig.layout.title.text
+    assert "user bob" in d.latency_fig.figure.layout.title.text
     assert d.spend_fig.data[0].y[-1] == pytest.approx(kit.usage(user_id="bob")["cost_usd"].sum())
     assert "2 calls" in d.summary.value
     assert d.gauge_fig is None
@@ -113,13 +116,14 @@ def test_layout_fills_the_width_with_legends_clear_of_the_axis_titles(kit):
     _calls(kit, 4)
     d = kit.dashboard(refresh_s=None, budget_usd=0.05)
     for fig in (d.latency_fig, d.spend_fig):
-        assert fig.layout.autosize is True and fig.layout.width is None  # as wide as the cell, not 700 px
-        if fig.layout.showlegend is True or sum(t.showlegend is not False for t in fig.data) > 1:  # a legend is drawn
+        assert fig.figure.layout.autosize is True and fig.figure.layout.width is None  # as wide as the cell, not 700 px
+        if fig.figure.layout.showlegend is True or sum(t.showlegend is not False for t in fig.data) > 1:  # a legend is drawn
             # pinned to the figure's bottom edge, under the tick labels and the axis title
-            assert (fig.layout.legend.yref, fig.layout.legend.y, fig.layout.legend.yanchor) == ("container", 0, "bottom")
-            assert fig.layout.margin.b >= 80
-    assert d.latency_fig.layout.showlegend is True and d.latency_fig.layout.legend.yref == "container"
-    assert d.gauge_fig.layout.width == 360  # a fixed size beside the summary table
+            legend = fig.figure.layout.legend
+            assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")
+            assert fig.figure.layout.margin.b >= 80
+    assert d.latency_fig.figure.layout.showlegend is True and d.latency_fig.figure.layout.legend.yref == "container"
+    assert d.gauge_fig.figure.layout.width == 360  # a fixed size beside the summary table
     row = d.children[1]
     assert list(row.children) == [d.summary, d.gauge_fig] and row.layout.flex_flow == "row wrap"
     assert "line-height:1.45" in d.summary.value  # not the HTML widget's 28 px one-line height
@@ -127,19 +131,18 @@ def test_layout_fills_the_width_with_legends_clear_of_the_axis_titles(kit):
     d.close()
 
 
-def test_each_drawn_view_is_asked_to_measure_its_width(kit):
-    """plotly 7 draws a FigureWidget view before it is on the page (so at 700 px) and never measures
-    again; the dashboard answers each view's "drawn" report (its trace deltas) with an autosize."""
-    _calls(kit, 2)
-    d = kit.dashboard(refresh_s=None)
-    sent = []
-    d.latency_fig.observe(lambda ch: ch["new"] and sent.append(ch["new"]["relayout_data"]), names="_py2js_relayout")
-    # what a browser view sends once Plotly.newPlot has drawn it
-    d.latency_fig._js2py_traceDeltas = {"trace_deltas": [{"uid": t.uid} for t in d.latency_fig.data],
-                                       "trace_edit_id": d.latency_fig._last_trace_edit_id}
-    assert sent == [{"autosize": True}]
-    d.latency_fig._js2py_traceDeltas = None  # an empty message asks for nothing
-    assert sent == [{"autosize": True}]
+def test_the_figures_are_in_the_widgets_state_for_a_reload(kit):
+    """What JupyterLab restores after a reload is each widget's state: the figure must be in it
+    (as plotly's mime bundle, drawn by JupyterLab's own renderer), not only in the kernel."""
+    _calls(kit, 3)
+    d = kit.dashboard(refresh_s=None, budget_usd=0.05)
+    for view in (d.latency_fig, d.spend_fig, d.gauge_fig):
+        state = view.get_state()
+        (out,) = state["outputs"]
+        bundle = out["data"]["application/vnd.plotly.v1+json"]
+        assert bundle["data"] == json.loads(view.figure.to_json())["data"] and bundle["data"]
+        json.dumps(state["outputs"])  # plain JSON, as the widget protocol carries it
+    assert "run the cell again" in repr(d)  # the text a page shows when the kernel is gone
     d.close()
 
 

@@ -46,7 +46,7 @@ def test_search_table_and_chart_match_the_hits(ex, kit):
     w = kit.memory.ranking.weights
     sim, dec, bst = (list(t.x) for t in ex.chart.data)
     assert [t.name for t in ex.chart.data] == ["similarity", "decay", "boost"]
-    assert ex.chart.layout.barmode == "relative"
+    assert ex.chart.figure.layout.barmode == "relative"
     assert list(ex.chart.data[0].y)[0].startswith("#1 DuckDB")
     for i, h in enumerate(hits):
         assert sim[i] + dec[i] + bst[i] == pytest.approx(h.score, abs=1e-9)
@@ -78,3 +78,20 @@ def test_bad_input_is_one_line_not_an_exception(kit):
     ex.query.value = "hello"
     assert ex.search() and ex.error.value == ""
     assert "MemoryExplorer" in repr(ex)
+
+
+def test_decay_follows_the_callers_clock_and_the_legend_sits_under_the_bars(kit):
+    from datetime import datetime, timedelta, timezone
+
+    from cognitionos_kit import charts
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    kit.memory.store("ana", "The weekly sync moved to Wednesday.", created_at=now - timedelta(days=3))
+    ex = kit.memory.explorer(user_id="ana", query="when is the weekly sync?", now=now)
+    (hit,) = ex.search()
+    assert hit.decay == pytest.approx(kit.memory.retrieve("ana", "when is the weekly sync?", now=now)[0].decay)
+    assert hit.decay > 0.5  # three days old by the notebook's clock, not by today's
+    layout = ex.chart.figure.layout
+    legend = layout.template.layout.legend  # the kit's look: pinned to the bottom edge, under the axis title
+    assert legend.yref == "container" and legend.y == 0 and layout.margin.b == charts.legend_margin(3)
+    assert "run the cell again" in repr(ex)

@@ -80,3 +80,10 @@ def test_report_charts_list_only_what_they_draw(kit):
     assert [b["name"] for b in bars] == ["score_contains", "score_regex"]  # the all-NaN scorer has no bars, no entry
     scatter = next(s for t, s in specs.items() if t.startswith("Cost vs"))
     assert all(d["mode"] == "markers" for d in scatter["data"])  # no text labels to overlap
+
+
+def test_report_tables_show_money_plainly(run):
+    page = write_report(run).read_text()
+    summary = page.split("<h2>Summary</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "e-0" not in summary and "e-0" not in page.split("<h2>Samples</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "$0.0000" in summary

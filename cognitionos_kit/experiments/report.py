@@ -171,6 +171,25 @@ def _samples(run: Run) -> str:
     return f"{more}<div style='overflow-x:auto'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
+def _frame_html(df: pd.DataFrame) -> str:
+    """A summary frame as a table: money in the one money format, other numbers plainly (never 3.12e-05)."""
+    def cell(col: str, v: Any) -> str:
+        if isinstance(v, float) and v != v:
+            return "<td class='num'>—</td>"
+        if col.endswith("_usd"):
+            return f"<td class='num'>{_money(v)}</td>"
+        if isinstance(v, float):
+            return f"<td class='num'>{v:,.3f}</td>" if not v.is_integer() else f"<td class='num'>{v:,.0f}</td>"
+        if isinstance(v, int):
+            return f"<td class='num'>{v:,}</td>"
+        return f"<td>{html.escape(str(v))}</td>"
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(cell(str(c), v) for c, v in zip(df.columns, row)) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 @lru_cache(maxsize=1)
 def _plotlyjs() -> bytes:
     from plotly.offline import get_plotlyjs
@@ -218,7 +237,7 @@ def write_report(run: Run, *, standalone: bool = False) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(m['experiment'])} · {html.escape(m['run_id'])}</title><style>{_STYLE}</style>{script_tag}"
     )
-    summary = run.summary.to_html(index=False, float_format=lambda v: f"{v:.6g}", border=0)
+    summary = _frame_html(run.summary)
     nojs = ("" if standalone else "<p class='nojs' id='nojs'>The charts load plotly.js from this data folder "
             "(runs/assets); for one file that opens anywhere: <code>python -m cognitionos_kit report "
             f"{html.escape(m['run_id'])} --standalone</code></p><script>if(window.Plotly)"

@@ -278,8 +278,9 @@ class Memory:
         with self.replica.lock:
             self.searcher.reset()
 
-    def explorer(self, *, user_id: str | None = None, k: int = 5, query: str = "") -> MemoryExplorer:
-        """A search box, user picker, score-breakdown table and chart (ipywidgets)."""
+    def explorer(self, *, user_id: str | None = None, k: int = 5, query: str = "", now: Any = None) -> MemoryExplorer:
+        """A search box, user picker, score-breakdown table and chart (ipywidgets); ``now`` is the
+        time decay is measured against, as in ``retrieve(now=...)`` (default: the clock)."""
         from ..notebook.explorer import explorer  # the one view a memory opens, lazily (see pyproject's layers)
 
-        return explorer(self, user_id=user_id, k=k, query=query)
+        return explorer(self, user_id=user_id, k=k, query=query, now=now)

@@ -1,4 +1,7 @@
-"""``kit.dashboard()``: live plotly FigureWidgets and a summary table over the ledger.
+"""``kit.dashboard()``: live plotly charts and a summary table over the ledger.
+
+The charts are ``FigureView``s (plotly figures in Output widgets), so a browser reload redraws
+them from the kernel's state; a FigureWidget would come back as empty axes.
 
 A daemon thread wakes every ``refresh_s`` seconds and looks at the journal folder's file names,
 sizes and mtimes (a directory listing, no DuckDB). Only when they changed does it read the ledger
@@ -12,7 +15,7 @@ import html
 import os
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
@@ -20,6 +23,7 @@ from .. import charts
 from ..charts import Match, Time
 from ..core.display import UsageSummary
 from ..core.errors import InvalidRequestError
+from .figview import FigureView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,21 +49,6 @@ def dashboard(
                      experiment_id=experiment_id, provider=provider, model=model, run_id=run_id, kind=kind)
 
 
-def _sync(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Make ``widget`` show ``fig``: restyle in place when the traces match, else replace them."""
-    if [(t.type, t.name) for t in widget.data] == [(t.type, t.name) for t in fig.data]:
-        with widget.batch_update():
-            for old, new in zip(widget.data, fig.data):
-                old.update(new.to_plotly_json(), overwrite=True)
-    else:
-        widget.data = []
-        widget.add_traces(list(fig.data))
-    stale = set(widget.layout.to_plotly_json()) - set(fig.layout.to_plotly_json())  # e.g. the "no calls" annotation
-    if stale:
-        widget.plotly_relayout({k: None for k in stale})
-    widget.layout = fig.layout
-
-
 _GAUGE_WIDTH = 360  # px; the summary table takes the rest of the row
 
 
@@ -72,26 +61,6 @@ def _fit(fig: go.Figure) -> go.Figure:
     """Dashboard layout for a chart: fill the cell's width (the legend already sits at the bottom edge)."""
     fig.update_layout(autosize=True, width=None)
     return fig
-
-
-def _fill_width(widget: go.FigureWidget) -> None:
-    """Make each view of ``widget`` fill its container instead of plotly's 700 px default.
-
-    plotly 7 draws a FigureWidget view before the page attaches it, so plotly.js measures no
-    width, falls back to 700 px and never measures again. Every view reports its traces once it
-    has drawn (``_js2py_traceDeltas``); answering that with an ``autosize`` relayout makes the
-    view measure its container, attached by then. Sent as a message, not a layout change,
-    because the layout already says ``autosize=True``.
-    """
-    send = getattr(widget, "_send_relayout_msg", None)
-    if send is None:  # another plotly: keep its own sizing
-        return
-
-    def remeasure(change: dict[str, Any]) -> None:
-        if change["new"]:
-            send({"autosize": True})
-
-    widget.observe(remeasure, names="_js2py_traceDeltas")
 
 
 def gauge(spend_usd: float, budget_usd: float) -> go.Figure:
@@ -124,7 +93,6 @@ class Dashboard(widgets.VBox):
         since: Time = None, until: Time = None, experiment_id: Match = None, provider: Match = None,
         model: Match = None, run_id: Match = None, kind: Match = None,
     ) -> None:
-        import plotly.graph_objects as go
 
         if refresh_s is not None and not _positive(refresh_s):
             raise InvalidRequestError(f"refresh_s must be a positive number of seconds (or None), got {refresh_s!r}")
@@ -136,11 +104,9 @@ class Dashboard(widgets.VBox):
         self.note = charts.describe_filters(self.filters)
         self.status_line = widgets.HTML()
         self.summary = widgets.HTML()
-        self.latency_fig = go.FigureWidget()
-        self.spend_fig = go.FigureWidget()
-        for fig in (self.latency_fig, self.spend_fig):
-            _fill_width(fig)
-        self.gauge_fig = go.FigureWidget() if budget_usd else None
+        self.latency_fig = FigureView()
+        self.spend_fig = FigureView()
+        self.gauge_fig = FigureView(layout=widgets.Layout(width=f"{_GAUGE_WIDTH}px")) if budget_usd else None
         self.summary.layout = widgets.Layout(flex="1 1 420px", min_width="0", overflow="auto")
         top = [self.summary] + ([self.gauge_fig] if self.gauge_fig is not None else [])
         row = widgets.HBox(top, layout=widgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="8px 24px"))
@@ -182,12 +148,12 @@ class Dashboard(widgets.VBox):
         title = "Usage" + self.note
         # an HTML widget's 28 px line height suits one-line labels, not a wrapped title or header
         self.summary.value = f"<div style='line-height:1.45'>{UsageSummary(df, title=title).to_html()}</div>"
-        _sync(self.latency_fig, _fit(charts.latency_distribution(df, note=self.note)))
-        _sync(self.spend_fig, _fit(charts.cumulative_spend(df, note=self.note)))
+        self.latency_fig.show(_fit(charts.latency_distribution(df, note=self.note)))
+        self.spend_fig.show(_fit(charts.cumulative_spend(df, note=self.note)))
         self.rows = len(df)
         self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
         if self.gauge_fig is not None and self.budget_usd is not None:
-            _sync(self.gauge_fig, gauge(self.spend_usd, self.budget_usd))
+            self.gauge_fig.show(gauge(self.spend_usd, self.budget_usd))
         self._error = ""
         self._show_status()
 
@@ -250,4 +216,6 @@ class Dashboard(widgets.VBox):
     def __repr__(self) -> str:
         state = "live" if self.running else "stopped"
         budget = f", budget ${self.budget_usd:g}" if self.budget_usd else ""
-        return f"Dashboard({state}, {self.rows} ledger rows, spend ${self.spend_usd:.6f}{budget}{self.note})"
+        # what a page shows where the widget cannot be drawn: a notebook viewer, or a kernel that is gone
+        return (f"Dashboard({state}, {self.rows} ledger rows, spend ${self.spend_usd:.6f}{budget}{self.note}): a live "
+                "widget; if it is not drawn, its kernel has stopped or restarted: run the cell again")

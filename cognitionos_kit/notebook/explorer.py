@@ -7,7 +7,7 @@ control is an attribute and ``.search()`` is what the button and Enter call, so 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
@@ -15,6 +15,7 @@ from ..core.display import FONT, error_html, hits_table, note_html, shorten
 from ..core.errors import InvalidRequestError
 from ..memory.hit import MemoryHit
 from ..memory.index import MEMORY_TYPES
+from .figview import FigureView
 from .style import LABEL, cell_layout, controls_grid, view_layout
 
 if TYPE_CHECKING:
@@ -37,10 +38,10 @@ def hits_html(hits: list[MemoryHit]) -> str:
 class MemoryExplorer(w.VBox):
     """Query, user, type and k pickers, Search; the hits as a table and a score-breakdown chart."""
 
-    def __init__(self, memory: Memory, *, user_id: str | None = None, k: int = 5, query: str = "") -> None:
-        import plotly.graph_objects as go
-
+    def __init__(self, memory: Memory, *, user_id: str | None = None, k: int = 5, query: str = "",
+                 now: Any = None) -> None:
         self.memory = memory
+        self.now = now  # the clock decay is measured against (the caller's, e.g. a notebook's fixed NOW)
         self.hits: list[MemoryHit] = []
         self.query = w.Text(value=query, placeholder="Search memories… (Enter)", description="Query",
                             continuous_update=False, style=LABEL, layout=w.Layout(width="100%"))
@@ -51,13 +52,8 @@ class MemoryExplorer(w.VBox):
         self.search_button = w.Button(description="Search", button_style="primary", layout=w.Layout(width="120px"))
         self.error = w.HTML()
         self.table = w.HTML(note_html("Type a query and press Enter or Search."))
-        self.chart = go.FigureWidget(
-            [go.Bar(name=p, orientation="h", x=[], y=[], marker_color=_COLORS[p]) for p in PARTS],
-            layout=dict(barmode="relative", height=160, margin=dict(l=10, r=10, t=40, b=30), template="plotly_white",
-                        title=dict(text="Score = weighted similarity + decay + boost", font_size=13),
-                        yaxis=dict(autorange="reversed", automargin=True), xaxis_title="score",
-                        legend=dict(orientation="h", y=1.12, x=1, xanchor="right")),
-        )
+        self.chart = FigureView()
+        self._draw()
         self.refresh_users(user_id)
 
         self.search_button.on_click(lambda _: self.search())
@@ -68,8 +64,9 @@ class MemoryExplorer(w.VBox):
                          layout=view_layout())
         self.add_class("cok-memory-explorer")
 
-    def __repr__(self) -> str:  # the text fallback where widgets cannot render
-        return f"MemoryExplorer(user={self.user.value!r}, {len(self.hits)} hits): run the cell in Jupyter to use it"
+    def __repr__(self) -> str:  # the text a page shows where the widget cannot be drawn
+        return (f"MemoryExplorer(user={self.user.value!r}, {len(self.hits)} hits): a live widget; if it is not drawn, "
+                "its kernel has stopped or restarted: run the cell again")
 
     def refresh_users(self, user_id: str | None = None) -> None:
         """Fill the user picker from the memory's own listing (plus ``user_id``), keeping the choice."""
@@ -92,7 +89,7 @@ class MemoryExplorer(w.VBox):
             if not self.user.value:
                 raise InvalidRequestError("no user picked: store a memory first or pass user_id=")
             hits = self.memory.retrieve(self.user.value, self.query.value, int(self.k.value),
-                                        memory_type=self.memory_type.value or None)
+                                        memory_type=self.memory_type.value or None, now=self.now)
         except Exception as exc:  # a widget never dumps a traceback
             self.error.value = error_html(exc)
             return []
@@ -102,18 +99,28 @@ class MemoryExplorer(w.VBox):
         return self.hits
 
     def _draw(self) -> None:
+        import plotly.graph_objects as go
+
+        from ..charts import legend_margin, template
+
         wts = self.memory.ranking.weights
         labels = [f"#{h.rank} {shorten(h.content, _LABEL_CHARS)}" for h in self.hits]
-        with self.chart.batch_update():
-            for trace, part in zip(self.chart.data, PARTS):
-                weight = getattr(wts, part)
-                trace.x = [weight * getattr(h, part) for h in self.hits]
-                trace.y = labels
-                trace.customdata = [getattr(h, part) for h in self.hits]
-                trace.hovertemplate = f"{part}: %{{customdata:.3f}} × {weight:g} = %{{x:.3f}}<extra></extra>"
-            self.chart.layout.height = 120 + 28 * max(len(self.hits), 1)
+        fig = go.Figure(layout=dict(
+            barmode="relative", template=template(), height=150 + 28 * max(len(self.hits), 1),
+            title=dict(text="Score = weighted similarity + decay + boost", font_size=13),
+            yaxis=dict(autorange="reversed", automargin=True), xaxis_title="score",
+            # under the axis title, never over the first bar
+            margin=dict(l=10, r=10, t=40, b=legend_margin(len(PARTS)))))
+        for part in PARTS:
+            weight = getattr(wts, part)
+            fig.add_bar(name=part, orientation="h", marker_color=_COLORS[part], y=labels,
+                        x=[weight * getattr(h, part) for h in self.hits], customdata=[getattr(h, part) for h in self.hits],
+                        hovertemplate=f"%{{y}}<br>{part}: %{{customdata:.3f}} × {weight:g} = %{{x:.3f}}<extra></extra>")
+        self.chart.show(fig)
 
 
-def explorer(memory: Memory, *, user_id: str | None = None, k: int = 5, query: str = "") -> MemoryExplorer:
-    """Build a memory explorer; display it as a cell's last expression, or call ``.search()``."""
-    return MemoryExplorer(memory, user_id=user_id, k=k, query=query)
+def explorer(memory: Memory, *, user_id: str | None = None, k: int = 5, query: str = "",
+             now: Any = None) -> MemoryExplorer:
+    """Build a memory explorer; display it as a cell's last expression, or call ``.search()``.
+    ``now``: the time decay is measured against (default: the clock), as ``retrieve(now=...)``."""
+    return MemoryExplorer(memory, user_id=user_id, k=k, query=query, now=now)
