@@ -171,10 +171,12 @@ def test_a_hanging_provider_falls_back_within_timeout_plus_half_a_second(make_li
 
 def test_a_slow_drip_body_cannot_stretch_the_timeout(make_live_kit, openai_server):
     kit = make_live_kit(timeout=1.0, max_retries=2)
-    openai_server.enqueue_drip(200, "application/json", json.dumps(OPENAI_OK["response"]["json"]).encode(), every_s=0.2)
+    # every try drips (a loaded machine can drop a connection and the SDK retries): none may stretch the attempt
+    openai_server.enqueue_drip(200, "application/json", json.dumps(OPENAI_OK["response"]["json"]).encode(), every_s=0.2,
+                               times=3)
     r = kit.complete(PROMPT)
     assert r.attempts[0].error_type == "timeout" and r.attempts[0].latency_ms < 1500
-    assert r.attempts[0].maybe_billed_requests == 1  # the server had the request: it may bill for it
+    assert r.attempts[0].maybe_billed_requests >= 1  # the server had the request: it may bill for it
 
 
 def test_a_deadline_bounds_the_whole_call(make_live_kit, openai_server, anthropic_server):

@@ -129,7 +129,8 @@ table{border-collapse:collapse;font-size:13px;background:#fff}
 td,th{border:1px solid #e2e8f0;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f1f5f9} tr:nth-child(even) td{background:#fafafa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.out{max-width:420px;white-space:pre-wrap;word-break:break-word}
+td.out{min-width:240px;max-width:420px;white-space:pre-wrap;word-break:break-word}
+td{overflow-wrap:anywhere;max-width:300px}
 .stopped{color:#a15c00;font-weight:600} .nojs{color:#a15c00}
 details pre{white-space:pre-wrap;font-size:12px}
 """
