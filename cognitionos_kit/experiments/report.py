@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import charts
+from ..core.display import money
 from ..storage.files import private_file
 
 if TYPE_CHECKING:
@@ -137,12 +138,6 @@ details pre{white-space:pre-wrap;font-size:12px}
 _SAMPLE_ROWS = 500  # the per-sample table's length in the page (the Parquet file has every row)
 
 
-def _money(v: Any) -> str:
-    from ..core.display import money
-
-    return money(v)
-
-
 def _samples(run: Run) -> str:
     """Every sample: its dataset fields, the grid cell, the answer, the scores, cost and latency."""
     r = run.results
@@ -159,7 +154,7 @@ def _samples(run: Run) -> str:
         tds = []
         for c, v in zip(cols, rec):
             if c == "cost_usd":
-                tds.append(f"<td class='num'>{_money(v)}</td>")
+                tds.append(f"<td class='num'>{money(v)}</td>")
             elif isinstance(v, float):
                 tds.append(f"<td class='num'>{'' if v != v else f'{v:,.3g}' if c != 'latency_ms' else f'{v:,.0f}'}</td>")
             elif c == "output":
@@ -178,7 +173,7 @@ def _frame_html(df: pd.DataFrame) -> str:
         if isinstance(v, float) and v != v:
             return "<td class='num'>—</td>"
         if col.endswith("_usd"):
-            return f"<td class='num'>{_money(v)}</td>"
+            return f"<td class='num'>{money(v)}</td>"
         if isinstance(v, float):
             return f"<td class='num'>{v:,.3f}</td>" if not v.is_integer() else f"<td class='num'>{v:,.0f}</td>"
         if isinstance(v, int):
@@ -227,7 +222,7 @@ def write_report(run: Run, *, standalone: bool = False) -> Path:
     cards = "".join(f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for k, v in (
         ("samples", str(t.get("cells", len(run.results)))), ("sent", str(t.get("calls_sent", ""))),
         ("cache hits", str(t.get("cache_hits", ""))), ("errors", str(t.get("errors", ""))),
-        ("spent", _money(t.get("spent_usd"))), ("answers cost", _money(t.get("answers_cost_usd")))))
+        ("spent", money(t.get("spent_usd"))), ("answers cost", money(t.get("answers_cost_usd")))))
     path = Path(run.path) / "report.html"
     if standalone:
         script_tag = "<script type='text/javascript'>"

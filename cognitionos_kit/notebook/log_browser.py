@@ -49,9 +49,11 @@ def entry_html(entry: Any) -> str:
         answer = f"<span style='{MUTED}'>(no answer)</span>"
     errors = f"<div style='color:#b91c1c;font-size:12px'>⚠ {html.escape(entry.errors)}</div>" \
         if isinstance(entry.errors, str) and entry.errors else ""
-    tokens = "" if entry.prompt_tokens != entry.prompt_tokens or entry.prompt_tokens is None else \
-        f"{int(entry.prompt_tokens)}+{int(entry.completion_tokens or 0)} tokens · "
-    latency = "" if entry.latency_ms is None or entry.latency_ms != entry.latency_ms else f"{entry.latency_ms:,.0f} ms · "
+    import pandas as pd
+
+    tokens = "" if pd.isna(entry.prompt_tokens) else \
+        f"{int(entry.prompt_tokens)}+{int(0 if pd.isna(entry.completion_tokens) else entry.completion_tokens)} tokens · "
+    latency = "" if pd.isna(entry.latency_ms) else f"{entry.latency_ms:,.0f} ms · "
     line = (f"{entry.provider}/{entry.model} · {tokens}{money(entry.cost_usd)} · {latency}{entry.status} · "
             f"{entry.attempts} attempt(s) · {entry.request_id}")
     resume = f"kit.chat(continue_from={entry.request_id!r})" if entry.status == "ok" else ""
