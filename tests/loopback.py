@@ -225,8 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
     def client_gone(self, wait_s: float = 0.0) -> bool:
         """True when the client has closed its end (waits up to ``wait_s`` for it to happen)."""
         try:
-            readable, _, _ = select.select([self.request], [], [], wait_s)
-            if not readable:
+            # poll, not select: select refuses descriptors past 1024, and a long test run has them
+            poller = select.poll()
+            poller.register(self.request, select.POLLIN | select.POLLHUP)
+            if not poller.poll(wait_s * 1000):
                 return False
             return self.request.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):

@@ -148,6 +148,31 @@ def test_two_stores_in_one_process_do_not_duplicate(tmp_path: Path) -> None:
     assert sorted(b.query("SELECT n FROM events")["n"]) == [1, 2, 3]
 
 
+def _journals_open_under(folder: Path) -> int:
+    """How many of this process's descriptors are journal files under ``folder``."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor listdir itself used, closed by now
+            pass
+    return sum(1 for t in targets if t.startswith(str(folder)) and t.endswith(".jsonl"))
+
+
+def test_writing_into_many_folders_holds_a_bounded_number_of_files(tmp_path: Path, monkeypatch) -> None:
+    from cognitionos_kit.storage import journal
+
+    monkeypatch.setattr(journal, "MAX_OPEN", 8)
+    stores = [Store(tmp_path / f"s{i}" / "db.duckdb", tmp_path / f"s{i}" / "journal", events_migrations())
+              for i in range(30)]
+    for round_ in range(2):  # the second round writes again into folders whose files were closed
+        for i, s in enumerate(stores):
+            s.append("events", [{"n": i * 10 + round_}])
+            assert _journals_open_under(tmp_path) <= 8
+    for i, s in enumerate(stores):
+        assert sorted(s.query("SELECT n FROM events")["n"]) == [i * 10, i * 10 + 1]  # nothing lost or doubled
+
+
 def test_row_id_dedupes_a_reingested_file(store: Store) -> None:
     store.append("events", [{"n": i} for i in range(4)])
     store.flush()

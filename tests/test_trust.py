@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -335,11 +336,16 @@ def test_the_first_call_in_a_process_records_the_providers_latency_not_the_sdk_i
                          env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
     attempts = json.loads(out.stdout)
-    first, tenth = attempts[0], attempts[9]
+    first, later = attempts[0], attempts[1:]
     assert first["setup_ms"] and first["setup_ms"] > 50  # the SDK import and client set-up, recorded apart
-    assert abs(first["latency_ms"] - 50) < 15, first
-    assert abs(tenth["latency_ms"] - 50) < 15, tenth
-    assert tenth["setup_ms"] is None
+    assert all(a["setup_ms"] is None for a in later)
+    # Every call waits the server's 50 ms; the first one no longer than the others plus a connection
+    # set-up (the SDK import costs hundreds of ms, and is in setup_ms). Bounds are relative to the
+    # calls of the same run, so a loaded machine slows all of them alike.
+    typical = statistics.median(a["latency_ms"] for a in later)
+    assert all(a["latency_ms"] >= 48 for a in attempts), attempts
+    assert first["latency_ms"] < typical + 40, (first, typical)
+    assert first["latency_ms"] < first["setup_ms"], first
 
 
 def test_warnings_and_errors_never_hold_a_key(make_live_kit, openai_server, anthropic_server):

@@ -121,6 +121,7 @@ class JournalFile:
         if fsync:
             fsync_dir(self.folder)
         self.fd, self.path, self.torn = fd, path, False
+        _opened(self)
 
     def write(self, data: bytes, fsync: bool) -> None:
         with self.lock:
@@ -168,6 +169,7 @@ class JournalFile:
 
     def close(self) -> None:
         if self.fd >= 0:
+            _OPEN.pop(self, None)
             try:
                 os.close(self.fd)
             except OSError:
@@ -177,6 +179,23 @@ class JournalFile:
 
 _JOURNALS: dict[tuple[str, str], JournalFile] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+# A process that writes into many folders (a notebook making a Kit per experiment, a test suite)
+# would otherwise hold two descriptors per folder for its whole life. Past MAX_OPEN the least
+# recently opened idle file is closed: unlocked, it is then an exited writer's file, ingested and
+# removed as usual, and the next write to that folder opens a fresh one.
+MAX_OPEN = 64
+_OPEN: dict[JournalFile, None] = {}  # insertion-ordered: oldest first
+
+
+def _opened(j: JournalFile) -> None:
+    _OPEN[j] = None
+    for other in list(_OPEN)[: max(0, len(_OPEN) - MAX_OPEN)]:
+        if other is not j and other.lock.acquire(blocking=False):  # busy ones stay open for now
+            try:
+                other.close()
+            finally:
+                other.lock.release()
 
 
 def own_journal(folder: str, table: str) -> JournalFile:
@@ -201,6 +220,7 @@ def _after_fork_in_child() -> None:
     for j in _JOURNALS.values():
         j.close()
     _JOURNALS.clear()
+    _OPEN.clear()
     _REGISTRY_LOCK = threading.Lock()
 
 
