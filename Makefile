@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# running a notebook and saving it leaves git clean: outputs that change per run are not stored
+	@! git rev-parse --git-dir >/dev/null 2>&1 || git config filter.notebook-clean.clean '$(abspath $(PY)) tools/clean_notebook.py'
 	@touch $(STAMP)
 
 demo: setup

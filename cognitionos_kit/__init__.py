@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .core.errors import (
     AllProvidersFailedError,
     AuthenticationWarning,
+    BudgetExceededError,
     CacheWarning,
     ConfigurationError,
     CostLimitError,
@@ -41,6 +42,7 @@ __all__ = [
     "tool",
     "KitError",
     "InvalidRequestError",
+    "BudgetExceededError",
     "CostLimitError",
     "ConfigurationError",
     "ProviderError",

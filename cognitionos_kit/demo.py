@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,21 +29,22 @@ PROMPTS = [
 def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> dict[str, Any]:
     """Run the showcase and print what it shows; returns the summary it prints.
 
-    ``home``: the data folder (default ``$COGNITIONOS_HOME`` or ``./data``); the demo's own ledger
-    goes in ``<home>/demo``, started afresh. ``live=True`` uses real providers when keys are set."""
+    ``home``: the data folder (default: the one a plain ``Kit()`` uses, shared with the notebooks).
+    The demo's calls are its project ``demo``; what it shows is this run's own calls (a session), so
+    earlier runs stay in the ledger without changing its numbers. ``live=True`` uses real providers
+    when keys are set."""
     from .calls.providers.simulated import SimulatedProvider
     from .core.display import UsageSummary
     from .kit import Kit
 
-    data_home = Path(home or os.environ.get("COGNITIONOS_HOME") or "data")  # the default data folder
-    home_path = data_home / "demo"
-    shutil.rmtree(home_path, ignore_errors=True)  # the demo's own folder: each run starts clean
     # A flaky stand-in in front of the simulated provider shows fallback offline: a third of its
     # calls fail with a rate limit and move on down the chain, as OpenAI -> Anthropic would.
     flaky = SimulatedProvider(name="flaky-sim", seed=7, failure_rate=0.35, failure_kind="rate_limit")
     providers: list[str | Provider] = ["openai", "anthropic", "simulated"] if live else [flaky, "simulated"]
-    kit = Kit(home_path, providers=providers, dotenv=live)
-    print(f"cognitionos_kit demo · data folder {home_path} · chain {' -> '.join(kit.chain)}")
+    kit = Kit(home, providers=providers, dotenv=live, project="demo", views="session")
+    data_home = kit.home
+    print(f"cognitionos_kit demo · data folder {data_home} (project demo, session {kit.session_id}) · "
+          f"chain {' -> '.join(kit.chain)}")
     print(f"simulation mode: {kit.status()['simulation_mode']} (no keys needed)\n")
 
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> 
     print("\nspend by user:")
     print(kit.spend(by="user_id")[["user_id", "calls", "cost_usd", "total_tokens"]].to_string(index=False))
 
-    report = write_report(df, home_path / "report.html")
+    report = write_report(df, data_home / "demo" / "report.html")
     summary["report"] = str(report)
     print(f"\nreport: {report}")
 
@@ -119,7 +119,7 @@ def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> 
     exp = Experiment("demo-capitals", [{"country": c, "expected": e} for c, e in capitals],
                      "What is the capital of {country}?", ["sim-small", "sim-nano"],
                      settings={"temperature": [0.0, 0.7]}, scorers=["contains", {"regex": "capital"}], simulated=canned)
-    sim_kit = Kit(data_home, providers=["simulated"], dotenv=False)
+    sim_kit = Kit(data_home, providers=["simulated"], dotenv=False, project="demo")
     first = sim_kit.run(exp, budget_usd=0.05, progress=False)
     again = sim_kit.run(exp, budget_usd=0.05, progress=False)
     sent = first.manifest["totals"]["calls_sent"]

@@ -4,11 +4,10 @@ prompt -> ``calls.plan`` (checks, router) -> ``calls.fallback``/``calls.streamin
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .calls import fallback
 from .calls.assembly import assemble, describe
@@ -19,10 +18,12 @@ from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
 from .calls.router import provider_for_model
 from .calls.turns import acall, call, open_astream, open_stream
-from .core.config import KitConfig, PriceOverride
-from .core.display import UsageSummary
+from .core.config import KitConfig, PriceOverride, session_id, view_filters
+from .core.display import UsageSummary, kit_html, kit_text
 from .core.errors import InvalidRequestError
 from .core.types import Completion
+from .guards import Guard
+from .guards.facade import GuardMethods
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Kit", "KitConfig", "CallOptions", "CallPlan"]
 
 
-class Kit:
+class Kit(GuardMethods):
     """Costed, timed LLM calls with provider fallback, recorded in a DuckDB ledger.
 
     >>> kit = Kit()                       # keys from the environment or .env; none -> simulated
@@ -76,12 +77,15 @@ class Kit:
         memory: Mapping[str, Any] | None = None,
         log_text: bool = True,
         log_redact: Callable[[str], str] | None = None,
+        project: str | None = None,
+        views: Literal["all", "project", "session"] | None = None,
     ) -> None:
         self._build(KitConfig(
             home=home, providers=providers, role_models=role_models, fallback_models=fallback_models,  # type: ignore[arg-type]
             fallback_on=fallback_on, simulate_on_failure=simulate_on_failure, seed=seed, simulated_latency=simulated_latency,
             timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait, default_max_tokens=default_max_tokens,
-            dotenv=dotenv, memory=memory, log_text=log_text, log_redact=log_redact,  # type: ignore[arg-type]
+            dotenv=dotenv, memory=memory, log_text=log_text, log_redact=log_redact, project=project,  # type: ignore[arg-type]
+            views=views,
         ))
 
     @classmethod
@@ -101,6 +105,12 @@ class Kit:
         self.settings, self.policy, self.prices, self.router, self.providers, self.planner, self.recorder = parts
         self.home = self.settings.home
         self._config = config
+        self.project = config.project
+        self.session_id = session_id()  # this process's rows (a kernel's, a script's), for views="session"
+        self.planner.tags = {"project": config.project, "session_id": self.session_id}
+        self.guard = Guard(self.home)
+        self.planner.budgets = (self.guard, self.prices)
+        self._views = view_filters(config, self.session_id)
         self._ledger: Ledger | None = None
         self._text_log: TextLog | None = None
         self._memory: Memory | None = None
@@ -252,7 +262,7 @@ class Kit:
         """What each request asked and what came back, newest first (one row per request): prompt,
         answer, messages and parameters (JSON), errors, cost and latency. ``search`` finds text;
         filters as ``usage`` (user_id, model, trace_id, request_id, ...)."""
-        return self.text_log.entries(search, since=since, until=until, limit=limit, **filters)
+        return self.text_log.entries(search, since=since, until=until, limit=limit, **{**self._views, **filters})
 
     @property
     def memory(self) -> Memory:
@@ -264,12 +274,13 @@ class Kit:
         return self._memory
 
     def usage(self, **filters: Any) -> pd.DataFrame:
-        """The ``llm_usage`` ledger as a DataFrame, one row per attempt; equality filters on columns."""
-        return self.ledger.usage(**filters)
+        """The ``llm_usage`` ledger as a DataFrame, one row per attempt; equality filters on columns.
+        A Kit with ``views="project"`` or ``"session"`` shows only its project's or its own rows."""
+        return self.ledger.usage(**{**self._views, **filters})
 
-    def spend(self, by: str | Sequence[str] = "user_id") -> pd.DataFrame:
-        """Spend and calls grouped by user_id, model, provider, day (or a list of them)."""
-        return self.ledger.spend(by=by)
+    def spend(self, by: str | Sequence[str] = "user_id", **filters: Any) -> pd.DataFrame:
+        """Spend and calls grouped by user_id, model, provider, day, project (or a list of them)."""
+        return self.ledger.spend(by=by, **{**self._views, **filters})
 
     def summary(self, **filters: Any) -> UsageSummary:
         """Calls, attempts, failures, spend and p50/p95 latency of the (filtered) ledger, as a compact table."""
@@ -287,7 +298,7 @@ class Kit:
 
         ``providers[name]["auth"]`` is ``"failing"`` after the provider refused the key (401/403)
         until a later call to it succeeds, ``"ok"`` otherwise."""
-        return describe(self._config, self.settings, self.providers, self.router)
+        return {**describe(self._config, self.settings, self.providers, self.router), "session_id": self.session_id}
 
     # --- shortcuts to experiments and views ----------------------------------------------
     @property
@@ -352,6 +363,7 @@ class Kit:
             self._ledger.close()
         if self._text_log is not None:
             self._text_log.close()
+        self.guard.store.close()
 
     def __enter__(self) -> Kit:
         return self
@@ -360,16 +372,10 @@ class Kit:
         self.close()
 
     def __repr__(self) -> str:
-        mode = " simulation mode" if self.status()["simulation_mode"] else ""
-        return f"Kit(home={str(self.home)!r}, chain={self.chain}{mode})"
+        return kit_text(self.status())
 
     def _repr_html_(self) -> str:
-        st = self.status()
-        badge = "<b style='color:#a15c00'>simulation mode</b>" if st["simulation_mode"] else "<b>live</b>"
-        return (
-            f"<div><code>Kit</code> {badge} · chain: {html.escape(' → '.join(st['chain']))} · "
-            f"home: <code>{html.escape(st['home'])}</code></div>"
-        )
+        return kit_html(self.status())
 
 
 

@@ -48,6 +48,7 @@ def _copy_notebooks(root: Path) -> None:
     """Copy the notebooks without outputs or widget state, so nothing stale can satisfy a wait."""
     (root / "notebooks").mkdir(parents=True)
     (root / "data").mkdir()
+    (root / "pyproject.toml").write_text("")  # a project folder, as the repository: Kit() keeps data/ here
     for name in {PLAYGROUND_NOTEBOOK, CHARTS_NOTEBOOK}:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         for cell in nb.cells:

@@ -65,7 +65,7 @@ def test_round_trip_keeps_types_and_nulls(tmp_path: Path) -> None:
     assert before <= second["ts"].to_pydatetime() <= datetime.now(UTC)
     assert first["request_id"] == "r1" and int(first["prompt_tokens"]) == 10 and first["cost_usd"] == 0.25
     assert bool(first["stream"]) is True and bool(first["tokens_estimated"]) is False
-    assert pd.isna(second["cost_usd"]) and second["cost_usd"] != 0  # NULL stays NULL, never 0
+    assert second["cost_usd"] is pd.NA  # NULL stays NULL (never 0), and reads <NA> like every missing value
     assert pd.isna(second["prompt_tokens"]) and pd.isna(second["stream"])
     assert df["row_id"].str.fullmatch(r"[0-9a-f]{32}").all() and df["row_id"].is_unique
 

@@ -142,7 +142,7 @@ def test_magic_streams_and_stores_the_completion(shell, kit, capsys):
     out = capsys.readouterr().out
     assert c.content in out and f"${c.cost_usd:.6f}" in out and " ms" in out  # answer, then the footer
     usage = kit.usage()
-    assert list(usage["user_id"]).count("ann") == 1
+    assert (usage["user_id"] == "ann").sum() == 1
 
 
 def test_magic_default_variable_and_model(shell):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 import ipywidgets as widgets
+import pandas as pd
 import pytest
 
 from cognitionos_kit import InvalidRequestError, Kit, LatencyModel, SimulatedProvider
@@ -227,7 +228,7 @@ def test_the_role_picker_is_disabled_while_a_model_is_chosen(kit):
     pg.model.value = "sim-nano"
     assert pg.role.disabled
     c = pg.run()
-    assert c.model == "sim-nano" and kit.usage().role.iloc[-1] is None  # a named model: no role applied
+    assert c.model == "sim-nano" and kit.usage().role.iloc[-1] is pd.NA  # a named model: no role applied
     pg.model.value = ""
     assert not pg.role.disabled
     pg.role.value = ""

@@ -7,6 +7,7 @@ import copy
 import math
 from importlib.metadata import version
 
+import pandas as pd
 import pytest
 from genai_prices import Usage as GUsage
 from genai_prices import calc_price
@@ -64,7 +65,7 @@ def test_each_row_records_its_price_source_and_version(live_kit):
     assert list(rows.price_source) == ["genai-prices", "simulated", "custom", "unknown"]
     assert rows.iloc[0].price_version == f"genai-prices {version('genai-prices')} (bundled snapshot)"
     assert rows.iloc[1:].price_version.isna().all()
-    assert rows.iloc[2].cost_usd > 0 and math.isnan(rows.iloc[3].cost_usd)  # unknown is NULL, never 0
+    assert rows.iloc[2].cost_usd > 0 and rows.iloc[3].cost_usd is pd.NA  # unknown is NULL, never 0
 
 
 def test_max_cost_uses_the_long_context_tier(live_kit, anthropic_server):

@@ -96,5 +96,9 @@ def test_demo_runs_offline_and_writes_reports(tmp_path):
     assert "rerun 12 cache hits, $0.000000 new spend" in again
     assert experiment_report(again).exists() and first.exists()  # the earlier run is kept
     code = (f"import cognitionos_kit as ck; k = ck.Kit({str(tmp_path)!r}, dotenv=False); "
-            "print(sorted(k.runs().experiment)); k.close()")
-    assert _run_python(code).strip() == str(["demo-capitals"] * 4)
+            "print(sorted(k.runs().experiment)); "
+            "u = k.usage(project='demo', experiment_id=None); print(u.session_id.nunique(), u.request_id.nunique()); "
+            "k.close()")
+    runs, sessions = _run_python(code).strip().splitlines()
+    assert runs == str(["demo-capitals"] * 4)
+    assert sessions == "2 52"  # both demos kept in one ledger (nothing wiped), each shown on its own

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pandas as pd
 import pytest
 from loopback import load_fixtures
 
@@ -110,7 +111,7 @@ def test_anthropic_stream_dropped_before_any_text_falls_back(live_kit, openai_se
     assert [(a.provider, a.status, a.error_type) for a in c.attempts] == [
         ("anthropic", "error", "connection_error"), ("simulated", "ok", None)]
     rows = live_kit.usage(request_id=c.request_id).sort_values("attempt")
-    assert list(rows.status) == ["error", "ok"] and rows.iloc[0].cost_usd != rows.iloc[0].cost_usd  # NaN
+    assert list(rows.status) == ["error", "ok"] and rows.iloc[0].cost_usd is pd.NA  # nothing billed
 
 
 def test_anthropic_mid_stream_failure_raises_and_records_partial(live_kit, openai_server, anthropic_server):

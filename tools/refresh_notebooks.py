@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from clean_notebook import clean
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent / "notebooks"
@@ -23,7 +24,7 @@ def main(names: list[str]) -> None:
             nb, timeout=300, kernel_name="python3", store_widget_state=False,
             resources={"metadata": {"path": str(ROOT)}},
         ).execute()
-        nbformat.write(nb, path)
+        nbformat.write(clean(nb), path)  # stored without the outputs that change on every run
         print(f"executed {path.name}")
 
 

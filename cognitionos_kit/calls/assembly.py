@@ -72,6 +72,8 @@ def describe(c: KitConfig, settings: Settings, providers: ProviderSet, router: R
         "simulate_on_failure": c.simulate_on_failure,
         "fallback_models": {k: list(v) for k, v in router.fallback_models.items()},
         "home": str(settings.home),
+        "project": c.project,
+        "views": c.views or ("project" if c.project else "all"),
         "ledger": str(settings.home / "cognitionos.duckdb"),
         "text_log": str(settings.home / "cognitionos_log.duckdb") if c.log_text else None,
         "dotenv": settings.dotenv_path,

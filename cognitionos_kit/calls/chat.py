@@ -129,15 +129,17 @@ def _from_log(kit: Kit, request_id: str) -> tuple[str | None, list[dict[str, Any
 
     if not isinstance(request_id, str) or not request_id.strip():
         raise InvalidRequestError(f"continue_from must be a logged request id (kit.log().request_id), got {request_id!r}")
-    found = kit.log(request_id=request_id)
-    if found.empty or found.messages.iloc[0] is None:
+    import pandas as pd
+
+    found = kit.text_log.entries(request_id=request_id)  # any project's or session's: the id names it
+    if found.empty or pd.isna(found.messages.iloc[0]):
         raise InvalidRequestError(f"request {request_id!r} is not in the text log of {kit.home} "
                                   "(was it logged? log_text=False keeps text out)")
     entry = found.iloc[0]
     history = [m for m in json.loads(entry.messages) if not m.get("images")]  # images are not kept in the log
-    if entry.status != "ok" or entry.answer is None:
+    if entry.status != "ok" or pd.isna(entry.answer):
         raise InvalidRequestError(f"request {request_id!r} has no answer to continue from (status {entry.status})")
-    calls = json.loads(entry.tool_calls) if entry.tool_calls else []
+    calls = [] if pd.isna(entry.tool_calls) else json.loads(entry.tool_calls)
     answer: dict[str, Any] = {"role": "assistant", "content": entry.answer}
     if calls:
         answer["tool_calls"] = [{"id": c["id"], "type": "function", "function": {"name": c["name"],

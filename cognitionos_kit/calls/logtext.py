@@ -32,7 +32,7 @@ def log_row(call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse
     req = step.request
     row: dict[str, Any] = {k: ledger_row.get(k) for k in (
         "ts", "request_id", "attempt", "trace_id", "kind", "user_id", "role", "experiment_id", "run_id", "provider",
-        "model", "status", "cost_usd", "latency_ms", "prompt_tokens", "completion_tokens")}
+        "model", "status", "cost_usd", "latency_ms", "prompt_tokens", "completion_tokens", "project", "session_id")}
     row["error"] = clean(attempt.error_message)
     if resp is not None:
         row["answer"] = clean(resp.content)

@@ -16,12 +16,14 @@ from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, w
 from ..core.types import Message, ProviderRequest, Sampling, ToolCall, Usage
 from ..core.validation import check_text
 from . import catalogue, tokens
+from .budgeting import BudgetHook
 from .catalogue import DEFAULT_ROLE, SIMULATED_MODELS
 from .options import CallOptions, Prompt
 from .policy import ChainRun, FallbackPolicy, Step
 
 if TYPE_CHECKING:
     from ..core.media import Image
+    from ..guards import Guard
     from .pricing import PriceBook
     from .providers.registry import ProviderSet
     from .router import Route, Router
@@ -104,6 +106,8 @@ class Planner:
         self._limits: dict[tuple[str, str], tuple[int | None, int | None]] = {}  # (provider, model) -> (output, window)
         self._warned_temperature: set[str] = set()
         self._warned_dropped: set[tuple[str, tuple[str, ...]]] = set()
+        self.tags: dict[str, Any] = {}  # the Kit's project and session, on every ledger row
+        self.budgets: tuple[Guard, PriceBook] | None = None  # the data folder's budgets (set by the Kit)
 
     def plan(self, prompt: Prompt | Turns, options: CallOptions, *, stream: bool = False,
              trace_id: str | None = None) -> CallPlan:
@@ -148,11 +152,14 @@ class Planner:
             "user_id": o.user_id, "agent_id": o.agent_id, "task_id": o.task_id,
             "role": o.role or (DEFAULT_ROLE if o.model is None else None),
             "stream": stream, "experiment_id": o.experiment_id, "run_id": o.run_id, "trace_id": trace_id,
+            **self.tags,
         }
         # as random as uuid4 (96 random bits from the OS), without building a UUID object
         # (measured by benchmarks/bench_choices.py; figures in the README)
         request_id = "req_" + os.urandom(12).hex()
         run = ChainRun(steps, policy, request_id, self.timeout, o.deadline, self.max_retry_wait)
+        if self.budgets is not None:
+            run.budget = BudgetHook(*self.budgets, o.user_id)
         return CallPlan(request_id=request_id, chain=run, meta=meta, requested=(plan.requested.provider, plan.requested.model),
                         log_text=o.log_text)
 

@@ -43,6 +43,7 @@ from .providers.base import classify_error
 from .providers.http import AttemptIO, attempt_scope
 
 if TYPE_CHECKING:
+    from .budgeting import BudgetHook
     from .providers.base import Provider
 
 __all__ = ["ERROR_TYPES", "DEFAULT_FALLBACK_ON", "FallbackPolicy", "FallbackOn", "Step", "ChainRun", "AttemptRun",
@@ -153,15 +154,22 @@ class ChainRun:
     attempts: list[Attempt] = field(default_factory=list)
     call_deadline: float | None = None
     not_tried: list[Step] = field(default_factory=list)
+    budget: BudgetHook | None = None  # holds each attempt's worst case in the folder's budgets
 
     def __iter__(self) -> Iterator[tuple[int, Step]]:
         if self.deadline_s is not None:
             self.call_deadline = time.monotonic() + self.deadline_s
-        for number, step in enumerate(self.steps, 1):
-            if self.call_deadline is not None and time.monotonic() >= self.call_deadline and number > 1:
-                self.not_tried = self.steps[number - 1:]
-                return
-            yield number, step
+        try:
+            for number, step in enumerate(self.steps, 1):
+                if self.call_deadline is not None and time.monotonic() >= self.call_deadline and number > 1:
+                    self.not_tried = self.steps[number - 1:]
+                    return
+                if self.budget is not None:
+                    self.budget.before(step)  # BudgetExceededError here: nothing sent
+                yield number, step
+        finally:
+            if self.budget is not None:
+                self.budget.release()  # an attempt that ended without a recorded cost
 
     def attempt_io(self, stream: bool = False) -> AttemptIO:
         return AttemptIO(self.timeout, call_deadline=self.call_deadline, max_retry_wait=self.max_retry_wait,

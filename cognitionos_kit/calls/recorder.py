@@ -118,6 +118,8 @@ class Recorder:
                 trace_id=call.meta.get("trace_id"),
             )
         self._ledger().record([row])
+        if call.chain.budget is not None:
+            call.chain.budget.settle(row.get("cost_usd"))  # after the row: the ledger never lags a budget
         if self._text_log is not None and (self.log_text if call.log_text is None else call.log_text):
             self._text_log().record([log_row(call, step, attempt, resp, row, self.log_redact)])
         return completion

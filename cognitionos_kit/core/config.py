@@ -56,7 +56,7 @@ class Settings:
     openai: ProviderSettings
     anthropic: ProviderSettings
     dotenv_path: str | None = None  # the .env file that was read (absolute), if any
-    home_source: str = "default"  # "argument" | "env" | "dotenv" | "default" (./data)
+    home_source: str = "default"  # "argument" | "env" | "dotenv" | "project" (<root>/data) | "default" (./data)
     # Every variable the .env file set (values included: keep out of reprs and comparisons).
     dotenv_values: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)  # None: os.environ
@@ -121,7 +121,9 @@ def load_settings(
     """Read keys, base URLs and the data folder, and record where each came from.
 
     Data folder: explicit ``home``, then ``COGNITIONOS_HOME`` (environment, then ``.env``), then
-    ``./data``. ``dotenv``: True reads ``./.env`` in the working folder if there is one (parent
+    ``data/`` in the project folder (the nearest folder at or above the working one holding
+    ``pyproject.toml`` or ``.git``, so a notebook in ``notebooks/``, the demo and a script at the
+    root share one), else ``./data``. ``dotenv``: True reads ``./.env`` in the working folder if there is one (parent
     folders are never searched); a path reads that file (it must exist); False reads none, as does
     ``COGNITIONOS_DOTENV=0``. Environment variables win over ``.env`` values; ``os.environ`` is
     never modified. ``environ`` replaces ``os.environ`` as the environment (for tests and tools).
@@ -164,7 +166,11 @@ def load_settings(
         root, home_src = os.fspath(home), "argument"
     else:
         found, source = lookup("COGNITIONOS_HOME")
-        root, home_src = (found, source or "env") if found else ("data", "default")
+        if found:
+            root, home_src = found, source or "env"
+        else:
+            project = project_folder(Path.cwd())
+            root, home_src = (str(project / "data"), "project") if project else ("data", "default")
     return Settings(
         home=Path(root).expanduser().resolve(),
         openai=openai,
@@ -174,6 +180,41 @@ def load_settings(
         dotenv_values=file_values,
         environ=environ,
     )
+
+
+PROJECT_MARKERS = ("pyproject.toml", ".git")
+
+
+def project_folder(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` holding a project marker (None if there is none)."""
+    for folder in (start, *start.parents):
+        if any((folder / m).exists() for m in PROJECT_MARKERS):
+            return folder
+    return None
+
+
+_SESSION = ["ses_" + os.urandom(6).hex()]
+
+
+def session_id() -> str:
+    """This process's session: every Kit in one kernel or script writes it on its rows."""
+    return _SESSION[0]
+
+
+def _new_session_in_child() -> None:
+    _SESSION[0] = "ses_" + os.urandom(6).hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_session_in_child)
+
+
+def view_filters(config: KitConfig, session_id: str) -> dict[str, str]:
+    """The filters a Kit's views (usage, spend, log, charts, dashboard) apply by default."""
+    views = config.views or ("project" if config.project else "all")
+    if views == "session":
+        return {"session_id": session_id}
+    return {"project": config.project} if views == "project" and config.project else {}
 
 
 class PriceOverride(NamedTuple):
@@ -212,6 +253,8 @@ class KitConfig:
     log_text: bool = True
     log_redact: Callable[[str], str] | None = None
     simulated_answers: Any = None  # the simulated provider's canned answers (kit.simulated.script)
+    project: str | None = None
+    views: str | None = None  # None: "project" with a project, else "all"
 
     def __post_init__(self) -> None:
         # plain, hashable values: paths as str, lists as tuples, a model's one equivalent as a 1-tuple
@@ -246,6 +289,15 @@ class KitConfig:
             raise ConfigurationError(f"seed must be an int, got {self.seed!r}")
         if not isinstance(self.simulate_on_failure, bool):
             raise ConfigurationError(f"simulate_on_failure must be True or False, got {self.simulate_on_failure!r}")
+        if self.project is not None and (not isinstance(self.project, str) or not self.project.strip()
+                                         or len(self.project) > 200):
+            raise ConfigurationError(f"project must be a short name such as 'tutorial-01', got {self.project!r}")
+        if self.views not in (None, "all", "project", "session"):
+            raise ConfigurationError(
+                f"views must be 'all', 'project' or 'session' (what kit.usage(), kit.log() and the charts show), "
+                f"got {self.views!r}")
+        if self.views == "project" and self.project is None:
+            raise ConfigurationError("views='project' needs a project: Kit(project='my-study', views='project')")
         if not isinstance(self.log_text, bool):
             raise ConfigurationError(f"log_text must be True or False, got {self.log_text!r}")
         if self.log_redact is not None and not callable(self.log_redact):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttemptList", "UsageSummary", "html_table", "text_table", "hits_table", "HIT_HEADERS", "shorten",
-    "footer_html", "error_html", "note_html", "plain_text", "FONT", "MUTED", "money", "log_ref",
+    "footer_html", "error_html", "note_html", "plain_text", "FONT", "MUTED", "money", "log_ref", "kit_html", "kit_text",
+    "missing",
 ]  # fmt: skip
 
 FONT = "font-family:var(--jp-content-font-family,system-ui,sans-serif)"  # the notebook's own font
@@ -31,10 +32,13 @@ _TD = "padding:2px 10px;text-align:{align};border-bottom:1px solid #eee"
 _FAILED = "color:#b42318"
 
 
+def missing(v: Any) -> bool:
+    """None, NaN, pandas' NA or NaT: a value a view shows as missing (without importing pandas)."""
+    return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ in ("NAType", "NaTType")
+
+
 def _cell(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return str(v)
+    return "—" if missing(v) else str(v)
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, row_styles: Sequence[str] | None = None) -> str:
@@ -66,7 +70,7 @@ def shorten(text: str, n: int) -> str:
 def money(usd: Any) -> str:
     """The one money format of every view, table and card: ``$0.000087`` (six decimals below a
     dollar, where LLM costs live), ``$1,234.50`` from a dollar up, ``n/a`` when unknown."""
-    if usd is None or (isinstance(usd, float) and math.isnan(usd)):
+    if missing(usd):
         return "n/a"
     try:
         v = float(usd)
@@ -103,6 +107,21 @@ def footer_html(c: Completion, *, shown: tuple[str, str] | None = None) -> str:
         path = " → ".join(f"{a.provider} ({a.error_type or a.status})" for a in c.attempts)
         markup += f"<br><span style='color:#a15c00'>fallback: {html.escape(path)}</span>"
     return f"<div class='cok-footer' style='{FONT};{_MUTED};font-size:12px;line-height:1.4'>{markup}</div>"
+
+
+def kit_text(st: Mapping[str, Any]) -> str:
+    """A Kit's repr, from its ``status()``."""
+    mode = " simulation mode" if st["simulation_mode"] else ""
+    project = f", project={st['project']!r}" if st.get("project") else ""
+    return f"Kit(home={st['home']!r}{project}, chain={st['chain']}{mode})"
+
+
+def kit_html(st: Mapping[str, Any]) -> str:
+    """A Kit's notebook card, from its ``status()``."""
+    badge = "<b style='color:#a15c00'>simulation mode</b>" if st["simulation_mode"] else "<b>live</b>"
+    project = f" · project: <code>{html.escape(st['project'])}</code>" if st.get("project") else ""
+    return (f"<div><code>Kit</code> {badge} · chain: {html.escape(' → '.join(st['chain']))} · "
+            f"home: <code>{html.escape(st['home'])}</code>{project}</div>")
 
 
 def log_ref(request_id: str) -> str:
@@ -244,7 +263,7 @@ class UsageSummary:
                 f"latency p50 {ms(self.p50_ms)} / p95 {ms(self.p95_ms)}")
 
     def _rows(self) -> list[tuple]:
-        r1 = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 1)  # noqa: E731
+        r1 = lambda v: None if missing(v) else round(v, 1)  # noqa: E731
         return [(r.provider, r.answered, r.attempts, r.failures, r.substitutes, f"${r.spend_usd:.6f}", r1(r.p50_ms),
                  r1(r.p95_ms)) for r in self.by_provider.itertuples()]
 

@@ -38,6 +38,7 @@ __all__ = [
     "KitWarning",
     "StorageWarning",
     "CacheWarning",
+    "BudgetExceededError",
     "AuthenticationWarning",
     "redact",
 ]
@@ -53,6 +54,25 @@ class InvalidRequestError(KitError, ValueError):
 
 class CostLimitError(InvalidRequestError):
     """No configured model fits ``max_cost`` for this request."""
+
+
+class BudgetExceededError(KitError):
+    """A call would not fit a budget (``kit.set_budget``); nothing was sent. ``scope`` ("kit",
+    "user" or "team"), ``name``, ``period``, ``limit_usd``, ``spent_usd``, ``reserved_usd`` (by
+    calls in flight), ``left_usd``, ``needed_usd`` (this call's worst case) and ``resets_at``
+    (a UTC datetime; None for a total budget) say which and by how much."""
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.scope = details.get("scope")
+        self.name = details.get("name")
+        self.period = details.get("period")
+        self.limit_usd = details.get("limit_usd")
+        self.spent_usd = details.get("spent_usd")
+        self.reserved_usd = details.get("reserved_usd")
+        self.left_usd = details.get("left_usd")
+        self.needed_usd = details.get("needed_usd")
+        self.resets_at = details.get("resets_at")
 
 
 class ConfigurationError(KitError, ValueError):

@@ -108,6 +108,7 @@ class _Engine:
             "substituted": False, "latency_ms": lookup_ms, "status": "ok", "cost_usd": 0.0,
             "saved_cost_usd": entry["cost_usd"], "cache_hit": True, "stream": False, "role": kwargs.get("role"),
             "experiment_id": self.exp.name, "run_id": self.run_id, "price_source": "cache",
+            **self.kit.planner.tags,
         }
 
     async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.display import missing
 from ..core.errors import InvalidRequestError
 
 __all__ = ["Scorer", "build_scorers", "BUILTIN", "JUDGE_PROMPT", "parse_judge_score", "judge_request"]
@@ -29,7 +30,7 @@ JUDGE_PROMPT = (
 
 
 def _text(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    return "" if missing(v) else str(v)
 
 
 def _exact(output: str, row: Mapping[str, Any], field: str = "expected", ignore_case: bool = False) -> float:

@@ -140,6 +140,20 @@ class Records:
             t, _ = self.find(memory_id, user_id, change=True)
             self.replica.delete(t, memory_id, purge=purge)
 
+    def clear(self, user_id: str | None, purge: bool) -> int:
+        """Delete every memory of the collection (of ``user_id`` only, if given); how many there were."""
+        import numpy as np
+
+        check_flag(purge, "purge")
+        owner = None if user_id is None else check_text(user_id, "user_id")
+        with self.replica.lock:
+            t = self.replica.sync()
+            records = [t.record(int(i)) for i in np.flatnonzero(t.alive[: t.n])]
+            ids = [r["id"] for r in records if owner is None or r["user_id"] == owner]
+            for memory_id in ids:
+                self.replica.delete(t, memory_id, purge=purge)
+        return len(ids)
+
     def frame(self, user_id: str | None) -> pd.DataFrame:
         """Every memory (or those ``user_id`` may see) as a DataFrame, newest first."""
         import numpy as np

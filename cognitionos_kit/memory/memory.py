@@ -251,6 +251,12 @@ class Memory:
         file until it reuses them."""
         self.records.delete(memory_id, user_id, purge)
 
+    def clear(self, *, user_id: str | None = None, purge: bool = False) -> int:
+        """Delete every memory of this collection, or only those ``user_id`` stored; returns how
+        many. A tutorial or a test empties its own collection this way (``Kit(memory={"collection":
+        ...})``) instead of deleting the data folder. ``purge`` as in ``delete``."""
+        return self.records.clear(user_id, purge)
+
     @owner_keyword("")
     def history(self, memory_id: str, *, user_id: str) -> pd.DataFrame:
         """Every change of a memory, oldest first: changed_at, op, old/new content, old/new metadata

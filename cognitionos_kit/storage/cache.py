@@ -29,7 +29,6 @@ import os
 import shutil
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,12 @@ from typing import Any
 from ..core.errors import CacheWarning, StorageError, warn_user
 from ..core.types import ProviderRequest
 from .faults import cause
-from .files import private_dir, private_file
+from .sqlite import open_shared
 
 __all__ = ["ResponseCache", "cache_key"]
 
 _BUSY_TIMEOUT_MS = 30_000  # another process holding the write lock for a moment is normal
+_SCHEMA = "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID"
 
 
 def cache_key(provider: str, request: ProviderRequest, repeat: int) -> str:
@@ -86,41 +86,18 @@ class ResponseCache:
         if self._damaged is not None:
             raise _Damaged(self._damaged)
         if self._db is None:
-            deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
-            while True:
-                try:
-                    self._db = self._open()
-                    break
-                except sqlite3.OperationalError as exc:
-                    # switching a new file to WAL takes an exclusive lock that SQLite's busy
-                    # timeout does not wait for: two processes creating the cache at once retry
-                    if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
-                        raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
-                    time.sleep(0.02)
-                except sqlite3.DatabaseError as exc:
-                    if _is_damaged(exc):
-                        self._damaged = str(exc)
-                        raise _Damaged(self._damaged) from None
-                    raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
-                except (OSError, sqlite3.Error) as exc:
-                    raise StorageError(f"cannot open the response cache {self.path}: {_why(exc)}") from None
+            try:
+                self._db = open_shared(self.path, _SCHEMA, _BUSY_TIMEOUT_MS / 1000)
+            except sqlite3.OperationalError as exc:
+                raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
+            except sqlite3.DatabaseError as exc:
+                if _is_damaged(exc):
+                    self._damaged = str(exc)
+                    raise _Damaged(self._damaged) from None
+                raise StorageError(f"cannot open the response cache {self.path}: {exc}") from None
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"cannot open the response cache {self.path}: {_why(exc)}") from None
         return self._db
-
-    def _open(self) -> sqlite3.Connection:
-        private_dir(self.root)
-        # Created 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID")
-        except BaseException:
-            db.close()
-            raise
-        for suffix in ("", "-wal", "-shm"):  # files of older versions, or an unusual umask
-            private_file(f"{self.path}{suffix}")
-        return db
 
     def _broken(self, exc: BaseException, warn: bool = True) -> None:
         """Note that the file is damaged (``exc`` says how) and warn, once per ResponseCache."""

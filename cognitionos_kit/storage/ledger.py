@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, StorageError, StorageWarning, warn_user
 from ..core.validation import check_time
 from .faults import WRITE_FAULTS, reason_of
+from .frames import tidy
 from .migrations import LEDGER_MIGRATIONS
 from .store import Store
 
@@ -37,11 +39,11 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "latency_ms", "status", "error_type", "error_message", "stream", "experiment_id", "run_id",
     "cache_hit", "saved_cost_usd", "requested_provider", "requested_model", "substituted", "response_model",
     "http_requests", "maybe_billed_requests", "setup_ms", "reasoning_tokens", "dropped_params",
-    "cache_saving_usd", "trace_id", "tool_calls",
+    "cache_saving_usd", "trace_id", "tool_calls", "project", "session_id",
 )  # fmt: skip
 _COLUMNS = frozenset(LEDGER_COLUMNS)
 _KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "experiment_id", "run_id", "kind",
-                "trace_id")
+                "trace_id", "project", "session_id")
 SPEND_KEYS: dict[str, str] = {"day": "CAST(u.ts AS DATE)", **{k: f"u.{k}" for k in _KEY_COLUMNS}}
 
 
@@ -119,7 +121,7 @@ class Ledger:
         """All rows ordered by ``ts, attempt``; ``col=value`` filters (a list means any of),
         ``since`` (inclusive) and ``until`` (exclusive) bound ``ts``."""
         where, params = _where(filters, since, until)
-        return self.store.query(f"SELECT * FROM {TABLE} u{where} ORDER BY u.ts, u.attempt, u.row_id", params)
+        return tidy(self.store.query(f"SELECT * FROM {TABLE} u{where} ORDER BY u.ts, u.attempt, u.row_id", params))
 
     def spend(self, by: str | Sequence[str] = "user_id", *, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
         """Spend grouped by ``by`` (a key or list of keys from ``SPEND_KEYS``), most expensive first.
@@ -147,7 +149,13 @@ class Ledger:
         ]
         group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
         order = ", ".join([f"{len(keys) + 3} DESC NULLS LAST"] + [str(i + 1) for i in range(len(keys))])
-        return self.store.query(f"SELECT {', '.join(select)} FROM {TABLE} u{where}{group} ORDER BY {order}", params)
+        return tidy(self.store.query(f"SELECT {', '.join(select)} FROM {TABLE} u{where}{group} ORDER BY {order}", params))
+
+    def spent_since(self, since: datetime | None, users: Sequence[str] | None = None) -> float:
+        """Dollars spent since ``since`` (None: ever), by ``users`` (None: anyone)."""
+        where, params = where_clause({"user_id": list(users)} if users is not None else {}, since, None, "u.")
+        df = self.store.query(f"SELECT coalesce(sum(u.cost_usd), 0) AS usd FROM {TABLE} u{where}", params)
+        return float(df["usd"].iloc[0])
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Any SQL over the database (``llm_usage`` and friends), with bound ``params``, after ingesting."""

@@ -150,3 +150,11 @@ def m006_traces(con: duckdb.DuckDBPyConnection) -> None:
     # a row, and the rows of one call share a trace id. tool_calls: how many tools the turn asked for.
     con.execute("ALTER TABLE llm_usage ADD COLUMN trace_id VARCHAR")
     con.execute("ALTER TABLE llm_usage ADD COLUMN tool_calls INTEGER")
+
+
+@LEDGER_MIGRATIONS
+def m007_projects(con: duckdb.DuckDBPyConnection) -> None:
+    # One data folder shared by notebooks, the demo and scripts: a row says which project (a name
+    # the user chose) and which session (one Kit) made it, so views can show just those.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN project VARCHAR")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN session_id VARCHAR")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, StorageError, StorageWarning, warn_user
+from .frames import tidy
 from .ledger import where_clause
 from .migrations import Migrations
 from .store import Store
@@ -30,11 +31,12 @@ TABLE = "llm_log"
 LOG_COLUMNS: tuple[str, ...] = (
     "row_id", "ts", "request_id", "attempt", "trace_id", "kind", "user_id", "role", "experiment_id", "run_id",
     "provider", "model", "status", "prompt", "system", "messages", "params", "answer", "tool_calls", "error",
-    "cost_usd", "latency_ms", "prompt_tokens", "completion_tokens",
+    "cost_usd", "latency_ms", "prompt_tokens", "completion_tokens", "project", "session_id",
 )  # fmt: skip
 _COLUMNS = frozenset(LOG_COLUMNS)
 # what entries() may filter on with col=value (like kit.usage)
-FILTERS = ("request_id", "trace_id", "user_id", "role", "provider", "model", "status", "experiment_id", "run_id", "kind")
+FILTERS = ("request_id", "trace_id", "user_id", "role", "provider", "model", "status", "experiment_id", "run_id", "kind",
+           "project", "session_id")
 
 LOG_MIGRATIONS = Migrations("log")
 
@@ -71,6 +73,13 @@ def m001_llm_log(con: Any) -> None:
         )
         """
     )
+
+
+@LOG_MIGRATIONS
+def m002_projects(con: Any) -> None:
+    # as the ledger's m007: the project and session that made the row
+    con.execute("ALTER TABLE llm_log ADD COLUMN project VARCHAR")
+    con.execute("ALTER TABLE llm_log ADD COLUMN session_id VARCHAR")
 
 
 class TextLog:
@@ -145,7 +154,7 @@ class TextLog:
             GROUP BY request_id{having}
             ORDER BY ts DESC, request_id{top}
         """
-        return self.store.query(sql, params)
+        return tidy(self.store.query(sql, params))
 
     def flush(self) -> int:
         return self.store.flush()

@@ -1,0 +1,141 @@
+"""Budgets per user, per team and for the whole folder, over a UTC day, month or all time.
+
+Before each attempt its worst case is reserved in every budget that applies; after, the real cost
+settles and the rest is released. ``spent + reserved <= limit`` holds at every moment in every
+process on the data folder, so concurrent calls cannot pass a budget (as long as a real cost is
+at most its worst case, which the planner over-estimates on purpose).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.display import money
+from ..core.errors import BudgetExceededError, InvalidRequestError
+from .local import BudgetKey, LocalGuards, Refusal
+from .windows import PERIODS, resets_at, window_of, window_start
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Guard", "Reservation", "BUDGET_COLUMNS"]
+
+BUDGET_COLUMNS = ["scope", "name", "period", "window", "limit_usd", "spent_usd", "reserved_usd", "left_usd",
+                  "resets_at", "members"]
+
+
+@dataclass
+class Reservation:
+    """The holds one attempt made (settled once)."""
+
+    id: str
+    holds: list[tuple] = field(default_factory=list)
+    usd: float = 0.0
+
+
+def _windows(now: datetime) -> dict[str, str]:
+    return {p: window_of(p, now) for p in PERIODS}
+
+
+def _who(key: BudgetKey) -> str:
+    return "the whole data folder" if key.scope == "kit" else f"{key.scope} {key.name!r}"
+
+
+class Guard:
+    """The budgets of one data folder, as every call and ``kit.set_budget`` see them."""
+
+    def __init__(self, home: str | Path) -> None:
+        self.store = LocalGuards(home)
+
+    # --- calls ---------------------------------------------------------------------------------
+    def active(self) -> bool:
+        """Whether any budget exists (no file yet: none, and nothing is created)."""
+        if self.store._db is None and not self.store.path.exists():
+            return False
+        return self.store.any_budget()
+
+    def reserve(self, user_id: str | None, worst_usd: float | None, what: str) -> Reservation | None:
+        """Hold ``worst_usd`` in every budget that applies, or raise ``BudgetExceededError`` (nothing held)."""
+        if not self.active():
+            return None
+        if worst_usd is None:
+            raise InvalidRequestError(
+                f"a budget applies to this call but {what} has no known price, so its cost cannot be bounded; "
+                "set one with kit.set_price(...) or call a priced model")
+        now = datetime.now(timezone.utc)
+        hold = Reservation("hold_" + os.urandom(8).hex(), usd=worst_usd)
+        got = self.store.reserve(hold.id, user_id, worst_usd, _windows(now))
+        if isinstance(got, Refusal):
+            raise self._refused(got, worst_usd, what, now)
+        hold.holds = got
+        return hold if got else None
+
+    def settle(self, hold: Reservation, real_usd: float | None) -> None:
+        """Add the attempt's real cost (None or NaN: nothing known was billed) and release the rest."""
+        usd = 0.0 if real_usd is None or (isinstance(real_usd, float) and math.isnan(real_usd)) else float(real_usd)
+        self.store.settle(hold.id, hold.holds, usd)
+
+    def _refused(self, r: Refusal, worst: float, what: str, now: datetime) -> BudgetExceededError:
+        left = max(0.0, r.limit_usd - r.spent_usd - r.held_usd)
+        reset = resets_at(r.key.period, now)
+        when = f"it resets at {reset:%Y-%m-%d %H:%M} UTC" if reset else "a total budget does not reset"
+        period = {"day": "today (UTC)", "month": "this month (UTC)", "total": "in total"}[r.key.period]
+        msg = (f"budget of {_who(r.key)} would be exceeded: {money(left)} left of {money(r.limit_usd)} {period} "
+               f"(spent {money(r.spent_usd)}, {money(r.held_usd)} held by calls in flight), and {what} may cost up "
+               f"to {money(worst)}. Nothing was sent; {when}. Raise it with kit.set_budget(...), or lower max_tokens.")
+        return BudgetExceededError(msg, scope=r.key.scope, name=r.key.name or None, period=r.key.period,
+                                   limit_usd=r.limit_usd, spent_usd=r.spent_usd, reserved_usd=r.held_usd,
+                                   left_usd=left, needed_usd=worst, resets_at=reset)
+
+    # --- settings -------------------------------------------------------------------------------
+    def set_budget(self, usd: float | None, *, user_id: str | None, team: str | None, period: str,
+                   spent_so_far: Callable[[datetime | None, list[str] | None], float]) -> None:
+        """Set or (``usd=None``) remove a budget. ``spent_so_far(since, users)`` reads the ledger, so
+        a budget set mid-window counts what its users already spent in it."""
+        if period not in PERIODS:
+            raise InvalidRequestError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
+        if usd is not None and (isinstance(usd, bool) or not isinstance(usd, (int, float)) or not usd >= 0
+                                or math.isinf(usd)):
+            raise InvalidRequestError(f"a budget is a number of US dollars >= 0 (None removes it), got {usd!r}")
+        if user_id is not None and team is not None:
+            raise InvalidRequestError("a budget is for a user_id or a team (or, with neither, the whole data folder), not both")
+        for value, name in ((user_id, "user_id"), (team, "team")):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidRequestError(f"{name} must be a non-empty string, got {value!r}")
+        key = BudgetKey("user", user_id, period) if user_id else BudgetKey("team", team, period) if team \
+            else BudgetKey("kit", "", period)
+        now = datetime.now(timezone.utc)
+        users = [user_id] if user_id else self.store.team_members(team) if team else None
+        already = 0.0 if usd is None or (team and not users) else spent_so_far(window_start(period, now), users)
+        self.store.set_budget(key, None if usd is None else float(usd), window_of(period, now), already)
+
+    def set_team(self, team: str, user_ids: Sequence[str]) -> None:
+        if not isinstance(team, str) or not team.strip():
+            raise InvalidRequestError(f"a team needs a name, got {team!r}")
+        if isinstance(user_ids, str) or not all(isinstance(u, str) and u.strip() for u in user_ids):
+            raise InvalidRequestError(f"user_ids must be a list of user ids, got {user_ids!r}")
+        self.store.set_team(team, sorted(set(user_ids)))
+
+    def frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        now = datetime.now(timezone.utc)
+        rows: list[dict[str, Any]] = []
+        if self.store._db is not None or self.store.path.exists():
+            for r in self.store.rows(_windows(now)):
+                r["left_usd"] = max(0.0, r["limit_usd"] - r["spent_usd"] - r["reserved_usd"])
+                r["resets_at"] = resets_at(r["period"], now)
+                r["members"] = ", ".join(self.store.team_members(r["name"])) if r["scope"] == "team" else None
+                r["name"] = r["name"] or None
+                rows.append(r)
+        df = pd.DataFrame(rows, columns=BUDGET_COLUMNS)
+        df["resets_at"] = pd.to_datetime(df["resets_at"], utc=True)
+        from ..storage.frames import tidy
+
+        return tidy(df)
