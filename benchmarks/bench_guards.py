@@ -9,6 +9,7 @@ call (local backend). Prints the medians and the median paired difference.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -23,13 +24,26 @@ from loopback import OpenAIServer  # noqa: E402
 N = int(os.environ.get("BENCH_CALLS", "1000"))
 
 
+def serve(urls: mp.Queue, stop: mp.Event) -> None:
+    """The loopback server in a process of its own: its threads must not compete for our GIL
+    (the kit's SQLite calls release it, and a busy server thread then delays their return)."""
+    with OpenAIServer() as server:
+        urls.put(server.base_url)
+        stop.wait()
+
+
 def main() -> None:
     from cognitionos_kit import Kit
 
-    with OpenAIServer() as server, tempfile.TemporaryDirectory() as off_home, tempfile.TemporaryDirectory() as on_home:
+    urls: mp.Queue = mp.Queue()
+    stop = mp.Event()
+    server = mp.Process(target=serve, args=(urls, stop), daemon=True)
+    server.start()
+    base_url = urls.get(timeout=60)
+    with tempfile.TemporaryDirectory() as off_home, tempfile.TemporaryDirectory() as on_home:
         for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
             os.environ.pop(k, None)
-        os.environ.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=server.base_url, COGNITIONOS_DOTENV="0")
+        os.environ.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=base_url, COGNITIONOS_DOTENV="0")
         off = Kit(off_home, dotenv=False, providers=["openai"], log_text=False)
         on = Kit(on_home, dotenv=False, providers=["openai"], log_text=False)
         on.set_budget(1_000_000.0)
@@ -51,6 +65,8 @@ def main() -> None:
         print(f"paired difference median {statistics.median(diffs) * 1000:+.0f} us per call (target <= +100 us)")
         row = on.budgets().iloc[0]
         print(f"budget check: {len(on.usage())} calls, spent ${row.spent_usd:.6f}, reserved ${row.reserved_usd:.6f}")
+    stop.set()
+    server.join(10)
 
 
 if __name__ == "__main__":

@@ -123,12 +123,14 @@ def test_holds_of_a_killed_process_are_released(tmp_path):
     kit.set_budget(0.001, user_id="ann")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    with kit.guard.store._write() as db:  # a hold as a process that was killed mid-call leaves it
-        db.execute("INSERT INTO held VALUES ('hold_dead', 'user', 'ann', 'day', ?, 0.001, ?, ?, ?)",
-                   (datetime.now(timezone.utc).strftime("%Y-%m-%d"), pid, os.uname().nodename, time.time() + 3600))
+    with kit.guard.store._write() as db:  # what a process killed mid-call leaves: a hold (and what it spent)
+        db.execute("INSERT INTO tallies VALUES ('user', 'ann', 'day', ?, ?, ?, 0.0002, 0.001, ?)",
+                   (datetime.now(timezone.utc).strftime("%Y-%m-%d"), os.uname().nodename, pid, time.time()))
     assert kit.budgets().iloc[0].reserved_usd == pytest.approx(0.001)
     kit.complete("fits once the dead hold is gone", user_id="ann", max_tokens=50)
-    assert kit.budgets().iloc[0].reserved_usd == 0
+    row = kit.budgets().iloc[0]
+    assert row.reserved_usd == 0  # released...
+    assert row.spent_usd == pytest.approx(0.0002 + float(kit.usage(user_id="ann").cost_usd.sum()))  # ...what it spent stays
 
 
 def test_streams_and_async_calls_hold_and_settle_too(tmp_path):
@@ -167,6 +169,19 @@ def test_bad_budgets_are_clear_errors(tmp_path, kwargs, message):
     with pytest.raises(InvalidRequestError, match=message):
         kit.set_budget(usd, **kwargs)
     assert kit.budgets().empty
+
+
+def test_a_budget_set_after_calls_in_the_same_kit_applies_at_once(tmp_path):
+    kit = _kit(tmp_path)
+    kit.set_budget(1.0, user_id="someone")  # the budgets file exists...
+    kit.set_budget(None, user_id="someone")
+    kit.complete("a call with no budget", user_id="ann")  # ...and this call found none in it
+    kit.set_budget(0.0, user_id="ann")  # this kit's own write: seen by its next call
+    with pytest.raises(BudgetExceededError):
+        kit.complete("refused", user_id="ann")
+    other = _kit(tmp_path)  # and by another kit on the folder
+    with pytest.raises(BudgetExceededError):
+        other.complete("refused too", user_id="ann")
 
 
 def test_no_budget_no_file(tmp_path):

@@ -9,7 +9,6 @@ at most its worst case, which the planner over-estimates on purpose).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,13 +33,20 @@ BUDGET_COLUMNS = ["scope", "name", "period", "window", "limit_usd", "spent_usd",
 class Reservation:
     """The holds one attempt made (settled once)."""
 
-    id: str
     holds: list[tuple] = field(default_factory=list)
     usd: float = 0.0
 
 
+_WINDOWS: tuple[int, dict[str, str]] = (-1, {})
+
+
 def _windows(now: datetime) -> dict[str, str]:
-    return {p: window_of(p, now) for p in PERIODS}
+    """The current window of each period (computed once per UTC day: every call asks)."""
+    global _WINDOWS
+    day = int(now.timestamp() // 86400)
+    if _WINDOWS[0] != day:
+        _WINDOWS = (day, {p: window_of(p, now) for p in PERIODS})
+    return _WINDOWS[1]
 
 
 def _who(key: BudgetKey) -> str:
@@ -69,8 +75,8 @@ class Guard:
                 f"a budget applies to this call but {what} has no known price, so its cost cannot be bounded; "
                 "set one with kit.set_price(...) or call a priced model")
         now = datetime.now(timezone.utc)
-        hold = Reservation("hold_" + os.urandom(8).hex(), usd=worst_usd)
-        got = self.store.reserve(hold.id, user_id, worst_usd, _windows(now))
+        hold = Reservation(usd=worst_usd)
+        got = self.store.reserve(user_id, worst_usd, _windows(now))
         if isinstance(got, Refusal):
             raise self._refused(got, worst_usd, what, now)
         hold.holds = got
@@ -79,7 +85,7 @@ class Guard:
     def settle(self, hold: Reservation, real_usd: float | None) -> None:
         """Add the attempt's real cost (None or NaN: nothing known was billed) and release the rest."""
         usd = 0.0 if real_usd is None or (isinstance(real_usd, float) and math.isnan(real_usd)) else float(real_usd)
-        self.store.settle(hold.id, hold.holds, usd)
+        self.store.settle(hold.holds, hold.usd, usd)
 
     def _refused(self, r: Refusal, worst: float, what: str, now: datetime) -> BudgetExceededError:
         left = max(0.0, r.limit_usd - r.spent_usd - r.held_usd)

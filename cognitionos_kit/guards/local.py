@@ -5,9 +5,9 @@ check-and-hold that every process on the folder sees at once, while all of them 
 DuckDB lets one process open a file at a time; SQLite's ``BEGIN IMMEDIATE`` serialises writers
 across processes for the few microseconds a reservation takes (as the response cache does).
 
-Tables: ``budgets`` (scope, name, period -> limit), ``teams`` (team -> users), ``spent`` (settled
-dollars per budget and window) and ``held`` (the worst cases of attempts in flight, with the
-process that holds them, so a killed process's holds are released).
+Tables: ``budgets`` (scope, name, period -> limit), ``teams`` (team -> users) and ``tallies`` (per
+budget window and process: the dollars it settled and the worst cases its attempts in flight
+hold, so what a killed process held is released and what it spent stays).
 """
 
 from __future__ import annotations
@@ -31,11 +31,25 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budgets (scope TEXT, name TEXT, period TEXT, limit_usd REAL NOT NULL, set_at REAL,
                                     PRIMARY KEY (scope, name, period));
 CREATE TABLE IF NOT EXISTS teams (team TEXT, user_id TEXT, PRIMARY KEY (team, user_id));
-CREATE TABLE IF NOT EXISTS spent (scope TEXT, name TEXT, period TEXT, window TEXT, usd REAL NOT NULL,
-                                  PRIMARY KEY (scope, name, period, window));
-CREATE TABLE IF NOT EXISTS held (id TEXT, scope TEXT, name TEXT, period TEXT, window TEXT, usd REAL NOT NULL,
-                                 pid INTEGER, host TEXT, expires REAL, PRIMARY KEY (id, scope, name, period));
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('version', 0);
+CREATE TABLE IF NOT EXISTS tallies (scope TEXT, name TEXT, period TEXT, window TEXT, host TEXT, pid INTEGER,
+                                    spent REAL NOT NULL, held REAL NOT NULL, touched REAL,
+                                    PRIMARY KEY (scope, name, period, window, host, pid));
 """
+# The budgets that apply to a user (?1): the folder's, the user's and their teams'. Cached per
+# process until set_budget or set_team (anywhere) bumps meta.version.
+_APPLIES = """
+SELECT scope, name, period, limit_usd FROM budgets
+WHERE scope = 'kit' OR (scope = 'user' AND name = ?1) OR (scope = 'team' AND name IN (SELECT team FROM teams WHERE user_id = ?1))
+ORDER BY scope, name, period
+"""
+_BUMP = "UPDATE meta SET v = v + 1 WHERE k = 'version'"
+# A process keeps one tally row per budget window: what it spent there and what it holds now.
+_HOLD = ("INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?) "
+         "ON CONFLICT DO UPDATE SET held = held + excluded.held, touched = excluded.touched")
+_SETTLE = ("UPDATE tallies SET held = max(0, held - ?), spent = spent + ? "
+           "WHERE scope = ? AND name = ? AND period = ? AND window = ? AND host = ? AND pid = ?")
 _HOST = os.uname().nodename if hasattr(os, "uname") else "host"
 
 
@@ -63,6 +77,8 @@ class LocalGuards:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._seen_version: int | None = None
+        self._version = -1  # meta.version the cached _applies were read at
+        self._applies: dict[str | None, list[tuple]] = {}
         self._any = False  # whether the folder has any budget (re-read when another connection writes)
 
     # --- connection ---------------------------------------------------------------------------
@@ -87,15 +103,21 @@ class LocalGuards:
     def set_budget(self, key: BudgetKey, limit_usd: float | None, window: str, already_spent: float) -> None:
         """Set (or, with None, remove) a budget; the current window starts from ``already_spent``."""
         with self._write() as db:
+            db.execute(_BUMP)
             if limit_usd is None:
                 db.execute("DELETE FROM budgets WHERE scope=? AND name=? AND period=?", key)
                 return
             db.execute("INSERT INTO budgets VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET limit_usd=excluded.limit_usd, "
                        "set_at=excluded.set_at", (*key, limit_usd, time.time()))
-            db.execute("INSERT INTO spent VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (*key, window, already_spent))
+            # the ledger is the truth: the window starts from what its users spent so far (one
+            # row stands for it; the holds of calls in flight stay with their processes)
+            db.execute("UPDATE tallies SET spent = 0 WHERE scope=? AND name=? AND period=? AND window=?", (*key, window))
+            db.execute("INSERT INTO tallies VALUES (?, ?, ?, ?, '', 0, ?, 0, ?) ON CONFLICT DO UPDATE SET spent = "
+                       "excluded.spent", (*key, window, already_spent, time.time()))
 
     def set_team(self, team: str, user_ids: Iterable[str]) -> None:
         with self._write() as db:
+            db.execute(_BUMP)
             db.execute("DELETE FROM teams WHERE team=?", (team,))
             db.executemany("INSERT INTO teams VALUES (?, ?)", [(team, u) for u in user_ids])
 
@@ -114,74 +136,73 @@ class LocalGuards:
                 self._any = db.execute("SELECT 1 FROM budgets LIMIT 1").fetchone() is not None
             return self._any
 
-    def reserve(self, hold_id: str, user_id: str | None, usd: float, windows: dict[str, str]) -> list[tuple] | Refusal:
+    def reserve(self, user_id: str | None, usd: float, windows: dict[str, str]) -> list[tuple] | Refusal:
         """Hold ``usd`` in every budget that applies to ``user_id`` (the kit's, the user's, their
-        teams'), or hold nothing and return the first that it does not fit. -> the holds made."""
-        now = time.time()
+        teams'), or hold nothing and return the first that it does not fit. -> the windows held."""
         with self._write() as db:
-            keys = [BudgetKey(*r) for r in db.execute(
-                "SELECT scope, name, period FROM budgets WHERE scope='kit' OR (scope='user' AND name=?) "
-                "OR (scope='team' AND name IN (SELECT team FROM teams WHERE user_id=?)) ORDER BY scope, name, period",
-                (user_id, user_id))]
-            if not keys:
+            budgets = self._applying(db, user_id)
+            if not budgets:
                 return []
+            keys = [(scope, name, period, windows[period]) for scope, name, period, _ in budgets]
             for reaped in (False, True):
-                refusal = self._first_refusal(db, keys, usd, windows, now)
+                tally = self._tally(db, keys)
+                refusal = next((Refusal(BudgetKey(*b[:3]), b[3], *tally.get(k, (0.0, 0.0)))
+                                for b, k in zip(budgets, keys) if sum(tally.get(k, (0.0, 0.0))) + usd > b[3] * (1 + 1e-9)),
+                               None)
                 if refusal is None:
                     break
                 if reaped or not self._reap(db):
                     return refusal
-            holds = [(hold_id, *k, windows[k.period], usd, os.getpid(), _HOST, now + HOLD_S) for k in keys]
-            db.executemany("INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", holds)
-            return holds
+            mine = [(*k, _HOST, os.getpid()) for k in keys]
+            now = time.time()
+            db.executemany(_HOLD, [(*k, usd, now) for k in mine])
+            return mine
 
-    def _first_refusal(self, db: sqlite3.Connection, keys: list[BudgetKey], usd: float, windows: dict[str, str],
-                       now: float) -> Refusal | None:
-        for k in keys:
-            w = windows[k.period]
-            limit = db.execute("SELECT limit_usd FROM budgets WHERE scope=? AND name=? AND period=?", k).fetchone()[0]
-            spent = db.execute("SELECT usd FROM spent WHERE scope=? AND name=? AND period=? AND window=?",
-                               (*k, w)).fetchone()
-            held = db.execute("SELECT coalesce(sum(usd), 0) FROM held WHERE scope=? AND name=? AND period=? "
-                              "AND window=? AND expires > ?", (*k, w, now)).fetchone()[0]
-            spent_usd = spent[0] if spent else 0.0
-            if spent_usd + held + usd > limit * (1 + 1e-9):
-                return Refusal(k, limit, spent_usd, held)
-        return None
+    def _applying(self, db: sqlite3.Connection, user_id: str | None) -> list[tuple]:
+        version = db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()[0]
+        if version != self._version:
+            self._version, self._applies = version, {}
+        got = self._applies.get(user_id)
+        if got is None:
+            got = self._applies[user_id] = db.execute(_APPLIES, (user_id,)).fetchall()
+        return got
+
+    @staticmethod
+    def _tally(db: sqlite3.Connection, keys: list[tuple]) -> dict[tuple, tuple[float, float]]:
+        """(spent, held) of each budget window, summed over the processes."""
+        rows = db.execute(
+            "SELECT scope, name, period, window, sum(spent), sum(held) FROM tallies WHERE (scope, name, period, window) "
+            f"IN (VALUES {', '.join(['(?, ?, ?, ?)'] * len(keys))}) GROUP BY 1, 2, 3, 4",
+            [v for k in keys for v in k]).fetchall()
+        return {tuple(r[:4]): (r[4], r[5]) for r in rows}
 
     def _reap(self, db: sqlite3.Connection) -> bool:
-        """Drop holds that expired or whose process on this machine has exited; True if any went."""
+        """Release what processes on this machine that have exited still hold, and holds untouched
+        for ``HOLD_S``; True if any went."""
+        stale = time.time() - HOLD_S
         before = db.total_changes
-        db.execute("DELETE FROM held WHERE expires <= ?", (time.time(),))
-        for (pid,) in db.execute("SELECT DISTINCT pid FROM held WHERE host=?", (_HOST,)).fetchall():
-            if pid != os.getpid() and not _alive(pid):
-                db.execute("DELETE FROM held WHERE host=? AND pid=?", (_HOST, pid))
+        for host, pid, touched in db.execute("SELECT DISTINCT host, pid, touched FROM tallies WHERE held > 0").fetchall():
+            if touched < stale or (host == _HOST and pid != os.getpid() and not _alive(pid)):
+                db.execute("UPDATE tallies SET held = 0 WHERE host = ? AND pid = ? AND held > 0", (host, pid))
         return db.total_changes > before
 
-    def settle(self, hold_id: str, holds: list[tuple], usd: float) -> None:
+    def settle(self, keys: list[tuple], held_usd: float, usd: float) -> None:
         """Release a reservation's holds and add the real cost to each budget's window."""
         with self._write() as db:
-            db.execute("DELETE FROM held WHERE id=?", (hold_id,))
-            if usd:
-                db.executemany(
-                    "INSERT INTO spent VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET usd = usd + excluded.usd",
-                    [(h[1], h[2], h[3], h[4], usd) for h in holds])
+            db.executemany(_SETTLE, [(held_usd, usd, *k) for k in keys])
 
     def rows(self, windows: dict[str, str]) -> list[dict[str, Any]]:
         """Every budget with its current window's spent and held dollars."""
-        now = time.time()
         with self._lock:
             db = self._conn()
             out = []
             for scope, name, period, limit in db.execute(
                     "SELECT scope, name, period, limit_usd FROM budgets ORDER BY scope, name, period").fetchall():
                 w = windows[period]
-                spent = db.execute("SELECT usd FROM spent WHERE scope=? AND name=? AND period=? AND window=?",
-                                   (scope, name, period, w)).fetchone()
-                held = db.execute("SELECT coalesce(sum(usd), 0) FROM held WHERE scope=? AND name=? AND period=? "
-                                  "AND window=? AND expires > ?", (scope, name, period, w, now)).fetchone()[0]
+                got = db.execute("SELECT coalesce(sum(spent), 0), coalesce(sum(held), 0) FROM tallies WHERE scope=? "
+                                 "AND name=? AND period=? AND window=?", (scope, name, period, w)).fetchone()
                 out.append({"scope": scope, "name": name, "period": period, "window": w, "limit_usd": limit,
-                            "spent_usd": spent[0] if spent else 0.0, "reserved_usd": held})
+                            "spent_usd": got[0], "reserved_usd": got[1]})
             return out
 
 
@@ -209,6 +230,8 @@ class _Txn:
             if db is not None:
                 db.execute("ROLLBACK" if typ is not None else "COMMIT")
         finally:
+            # PRAGMA data_version moves only for other connections' commits: re-read after our own
+            self.store._seen_version = None
             self.store._lock.release()
 
 
