@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .calls import fallback
-from .calls.assembly import assemble, describe
+from .calls.assembly import assemble, attach_guards, describe
 from .calls.options import CallOptions, Prompt, takes_options
 from .calls.plan import CallPlan
 from .calls.policy import FallbackOn
@@ -22,7 +22,6 @@ from .core.config import KitConfig, PriceOverride, session_id, view_filters
 from .core.display import UsageSummary, kit_html, kit_text
 from .core.errors import InvalidRequestError
 from .core.types import Completion
-from .guards import Guard
 from .guards.facade import GuardMethods
 
 if TYPE_CHECKING:
@@ -79,13 +78,15 @@ class Kit(GuardMethods):
         log_redact: Callable[[str], str] | None = None,
         project: str | None = None,
         views: Literal["all", "project", "session"] | None = None,
+        cache: bool | Literal["deterministic", "refresh"] = "deterministic",
+        cache_ttl: float | None = None,
     ) -> None:
         self._build(KitConfig(
             home=home, providers=providers, role_models=role_models, fallback_models=fallback_models,  # type: ignore[arg-type]
             fallback_on=fallback_on, simulate_on_failure=simulate_on_failure, seed=seed, simulated_latency=simulated_latency,
             timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait, default_max_tokens=default_max_tokens,
             dotenv=dotenv, memory=memory, log_text=log_text, log_redact=log_redact, project=project,  # type: ignore[arg-type]
-            views=views,
+            views=views, cache=cache, cache_ttl=cache_ttl,
         ))
 
     @classmethod
@@ -108,8 +109,7 @@ class Kit(GuardMethods):
         self.project = config.project
         self.session_id = session_id()  # this process's rows (a kernel's, a script's), for views="session"
         self.planner.tags = {"project": config.project, "session_id": self.session_id}
-        self.guard = Guard(self.home)
-        self.planner.budgets = (self.guard, self.prices)
+        self.guard = attach_guards(config, self.home, self.planner, self.recorder, self.prices)
         self._views = view_filters(config, self.session_id)
         self._ledger: Ledger | None = None
         self._text_log: TextLog | None = None
@@ -201,12 +201,17 @@ class Kit(GuardMethods):
         return open_astream(self.planner, self.recorder.record, prompt, options)
 
     def send(self, plan: CallPlan) -> Completion:
-        """Send a checked ``CallPlan`` (from ``kit.plan``): try its steps, record every attempt."""
+        """Send a checked ``CallPlan`` (from ``kit.plan``): try its steps, record every attempt
+        (or answer from the response cache, when the plan may be)."""
+        if (hit := plan.cached()) is not None:
+            return hit
         records = self.recorder.collect(plan)
         return records.answer(fallback.run(plan.chain, records.on_attempt))
 
     async def asend(self, plan: CallPlan) -> Completion:
         """Async ``send``."""
+        if (hit := plan.cached()) is not None:
+            return hit
         records = self.recorder.collect(plan)
         return records.answer(await fallback.arun(plan.chain, records.on_attempt))
 

@@ -19,6 +19,9 @@ from .recorder import Recorder
 from .router import Router
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..guards import Guard
     from ..storage.ledger import Ledger
     from ..storage.textlog import TextLog
 
@@ -79,3 +82,15 @@ def describe(c: KitConfig, settings: Settings, providers: ProviderSet, router: R
         "dotenv": settings.dotenv_path,
         "prices": "genai-prices bundled snapshot (no auto-update)",
     }
+
+
+def attach_guards(c: KitConfig, home: Path, planner: Planner, recorder: Recorder, prices: PriceBook) -> Guard:
+    """Give a Kit's calls the data folder's budgets and response cache; returns the budgets."""
+    from ..guards import Guard  # noqa: F811 - at run time, not only for the annotation
+    from .caching import Answers
+
+    guard = Guard(home)
+    planner.budgets = (guard, prices)
+    recorder.cache, recorder.cache_ttl = Answers(home), c.cache_ttl
+    planner.cache_mode, planner.cache_lookup = c.cache, recorder.cached
+    return guard

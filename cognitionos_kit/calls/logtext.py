@@ -21,7 +21,7 @@ Redact = Callable[[str], str]
 
 
 def log_row(call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse | None, ledger_row: dict[str, Any],
-            hook: Redact | None) -> dict[str, Any]:
+            hook: Redact | None, *, answer: str | None = None) -> dict[str, Any]:
     """The text log row of one attempt (``ledger_row``: its accounting row, for the numbers)."""
     def clean(text: str | None) -> str | None:
         if text is None:
@@ -34,6 +34,8 @@ def log_row(call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse
         "ts", "request_id", "attempt", "trace_id", "kind", "user_id", "role", "experiment_id", "run_id", "provider",
         "model", "status", "cost_usd", "latency_ms", "prompt_tokens", "completion_tokens", "project", "session_id")}
     row["error"] = clean(attempt.error_message)
+    if answer is not None:  # a cache hit: the stored answer
+        row["answer"] = clean(answer)
     if resp is not None:
         row["answer"] = clean(resp.content)
         if resp.tool_calls:

@@ -36,6 +36,16 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 
+CACHE_MODES = (None, True, False, "deterministic", "refresh")
+
+
+def check_cache_mode(mode: object, what: str = "cache") -> None:
+    """``mode`` is one of ``CACHE_MODES`` (by identity for None, True and False: 1 is not True)."""
+    if not any(mode is m or (isinstance(m, str) and mode == m) for m in CACHE_MODES):
+        raise InvalidRequestError(
+            f"{what} must be 'deterministic', True, False or 'refresh' (None: the Kit's), got {mode!r}")
+
+
 @dataclass(kw_only=True)  # not frozen: made on every call, and a frozen __init__ is markedly slower
 class CallOptions:
     """How one call is made (all optional). Checked when made, before anything is sent.
@@ -69,6 +79,10 @@ class CallOptions:
         (warned, and listed in the attempt's ``dropped_params``).
     log_text: False keeps this call's prompt and answer out of the text log (``kit.log()``); the
         ledger row is written as always. None: the Kit's ``log_text``.
+    cache: answer from the response cache when the same request was answered before: "deterministic"
+        (temperature 0 or a seed set), True (always), False (never), "refresh" (send, then store).
+        None: the Kit's ``cache``. A hit costs $0, is recorded as a cache hit with the cost it saved,
+        and says so (``r.cache_hit``). Errors and substitutes are never stored as the model asked.
     user_id, agent_id, task_id: who the call is for; recorded in the ledger (spend per user).
     max_cost: the most this call may cost in USD (worst case); a cheaper model is used if needed.
     providers: the providers to try, in order (instead of the Kit's chain).
@@ -109,6 +123,7 @@ class CallOptions:
     images: Any = None
     extra_body: Mapping[str, Any] | None = None
     log_text: bool | None = None
+    cache: bool | str | None = None
 
     output_spec: OutputSpec | None = field(default=None, init=False, repr=False, compare=False)
     tool_set: tuple[Tool, ...] | None = field(default=None, init=False, repr=False, compare=False)
@@ -138,6 +153,8 @@ class CallOptions:
             check_number(self.deadline, "deadline (seconds for the whole call, every fallback included)", positive=True)
         if self.log_text is not None and not isinstance(self.log_text, bool):
             raise InvalidRequestError(f"log_text must be True, False or None, got {self.log_text!r}")
+        if self.cache is not None:
+            check_cache_mode(self.cache)
         for label in ("user_id", "agent_id", "task_id", "experiment_id", "run_id"):
             value = getattr(self, label)
             if value is not None:

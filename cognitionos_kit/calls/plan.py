@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, warn_user
-from ..core.types import Message, ProviderRequest, Sampling, ToolCall, Usage
+from ..core.types import Completion, Message, ProviderRequest, Sampling, ToolCall, Usage
 from ..core.validation import check_text
 from . import catalogue, tokens
 from .budgeting import BudgetHook
@@ -37,13 +37,22 @@ class CallPlan:
     """A checked call, ready to send: its steps (provider + request, in fallback order), who it
     is for (``meta``, the ledger's columns) and what was asked (``requested``: provider, model)."""
 
-    __slots__ = ("request_id", "chain", "meta", "requested", "t_start", "log_text")
+    __slots__ = ("request_id", "chain", "meta", "requested", "t_start", "log_text", "cache_key", "cache_read", "lookup")
 
     def __init__(self, request_id: str, chain: ChainRun, meta: dict[str, Any], requested: tuple[str, str],
                  log_text: bool | None = None) -> None:
         self.request_id, self.chain, self.meta, self.requested = request_id, chain, meta, requested
         self.t_start = time.perf_counter()
         self.log_text = log_text  # None: the Kit's setting
+        self.cache_key: str | None = None  # set when the answer may come from (and goes to) the response cache
+        self.cache_read = False  # False with cache="refresh": sent again, then stored
+        self.lookup: Callable[[CallPlan], Completion | None] | None = None
+
+    def cached(self) -> Completion | None:
+        """The answer from the response cache (recorded as a cache hit), or None: send the call."""
+        if self.cache_key is None or not self.cache_read or self.lookup is None:
+            return None
+        return self.lookup(self)
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{s.provider.name}/{s.request.model}" for s in self.steps)
@@ -108,6 +117,8 @@ class Planner:
         self._warned_dropped: set[tuple[str, tuple[str, ...]]] = set()
         self.tags: dict[str, Any] = {}  # the Kit's project and session, on every ledger row
         self.budgets: tuple[Guard, PriceBook] | None = None  # the data folder's budgets (set by the Kit)
+        self.cache_mode: bool | str = False  # the Kit's cache= (calls override it with theirs)
+        self.cache_lookup: Callable[[CallPlan], Completion | None] | None = None  # set by the Kit
 
     def plan(self, prompt: Prompt | Turns, options: CallOptions, *, stream: bool = False,
              trace_id: str | None = None) -> CallPlan:
@@ -160,8 +171,27 @@ class Planner:
         run = ChainRun(steps, policy, request_id, self.timeout, o.deadline, self.max_retry_wait)
         if self.budgets is not None:
             run.budget = BudgetHook(*self.budgets, o.user_id)
-        return CallPlan(request_id=request_id, chain=run, meta=meta, requested=(plan.requested.provider, plan.requested.model),
+        call = CallPlan(request_id=request_id, chain=run, meta=meta, requested=(plan.requested.provider, plan.requested.model),
                         log_text=o.log_text)
+        self._cache_key(call, o.cache if o.cache is not None else self.cache_mode)
+        return call
+
+    def _cache_key(self, call: CallPlan, mode: bool | str) -> None:
+        """Give ``call`` its response-cache key when ``mode`` lets it be cached: "deterministic"
+        needs temperature 0 or a seed. Tool turns are not cached (their answer runs code)."""
+        if mode is False or self.cache_lookup is None or not call.steps:
+            return
+        step = call.steps[0]
+        req = step.request
+        if req.sampling is not None and (req.sampling.tools or req.sampling.tool_choice):
+            return
+        if mode == "deterministic" and not (req.temperature == 0 or req.seed is not None):
+            return
+        from ..storage.cache import cache_key
+
+        call.cache_key = cache_key(cache_name(step.provider), req, 0)
+        call.cache_read = mode != "refresh"
+        call.lookup = self.cache_lookup
 
     def count_tokens(self, prompt: Prompt, *, model: str | None = None, role: str | None = None,
                      system: str | None = None) -> dict[str, Any]:
@@ -290,6 +320,11 @@ class Turns(list[Message]):
     def __init__(self, messages: list[Message], system: str | None) -> None:
         super().__init__(messages)
         self.system = system
+
+
+def cache_name(provider: Any) -> str:
+    """A provider's name in cache keys (a scripted simulator's includes its script)."""
+    return str(getattr(provider, "cache_name", provider.name))
 
 
 def request_tokens(req: ProviderRequest, model: str) -> int:

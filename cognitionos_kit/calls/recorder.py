@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 from ..core.display import AttemptList
 from ..core.types import Attempt, Completion, ProviderResponse, Usage
 from ..core.validation import clean_text
+from .caching import entry, hit_completion, hit_row, served_key
 from .logtext import log_row
 
 if TYPE_CHECKING:
+    from ..storage.cache import ResponseCache
     from ..storage.ledger import Ledger
     from ..storage.textlog import TextLog
     from .plan import CallPlan
@@ -34,6 +36,8 @@ class Recorder:
                  log_redact: Callable[[str], str] | None = None) -> None:
         self._ledger = ledger  # opened on the first row, not when the Kit is built
         self._text_log = text_log
+        self.cache: Callable[[], ResponseCache] | None = None  # the response cache (set by the Kit)
+        self.cache_ttl: float | None = None  # seconds an answer may be served from it (None: always)
         self.prices = prices
         self.providers = providers
         self.log_text = log_text  # the Kit's default; a call's log_text= overrides it
@@ -118,10 +122,35 @@ class Recorder:
                 trace_id=call.meta.get("trace_id"),
             )
         self._ledger().record([row])
+        if completion is not None and resp is not None and attempt.status == "ok" and not resp.tool_calls \
+                and self.cache is not None:
+            key = served_key(call, step)
+            if key is not None:
+                self.cache().put(key, {**entry(completion), "stored_at": time.time()})
         if call.chain.budget is not None:
             call.chain.budget.settle(row.get("cost_usd"))  # after the row: the ledger never lags a budget
         if self._text_log is not None and (self.log_text if call.log_text is None else call.log_text):
             self._text_log().record([log_row(call, step, attempt, resp, row, self.log_redact)])
+        return completion
+
+    def cached(self, call: CallPlan) -> Completion | None:
+        """The answer to ``call`` from the response cache, recorded as a hit (None: a miss)."""
+        if self.cache is None or call.cache_key is None:
+            return None
+        t0 = time.perf_counter()
+        e = self.cache().get(call.cache_key)
+        if e is None or (e.get("provider"), e.get("model")) != call.requested:
+            return None  # not there, or (an older version's) answer of another model under this key
+        if self.cache_ttl is not None and time.time() - float(e.get("stored_at") or 0.0) > self.cache_ttl:
+            return None
+        ms = (time.perf_counter() - t0) * 1000
+        row = hit_row(call, e, ms)
+        self._ledger().record([row])
+        completion = hit_completion(call, e, ms)
+        if self._text_log is not None and (self.log_text if call.log_text is None else call.log_text):
+            step = call.steps[0]
+            attempt = completion.attempts[0]
+            self._text_log().record([log_row(call, step, attempt, None, row, self.log_redact, answer=e["content"])])
         return completion
 
     def _cache_saving(self, price_id: str, model: str, usage: Usage, cost: float | None) -> float | None:

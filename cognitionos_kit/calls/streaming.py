@@ -50,6 +50,14 @@ class _StreamState:
     def start(self) -> None:
         self.call.t_start = time.perf_counter()  # latency counts from the first read, not creation
 
+    def from_cache(self) -> bool:
+        """Answered from the response cache: the whole answer is one chunk, recorded as a hit."""
+        hit = self.call.cached()
+        if hit is None:
+            return False
+        self.completion, self.parts = hit, [hit.content] if hit.content else []
+        return True
+
     def check_output(self) -> None:
         """With ``output=``, the finished answer is parsed (``StructuredOutputError`` if it does not fit)."""
         steps = self.chain.steps
@@ -179,6 +187,9 @@ class Stream(_Base, _Iterates):
     def _run(self) -> Iterator[str]:
         st = self._state
         st.start()
+        if st.from_cache():
+            yield from st.parts
+            return st.check_output()
         for number, step in st.chain:
             a = _StreamAttempt(st, number, step, step.provider.prepare(False))
             items = step.provider.stream(step.request)
@@ -222,6 +233,11 @@ class AsyncStream(_Base):
     async def _arun(self) -> AsyncIterator[str]:
         st = self._state
         st.start()
+        if st.from_cache():
+            for part in st.parts:
+                yield part
+            st.check_output()
+            return
         for number, step in st.chain:
             a = _StreamAttempt(st, number, step, await step.provider.aprepare())
             items = step.provider.astream(step.request)

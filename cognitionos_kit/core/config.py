@@ -255,6 +255,8 @@ class KitConfig:
     simulated_answers: Any = None  # the simulated provider's canned answers (kit.simulated.script)
     project: str | None = None
     views: str | None = None  # None: "project" with a project, else "all"
+    cache: bool | str = "deterministic"  # the response cache for every call (see CallOptions.cache)
+    cache_ttl: float | None = None  # seconds a cached answer may be served (None: always)
 
     def __post_init__(self) -> None:
         # plain, hashable values: paths as str, lists as tuples, a model's one equivalent as a 1-tuple
@@ -298,6 +300,11 @@ class KitConfig:
                 f"got {self.views!r}")
         if self.views == "project" and self.project is None:
             raise ConfigurationError("views='project' needs a project: Kit(project='my-study', views='project')")
+        if self.cache not in ("deterministic", "refresh") and self.cache is not True and self.cache is not False:
+            raise ConfigurationError(f"cache must be 'deterministic', True, False or 'refresh', got {self.cache!r}")
+        if self.cache_ttl is not None and (isinstance(self.cache_ttl, bool) or not isinstance(self.cache_ttl, Real)
+                                           or not self.cache_ttl > 0):
+            raise ConfigurationError(f"cache_ttl must be a positive number of seconds or None, got {self.cache_ttl!r}")
         if not isinstance(self.log_text, bool):
             raise ConfigurationError(f"log_text must be True or False, got {self.log_text!r}")
         if self.log_redact is not None and not callable(self.log_redact):

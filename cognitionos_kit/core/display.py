@@ -99,6 +99,8 @@ def footer_html(c: Completion, *, shown: tuple[str, str] | None = None) -> str:
     def part(p: str) -> str:
         if p == note:
             return f"<span class='cok-substitute' style='{_SUBSTITUTE};white-space:nowrap'>⚠ {html.escape(p)}</span>"
+        if c.cache_hit and p.startswith("CACHED answer"):
+            return f"<span class='cok-cached' style='color:#1f5fa8;font-weight:600;white-space:nowrap'>{html.escape(p)}</span>"
         return f"<span style='white-space:nowrap'>{html.escape(p)}</span>"
 
     markup = " · ".join(part(p) for p in line.split(" · "))

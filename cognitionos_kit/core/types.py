@@ -277,6 +277,8 @@ class Completion:
     steps: list[Completion] = field(default_factory=list, repr=False)  # every model turn of the call, this one last
     tool_results: list[ToolResult] = field(default_factory=list, repr=False)  # the tools run (run_tools=True)
     messages: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the whole exchange, tool turns included
+    cache_hit: bool = False  # answered from the response cache: $0 now, ``saved_cost_usd`` what it first cost
+    saved_cost_usd: float | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -328,6 +330,9 @@ class Completion:
             line += f" · cache {self.cached_tokens} read, {self.cache_write_tokens} written{saved}"
         if self.tool_calls:
             line += " · asks for " + ", ".join(c.name for c in self.tool_calls)
+        if self.cache_hit:
+            saved = "" if self.saved_cost_usd is None else f", saved ${self.saved_cost_usd:.6f}"
+            line += f" · CACHED answer{saved}"
         if len(self.steps) > 1:
             total = "n/a" if self.total_cost_usd is None else f"${self.total_cost_usd:.6f}"
             ran = f", {len(self.tool_results)} tool run(s)" if self.tool_results else ""
@@ -373,12 +378,16 @@ class Completion:
         if len(self.steps) > 1:
             total = "n/a" if self.total_cost_usd is None else f"${self.total_cost_usd:.6f}"
             line += f" · {len(self.steps)} turns, {total} in all"
+        line = html.escape(line)
+        if self.cache_hit:
+            saved = "" if self.saved_cost_usd is None else f", saved ${self.saved_cost_usd:.6f}"
+            line += f" · <span class='cok-cached' style='color:#1f5fa8;font-weight:600'>CACHED answer{saved}</span>"
         return (
             "<div class='cok-completion' style='font-family:var(--jp-content-font-family,system-ui,sans-serif);"
             f"font-size:13px;line-height:1.45;border-left:3px solid {border};"
             "padding:2px 0 2px 10px;max-width:110ch'>"
             f"{banner}{tools}<div style='white-space:pre-wrap;word-break:break-word'>{text}</div>"
-            f"<div style='{muted}'>{html.escape(line)}{log_ref(self.request_id)}{path}</div></div>"
+            f"<div style='{muted}'>{line}{log_ref(self.request_id)}{path}</div></div>"
         )
 
     def to_dict(self) -> dict[str, Any]:

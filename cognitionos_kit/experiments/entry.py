@@ -1,19 +1,8 @@
-"""What an experiment keeps of an answer: the cache entry (also what a Ray task returns)."""
+"""What an experiment keeps of an answer: the cache entry (also what a Ray task returns). The
+same entry as every call's response cache (``calls.caching``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ..core.types import Completion
+from ..calls.caching import ENTRY_FIELDS, entry
 
 __all__ = ["ENTRY_FIELDS", "entry"]
-
-ENTRY_FIELDS = ("content", "provider", "model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
-                "finish_reason", "request_id", "requested_provider", "requested_model", "substituted",
-                "tokens_estimated")
-
-
-def entry(c: Completion) -> dict[str, Any]:
-    """The cache entry of a Completion."""
-    return {k: getattr(c, k) for k in ENTRY_FIELDS}

@@ -137,7 +137,9 @@ class _Engine:
             return "skipped", "budget exhausted", 0.0, False
         real = 0.0
         try:
-            entry = await self.send(prompt, {**kwargs, "experiment_id": self.exp.name, "run_id": self.run_id})
+            # cache=False: the run keeps its own entries (by repeat), in the same file
+            entry = await self.send(prompt, {**kwargs, "experiment_id": self.exp.name, "run_id": self.run_id,
+                                             "cache": False})
             real = entry["cost_usd"] or 0.0
         except Exception as exc:  # noqa: BLE001 - one failed cell must not end the run; errors are not cached
             return "error", f"{type(exc).__name__}: {exc}"[:500], 0.0, False

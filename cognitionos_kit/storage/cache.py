@@ -53,7 +53,7 @@ def cache_key(provider: str, request: ProviderRequest, repeat: int) -> str:
             "messages": [m.key() for m in request.messages],
             "system": request.system,
             "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
+            "temperature": None if request.temperature is None else float(request.temperature),  # 0 and 0.0 alike
             "seed": request.seed,
             **({"sampling": request.sampling.as_dict()} if request.sampling is not None else {}),
             "repeat": repeat,
