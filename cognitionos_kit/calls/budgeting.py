@@ -1,10 +1,12 @@
-"""A call's side of the budgets (``guards``): before each attempt its worst case is held in
-every budget that applies; the recorder settles the real cost; an attempt that ends without a
-recorded cost (cancelled) releases its hold."""
+"""A call's side of the guards: before each attempt its worst case is held in every budget that
+applies and its slot booked in every rate limit (the driver waits for it just before sending,
+after the client is set up: ``ChainRun.pause``); the recorder
+settles the real cost; an attempt that ends without a recorded cost (cancelled) releases its hold."""
 
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,16 +22,18 @@ _SAFETY = (1.15, 32)  # as CallPlan.worst_case_usd: other vendors' tokenizers di
 class BudgetHook:
     """One call's holds, one attempt at a time."""
 
-    __slots__ = ("guard", "prices", "user_id", "held", "_tokens")
+    __slots__ = ("guard", "prices", "user_id", "held", "_tokens", "send_at")
 
     def __init__(self, guard: Guard, prices: PriceBook, user_id: str | None) -> None:
         self.guard, self.prices, self.user_id = guard, prices, user_id
         self.held: Reservation | None = None
         self._tokens: dict[str, int] = {}
+        self.send_at = 0.0  # the slot a rate limit booked for this attempt (time.time()); 0: none
 
     def before(self, step: Step) -> None:
         """Hold this attempt's worst case (raises BudgetExceededError, holding nothing, if it does not fit)."""
         self.release()
+        self.send_at = 0.0
         if not self.guard.active():
             return
         from .plan import request_tokens
@@ -40,6 +44,13 @@ class BudgetHook:
         prompt = math.ceil(self._tokens[req.model] * _SAFETY[0]) + _SAFETY[1]
         worst = self.prices.worst_case(step.provider.price_id or step.provider.name, req.model, prompt, req.max_tokens)
         self.held = self.guard.reserve(self.user_id, worst, f"{step.provider.name}/{req.model}")
+        try:
+            wait = self.guard.limits.admit(self.user_id, step.provider.name, req.model,
+                                           self._tokens[req.model] + req.max_tokens)
+            self.send_at = time.time() + wait if wait > 0 else 0.0
+        except BaseException:
+            self.release()
+            raise
 
     def settle(self, real_usd: float | None) -> None:
         """The attempt's real cost: added to every budget held, the rest released."""

@@ -23,7 +23,9 @@ _GRACE = 0.25  # the HTTP client enforces the deadline; this backstop only catch
 def run(chain: ChainRun, on_attempt: OnAttempt) -> tuple[Step, ProviderResponse, list[Attempt]]:
     """Try each step in turn until one answers (the policy decides what a failure means)."""
     for number, step in chain:
-        with chain.attempt(number, step, step.provider.prepare(False), on_attempt) as a:
+        setup_ms = step.provider.prepare(False)
+        chain.pause()
+        with chain.attempt(number, step, setup_ms, on_attempt) as a:
             a.response = step.provider.complete(step.request)
         if a.response is not None:
             return a.finish()
@@ -34,6 +36,7 @@ async def arun(chain: ChainRun, on_attempt: OnAttempt) -> tuple[Step, ProviderRe
     """``run`` for async providers; a provider that cannot bound its own deadline gets a backstop."""
     for number, step in chain:
         setup_ms = await step.provider.aprepare()
+        await chain.apause()
         with chain.attempt(number, step, setup_ms, on_attempt) as a:
             if step.provider.bounds_deadline:
                 a.response = await step.provider.acomplete(step.request)

@@ -171,6 +171,19 @@ class ChainRun:
             if self.budget is not None:
                 self.budget.release()  # an attempt that ended without a recorded cost
 
+    def _wait(self) -> float:
+        return 0.0 if self.budget is None or not self.budget.send_at else self.budget.send_at - time.time()
+
+    def pause(self) -> None:
+        """Wait for the slot a rate limit booked for this attempt, right before sending (sync drivers)."""
+        if (wait := self._wait()) > 0:
+            time.sleep(wait)
+
+    async def apause(self) -> None:
+        """``pause`` for async drivers: the event loop keeps running."""
+        if (wait := self._wait()) > 0:
+            await asyncio.sleep(wait)
+
     def attempt_io(self, stream: bool = False) -> AttemptIO:
         return AttemptIO(self.timeout, call_deadline=self.call_deadline, max_retry_wait=self.max_retry_wait,
                          stream=stream)

@@ -191,7 +191,9 @@ class Stream(_Base, _Iterates):
             yield from st.parts
             return st.check_output()
         for number, step in st.chain:
-            a = _StreamAttempt(st, number, step, step.provider.prepare(False))
+            setup_ms = step.provider.prepare(False)
+            st.chain.pause()
+            a = _StreamAttempt(st, number, step, setup_ms)
             items = step.provider.stream(step.request)
             try:
                 while (chunk := _read(a, items)) is not None:
@@ -239,7 +241,9 @@ class AsyncStream(_Base):
             st.check_output()
             return
         for number, step in st.chain:
-            a = _StreamAttempt(st, number, step, await step.provider.aprepare())
+            setup_ms = await step.provider.aprepare()
+            await st.chain.apause()
+            a = _StreamAttempt(st, number, step, setup_ms)
             items = step.provider.astream(step.request)
             try:
                 while (chunk := await _aread(a, items)) is not None:

@@ -39,6 +39,8 @@ __all__ = [
     "StorageWarning",
     "CacheWarning",
     "BudgetExceededError",
+    "RateLimitExceededError",
+    "RateLimitWarning",
     "AuthenticationWarning",
     "redact",
 ]
@@ -73,6 +75,15 @@ class BudgetExceededError(KitError):
         self.left_usd = details.get("left_usd")
         self.needed_usd = details.get("needed_usd")
         self.resets_at = details.get("resets_at")
+
+
+class RateLimitExceededError(KitError):
+    """A rate limit (``kit.set_rate_limit(..., policy="raise")``) would be passed; nothing was
+    sent. ``wait_s`` says how long until the call would fit."""
+
+    def __init__(self, message: str, wait_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
 
 
 class ConfigurationError(KitError, ValueError):
@@ -158,6 +169,10 @@ class AllProvidersFailedError(KitError):
 
 class KitWarning(UserWarning):
     """Base class of the kit's warnings: something worked, but not exactly as asked."""
+
+
+class RateLimitWarning(KitWarning):
+    """A call is waiting for a rate limit (how long, and which)."""
 
 
 class StorageWarning(KitWarning):

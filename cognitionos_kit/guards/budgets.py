@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.display import money
 from ..core.errors import BudgetExceededError, InvalidRequestError
+from .limits import RateLimits
 from .local import BudgetKey, LocalGuards, Refusal
 from .windows import PERIODS, resets_at, window_of, window_start
 
@@ -58,10 +59,11 @@ class Guard:
 
     def __init__(self, home: str | Path) -> None:
         self.store = LocalGuards(home)
+        self.limits = RateLimits(self.store)
 
     # --- calls ---------------------------------------------------------------------------------
     def active(self) -> bool:
-        """Whether any budget exists (no file yet: none, and nothing is created)."""
+        """Whether any budget or rate limit exists (no file yet: none, and nothing is created)."""
         if self.store._db is None and not self.store.path.exists():
             return False
         return self.store.any_budget()
@@ -71,6 +73,8 @@ class Guard:
         if not self.active():
             return None
         if worst_usd is None:
+            if not self.store.applies(user_id):
+                return None
             raise InvalidRequestError(
                 f"a budget applies to this call but {what} has no known price, so its cost cannot be bounded; "
                 "set one with kit.set_price(...) or call a priced model")

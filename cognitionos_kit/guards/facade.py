@@ -1,5 +1,5 @@
-"""The budget methods of ``Kit`` (``kit.set_budget``, ``kit.set_team``, ``kit.budgets``), kept
-here so the facade stays short."""
+"""The guard methods of ``Kit`` (``set_budget``, ``set_team``, ``budgets``, ``set_rate_limit``,
+``limits``), kept here so the facade stays short."""
 
 from __future__ import annotations
 
@@ -38,3 +38,17 @@ class GuardMethods:
     def budgets(self) -> pd.DataFrame:
         """Every budget of the data folder: its window, limit, spent, reserved (in flight) and left."""
         return self.guard.frame()
+
+    def set_rate_limit(self, *, user_id: str | None = None, provider: str | None = None, model: str | None = None,
+                       rpm: float | None = None, tpm: float | None = None,
+                       policy: Literal["wait", "raise"] = "wait") -> None:
+        """Requests (``rpm``) and tokens (``tpm``: prompt plus ``max_tokens``) per minute for a user,
+        a provider, a model or any mix (none: every call), kept by every process on the data
+        folder. ``policy="wait"`` spaces calls out (async calls wait without blocking the loop);
+        ``"raise"`` refuses a call that would wait with ``RateLimitExceededError``. Both None
+        removes the limit."""
+        self.guard.limits.set(user_id=user_id, provider=provider, model=model, rpm=rpm, tpm=tpm, policy=policy)
+
+    def limits(self) -> pd.DataFrame:
+        """Every rate limit of the data folder."""
+        return self.guard.limits.frame()

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS budgets (scope TEXT, name TEXT, period TEXT, limit_us
 CREATE TABLE IF NOT EXISTS teams (team TEXT, user_id TEXT, PRIMARY KEY (team, user_id));
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('version', 0);
+CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, user_id TEXT, provider TEXT, model TEXT,
+                                        rpm REAL, tpm REAL, policy TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rate_state (key TEXT, kind TEXT, tat REAL NOT NULL, PRIMARY KEY (key, kind));
 CREATE TABLE IF NOT EXISTS tallies (scope TEXT, name TEXT, period TEXT, window TEXT, host TEXT, pid INTEGER,
                                     spent REAL NOT NULL, held REAL NOT NULL, touched REAL,
                                     PRIMARY KEY (scope, name, period, window, host, pid));
@@ -79,6 +82,8 @@ class LocalGuards:
         self._seen_version: int | None = None
         self._version = -1  # meta.version the cached _applies were read at
         self._applies: dict[str | None, list[tuple]] = {}
+        self._limits_version = -1
+        self._limit_rows: list[tuple] = []
         self._any = False  # whether the folder has any budget (re-read when another connection writes)
 
     # --- connection ---------------------------------------------------------------------------
@@ -127,13 +132,15 @@ class LocalGuards:
 
     # --- calls ------------------------------------------------------------------------------------
     def any_budget(self) -> bool:
-        """Whether the folder has a budget; cheap: re-read only after another connection wrote."""
+        """Whether the folder has a budget or a rate limit; cheap: re-read only after another
+        connection wrote."""
         with self._lock:
             db = self._conn()
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._seen_version:
                 self._seen_version = version
-                self._any = db.execute("SELECT 1 FROM budgets LIMIT 1").fetchone() is not None
+                self._any = db.execute("SELECT 1 FROM budgets UNION ALL SELECT 1 FROM rate_limits LIMIT 1").fetchone() \
+                    is not None
             return self._any
 
     def reserve(self, user_id: str | None, usd: float, windows: dict[str, str]) -> list[tuple] | Refusal:
@@ -157,6 +164,11 @@ class LocalGuards:
             now = time.time()
             db.executemany(_HOLD, [(*k, usd, now) for k in mine])
             return mine
+
+    def applies(self, user_id: str | None) -> bool:
+        """Whether any budget applies to ``user_id``."""
+        with self._lock:
+            return bool(self._applying(self._conn(), user_id))
 
     def _applying(self, db: sqlite3.Connection, user_id: str | None) -> list[tuple]:
         version = db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()[0]
@@ -190,6 +202,53 @@ class LocalGuards:
         """Release a reservation's holds and add the real cost to each budget's window."""
         with self._write() as db:
             db.executemany(_SETTLE, [(held_usd, usd, *k) for k in keys])
+
+    # --- rate limits ------------------------------------------------------------------------------
+    def set_rate_limit(self, key: str, scope: tuple[str | None, str | None, str | None], rpm: float | None,
+                       tpm: float | None, policy: str) -> None:
+        with self._write() as db:
+            db.execute(_BUMP)
+            db.execute("DELETE FROM rate_state WHERE key = ?", (key,))
+            if rpm is None and tpm is None:
+                db.execute("DELETE FROM rate_limits WHERE key = ?", (key,))
+                return
+            db.execute("INSERT OR REPLACE INTO rate_limits VALUES (?, ?, ?, ?, ?, ?, ?)", (key, *scope, rpm, tpm, policy))
+
+    def admit(self, user_id: str | None, provider: str, model: str, tokens: int) -> tuple[float, list[tuple]]:
+        """Book the next slot of every rate limit that applies (a generic cell rate algorithm
+        without bursts: requests, and tokens, evenly spaced at the limit's pace) -> (seconds to
+        wait before sending, the limits that made it wait). A limit with policy "raise" that
+        would make the call wait books nothing: the caller raises."""
+        with self._write() as db:
+            limits = self._limits(db)
+            mine = [lim for lim in limits if (lim[1] is None or lim[1] == user_id) and (lim[2] is None or lim[2] == provider)
+                    and (lim[3] is None or lim[3] == model)]
+            if not mine:
+                return 0.0, []
+            now = time.time()
+            costs = [(lim, kind, 60.0 / rate * n) for lim in mine
+                     for kind, rate, n in (("req", lim[4], 1), ("tok", lim[5], tokens)) if rate]
+            tats = {(lim[0], kind): db.execute("SELECT tat FROM rate_state WHERE key = ? AND kind = ?",
+                                               (lim[0], kind)).fetchone() for lim, kind, _ in costs}
+            start = max([now] + [t[0] for t in tats.values() if t is not None])
+            waiting = [lim for lim, kind, _ in costs if (tats[(lim[0], kind)] or (0.0,))[0] > now]
+            if start > now and any(lim[6] == "raise" for lim in waiting):
+                return start - now, waiting
+            db.executemany("INSERT OR REPLACE INTO rate_state VALUES (?, ?, ?)",
+                           [(lim[0], kind, start + step) for lim, kind, step in costs])
+            return start - now, waiting
+
+    def _limits(self, db: sqlite3.Connection) -> list[tuple]:
+        version = db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()[0]
+        if version != self._limits_version:
+            self._limits_version = version
+            self._limit_rows = db.execute("SELECT * FROM rate_limits ORDER BY key").fetchall()
+        return self._limit_rows
+
+    def limit_rows(self) -> list[tuple]:
+        with self._lock:
+            return self._conn().execute("SELECT key, user_id, provider, model, rpm, tpm, policy FROM rate_limits "
+                                        "ORDER BY key").fetchall()
 
     def rows(self, windows: dict[str, str]) -> list[dict[str, Any]]:
         """Every budget with its current window's spent and held dollars."""
