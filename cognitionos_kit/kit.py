@@ -369,6 +369,8 @@ class Kit(GuardMethods):
         if self._text_log is not None:
             self._text_log.close()
         self.guard.store.close()
+        if self.recorder.cache is not None:
+            self.recorder.cache.close()
 
     def __enter__(self) -> Kit:
         return self

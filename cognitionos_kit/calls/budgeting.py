@@ -14,9 +14,17 @@ if TYPE_CHECKING:
     from .policy import Step
     from .pricing import PriceBook
 
-__all__ = ["BudgetHook"]
+__all__ = ["BudgetHook", "step_worst_case"]
 
-_SAFETY = (1.15, 32)  # as CallPlan.worst_case_usd: other vendors' tokenizers differ
+_SAFETY = (1.15, 32)  # worst-case prompt tokens = count x 1.15 + 32: tokenizers of other vendors differ
+
+
+def step_worst_case(prices: PriceBook, step: Step, prompt_tokens: int) -> float | None:
+    """The most one attempt could cost: its prompt (``prompt_tokens`` counted with a margin) and
+    the full ``max_tokens`` answer; None when its model has no known price."""
+    req = step.request
+    n = math.ceil(prompt_tokens * _SAFETY[0]) + _SAFETY[1]
+    return prices.worst_case(step.provider.price_id or step.provider.name, req.model, n, req.max_tokens)
 
 
 class BudgetHook:
@@ -41,8 +49,7 @@ class BudgetHook:
         req = step.request
         if req.model not in self._tokens:
             self._tokens[req.model] = request_tokens(req, req.model)
-        prompt = math.ceil(self._tokens[req.model] * _SAFETY[0]) + _SAFETY[1]
-        worst = self.prices.worst_case(step.provider.price_id or step.provider.name, req.model, prompt, req.max_tokens)
+        worst = step_worst_case(self.prices, step, self._tokens[req.model])
         self.held = self.guard.reserve(self.user_id, worst, f"{step.provider.name}/{req.model}")
         try:
             wait = self.guard.limits.admit(self.user_id, step.provider.name, req.model,

@@ -88,3 +88,8 @@ class Answers:
 
             self.cache = ResponseCache(self.home)
         return self.cache
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None

@@ -5,7 +5,6 @@ order, and what was asked. ``Kit``, the experiment runner and the Ray executor a
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +15,7 @@ from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, w
 from ..core.types import Completion, Message, ProviderRequest, Sampling, ToolCall, Usage
 from ..core.validation import check_text
 from . import catalogue, tokens
-from .budgeting import BudgetHook
+from .budgeting import BudgetHook, step_worst_case
 from .catalogue import DEFAULT_ROLE, SIMULATED_MODELS
 from .options import CallOptions, Prompt
 from .policy import ChainRun, FallbackPolicy, Step
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CallPlan", "Planner", "Turns", "normalise_prompt", "request_tokens", "check_texts"]
 
-_SAFETY = (1.15, 32)  # worst-case prompt tokens = count x 1.15 + 32: tokenizers of other vendors differ
 
 
 class CallPlan:
@@ -96,8 +94,7 @@ class CallPlan:
             key = (req.model, req0.messages, req0.system)
             if key not in counts:
                 counts[key] = request_tokens(req0, req.model)
-            n = math.ceil(counts[key] * _SAFETY[0]) + _SAFETY[1]
-            wc = prices.worst_case(step.provider.price_id or step.provider.name, req.model, n, req.max_tokens)
+            wc = step_worst_case(prices, step, counts[key])
             if wc is None:
                 return None
             worst = max(worst, wc)

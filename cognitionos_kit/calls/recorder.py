@@ -17,9 +17,9 @@ from .caching import entry, hit_completion, hit_row, served_key
 from .logtext import log_row
 
 if TYPE_CHECKING:
-    from ..storage.cache import ResponseCache
     from ..storage.ledger import Ledger
     from ..storage.textlog import TextLog
+    from .caching import Answers
     from .plan import CallPlan
     from .policy import Step
     from .pricing import PriceBook
@@ -36,7 +36,7 @@ class Recorder:
                  log_redact: Callable[[str], str] | None = None) -> None:
         self._ledger = ledger  # opened on the first row, not when the Kit is built
         self._text_log = text_log
-        self.cache: Callable[[], ResponseCache] | None = None  # the response cache (set by the Kit)
+        self.cache: Answers | None = None  # the response cache, opened on first use (set by the Kit)
         self.cache_ttl: float | None = None  # seconds an answer may be served from it (None: always)
         self.prices = prices
         self.providers = providers

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..calls.plan import cache_name as plan_cache_name
 from ..core.errors import ConfigurationError, InvalidRequestError, KitError
 from ..storage.cache import ResponseCache, cache_key
 from .budget import Budget
@@ -227,9 +228,9 @@ def run_experiment(
 
 
 def cache_name(kit: Kit, provider: str) -> str:
-    """The provider's name in cache keys (a scripted simulator's includes its script)."""
+    """The provider's name in cache keys (``calls.plan.cache_name``), by name."""
     try:
-        return str(getattr(kit.providers.get(provider), "cache_name", provider))
+        return plan_cache_name(kit.providers.get(provider))
     except KitError:
         return provider
 

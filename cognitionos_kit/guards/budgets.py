@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.display import money
+from ..core.display import missing, money
 from ..core.errors import BudgetExceededError, InvalidRequestError
 from .limits import RateLimits
 from .local import BudgetKey, LocalGuards, Refusal
@@ -88,7 +88,7 @@ class Guard:
 
     def settle(self, hold: Reservation, real_usd: float | None) -> None:
         """Add the attempt's real cost (None or NaN: nothing known was billed) and release the rest."""
-        usd = 0.0 if real_usd is None or (isinstance(real_usd, float) and math.isnan(real_usd)) else float(real_usd)
+        usd = 0.0 if real_usd is None or missing(real_usd) else float(real_usd)
         self.store.settle(hold.holds, hold.usd, usd)
 
     def _refused(self, r: Refusal, worst: float, what: str, now: datetime) -> BudgetExceededError:

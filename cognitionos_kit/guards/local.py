@@ -47,7 +47,7 @@ SELECT scope, name, period, limit_usd FROM budgets
 WHERE scope = 'kit' OR (scope = 'user' AND name = ?1) OR (scope = 'team' AND name IN (SELECT team FROM teams WHERE user_id = ?1))
 ORDER BY scope, name, period
 """
-_BUMP = "UPDATE meta SET v = v + 1 WHERE k = 'version'"
+_BUMP = "UPDATE meta SET v = v + 1 WHERE k = 'version'"  # a budget, team or limit changed: see _config_write
 # A process keeps one tally row per budget window: what it spent there and what it holds now.
 _HOLD = ("INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?) "
          "ON CONFLICT DO UPDATE SET held = held + excluded.held, touched = excluded.touched")
@@ -98,6 +98,12 @@ class LocalGuards:
     def _write(self) -> _Txn:
         return _Txn(self)
 
+    def _config_write(self, db: sqlite3.Connection) -> None:
+        """Note a change of budgets, teams or limits: other processes see meta.version move; this
+        one re-reads at once (PRAGMA data_version moves only for other connections' commits)."""
+        db.execute(_BUMP)
+        self._seen_version = None
+
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
@@ -108,7 +114,7 @@ class LocalGuards:
     def set_budget(self, key: BudgetKey, limit_usd: float | None, window: str, already_spent: float) -> None:
         """Set (or, with None, remove) a budget; the current window starts from ``already_spent``."""
         with self._write() as db:
-            db.execute(_BUMP)
+            self._config_write(db)
             if limit_usd is None:
                 db.execute("DELETE FROM budgets WHERE scope=? AND name=? AND period=?", key)
                 return
@@ -122,7 +128,7 @@ class LocalGuards:
 
     def set_team(self, team: str, user_ids: Iterable[str]) -> None:
         with self._write() as db:
-            db.execute(_BUMP)
+            self._config_write(db)
             db.execute("DELETE FROM teams WHERE team=?", (team,))
             db.executemany("INSERT INTO teams VALUES (?, ?)", [(team, u) for u in user_ids])
 
@@ -207,7 +213,7 @@ class LocalGuards:
     def set_rate_limit(self, key: str, scope: tuple[str | None, str | None, str | None], rpm: float | None,
                        tpm: float | None, policy: str) -> None:
         with self._write() as db:
-            db.execute(_BUMP)
+            self._config_write(db)
             db.execute("DELETE FROM rate_state WHERE key = ?", (key,))
             if rpm is None and tpm is None:
                 db.execute("DELETE FROM rate_limits WHERE key = ?", (key,))
@@ -289,8 +295,6 @@ class _Txn:
             if db is not None:
                 db.execute("ROLLBACK" if typ is not None else "COMMIT")
         finally:
-            # PRAGMA data_version moves only for other connections' commits: re-read after our own
-            self.store._seen_version = None
             self.store._lock.release()
 
 
