@@ -24,7 +24,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 # Tests run offline whatever the shell holds: no keys, no base URLs, no .env.
-OFFLINE := env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u OPENAI_BASE_URL -u ANTHROPIC_BASE_URL COGNITIONOS_DOTENV=0
+OFFLINE := env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u OPENAI_API_KEYS -u ANTHROPIC_API_KEYS -u OPENAI_BASE_URL -u ANTHROPIC_BASE_URL COGNITIONOS_DOTENV=0
 
 # Lint, layers and types: a lint error, an import that climbs a layer or a type error fails `make test`.
 lint: setup
@@ -33,7 +33,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: setup lint
-	sh tools/ensure_chromium.sh
+	sh tools/ensure_system_packages.sh
 	$(OFFLINE) $(PY) -m pytest --durations=10
 
 notebooks: setup

@@ -1,10 +1,12 @@
 """Per-call overhead of budgets (issue 13): kit.complete with guards on against the same kit
-with none, one loopback OpenAI server, same run, calls strictly alternating.
+with none, one loopback OpenAI server, same run, calls strictly rotating between three kits:
+no guards, guards in the data folder (local), guards in a real Redis (Debian's redis-server on
+loopback, started here as the tests do).
 
 "Guards on" is a budget for the whole data folder and one for the calling user (both large
 enough never to bind), so each call holds its worst case in two budgets before sending and
-settles after: two short SQLite transactions and a token count. Target: at most +0.1 ms per
-call (local backend). Prints the medians and the median paired difference.
+settles after, plus a token count. Targets: at most +0.1 ms per call (local) and +0.5 ms
+(Redis). Prints the medians and the median paired differences.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from loopback import OpenAIServer  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
 
 N = int(os.environ.get("BENCH_CALLS", "1000"))
 
@@ -40,33 +43,43 @@ def main() -> None:
     server = mp.Process(target=serve, args=(urls, stop), daemon=True)
     server.start()
     base_url = urls.get(timeout=60)
-    with tempfile.TemporaryDirectory() as off_home, tempfile.TemporaryDirectory() as on_home:
+    redis = RedisServer()
+    with tempfile.TemporaryDirectory() as off_home, tempfile.TemporaryDirectory() as on_home, \
+            tempfile.TemporaryDirectory() as redis_home:
         for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
             os.environ.pop(k, None)
         os.environ.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=base_url, COGNITIONOS_DOTENV="0")
         off = Kit(off_home, dotenv=False, providers=["openai"], log_text=False)
         on = Kit(on_home, dotenv=False, providers=["openai"], log_text=False)
-        on.set_budget(1_000_000.0)
-        on.set_budget(1_000_000.0, user_id="bench")
-        for kit in (off, on):  # warm: SDK import, connections, token counter, files
+        red = Kit(redis_home, dotenv=False, providers=["openai"], log_text=False, guards=redis.url)
+        for kit in (on, red):
+            kit.set_budget(1_000_000.0)
+            kit.set_budget(1_000_000.0, user_id="bench")
+        kits = {"off": off, "local": on, "redis": red}
+        for kit in kits.values():  # warm: SDK import, connections, token counter, files
             for _ in range(20):
                 kit.complete("Say hello", model="gpt-4o-mini", user_id="bench")
-        times: dict[str, list[float]] = {"off": [], "on": []}
+        times: dict[str, list[float]] = {name: [] for name in kits}
+        order = list(kits)
         for i in range(N):
-            for name, kit in (("off", off), ("on", on)) if i % 2 == 0 else (("on", on), ("off", off)):
+            for name in order[i % 3:] + order[:i % 3]:  # each kit first, second and third in turn
                 t0 = time.perf_counter()
-                kit.complete("Say hello", model="gpt-4o-mini", user_id="bench")
+                kits[name].complete("Say hello", model="gpt-4o-mini", user_id="bench")
                 times[name].append((time.perf_counter() - t0) * 1000)
-        diffs = [a - b for a, b in zip(times["on"], times["off"])]
-        med_off, med_on = statistics.median(times["off"]), statistics.median(times["on"])
+        med_off = statistics.median(times["off"])
         print(f"calls per side: {N}")
-        print(f"guards off  median {med_off:.3f} ms")
-        print(f"guards on   median {med_on:.3f} ms  (x{med_on / med_off:.3f})")
-        print(f"paired difference median {statistics.median(diffs) * 1000:+.0f} us per call (target <= +100 us)")
-        row = on.budgets().iloc[0]
-        print(f"budget check: {len(on.usage())} calls, spent ${row.spent_usd:.6f}, reserved ${row.reserved_usd:.6f}")
+        print(f"guards off    median {med_off:.3f} ms")
+        for name, target in (("local", 100), ("redis", 500)):
+            diffs = [a - b for a, b in zip(times[name], times["off"])]
+            med = statistics.median(times[name])
+            print(f"guards {name:<6} median {med:.3f} ms  (x{med / med_off:.3f}); paired difference median "
+                  f"{statistics.median(diffs) * 1000:+.0f} us per call (target <= +{target} us)")
+            row = kits[name].budgets().iloc[0]
+            print(f"  budget check: {len(kits[name].usage())} calls, spent ${row.spent_usd:.6f}, "
+                  f"reserved ${row.reserved_usd:.6f}")
     stop.set()
     server.join(10)
+    redis.stop()
 
 
 if __name__ == "__main__":

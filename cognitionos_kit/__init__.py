@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.errors import (
+    AlertWarning,
     AllProvidersFailedError,
     AuthenticationWarning,
     BudgetExceededError,
@@ -59,6 +60,7 @@ __all__ = [
     "CacheWarning",
     "AuthenticationWarning",
     "RateLimitWarning",
+    "AlertWarning",
     "SimulatedProvider",
     "LatencyModel",
     "default_kit",

@@ -23,6 +23,7 @@ from .core.display import UsageSummary, kit_html, kit_text
 from .core.errors import InvalidRequestError
 from .core.types import Completion
 from .guards.facade import GuardMethods
+from .guards.watch import WatchMethods
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Kit", "KitConfig", "CallOptions", "CallPlan"]
 
 
-class Kit(GuardMethods):
+class Kit(GuardMethods, WatchMethods):
     """Costed, timed LLM calls with provider fallback, recorded in a DuckDB ledger.
 
     >>> kit = Kit()                       # keys from the environment or .env; none -> simulated
@@ -55,6 +56,8 @@ class Kit(GuardMethods):
     ``fallback_on`` (see ``calls.policy``) says which failures move on: a role falls back across
     vendors, a named model only to its ``fallback_models``. The simulator answers only in
     simulation mode, when listed, or with ``simulate_on_failure=True``, and says so.
+    ``api_keys={"openai": [k1, k2]}`` rotates a provider's keys (``calls.providers.keys``);
+    ``guards="redis://..."`` keeps budgets, rate limits and the response cache in a team's Redis.
     """
 
     def __init__(
@@ -80,13 +83,15 @@ class Kit(GuardMethods):
         views: Literal["all", "project", "session"] | None = None,
         cache: bool | Literal["deterministic", "refresh"] = "deterministic",
         cache_ttl: float | None = None,
+        guards: str | None = None,
+        api_keys: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._build(KitConfig(
             home=home, providers=providers, role_models=role_models, fallback_models=fallback_models,  # type: ignore[arg-type]
             fallback_on=fallback_on, simulate_on_failure=simulate_on_failure, seed=seed, simulated_latency=simulated_latency,
             timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait, default_max_tokens=default_max_tokens,
             dotenv=dotenv, memory=memory, log_text=log_text, log_redact=log_redact, project=project,  # type: ignore[arg-type]
-            views=views, cache=cache, cache_ttl=cache_ttl,
+            views=views, cache=cache, cache_ttl=cache_ttl, guards=guards, api_keys=api_keys,  # type: ignore[arg-type]
         ))
 
     @classmethod
@@ -354,12 +359,12 @@ class Kit(GuardMethods):
         return compare_runs(self, run_a, run_b)
 
     def clear_cache(self) -> int:
-        """Delete every cached experiment answer under this data folder; returns how many there were.
+        """Delete every cached answer (the data folder's, or the team's Redis); returns how many there were.
 
         (``kit.run(exp, cache=False)`` bypasses the cache for one run; ``cache="refresh"`` re-sends and re-stores.)"""
-        from .storage.cache import ResponseCache
+        from .storage.cache import clear_cache
 
-        return ResponseCache.clear_folder(self.home)
+        return clear_cache(self.home, self.guard.url)
 
     def close(self) -> None:
         if self._memory is not None:
@@ -368,7 +373,7 @@ class Kit(GuardMethods):
             self._ledger.close()
         if self._text_log is not None:
             self._text_log.close()
-        self.guard.store.close()
+        self.guard.close()
         if self.recorder.cache is not None:
             self.recorder.cache.close()
 

@@ -15,7 +15,8 @@ from loopback import AnthropicServer, OpenAIServer  # noqa: E402
 from cognitionos_kit import Kit, LatencyModel  # noqa: E402
 
 _ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "COGNITIONOS_HOME",
-        "COGNITIONOS_DOTENV", "COGNITIONOS_ALLOW_MIXED_SOURCES", "COGNITIONOS_ASYNC_HTTP")
+        "COGNITIONOS_DOTENV", "COGNITIONOS_ALLOW_MIXED_SOURCES", "COGNITIONOS_ASYNC_HTTP", "COGNITIONOS_GUARDS",
+        "OPENAI_API_KEYS", "ANTHROPIC_API_KEYS")
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 
@@ -25,6 +26,29 @@ def _isolated_env(monkeypatch, tmp_path):
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env, ./data lands in the test's folder
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """Debian's redis-server on a free loopback port, for the whole session."""
+    from redis_server import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "redis"])
+def guards_backend(request, monkeypatch):
+    """Run a test on both guard backends: the data folder's file, and a real Redis (emptied first),
+    chosen through COGNITIONOS_GUARDS so subprocesses the test starts use the same one."""
+    if request.param == "local":
+        yield "local"
+        return
+    server = request.getfixturevalue("redis_server")
+    server.flush()
+    monkeypatch.setenv("COGNITIONOS_GUARDS", server.url)
+    yield server.url
 
 
 @pytest.fixture

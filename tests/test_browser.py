@@ -4,7 +4,7 @@ Opens ``04_playground``, runs every cell, types a prompt in the playground, clic
 the streamed answer and its cost line, then finds that prompt in the log browser; then opens the
 charts notebook and checks plotly drew traces.
 Screenshots land in the test's temporary folder (printed at the end). Any page error fails the test.
-Needs /usr/bin/chromium: ``tools/ensure_chromium.sh`` installs it (``make test`` runs it).
+Needs /usr/bin/chromium: ``tools/ensure_system_packages.sh`` installs it (``make test`` runs it).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def lab(tmp_path_factory):
 def browser(lab):
     """A fresh chromium profile; yields (context, problems): page errors and requests leaving loopback."""
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: run tools/ensure_chromium.sh (make test does) to install Debian's chromium")
+        pytest.fail(f"{CHROMIUM} not found: run tools/ensure_system_packages.sh (make test does) to install Debian's chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -23,7 +23,7 @@ def _kit(home, **kw) -> Kit:
     return Kit(home, dotenv=False, simulated_latency=FAST, **kw)
 
 
-def test_a_user_budget_stops_calls_before_sending_and_says_what_is_left(tmp_path):
+def test_a_user_budget_stops_calls_before_sending_and_says_what_is_left(guards_backend, tmp_path):
     kit = _kit(tmp_path)
     kit.set_budget(0.0005, user_id="ann")
     made = 0
@@ -42,7 +42,7 @@ def test_a_user_budget_stops_calls_before_sending_and_says_what_is_left(tmp_path
     kit.complete("someone else is not limited", user_id="bob", max_tokens=200)
 
 
-def test_kit_wide_and_team_budgets_apply_to_their_users(tmp_path):
+def test_kit_wide_and_team_budgets_apply_to_their_users(guards_backend, tmp_path):
     kit = _kit(tmp_path)
     kit.set_team("lab", ["ann", "bob"])
     kit.set_budget(0.0003, team="lab", period="month")
@@ -65,7 +65,7 @@ def test_kit_wide_and_team_budgets_apply_to_their_users(tmp_path):
     assert (b.left_usd == b.limit_usd - b.spent_usd).all()
 
 
-def test_a_budget_set_mid_day_counts_what_was_already_spent(tmp_path):
+def test_a_budget_set_mid_day_counts_what_was_already_spent(guards_backend, tmp_path):
     kit = _kit(tmp_path)
     for i in range(3):
         kit.complete(f"before the budget {i}", user_id="ann")
@@ -99,7 +99,7 @@ print(json.dumps(asyncio.run(main())))
 """
 
 
-def test_two_processes_of_64_concurrent_calls_never_pass_the_budget(tmp_path):
+def test_two_processes_of_64_concurrent_calls_never_pass_the_budget(guards_backend, tmp_path):
     kit = _kit(tmp_path)
     budget = 0.002
     kit.set_budget(budget, user_id="ann")
@@ -118,22 +118,29 @@ def test_two_processes_of_64_concurrent_calls_never_pass_the_budget(tmp_path):
     assert row.spent_usd == pytest.approx(float(usage.cost_usd.sum())) and row.reserved_usd == 0
 
 
-def test_holds_of_a_killed_process_are_released(tmp_path):
+_DIES_HOLDING = """
+import os, sys
+from cognitionos_kit import Kit
+kit = Kit(sys.argv[1], dotenv=False)
+kit.guard.settle(kit.guard.reserve("ann", 0.0002, "a call"), 0.0002)
+kit.guard.reserve("ann", 0.0008, "a call")  # held; the process dies before settling
+os._exit(0)
+"""
+
+
+def test_holds_of_a_killed_process_are_released(guards_backend, tmp_path):
     kit = _kit(tmp_path)
     kit.set_budget(0.001, user_id="ann")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    pid = int(dead.stdout)
-    with kit.guard.store._write() as db:  # what a process killed mid-call leaves: a hold (and what it spent)
-        db.execute("INSERT INTO tallies VALUES ('user', 'ann', 'day', ?, ?, ?, 0.0002, 0.001, ?)",
-                   (datetime.now(timezone.utc).strftime("%Y-%m-%d"), os.uname().nodename, pid, time.time()))
-    assert kit.budgets().iloc[0].reserved_usd == pytest.approx(0.001)
+    # a process that spent $0.0002, then died in the middle of a call holding $0.001 (the whole budget)
+    subprocess.run([sys.executable, "-c", _DIES_HOLDING, str(tmp_path)], check=True, env=os.environ)
+    assert kit.budgets().iloc[0].reserved_usd == pytest.approx(0.0008)
     kit.complete("fits once the dead hold is gone", user_id="ann", max_tokens=50)
     row = kit.budgets().iloc[0]
     assert row.reserved_usd == 0  # released...
     assert row.spent_usd == pytest.approx(0.0002 + float(kit.usage(user_id="ann").cost_usd.sum()))  # ...what it spent stays
 
 
-def test_streams_and_async_calls_hold_and_settle_too(tmp_path):
+def test_streams_and_async_calls_hold_and_settle_too(guards_backend, tmp_path):
     kit = _kit(tmp_path)
     kit.set_budget(0.01, user_id="ann")
     s = kit.stream("stream this", user_id="ann", max_tokens=60)
@@ -171,7 +178,7 @@ def test_bad_budgets_are_clear_errors(tmp_path, kwargs, message):
     assert kit.budgets().empty
 
 
-def test_a_budget_set_after_calls_in_the_same_kit_applies_at_once(tmp_path):
+def test_a_budget_set_after_calls_in_the_same_kit_applies_at_once(guards_backend, tmp_path):
     kit = _kit(tmp_path)
     kit.set_budget(1.0, user_id="someone")  # the budgets file exists...
     kit.set_budget(None, user_id="someone")
@@ -188,3 +195,41 @@ def test_no_budget_no_file(tmp_path):
     kit = _kit(tmp_path)
     kit.complete("no budget anywhere")
     assert not (tmp_path / "guards").exists() and kit.budgets().empty
+
+
+def test_an_experiment_budget_is_held_in_the_same_store(guards_backend, tmp_path):
+    from cognitionos_kit import Experiment
+    from cognitionos_kit.guards.local import BudgetKey
+
+    kit = _kit(tmp_path)
+    exp = Experiment(name="budgeted", prompts={"p": "Answer: {q}"}, dataset=[{"q": f"question {i}"} for i in range(6)],
+                     models=["sim-large"], settings={"max_tokens": [200]})
+    budget = kit.run(exp, cache=False, progress=False).cost_usd * 0.8  # less than the grid costs
+    run = kit.run(exp, concurrency=4, budget_usd=budget, cache=False, progress=False)
+    assert run.stopped_reason and "budget" in run.stopped_reason
+    spent, held = kit.guard.store.tally(BudgetKey("run", run.run_id, "total"), "total")
+    assert spent == pytest.approx(float(kit.usage(run_id=run.run_id).cost_usd.sum())) and 0 < spent <= budget
+    assert held == 0  # every call settled
+
+
+def test_a_process_lease_covers_its_calls_and_comes_back_when_it_goes_idle(guards_backend, tmp_path):
+    from cognitionos_kit.guards.leases import FLUSH_S
+
+    a, b = _kit(tmp_path), _kit(tmp_path)  # two guards on one folder, as two processes have
+    a.set_budget(0.01, user_id="ann")
+    for i in range(6):
+        a.complete(f"a call {i}", user_id="ann", max_tokens=50)
+    spent_by_a = float(a.usage(user_id="ann").cost_usd.sum())
+    row = b.budgets().iloc[0]
+    assert row.reserved_usd > 0  # a holds a little more than its calls need: its lease...
+    assert row.spent_usd + row.reserved_usd >= spent_by_a  # ...and what it holds covers what it spent
+    time.sleep(FLUSH_S * 2.5)  # a is idle: its lease comes back and its spending is written
+    row = b.budgets().iloc[0]
+    assert row.reserved_usd == 0 and row.spent_usd == pytest.approx(spent_by_a)
+    with pytest.raises(BudgetExceededError):  # b can use all that is left, and no more
+        for i in range(500):
+            b.complete(f"b call {i}", user_id="ann", max_tokens=50)
+    total = float(b.usage(user_id="ann").cost_usd.sum())
+    assert total <= 0.01 and 0.01 - total < 0.0002  # what is left is less than a call's worst case
+    b.close()
+    assert a.budgets().iloc[0].spent_usd == pytest.approx(total)

@@ -124,7 +124,7 @@ def test_layout_fills_the_width_with_legends_clear_of_the_axis_titles(kit):
             assert fig.figure.layout.margin.b >= 80
     assert d.latency_fig.figure.layout.showlegend is True and d.latency_fig.figure.layout.legend.yref == "container"
     assert d.gauge_fig.figure.layout.width == 360  # a fixed size beside the summary table
-    row = d.children[1]
+    row = d.children[2]  # under the alert banner and the status line
     assert list(row.children) == [d.summary, d.gauge_fig] and row.layout.flex_flow == "row wrap"
     assert "line-height:1.45" in d.summary.value  # not the HTML widget's 28 px one-line height
     assert "cok-dashboard" in d._dom_classes
@@ -157,3 +157,60 @@ def test_summary_and_dashboard_show_substitutes_unmistakably(kit):
     d.refresh()
     assert "1 answered by a SUBSTITUTE" in d.summary.value
     d.close()
+
+
+def test_a_banner_when_a_spend_alert_fired_seen_from_another_kit(kit):
+    from cognitionos_kit import Kit
+
+    d = kit.dashboard(refresh_s=None)
+    assert d.banner.layout.display == "none" and d.alert_html == ""
+    kit.on_spend(1e-9, lambda event: None, user_id="ann")
+    _calls(kit, 2, user="bob")
+    d.refresh()
+    assert d.banner.layout.display == "none"  # bob's spend does not fire ann's alert
+    _calls(kit, 2, user="ann")
+    d.refresh()
+    assert d.banner.layout.display is None and "Spend alert" in d.banner.value and "ann" in d.banner.value
+    assert "$1e-09 alert" in d.banner.value and "SPEND ALERT" in repr(d) and d.children[0] is d.banner
+    other = Kit(kit.home, dotenv=False)  # what a dashboard in another kernel reads: the data folder
+    d2 = other.dashboard(refresh_s=None)
+    assert d2.banner.value == d.banner.value
+    d2.close()
+    other.close()
+    d.close()
+
+
+def test_the_background_thread_shows_a_new_alert(kit):
+    d = kit.dashboard(refresh_s=0.02)
+    kit.on_spend(1e-9, lambda event: None)
+    _calls(kit, 1)
+    deadline = time.monotonic() + 30
+    while "Spend alert" not in d.banner.value and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "all users" in d.banner.value
+    d.close()
+
+
+def test_a_gauge_per_user_budget(kit):
+    kit.set_budget(0.5, user_id="ann")
+    kit.set_budget(0.25, user_id="bob")
+    kit.set_team("lab", ["ann", "bob"])
+    kit.set_budget(1.0, team="lab")  # not a user's: no gauge of its own
+    _calls(kit, 3, user="ann")
+    d = kit.dashboard(refresh_s=None)
+    budgets = kit.budgets().set_index("name")
+    assert [v.data[0].title.text.split(":")[0] for v in d.budget_row.children] == ["ann", "bob"]
+    for view, user in zip(d.budget_row.children, ("ann", "bob")):
+        g = view.data[0]
+        assert g.type == "indicator" and g.value == pytest.approx(budgets.loc[user, "spent_usd"])
+        assert g.gauge.threshold.value == budgets.loc[user, "limit_usd"]
+        assert view.get_state()["outputs"][0]["data"]["application/vnd.plotly.v1+json"]["data"]  # drawn offline
+    ann_spent = kit.usage(user_id="ann")["cost_usd"].sum()
+    assert ann_spent > 0 and d.budget_row.children[0].data[0].value == pytest.approx(ann_spent)
+    kit.set_budget(None, user_id="bob")
+    d.refresh()
+    assert len(d.budget_row.children) == 1
+    d.close()
+    only_bob = kit.dashboard(refresh_s=None, user_id="bob")
+    assert only_bob.budget_row.children == ()  # bob's budget is gone, ann's is filtered out
+    only_bob.close()

@@ -192,7 +192,15 @@ def test_a_long_retry_after_moves_on_at_once(tmp_path, monkeypatch, openai_serve
     assert r.fallback_path == "openai -> anthropic -> simulated"
     assert [a.error_type for a in r.attempts] == ["rate_limit", "overloaded", None]
     assert len(openai_server.requests) == 1 and len(anthropic_server.requests) == 1  # no SDK retry
+    # openai's 30 s stand for every process on the folder: the next call does not send to it (nor
+    # wait), it moves on at once, and says why
+    t0 = time.perf_counter()
+    r = kit.complete(PROMPT) if sync else asyncio.run(kit.acomplete(PROMPT))
+    assert time.perf_counter() - t0 < 5 and r.provider == "anthropic" and len(openai_server.requests) == 1
+    assert r.attempts[0].error_type == "rate_limit" and "not sent: openai" in r.attempts[0].error_message
+    kit.close()
     # a wait within the cap is still honoured (and the retry succeeds)
+    kit = Kit(tmp_path / "fresh", dotenv=False, max_retries=2, max_retry_wait=1.0, simulated_latency=LatencyModel(scale=0))
     openai_server.enqueue_error(429, headers={"retry-after": "0.2"})
     r = kit.complete(PROMPT) if sync else asyncio.run(kit.acomplete(PROMPT))
     assert r.provider == "openai" and len(openai_server.requests) == 3

@@ -36,7 +36,7 @@ def test_readme_opens_with_the_two_commands():
 
 
 def _run_python(code: str, **env_extra: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.endswith("_BASE_URL")}
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_API_KEYS", "_BASE_URL"))}
     # any network attempt would go to a dead proxy and fail
     env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", **env_extra)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)

@@ -27,7 +27,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
-def test_a_provider_limit_holds_across_two_processes(tmp_path, openai_server):
+def test_a_provider_limit_holds_across_two_processes(guards_backend, tmp_path, openai_server):
     kit = Kit(tmp_path, dotenv=False)
     rpm = 300  # one request every 0.2 s
     kit.set_rate_limit(provider="openai", model="gpt-4o-mini", rpm=rpm)
@@ -47,7 +47,7 @@ def test_a_provider_limit_holds_across_two_processes(tmp_path, openai_server):
     assert times[-1] - times[0] >= 7 * 60 / rpm - 0.1  # so no minute holds more than the limit
 
 
-def test_a_user_limit_waits_in_async_calls_without_blocking_the_loop(tmp_path):
+def test_a_user_limit_waits_in_async_calls_without_blocking_the_loop(guards_backend, tmp_path):
     kit = Kit(tmp_path, dotenv=False, simulated_latency=LatencyModel(scale=0))
     kit.set_rate_limit(user_id="ann", rpm=600)  # every 0.1 s
 
@@ -76,7 +76,7 @@ def test_a_user_limit_waits_in_async_calls_without_blocking_the_loop(tmp_path):
     assert time.perf_counter() - t0 < 0.5
 
 
-def test_raise_refuses_before_sending_and_says_how_long(tmp_path, openai_server, make_live_kit):
+def test_raise_refuses_before_sending_and_says_how_long(guards_backend, tmp_path, openai_server, make_live_kit):
     kit = make_live_kit(home=tmp_path / "h")
     kit.set_rate_limit(model="gpt-4o-mini", rpm=6, policy="raise")
     kit.complete("first", model="gpt-4o-mini")
@@ -86,7 +86,7 @@ def test_raise_refuses_before_sending_and_says_how_long(tmp_path, openai_server,
     assert len(openai_server.requests) == 1 and len(kit.usage()) == 1  # nothing sent, nothing recorded
 
 
-def test_a_tokens_per_minute_limit_counts_prompt_and_max_tokens(tmp_path):
+def test_a_tokens_per_minute_limit_counts_prompt_and_max_tokens(guards_backend, tmp_path):
     kit = Kit(tmp_path, dotenv=False, simulated_latency=LatencyModel(scale=0))
     kit.set_rate_limit(tpm=60_000, policy="raise")  # a token a millisecond
     kit.complete("short", max_tokens=1000)  # books about one second
@@ -95,7 +95,7 @@ def test_a_tokens_per_minute_limit_counts_prompt_and_max_tokens(tmp_path):
     assert 0.8 < info.value.wait_s < 1.2
 
 
-def test_long_waits_are_announced_and_limits_are_listed(tmp_path):
+def test_long_waits_are_announced_and_limits_are_listed(guards_backend, tmp_path):
     kit = Kit(tmp_path, dotenv=False, simulated_latency=LatencyModel(scale=0))
     kit.set_rate_limit(user_id="ann", provider="simulated", rpm=50)  # 1.2 s apart
     kit.complete("one", user_id="ann")
@@ -121,3 +121,18 @@ def test_bad_limits_are_clear_errors(tmp_path, kwargs, message):
     kit = Kit(tmp_path, dotenv=False)
     with pytest.raises(InvalidRequestError, match=message):
         kit.set_rate_limit(**kwargs)
+
+
+def test_a_429_with_retry_after_pauses_that_provider_for_every_process(guards_backend, tmp_path, openai_server,
+                                                                          make_live_kit):
+    first = make_live_kit(home=tmp_path / "h", max_retries=0, providers=["openai"])
+    other = make_live_kit(home=tmp_path / "h", providers=["openai"])  # its own guard, as another process has
+    openai_server.enqueue_error(429, headers={"retry-after": "2.5"})
+    with pytest.raises(Exception, match="rate"):
+        first.complete("told to slow down", model="gpt-4o-mini")
+    with pytest.warns(RateLimitWarning, match=r"openai key sha256:[0-9a-f]{8}, which answered 429"):
+        answer = other.complete("waits for the pause to end", model="gpt-4o-mini")
+    assert answer.content
+    told, sent = (r.received_at for r in openai_server.requests)
+    assert sent - told >= 2.5 - 0.1  # the other kit's request arrived only once the pause was over
+    assert first.limits().empty  # a pause is not a limit: nothing to remove afterwards

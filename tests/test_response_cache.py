@@ -18,7 +18,7 @@ from cognitionos_kit import ConfigurationError, Experiment, InvalidRequestError,
 PROMPT = "Name one use of DuckDB"
 
 
-def test_the_same_deterministic_call_twice_reaches_the_server_once(live_kit, openai_server):
+def test_the_same_deterministic_call_twice_reaches_the_server_once(guards_backend, live_kit, openai_server):
     first = live_kit.complete(PROMPT, model="gpt-4o-mini", temperature=0, user_id="ann")
     again = live_kit.complete(PROMPT, model="gpt-4o-mini", temperature=0, user_id="ann")
     assert len(openai_server.requests) == 1  # the second call sent nothing
@@ -35,7 +35,7 @@ def test_the_same_deterministic_call_twice_reaches_the_server_once(live_kit, ope
     assert logged.answer == first.content and logged.prompt == PROMPT  # the hit is in the text log too
 
 
-def test_streams_and_async_calls_are_served_too(live_kit, openai_server):
+def test_streams_and_async_calls_are_served_too(guards_backend, live_kit, openai_server):
     first = live_kit.complete(PROMPT, model="gpt-4o-mini", seed=7)
     s = live_kit.stream(PROMPT, model="gpt-4o-mini", seed=7)
     assert "".join(s) == first.content and s.completion.cache_hit
@@ -51,7 +51,7 @@ def test_streams_and_async_calls_are_served_too(live_kit, openai_server):
     assert len(openai_server.requests) == 1
 
 
-def test_what_is_cached_by_default_and_how_to_choose(make_live_kit, openai_server, tmp_path):
+def test_what_is_cached_by_default_and_how_to_choose(guards_backend, make_live_kit, openai_server, tmp_path):
     kit = make_live_kit(home=tmp_path / "a")
     kit.complete(PROMPT, model="gpt-4o-mini")
     kit.complete(PROMPT, model="gpt-4o-mini")  # no temperature 0, no seed: sampled, so asked again
@@ -71,7 +71,7 @@ def test_what_is_cached_by_default_and_how_to_choose(make_live_kit, openai_serve
     assert kit.complete(PROMPT, model="gpt-4o-mini", temperature=0).cache_hit
 
 
-def test_a_substitute_or_an_error_is_never_served_as_the_model_asked(live_kit, openai_server, anthropic_server):
+def test_a_substitute_or_an_error_is_never_served_as_the_model_asked(guards_backend, live_kit, openai_server, anthropic_server):
     openai_server.enqueue_error(500, times=2)
     sub = live_kit.complete(PROMPT, temperature=0)  # openai fails: anthropic answers, as a substitute
     assert sub.substituted and sub.provider == "anthropic"
@@ -84,7 +84,7 @@ def test_a_substitute_or_an_error_is_never_served_as_the_model_asked(live_kit, o
     assert len(openai_server.requests) == 5
 
 
-def test_the_cache_is_shared_with_other_processes_and_with_experiments(make_live_kit, openai_server, tmp_path):
+def test_the_cache_is_shared_with_other_processes_and_with_experiments(guards_backend, make_live_kit, openai_server, tmp_path):
     home = tmp_path / "shared"
     kit = make_live_kit(home=home)
     first = kit.complete(PROMPT, model="gpt-4o-mini", temperature=0)
@@ -109,7 +109,7 @@ def test_the_cache_is_shared_with_other_processes_and_with_experiments(make_live
     assert hit.cache_hit and len(openai_server.requests) == sent
 
 
-def test_cache_ttl_lets_old_answers_expire(make_live_kit, openai_server):
+def test_cache_ttl_lets_old_answers_expire(guards_backend, make_live_kit, openai_server):
     kit = make_live_kit(cache_ttl=0.3)
     kit.complete(PROMPT, model="gpt-4o-mini", temperature=0)
     assert kit.complete(PROMPT, model="gpt-4o-mini", temperature=0).cache_hit

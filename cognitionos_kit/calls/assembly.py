@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..core.config import KitConfig, Settings, load_settings
+from ..core.config import KitConfig, Settings, guards_url, load_settings
 from ..core.errors import ConfigurationError, InvalidRequestError
 from .catalogue import PROVIDERS
 from .plan import Planner
@@ -44,7 +44,7 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
         router = Router(prices, c.role_models, c.fallback_models)
     except InvalidRequestError as exc:
         raise ConfigurationError(str(exc)) from None
-    settings = load_settings(c.home, dotenv=c.dotenv)
+    settings = load_settings(c.home, dotenv=c.dotenv, api_keys=c.api_keys)
     from .providers.anthropic import AnthropicProvider
     from .providers.openai import OpenAIProvider
 
@@ -81,6 +81,7 @@ def describe(c: KitConfig, settings: Settings, providers: ProviderSet, router: R
         "text_log": str(settings.home / "cognitionos_log.duckdb") if c.log_text else None,
         "dotenv": settings.dotenv_path,
         "prices": "genai-prices bundled snapshot (no auto-update)",
+        "guards": _shown_guards(c),
     }
 
 
@@ -89,8 +90,20 @@ def attach_guards(c: KitConfig, home: Path, planner: Planner, recorder: Recorder
     from ..guards import Guard  # noqa: F811 - at run time, not only for the annotation
     from .caching import Answers
 
-    guard = Guard(home)
+    url = guards_url(c)
+    guard = Guard(home, url)
     planner.budgets = (guard, prices)
-    recorder.cache, recorder.cache_ttl = Answers(home), c.cache_ttl
+    recorder.cache, recorder.cache_ttl = Answers(home, url), c.cache_ttl
     planner.cache_mode, planner.cache_lookup = c.cache, recorder.cached
+    from ..guards.watch import Watch
+
+    Watch.attach(recorder, home)  # metrics, spans and spend alerts of every ledger row
     return guard
+
+
+def _shown_guards(c: KitConfig) -> str:
+    """Where budgets, limits and the cache live, as ``kit.status()`` shows it (never a password)."""
+    from ..storage.redis_cache import safe_url
+
+    url = guards_url(c)
+    return safe_url(url) if url else "local (the data folder)"

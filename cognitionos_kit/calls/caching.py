@@ -76,17 +76,17 @@ def hit_completion(call: CallPlan, e: dict[str, Any], lookup_ms: float) -> Compl
 
 
 class Answers:
-    """The data folder's response cache, opened on first use (``answers()``)."""
+    """The response cache (the data folder's, or a team's Redis), opened on first use (``answers()``)."""
 
-    def __init__(self, home: str | Path) -> None:
-        self.home = home
+    def __init__(self, home: str | Path, url: str | None = None) -> None:
+        self.home, self.url = home, url  # url: a team's Redis, else the data folder's file
         self.cache: ResponseCache | None = None
 
     def __call__(self) -> ResponseCache:
         if self.cache is None:
-            from ..storage.cache import ResponseCache
+            from ..storage.cache import open_cache
 
-            self.cache = ResponseCache(self.home)
+            self.cache = open_cache(self.home, self.url)
         return self.cache
 
     def close(self) -> None:

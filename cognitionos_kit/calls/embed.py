@@ -55,6 +55,7 @@ def embed_remote(provider: Provider, items: list[str], model: str, *, user_id: s
         raise ConfigurationError(f"{model} needs OpenAI: set OPENAI_API_KEY (or use model=None for local embeddings)")
     import numpy as np
 
+    provider = provider.key_views()[0]  # its first ready key (no rotation for embeddings)
     vectors: list[list[float]] = []
     request_id = "req_" + os.urandom(12).hex()
     for start in range(0, len(items), _BATCH):
@@ -65,7 +66,7 @@ def embed_remote(provider: Provider, items: list[str], model: str, *, user_id: s
         row: dict[str, Any] = {
             "request_id": request_id, "attempt": start // _BATCH + 1, "kind": "embedding", "provider": provider.name,
             "model": model, "requested_provider": provider.name, "requested_model": model, "substituted": False,
-            "user_id": user_id, "stream": False, "setup_ms": setup_ms or None,
+            "user_id": user_id, "stream": False, "setup_ms": setup_ms or None, "key_fingerprint": provider.key_fingerprint,
         }
         try:
             with attempt_scope(io):

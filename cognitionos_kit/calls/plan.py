@@ -167,7 +167,7 @@ class Planner:
         request_id = "req_" + os.urandom(12).hex()
         run = ChainRun(steps, policy, request_id, self.timeout, o.deadline, self.max_retry_wait)
         if self.budgets is not None:
-            run.budget = BudgetHook(*self.budgets, o.user_id)
+            run.budget = BudgetHook(*self.budgets, o.user_id, self.max_retry_wait)
         call = CallPlan(request_id=request_id, chain=run, meta=meta, requested=(plan.requested.provider, plan.requested.model),
                         log_text=o.log_text)
         self._cache_key(call, o.cache if o.cache is not None else self.cache_mode)

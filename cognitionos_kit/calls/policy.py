@@ -27,6 +27,10 @@ unexpected          an exception the kit does not know (reported as a KitError) 
 set of error types, or a function ``(ProviderError) -> bool``. Whatever it says, a model the
 user named explicitly that the provider does not know (``not_found``) never moves on to another
 vendor: a typo must not be answered by someone else.
+
+A provider with several API keys is one step tried once per key (``Provider.key_views``): a
+``rate_limit`` or ``auth_error`` moves to its next key whatever ``fallback_on`` says (same provider,
+same model: nothing is substituted); after its last key, the policy decides as above.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from ..core.errors import AllProvidersFailedError, ConfigurationError, KitError,
 from ..core.types import Attempt, ProviderRequest, ProviderResponse
 from .providers.base import classify_error
 from .providers.http import AttemptIO, attempt_scope
+from .providers.keys import ROTATES_ON
 
 if TYPE_CHECKING:
     from .budgeting import BudgetHook
@@ -155,21 +160,35 @@ class ChainRun:
     call_deadline: float | None = None
     not_tried: list[Step] = field(default_factory=list)
     budget: BudgetHook | None = None  # holds each attempt's worst case in the folder's budgets
+    more_keys: bool = False  # the step being tried has another key to rotate to
 
     def __iter__(self) -> Iterator[tuple[int, Step]]:
         if self.deadline_s is not None:
             self.call_deadline = time.monotonic() + self.deadline_s
+        number = 0
         try:
-            for number, step in enumerate(self.steps, 1):
-                if self.call_deadline is not None and time.monotonic() >= self.call_deadline and number > 1:
-                    self.not_tried = self.steps[number - 1:]
-                    return
-                if self.budget is not None:
-                    self.budget.before(step)  # BudgetExceededError here: nothing sent
-                yield number, step
+            for index, route in enumerate(self.steps):
+                views = route.provider.key_views()
+                for k, provider in enumerate(views):
+                    number += 1
+                    if self.call_deadline is not None and time.monotonic() >= self.call_deadline and number > 1:
+                        self.not_tried = self.steps[index:]
+                        return
+                    step = route if provider is route.provider else route._replace(provider=provider)
+                    self.more_keys = k + 1 < len(views)
+                    if self.budget is not None:
+                        self.budget.before(step)  # BudgetExceededError here: nothing sent
+                    yield number, step
+                    if not self._rotates():
+                        break
         finally:
             if self.budget is not None:
                 self.budget.release()  # an attempt that ended without a recorded cost
+
+    def _rotates(self) -> bool:
+        """Whether the attempt just made failed in a way that moves to the same provider's next key."""
+        last = self.attempts[-1] if self.attempts else None
+        return last is not None and last.status == "error" and last.error_type in ROTATES_ON
 
     def _wait(self) -> float:
         return 0.0 if self.budget is None or not self.budget.send_at else self.budget.send_at - time.time()
@@ -185,20 +204,26 @@ class ChainRun:
             await asyncio.sleep(wait)
 
     def attempt_io(self, stream: bool = False) -> AttemptIO:
-        return AttemptIO(self.timeout, call_deadline=self.call_deadline, max_retry_wait=self.max_retry_wait,
-                         stream=stream)
+        io = AttemptIO(self.timeout, call_deadline=self.call_deadline, max_retry_wait=self.max_retry_wait,
+                       stream=stream)
+        if self.budget is not None:
+            io.on_retry_after = self.budget.retry_after
+            io.paused = self.budget.paused  # a provider's pause longer than max_retry_wait: a local 429, nothing sent
+        return io
 
     def record_attempt(self, number: int, step: Step, status: str, latency_ms: float, io: AttemptIO | None,
                  setup_ms: float | None) -> Attempt:
         a = Attempt(number, step.provider.name, step.request.model, status, latency_ms,  # type: ignore[arg-type]
                     http_requests=io.requests if io is not None and io.requests else None,
                     maybe_billed_requests=io.maybe_billed if io is not None else 0,
-                    setup_ms=setup_ms or None, dropped_params=step.dropped)
+                    setup_ms=setup_ms or None, dropped_params=step.dropped,
+                    key_fingerprint=step.provider.key_fingerprint)
         self.attempts.append(a)
         return a
 
     def succeeded(self, number: int, step: Step, latency_ms: float, io: AttemptIO | None,
                   setup_ms: float | None = None) -> Attempt:
+        step.provider.key_result(None)
         return self.record_attempt(number, step, "ok", latency_ms, io, setup_ms)
 
     def failed(self, number: int, step: Step, exc: BaseException, latency_ms: float, io: AttemptIO | None,
@@ -209,11 +234,12 @@ class ChainRun:
         if isinstance(err, ProviderError):
             a.error_type, a.status_code = err.error_type, err.status_code
             a.error_message = redact(err)[:500]
+            step.provider.key_result(err)
         else:
             a.error_type = "cancelled" if not isinstance(err, KitError) else type(err).__name__
             a.error_message = redact(err)[:500] or type(err).__name__
             return a, err
-        if self.policy.moves_on(err, step):
+        if (self.more_keys and err.error_type in ROTATES_ON) or self.policy.moves_on(err, step):
             return a, None
         err.attempts = list(self.attempts)  # type: ignore[attr-defined]
         return a, err

@@ -42,6 +42,7 @@ class Recorder:
         self.providers = providers
         self.log_text = log_text  # the Kit's default; a call's log_text= overrides it
         self.log_redact = log_redact
+        self.observers: list[Callable[[dict[str, Any]], None]] = []  # given each row once written (metrics, alerts)
 
     def record(self, call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse | None,
                attempts: list[Attempt] | None = None) -> Completion | None:
@@ -63,6 +64,7 @@ class Recorder:
             "http_requests": attempt.http_requests,
             "dropped_params": ", ".join(attempt.dropped_params) or None,
             "maybe_billed_requests": attempt.maybe_billed_requests or None,
+            "key_fingerprint": attempt.key_fingerprint,
             "status": attempt.status,
             "error_type": attempt.error_type,
             "error_message": clean_text(attempt.error_message) if attempt.error_message else None,
@@ -131,6 +133,7 @@ class Recorder:
             call.chain.budget.settle(row.get("cost_usd"))  # after the row: the ledger never lags a budget
         if self._text_log is not None and (self.log_text if call.log_text is None else call.log_text):
             self._text_log().record([log_row(call, step, attempt, resp, row, self.log_redact)])
+        self._observe(row)
         return completion
 
     def cached(self, call: CallPlan) -> Completion | None:
@@ -151,6 +154,7 @@ class Recorder:
             step = call.steps[0]
             attempt = completion.attempts[0]
             self._text_log().record([log_row(call, step, attempt, None, row, self.log_redact, answer=e["content"])])
+        self._observe(row)
         return completion
 
     def _cache_saving(self, price_id: str, model: str, usage: Usage, cost: float | None) -> float | None:
@@ -166,8 +170,13 @@ class Recorder:
         return Collected(self, call)
 
     def write(self, row: dict[str, Any]) -> None:
-        """Write a row built elsewhere (an embedding request)."""
+        """Write a row built elsewhere (an embedding request, an experiment's cache hit)."""
         self._ledger().record([row])
+        self._observe(row)
+
+    def _observe(self, row: dict[str, Any]) -> None:
+        for observe in self.observers:
+            observe(row)
 
 
 class Collected:

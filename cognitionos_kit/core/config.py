@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import ConfigurationError, register_secret
+from .errors import ConfigurationError, redact, register_secret
 
 if TYPE_CHECKING:
     from ..calls.policy import FallbackOn
@@ -33,16 +34,24 @@ __all__ = ["KitConfig", "PriceOverride", "Settings", "ProviderSettings", "load_s
 # Where a value came from, as recorded in the settings (never the value itself for keys).
 ENV = "env"  # the process environment (the shell, the notebook server, monkeypatch...)
 DOTENV = "dotenv"  # the .env file named by Settings.dotenv_path
+ARGUMENT = "argument"  # Kit(api_keys=...): the user's own code, trusted like the environment
+KEY_PROVIDERS = {"openai": "OPENAI", "anthropic": "ANTHROPIC"}  # providers that take keys -> variable prefix
 
 _TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)  # the first of ``keys``
     base_url: str | None = None
-    api_key_source: str | None = None  # "env" | "dotenv" | None (not set)
+    api_key_source: str | None = None  # "env" | "dotenv" | "argument" | None (not set)
     base_url_source: str | None = None
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # every key, in the order tried (empty: api_key only)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key, in the order a call tries them (none: empty)."""
+        return self.api_keys or ((self.api_key,) if self.api_key else ())
 
     @property
     def sources(self) -> dict[str, str | None]:
@@ -112,11 +121,17 @@ def _read_dotenv(path: Path) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}  # a bare "NAME" line sets nothing
 
 
+def split_keys(value: str | None) -> list[str]:
+    """The keys in ``OPENAI_API_KEYS``-style text: comma- (or space-) separated, blanks dropped."""
+    return [k for k in re.split(r"[,\s]+", value or "") if k]
+
+
 def load_settings(
     home: str | os.PathLike | None = None,
     *,
     dotenv: bool | str | os.PathLike | None = True,
     environ: Mapping[str, str] | None = None,
+    api_keys: Mapping[str, Sequence[str]] | None = None,
 ) -> Settings:
     """Read keys, base URLs and the data folder, and record where each came from.
 
@@ -128,6 +143,9 @@ def load_settings(
     ``COGNITIONOS_DOTENV=0``. Environment variables win over ``.env`` values; ``os.environ`` is
     never modified. ``environ`` replaces ``os.environ`` as the environment (for tests and tools).
 
+    Keys: ``<P>_API_KEY`` then the comma-separated ``<P>_API_KEYS`` (duplicates dropped), or, for a
+    provider named in ``api_keys`` (``KitConfig.api_keys``, already checked), those keys only.
+
     Raises ConfigurationError when a provider's base URL and API key come from different sources
     (one from the ``.env`` file, the other from the environment), unless the real environment sets
     ``COGNITIONOS_ALLOW_MIXED_SOURCES=1``.
@@ -135,7 +153,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     path = _dotenv_file(dotenv, env)
     file_values = _read_dotenv(path) if path else {}
-    where = {ENV: "the shell environment", DOTENV: str(path)}
+    where = {ENV: "the shell environment", DOTENV: str(path), ARGUMENT: "Kit(api_keys=...)"}
 
     def lookup(name: str) -> tuple[str | None, str | None]:
         """(value, source): a variable set in the environment wins, even set to "" (as load_dotenv did)."""
@@ -148,20 +166,35 @@ def load_settings(
     # Read from the real environment only: a .env file must not be able to switch the check off.
     allow_mixed = env.get("COGNITIONOS_ALLOW_MIXED_SOURCES", "").strip().lower() in _TRUE
 
-    def provider(prefix: str) -> ProviderSettings:
-        key, key_src = lookup(f"{prefix}_API_KEY")
+    def provider(prefix: str, given: Sequence[str] | None) -> ProviderSettings:
+        found: list[tuple[str, str | None]]
+        if given:
+            keys, found = tuple(given), [("the API keys", ARGUMENT)]
+        else:
+            key, key_src = lookup(f"{prefix}_API_KEY")
+            listed, list_src = lookup(f"{prefix}_API_KEYS")
+            more = split_keys(listed)
+            keys = tuple(dict.fromkeys(([key] if key else []) + more))
+            found = [(f"{prefix}_API_KEY", key_src), (f"{prefix}_API_KEYS", list_src if more else None)]
         url, url_src = lookup(f"{prefix}_BASE_URL")
-        register_secret(key)  # before any check: redacted everywhere, whatever happens next
-        if key_src and url_src and key_src != url_src and not allow_mixed:
-            raise ConfigurationError(
-                f"{prefix}_BASE_URL comes from {where[url_src]} but {prefix}_API_KEY from {where[key_src]}: "
-                "the kit will not send a key to a server named by a different source. Put both in the same "
-                "place (both in .env, or both exported), or pass Kit(dotenv=False) to ignore the .env, or set "
-                "COGNITIONOS_ALLOW_MIXED_SOURCES=1 if you trust this combination."
-            )
-        return ProviderSettings(api_key=key, base_url=url, api_key_source=key_src, base_url_source=url_src)
+        for k in keys:
+            register_secret(k)  # before any check: redacted everywhere, whatever happens next
+        found = [(name, src) for name, src in found if src]
+        trust = {ARGUMENT: ENV}  # the user's own code is as trusted as the shell
+        for name, src in found:
+            if url_src and src and trust.get(src, src) != url_src and not allow_mixed:
+                raise ConfigurationError(
+                    f"{prefix}_BASE_URL comes from {where[url_src]} but {name} from {where[src]}: "
+                    "the kit will not send a key to a server named by a different source. Put both in the same "
+                    "place (both in .env, or both exported), or pass Kit(dotenv=False) to ignore the .env, or set "
+                    "COGNITIONOS_ALLOW_MIXED_SOURCES=1 if you trust this combination."
+                )
+        return ProviderSettings(api_key=keys[0] if keys else None, base_url=url,
+                                api_key_source=found[0][1] if found else None, base_url_source=url_src,
+                                api_keys=keys if len(keys) > 1 else ())
 
-    openai, anthropic = provider("OPENAI"), provider("ANTHROPIC")
+    given = api_keys or {}
+    openai, anthropic = provider("OPENAI", given.get("openai")), provider("ANTHROPIC", given.get("anthropic"))
     if home:
         root, home_src = os.fspath(home), "argument"
     else:
@@ -233,7 +266,8 @@ class KitConfig:
     """Everything a ``Kit`` is built from, checked when made (a ``ConfigurationError`` says what
     is wrong). ``kit.config`` returns the live one (prices set and role models changed since
     included); ``Kit.from_config(config)`` builds an identical Kit, e.g. in a Ray worker.
-    Keys are never part of it: they come from the environment or ``.env`` (``load_settings``)."""
+    Keys come from the environment or ``.env`` (``load_settings``), or from ``api_keys`` (never shown
+    in its repr)."""
 
     home: str | None = None
     providers: tuple[str | Provider, ...] | None = None
@@ -257,6 +291,11 @@ class KitConfig:
     views: str | None = None  # None: "project" with a project, else "all"
     cache: bool | str = "deterministic"  # the response cache for every call (see CallOptions.cache)
     cache_ttl: float | None = None  # seconds a cached answer may be served (None: always)
+    # where budgets, rate limits and the response cache live: None (COGNITIONOS_GUARDS, else the
+    # data folder), "local", or a team's "redis://..." (it may hold a password: never shown)
+    guards: str | None = field(default=None, repr=False)
+    # provider -> its keys, tried in order (see calls.providers.keys); replaces <P>_API_KEY(S) for that provider
+    api_keys: Mapping[str, tuple[str, ...]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # plain, hashable values: paths as str, lists as tuples, a model's one equivalent as a 1-tuple
@@ -305,6 +344,10 @@ class KitConfig:
         if self.cache_ttl is not None and (isinstance(self.cache_ttl, bool) or not isinstance(self.cache_ttl, Real)
                                            or not self.cache_ttl > 0):
             raise ConfigurationError(f"cache_ttl must be a positive number of seconds or None, got {self.cache_ttl!r}")
+        if self.guards is not None:
+            check_guards(self.guards, "guards")
+        if self.api_keys is not None:
+            object.__setattr__(self, "api_keys", check_api_keys(self.api_keys))
         if not isinstance(self.log_text, bool):
             raise ConfigurationError(f"log_text must be True or False, got {self.log_text!r}")
         if self.log_redact is not None and not callable(self.log_redact):
@@ -325,3 +368,57 @@ class KitConfig:
                 "fallback_models maps a model to its equivalents, e.g. {'gpt-4o-mini': 'claude-haiku-5-5'}; "
                 f"got {self.fallback_models!r}"
             )
+
+
+_GUARD_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_guards(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not (value == "local" or value.startswith(_GUARD_SCHEMES)):
+        shown = value if not isinstance(value, str) else value.split("@")[-1]  # never a password
+        raise ConfigurationError(
+            f"{where} must be 'local' (the data folder) or a Redis URL such as 'redis://host:6379/0', got {shown!r}")
+
+
+def guards_url(c: KitConfig) -> str | None:
+    """The Redis URL budgets, rate limits and the response cache use (None: the data folder):
+    ``Kit(guards=...)``, else ``COGNITIONOS_GUARDS``."""
+    value = c.guards
+    if value is None:
+        value = os.environ.get("COGNITIONOS_GUARDS", "").strip() or None
+        if value is not None:
+            check_guards(value, "COGNITIONOS_GUARDS")
+    return None if value in (None, "local") else value
+
+
+def check_api_keys(value: Any) -> Mapping[str, tuple[str, ...]]:
+    """``Kit(api_keys=...)`` as {provider: (key, ...)}; a ConfigurationError that never shows a key."""
+    example = "e.g. api_keys={'openai': ['sk-...', 'sk-...']}"
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"api_keys maps a provider to a list of its API keys, {example}; "
+                                 f"got a {type(value).__name__}")
+    out: dict[str, tuple[str, ...]] = {}
+    for name, keys in value.items():
+        for k in keys if isinstance(keys, (list, tuple)) else (keys,):
+            if isinstance(k, str):
+                register_secret(k.strip())  # first: whatever is wrong below, no message shows it
+        if name not in KEY_PROVIDERS:
+            named = isinstance(name, str) and re.fullmatch(r"[A-Za-z][\w.-]{0,19}", name)
+            shown = repr(name) if named else f"(a {type(name).__name__}, not shown: it may be a key)"
+            raise ConfigurationError(f"api_keys: unknown provider {redact(shown)}; keys can be given for "
+                                     f"{' and '.join(KEY_PROVIDERS)}, {example}")
+        where = f"api_keys[{name!r}]"
+        if isinstance(keys, str):
+            raise ConfigurationError(f"{where} must be a list of keys, not one string: {{{name!r}: ['sk-...']}}")
+        if not isinstance(keys, (list, tuple)) or not keys:
+            got = "an empty list" if isinstance(keys, (list, tuple)) else f"a {type(keys).__name__}"
+            raise ConfigurationError(f"{where} must be a non-empty list of API keys, got {got}; leave {name!r} "
+                                     f"out to read {KEY_PROVIDERS[name]}_API_KEY(S) instead")
+        for i, k in enumerate(keys):
+            if not isinstance(k, str) or not k.strip():
+                got = "an empty string" if isinstance(k, str) else f"a {type(k).__name__}"
+                raise ConfigurationError(f"{where}[{i}] must be a non-empty string (an API key), got {got}")
+            if k.strip() != k or any(c.isspace() for c in k):
+                raise ConfigurationError(f"{where}[{i}] contains spaces or line breaks: an API key has none")
+        out[name] = tuple(dict.fromkeys(keys))  # the same key twice is tried once
+    return out

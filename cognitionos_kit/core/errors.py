@@ -113,6 +113,7 @@ class ProviderError(KitError):
         status_code: int | None = None,
         moves_on: bool = True,
         retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(redact(message))
         self.provider = provider
@@ -120,6 +121,7 @@ class ProviderError(KitError):
         self.error_type = error_type
         self.status_code = status_code
         self.moves_on = moves_on if retryable is None else retryable
+        self.retry_after = retry_after  # seconds the provider asked to wait (a 429's Retry-After), if it said
 
     @property
     def retryable(self) -> bool:
@@ -173,6 +175,10 @@ class KitWarning(UserWarning):
 
 class RateLimitWarning(KitWarning):
     """A call is waiting for a rate limit (how long, and which)."""
+
+
+class AlertWarning(KitWarning):
+    """A spend alert's callback raised; the call it followed went on as usual."""
 
 
 class StorageWarning(KitWarning):

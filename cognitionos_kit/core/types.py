@@ -237,6 +237,7 @@ class Attempt:
     maybe_billed_requests: int = 0
     setup_ms: float | None = None
     dropped_params: tuple[str, ...] = ()  # sampling settings this provider does not accept, left out on fallback
+    key_fingerprint: str | None = None  # which API key was sent ("sha256:" + 8 hex digits; never the key)
 
     def __repr__(self) -> str:
         tail = f", {self.error_type}" if self.error_type else ""

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ray_send", "kit_spec", "RaySend"]
 
-_SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+_SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_API_KEYS", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEYS",
+                "ANTHROPIC_BASE_URL")
 _KITS: dict[str, Any] = {}  # per worker process: one Kit per spec
 _BUILD_LOCK = threading.Lock()  # a worker sets os.environ then builds a Kit: one at a time
 _SALT = os.urandom(16)  # per driver process: a spec names its keys by a salted digest, never the keys
@@ -46,13 +47,14 @@ def kit_spec(kit: Kit) -> dict[str, Any]:
     if custom:
         raise ConfigurationError(f"executor='ray' runs the built-in providers only; this Kit also uses {custom}")
     # a worker reads keys from the file ray_send writes, never from a .env of its own
-    return {"kit_class": type(kit), "config": replace(config, dotenv=False)}
+    return {"kit_class": type(kit), "config": replace(config, dotenv=False, api_keys=None)}
 
 
 def _secrets(kit: Kit) -> dict[str, str | None]:
     s = kit.settings
-    return {"OPENAI_API_KEY": s.openai.api_key, "OPENAI_BASE_URL": s.openai.base_url,
-            "ANTHROPIC_API_KEY": s.anthropic.api_key, "ANTHROPIC_BASE_URL": s.anthropic.base_url}
+    return {"OPENAI_API_KEY": s.openai.api_key, "OPENAI_API_KEYS": ",".join(s.openai.api_keys) or None,
+            "OPENAI_BASE_URL": s.openai.base_url, "ANTHROPIC_API_KEY": s.anthropic.api_key,
+            "ANTHROPIC_API_KEYS": ",".join(s.anthropic.api_keys) or None, "ANTHROPIC_BASE_URL": s.anthropic.base_url}
 
 
 def _write_secrets(values: Mapping[str, str | None]) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..calls.plan import cache_name as plan_cache_name
 from ..core.errors import ConfigurationError, InvalidRequestError, KitError
-from ..storage.cache import ResponseCache, cache_key
+from ..storage.cache import ResponseCache, cache_key, open_cache
 from .budget import Budget
 from .entry import ENTRY_FIELDS, entry
 from .experiment import Cell, Experiment
@@ -129,12 +129,13 @@ class _Engine:
                 # served for exactly what was asked: whatever request first produced it, not a substitute now
                 entry = {**entry, "requested_provider": asked[0], "requested_model": asked[1].model,
                          "substituted": False}
-                self.kit.ledger.record([self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs)])
+                self.kit.recorder.write(self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs))  # metrics see it
                 self.hits += 1
                 self.saved += entry["cost_usd"] or 0.0
                 return "ok", entry, 0.0, True
         w = worst or 0.0
-        if not await self.budget.acquire(w):
+        hold = await self.budget.acquire(w)
+        if hold is None:
             return "skipped", "budget exhausted", 0.0, False
         real = 0.0
         try:
@@ -146,7 +147,7 @@ class _Engine:
             return "error", f"{type(exc).__name__}: {exc}"[:500], 0.0, False
         finally:
             self.calls += 1
-            await self.budget.settle(w, real)
+            await self.budget.settle(hold, real)
         if self.cache is not None:
             served = (entry["provider"], entry["model"])
             if served != (asked[0], asked[1].model):
@@ -241,8 +242,9 @@ def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float |
     plans = _plan(kit, experiment, run_id, budget_usd is not None)  # every call validated before any is sent
     send: Send = ray_send(kit) if executor == "ray" else _local_send(kit)
     # an entry without these is unreadable for a run: a miss with a warning, never a crash
-    store = ResponseCache(kit.home, required=("content", "provider", "model", "cost_usd")) if cache is not False else None
-    engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd), store, read_cache=cache is True)
+    store = open_cache(kit.home, kit.guard.url, required=("content", "provider", "model", "cost_usd")) \
+        if cache is not False else None
+    engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd, kit.guard, run_id), store, read_cache=cache is True)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:

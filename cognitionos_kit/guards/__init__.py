@@ -4,7 +4,9 @@
 * ``local``: the store behind them, a SQLite file in the data folder (no server needed);
 * ``budgets``: what a call does with them: reserve its worst case before each attempt, settle the
   real cost after, so concurrent calls in any number of processes never pass a budget;
-* ``limits``: requests and tokens per minute, evenly spaced, waited for or refused.
+* ``limits``: requests and tokens per minute, evenly spaced, waited for or refused;
+* ``watch``: what every ledger row also feeds: ``metrics`` (Prometheus), ``tracing`` (OpenTelemetry
+  spans) and ``alerts`` (spend alerts, once per window).
 """
 
 from .budgets import Guard, Reservation

@@ -17,12 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.display import missing, money
 from ..core.errors import BudgetExceededError, InvalidRequestError
+from .leases import Lease, Leases
 from .limits import RateLimits
 from .local import BudgetKey, LocalGuards, Refusal
 from .windows import PERIODS, resets_at, window_of, window_start
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .redis import RedisGuards
+
+    GuardStore = LocalGuards | RedisGuards
 
 __all__ = ["Guard", "Reservation", "BUDGET_COLUMNS"]
 
@@ -36,6 +41,7 @@ class Reservation:
 
     holds: list[tuple] = field(default_factory=list)
     usd: float = 0.0
+    lease: Lease | None = None  # drawn from this process's lease (settled in memory), or held alone
 
 
 _WINDOWS: tuple[int, dict[str, str]] = (-1, {})
@@ -57,20 +63,39 @@ def _who(key: BudgetKey) -> str:
 class Guard:
     """The budgets of one data folder, as every call and ``kit.set_budget`` see them."""
 
-    def __init__(self, home: str | Path) -> None:
-        self.store = LocalGuards(home)
+    def __init__(self, home: str | Path, url: str | None = None) -> None:
+        self.url = url  # a team's Redis (redis://...), or None: the data folder's file
+        self.store: GuardStore
+        if url:
+            from .redis import RedisGuards
+
+            self.store = RedisGuards(url)
+        else:
+            self.store = LocalGuards(home)
         self.limits = RateLimits(self.store)
+        self.leases = Leases(self.store.settle)
+
+    def close(self) -> None:
+        """Write back what this process spent and give back its leases, then let go of the store."""
+        try:
+            self.leases.flush()
+        finally:
+            self.store.close()
 
     # --- calls ---------------------------------------------------------------------------------
     def active(self) -> bool:
         """Whether any budget or rate limit exists (no file yet: none, and nothing is created)."""
-        if self.store._db is None and not self.store.path.exists():
+        if not self.store.exists():
             return False
-        return self.store.any_budget()
+        on = self.store.any_budget()
+        self.leases.check_config(self.store.config_version)  # budgets changed: leases go back
+        return on
 
-    def reserve(self, user_id: str | None, worst_usd: float | None, what: str) -> Reservation | None:
-        """Hold ``worst_usd`` in every budget that applies, or raise ``BudgetExceededError`` (nothing held)."""
-        if not self.active():
+    def reserve(self, user_id: str | None, worst_usd: float | None, what: str, *,
+                checked: bool = False) -> Reservation | None:
+        """Hold ``worst_usd`` in every budget that applies, or raise ``BudgetExceededError`` (nothing held).
+        ``checked``: the caller has just seen ``active()`` say True."""
+        if not checked and not self.active():
             return None
         if worst_usd is None:
             if not self.store.applies(user_id):
@@ -79,17 +104,39 @@ class Guard:
                 f"a budget applies to this call but {what} has no known price, so its cost cannot be bounded; "
                 "set one with kit.set_price(...) or call a priced model")
         now = datetime.now(timezone.utc)
-        hold = Reservation(usd=worst_usd)
-        got = self.store.reserve(user_id, worst_usd, _windows(now))
-        if isinstance(got, Refusal):
-            raise self._refused(got, worst_usd, what, now)
-        hold.holds = got
-        return hold if got else None
+        windows = _windows(now)
+        key = (user_id, windows["day"], windows["month"])
+        lease = self.leases.draw(key, worst_usd)
+        if lease is None:
+            with self.leases._lock:  # one taker at a time: the store's last_left is this take's
+                self.leases.give_back(key)
+                spare = self.leases.spare(key, worst_usd)
+                got = self.store.reserve(user_id, worst_usd + spare, windows)
+                if isinstance(got, Refusal) and spare:
+                    spare, got = 0.0, self.store.reserve(user_id, worst_usd, windows)
+                if isinstance(got, Refusal):
+                    raise self._refused(got, worst_usd, what, now)
+                lease = self.leases.take(key, got, worst_usd, spare, self.store.last_left)
+        return Reservation(holds=lease.keys, usd=worst_usd, lease=lease) if lease.keys else None
+
+    def hold_total(self, scope: str, name: str, limit_usd: float, usd: float) -> Reservation | None:
+        """Hold ``usd`` in a total budget the caller keeps (an experiment run's ``budget_usd``), alone;
+        None when it does not fit."""
+        got = self.store.reserve(None, usd, _windows(datetime.now(timezone.utc)),
+                                 [(BudgetKey(scope, name, "total"), limit_usd)], only_extra=True)
+        return None if isinstance(got, Refusal) else Reservation(holds=got, usd=usd)
+
+    def pause(self, provider: str, seconds: float) -> None:
+        """Hold every call to ``provider`` for ``seconds`` in every process (its 429 said Retry-After)."""
+        self.store.pause(provider, seconds)
 
     def settle(self, hold: Reservation, real_usd: float | None) -> None:
         """Add the attempt's real cost (None or NaN: nothing known was billed) and release the rest."""
         usd = 0.0 if real_usd is None or missing(real_usd) else float(real_usd)
-        self.store.settle(hold.holds, hold.usd, usd)
+        if hold.lease is not None:
+            self.leases.settle(hold.lease, hold.usd, usd)
+        else:
+            self.store.settle(hold.holds, hold.usd, usd)
 
     def _refused(self, r: Refusal, worst: float, what: str, now: datetime) -> BudgetExceededError:
         left = max(0.0, r.limit_usd - r.spent_usd - r.held_usd)
@@ -123,7 +170,9 @@ class Guard:
         now = datetime.now(timezone.utc)
         users = [user_id] if user_id else self.store.team_members(team) if team else None
         already = 0.0 if usd is None or (team and not users) else spent_so_far(window_start(period, now), users)
+        self.leases.flush()  # what this process spent is in the store before the window restarts from the ledger
         self.store.set_budget(key, None if usd is None else float(usd), window_of(period, now), already)
+        self.leases.flush()
 
     def set_team(self, team: str, user_ids: Sequence[str]) -> None:
         if not isinstance(team, str) or not team.strip():
@@ -131,13 +180,15 @@ class Guard:
         if isinstance(user_ids, str) or not all(isinstance(u, str) and u.strip() for u in user_ids):
             raise InvalidRequestError(f"user_ids must be a list of user ids, got {user_ids!r}")
         self.store.set_team(team, sorted(set(user_ids)))
+        self.leases.flush()  # a user's budgets changed
 
     def frame(self) -> pd.DataFrame:
         import pandas as pd
 
         now = datetime.now(timezone.utc)
         rows: list[dict[str, Any]] = []
-        if self.store._db is not None or self.store.path.exists():
+        self.leases.flush()  # this process's spending shows at once
+        if self.store.exists():
             for r in self.store.rows(_windows(now)):
                 r["left_usd"] = max(0.0, r["limit_usd"] - r["spent_usd"] - r["reserved_usd"])
                 r["resets_at"] = resets_at(r["period"], now)

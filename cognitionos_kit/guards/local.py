@@ -23,9 +23,10 @@ from typing import Any, NamedTuple
 from ..core.errors import StorageError
 from ..storage.sqlite import open_shared
 
-__all__ = ["LocalGuards", "BudgetKey", "Refusal"]
+__all__ = ["LocalGuards", "BudgetKey", "Refusal", "HOST", "alive"]
 
 _BUSY_TIMEOUT_S = 30.0
+RECHECK_S = 0.05  # another process's new budget, limit or pause binds this one's calls within this
 HOLD_S = 3600.0  # a hold outlives any attempt; a dead process's holds go at once (see _reap)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budgets (scope TEXT, name TEXT, period TEXT, limit_usd REAL NOT NULL, set_at REAL,
@@ -36,6 +37,7 @@ INSERT OR IGNORE INTO meta VALUES ('version', 0);
 CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, user_id TEXT, provider TEXT, model TEXT,
                                         rpm REAL, tpm REAL, policy TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rate_state (key TEXT, kind TEXT, tat REAL NOT NULL, PRIMARY KEY (key, kind));
+CREATE TABLE IF NOT EXISTS pauses (provider TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tallies (scope TEXT, name TEXT, period TEXT, window TEXT, host TEXT, pid INTEGER,
                                     spent REAL NOT NULL, held REAL NOT NULL, touched REAL,
                                     PRIMARY KEY (scope, name, period, window, host, pid));
@@ -51,9 +53,10 @@ _BUMP = "UPDATE meta SET v = v + 1 WHERE k = 'version'"  # a budget, team or lim
 # A process keeps one tally row per budget window: what it spent there and what it holds now.
 _HOLD = ("INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?) "
          "ON CONFLICT DO UPDATE SET held = held + excluded.held, touched = excluded.touched")
-_SETTLE = ("UPDATE tallies SET held = max(0, held - ?), spent = spent + ? "
-           "WHERE scope = ? AND name = ? AND period = ? AND window = ? AND host = ? AND pid = ?")
-_HOST = os.uname().nodename if hasattr(os, "uname") else "host"
+# a hold settled to within 1e-12 of nothing is nothing (float residue must not show as "reserved")
+_SETTLE = ("UPDATE tallies SET held = CASE WHEN held - ?1 < 1e-12 THEN 0 ELSE held - ?1 END, spent = spent + ?2 "
+           "WHERE scope = ?3 AND name = ?4 AND period = ?5 AND window = ?6 AND host = ?7 AND pid = ?8")
+HOST = os.uname().nodename if hasattr(os, "uname") else "host"
 
 
 class BudgetKey(NamedTuple):
@@ -74,6 +77,8 @@ class Refusal(NamedTuple):
 class LocalGuards:
     """The budgets of one data folder; safe from several threads and processes."""
 
+    backend = "local"
+
     def __init__(self, home: str | Path) -> None:
         self.root = Path(home) / "guards"
         self.path = self.root / "guards.sqlite"
@@ -84,7 +89,12 @@ class LocalGuards:
         self._applies: dict[str | None, list[tuple]] = {}
         self._limits_version = -1
         self._limit_rows: list[tuple] = []
+        self._paused = False  # whether any provider is paused (re-read with the limits)
         self._any = False  # whether the folder has any budget (re-read when another connection writes)
+        self._has_limits = False
+        self._checked = 0.0  # time.monotonic() of the last look at PRAGMA data_version
+        self.config_version: int | None = None  # meta.version: moves when a budget, team or limit changes
+        self.last_left = 0.0  # what the tightest budget had left after the last reservation
 
     # --- connection ---------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -103,6 +113,10 @@ class LocalGuards:
         one re-reads at once (PRAGMA data_version moves only for other connections' commits)."""
         db.execute(_BUMP)
         self._seen_version = None
+
+    def exists(self) -> bool:
+        """Whether the file exists (none yet: no budget, no limit, and nothing is created)."""
+        return self._db is not None or self.path.exists()
 
     def close(self) -> None:
         with self._lock:
@@ -138,22 +152,35 @@ class LocalGuards:
 
     # --- calls ------------------------------------------------------------------------------------
     def any_budget(self) -> bool:
-        """Whether the folder has a budget or a rate limit; cheap: re-read only after another
-        connection wrote."""
+        """Whether the folder has a budget, a rate limit or a paused provider; cheap: asks whether
+        another connection wrote at most every ``RECHECK_S`` (this one's own writes count at once),
+        and re-reads only then (``config_version`` and ``has_limits`` with it)."""
+        now = time.monotonic()
+        if self._seen_version is not None and now - self._checked < RECHECK_S:
+            return self._any
         with self._lock:
+            self._checked = now
             db = self._conn()
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._seen_version:
                 self._seen_version = version
-                self._any = db.execute("SELECT 1 FROM budgets UNION ALL SELECT 1 FROM rate_limits LIMIT 1").fetchone() \
-                    is not None
+                self.config_version, budgets, self._has_limits = db.execute(
+                    "SELECT (SELECT v FROM meta WHERE k = 'version'), EXISTS (SELECT 1 FROM budgets), "
+                    "EXISTS (SELECT 1 FROM rate_limits) OR EXISTS (SELECT 1 FROM pauses)").fetchone()
+                self._any = bool(budgets or self._has_limits)
             return self._any
 
-    def reserve(self, user_id: str | None, usd: float, windows: dict[str, str]) -> list[tuple] | Refusal:
+    def has_limits(self) -> bool:
+        """Whether a rate limit or a provider's pause exists (as of the last ``any_budget``)."""
+        return bool(self._has_limits)
+
+    def reserve(self, user_id: str | None, usd: float, windows: dict[str, str],
+                extra: Iterable[tuple[BudgetKey, float]] = (), *, only_extra: bool = False) -> list[tuple] | Refusal:
         """Hold ``usd`` in every budget that applies to ``user_id`` (the kit's, the user's, their
-        teams'), or hold nothing and return the first that it does not fit. -> the windows held."""
+        teams'; none with ``only_extra``) and in ``extra`` (total budgets the caller keeps: an
+        experiment run's), or hold nothing and return the first that it does not fit. -> the windows held."""
         with self._write() as db:
-            budgets = self._applying(db, user_id)
+            budgets = ([] if only_extra else self._applying(db, user_id)) + [(*k, limit) for k, limit in extra]
             if not budgets:
                 return []
             keys = [(scope, name, period, windows[period]) for scope, name, period, _ in budgets]
@@ -163,10 +190,11 @@ class LocalGuards:
                                 for b, k in zip(budgets, keys) if sum(tally.get(k, (0.0, 0.0))) + usd > b[3] * (1 + 1e-9)),
                                None)
                 if refusal is None:
+                    self.last_left = min(b[3] - sum(tally.get(k, (0.0, 0.0))) - usd for b, k in zip(budgets, keys))
                     break
                 if reaped or not self._reap(db):
                     return refusal
-            mine = [(*k, _HOST, os.getpid()) for k in keys]
+            mine = [(*k, HOST, os.getpid()) for k in keys]
             now = time.time()
             db.executemany(_HOLD, [(*k, usd, now) for k in mine])
             return mine
@@ -200,7 +228,7 @@ class LocalGuards:
         stale = time.time() - HOLD_S
         before = db.total_changes
         for host, pid, touched in db.execute("SELECT DISTINCT host, pid, touched FROM tallies WHERE held > 0").fetchall():
-            if touched < stale or (host == _HOST and pid != os.getpid() and not _alive(pid)):
+            if touched < stale or (host == HOST and pid != os.getpid() and not alive(pid)):
                 db.execute("UPDATE tallies SET held = 0 WHERE host = ? AND pid = ? AND held > 0", (host, pid))
         return db.total_changes > before
 
@@ -220,24 +248,37 @@ class LocalGuards:
                 return
             db.execute("INSERT OR REPLACE INTO rate_limits VALUES (?, ?, ?, ?, ?, ?, ?)", (key, *scope, rpm, tpm, policy))
 
-    def admit(self, user_id: str | None, provider: str, model: str, tokens: int) -> tuple[float, list[tuple]]:
+    def admit(self, user_id: str | None, provider: str, model: str, tokens: int,
+              paused_as: tuple[str, ...] = (), max_pause: float | None = None) -> tuple[float, list[tuple]]:
         """Book the next slot of every rate limit that applies (a generic cell rate algorithm
         without bursts: requests, and tokens, evenly spaced at the limit's pace) -> (seconds to
         wait before sending, the limits that made it wait). A limit with policy "raise" that
-        would make the call wait books nothing: the caller raises."""
+        would make the call wait books nothing: the caller raises; nor does a provider's pause
+        longer than ``max_pause`` (the caller moves on without sending)."""
         with self._write() as db:
             limits = self._limits(db)
             mine = [lim for lim in limits if (lim[1] is None or lim[1] == user_id) and (lim[2] is None or lim[2] == provider)
                     and (lim[3] is None or lim[3] == model)]
-            if not mine:
-                return 0.0, []
             now = time.time()
+            names = paused_as or (provider,)
+            paused = db.execute(f"SELECT provider, until FROM pauses WHERE provider IN ({', '.join('?' * len(names))}) "
+                                "AND until > ? ORDER BY until DESC LIMIT 1", (*names, now)).fetchone() \
+                if self._paused else None
+            # a pause that ended goes, so calls with no limit skip the file again
+            if paused is None and self._paused and db.execute("DELETE FROM pauses WHERE until <= ?", (now,)).rowcount:
+                self._config_write(db)
+            if not mine and paused is None:
+                return 0.0, []
             costs = [(lim, kind, 60.0 / rate * n) for lim in mine
                      for kind, rate, n in (("req", lim[4], 1), ("tok", lim[5], tokens)) if rate]
             tats = {(lim[0], kind): db.execute("SELECT tat FROM rate_state WHERE key = ? AND kind = ?",
                                                (lim[0], kind)).fetchone() for lim, kind, _ in costs}
-            start = max([now] + [t[0] for t in tats.values() if t is not None])
+            start = max([now] + [t[0] for t in tats.values() if t is not None] + ([paused[1]] if paused else []))
             waiting = [lim for lim, kind, _ in costs if (tats[(lim[0], kind)] or (0.0,))[0] > now]
+            if paused is not None:
+                waiting.append(("", None, paused[0], None, None, None, "wait"))  # its 429 said Retry-After
+                if max_pause is not None and paused[1] - now > max_pause:
+                    return paused[1] - now, waiting  # longer than the caller waits: nothing booked
             if start > now and any(lim[6] == "raise" for lim in waiting):
                 return start - now, waiting
             db.executemany("INSERT OR REPLACE INTO rate_state VALUES (?, ?, ?)",
@@ -249,12 +290,27 @@ class LocalGuards:
         if version != self._limits_version:
             self._limits_version = version
             self._limit_rows = db.execute("SELECT * FROM rate_limits ORDER BY key").fetchall()
+            self._paused = db.execute("SELECT 1 FROM pauses LIMIT 1").fetchone() is not None
         return self._limit_rows
+
+    def pause(self, provider: str, seconds: float) -> None:
+        """Hold every call to ``provider`` (``openai``, or ``openai#<key fingerprint>``) for ``seconds``
+        (its 429 said Retry-After), in every process."""
+        with self._write() as db:
+            self._config_write(db)
+            db.execute("DELETE FROM pauses WHERE until < ?", (time.time(),))
+            db.execute("INSERT OR REPLACE INTO pauses VALUES (?, ?)", (provider, time.time() + seconds))
 
     def limit_rows(self) -> list[tuple]:
         with self._lock:
             return self._conn().execute("SELECT key, user_id, provider, model, rpm, tpm, policy FROM rate_limits "
                                         "ORDER BY key").fetchall()
+
+    def tally(self, key: BudgetKey, window: str) -> tuple[float, float]:
+        """(spent, held) of one budget window, over every process."""
+        with self._lock:
+            got = self._tally(self._conn(), [(*key, window)])
+        return got.get((*key, window), (0.0, 0.0))
 
     def rows(self, windows: dict[str, str]) -> list[dict[str, Any]]:
         """Every budget with its current window's spent and held dollars."""
@@ -298,7 +354,7 @@ class _Txn:
             self.store._lock.release()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

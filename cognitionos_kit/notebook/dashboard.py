@@ -21,7 +21,7 @@ import ipywidgets as widgets
 
 from .. import charts
 from ..charts import Match, Time
-from ..core.display import UsageSummary
+from ..core.display import UsageSummary, money
 from ..core.errors import InvalidRequestError
 from .figview import FigureView
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ..kit import Kit
 
-__all__ = ["Dashboard", "dashboard", "gauge"]
+__all__ = ["Dashboard", "dashboard", "gauge", "alert_banner", "user_budget_gauges"]
 
 
 def dashboard(
@@ -63,8 +63,8 @@ def _fit(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def gauge(spend_usd: float, budget_usd: float) -> go.Figure:
-    """A gauge of spend against a budget (red past it)."""
+def gauge(spend_usd: float, budget_usd: float, *, title: str | None = None) -> go.Figure:
+    """A gauge of spend against a budget (red past it); ``title`` replaces the default one."""
     import plotly.graph_objects as go
 
     if not _positive(budget_usd):
@@ -72,7 +72,7 @@ def gauge(spend_usd: float, budget_usd: float) -> go.Figure:
     top = max(budget_usd, spend_usd) * 1.1
     fig = go.Figure(go.Indicator(
         mode="gauge+number", value=spend_usd, number=dict(prefix="$", valueformat=",.5f"),
-        title=dict(text=f"spend of ${budget_usd:g} budget ({spend_usd / budget_usd:.0%})", font_size=13),
+        title=dict(text=title or f"spend of ${budget_usd:g} budget ({spend_usd / budget_usd:.0%})", font_size=13),
         gauge=dict(axis=dict(range=[0, top], tickprefix="$"), bar_color="#D62728" if spend_usd > budget_usd else "#4C78A8",
                    threshold=dict(value=budget_usd, line=dict(color="#D62728", width=3), thickness=0.8)),
     ))
@@ -81,8 +81,38 @@ def gauge(spend_usd: float, budget_usd: float) -> go.Figure:
     return fig
 
 
+_PERIOD_WORDS = {"day": "today", "month": "this month", "total": "in total"}
+
+
+def alert_banner(alerts: pd.DataFrame) -> str:
+    """HTML naming each spend alert fired in its current window (empty when none)."""
+    current = alerts[alerts["current"].fillna(False).astype(bool)] if len(alerts) else alerts
+    if not len(current):
+        return ""
+    latest = current.drop_duplicates(["user_id", "period", "threshold_usd"], keep="last")
+    items = []
+    for e in latest.itertuples():
+        who = f"user <b>{html.escape(str(e.user_id))}</b>" if isinstance(e.user_id, str) else "<b>all users</b>"
+        items.append(f"{who} reached {money(e.spent_usd)} {_PERIOD_WORDS.get(e.period, e.period)} (UTC), past the "
+                     f"${e.threshold_usd:g} alert, at {e.fired_at:%H:%M} UTC")
+    more = f"; and {len(items) - 5} more (kit.alerts())" if len(items) > 5 else ""
+    return ("<div style='background:#fdecea;border-left:4px solid #b42318;color:#7a1a12;padding:6px 10px;"
+            "font-size:13px'>&#9888; Spend alert: " + "; ".join(items[-5:]) + more + "</div>")
+
+
+def user_budget_gauges(budgets: pd.DataFrame, users: set[str] | None = None) -> dict[str, go.Figure]:
+    """A gauge per user budget (of ``users``, or every user), spent against its limit."""
+    out = {}
+    for b in budgets[budgets["scope"] == "user"].itertuples():
+        if (users is None or b.name in users) and _positive(b.limit_usd):
+            label = f"{b.name}: {money(b.spent_usd)} of ${b.limit_usd:g} {_PERIOD_WORDS.get(b.period, b.period)}"
+            out[f"{b.name} ({b.period})"] = gauge(float(b.spent_usd), float(b.limit_usd), title=label)
+    return out
+
+
 class Dashboard(widgets.VBox):
-    """Summary table, latency per model, cumulative spend and (with a budget) a spend gauge.
+    """Summary table, latency per model, cumulative spend, (with a budget) a spend gauge, a gauge
+    per user budget (``kit.set_budget(user_id=...)``) and a banner when a spend alert fired.
 
     ``refresh()`` redraws now; ``stop()`` ends the background polling (``close()`` stops too).
     ``refresh_s=None`` never polls: call ``refresh()`` yourself.
@@ -110,10 +140,14 @@ class Dashboard(widgets.VBox):
         self.summary.layout = widgets.Layout(flex="1 1 420px", min_width="0", overflow="auto")
         top = [self.summary] + ([self.gauge_fig] if self.gauge_fig is not None else [])
         row = widgets.HBox(top, layout=widgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="8px 24px"))
-        super().__init__(children=[self.status_line, row, self.latency_fig, self.spend_fig],
+        self.banner = widgets.HTML(layout=widgets.Layout(display="none"))
+        self.user_gauges: dict[str, FigureView] = {}
+        self.budget_row = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", grid_gap="8px 24px"))
+        super().__init__(children=[self.banner, self.status_line, row, self.budget_row, self.latency_fig, self.spend_fig],
                          layout=widgets.Layout(width="100%", max_width="1100px"))
         self.add_class("cok-dashboard")
         self.spend_usd = 0.0
+        self.alert_html = ""  # the spend alert banner's HTML ("" when none fired)
         self.rows = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -126,12 +160,16 @@ class Dashboard(widgets.VBox):
 
     # --- drawing -------------------------------------------------------------------------
     def _journal_signature(self) -> tuple[tuple[str, int, int], ...]:
-        """Names, sizes and mtimes of the journal files: changes whenever a call is recorded."""
-        try:
-            with os.scandir(self.kit.ledger.journal_dir) as it:
-                return tuple(sorted((e.name, s.st_size, s.st_mtime_ns) for e in it for s in [e.stat()]))
-        except FileNotFoundError:
-            return ()
+        """Names, sizes and mtimes of the journal files and of the guards folder (budgets, fired
+        alerts): changes whenever a call is recorded."""
+        sig: list[tuple[str, int, int]] = []
+        for folder in (self.kit.ledger.journal_dir, os.path.join(self.kit.home, "guards")):
+            try:
+                with os.scandir(folder) as it:
+                    sig.extend((e.path, s.st_size, s.st_mtime_ns) for e in it for s in [e.stat()])
+            except FileNotFoundError:
+                pass
+        return tuple(sorted(sig))
 
     def refresh(self, force: bool = True) -> bool:
         """Re-read the ledger and redraw (with ``force=False`` only if it changed); True if redrawn."""
@@ -154,8 +192,25 @@ class Dashboard(widgets.VBox):
         self.spend_usd = float(df["cost_usd"].sum()) if len(df) else 0.0
         if self.gauge_fig is not None and self.budget_usd is not None:
             self.gauge_fig.show(gauge(self.spend_usd, self.budget_usd))
+        self._draw_guards()
         self._error = ""
         self._show_status()
+
+    def _draw_guards(self) -> None:
+        """The alert banner and one gauge per user budget."""
+        self.alert_html = alert_banner(self.kit.alerts())
+        self.banner.value = self.alert_html
+        self.banner.layout.display = None if self.alert_html else "none"
+        wanted = self.filters.get("user_id")
+        users = None if wanted is None else {wanted} if isinstance(wanted, str) else set(wanted)
+        figs = user_budget_gauges(self.kit.budgets(), users)
+        for name in set(self.user_gauges) - set(figs):
+            self.user_gauges.pop(name).close()
+        for name, fig in figs.items():
+            if name not in self.user_gauges:
+                self.user_gauges[name] = FigureView(layout=widgets.Layout(width=f"{_GAUGE_WIDTH}px"))
+            self.user_gauges[name].show(fig)
+        self.budget_row.children = [self.user_gauges[n] for n in sorted(self.user_gauges)]
 
     def _show_status(self) -> None:
         now = datetime.now(timezone.utc).strftime("%H:%M:%S")
@@ -211,11 +266,14 @@ class Dashboard(widgets.VBox):
         for name in ("latency_fig", "spend_fig", "gauge_fig"):
             if self.__dict__.get(name) is not None:
                 self.__dict__[name].close()
+        for view in self.__dict__.get("user_gauges", {}).values():
+            view.close()
         super().close()
 
     def __repr__(self) -> str:
         state = "live" if self.running else "stopped"
         budget = f", budget ${self.budget_usd:g}" if self.budget_usd else ""
+        budget += ", SPEND ALERT fired" if self.alert_html else ""
         # what a page shows where the widget cannot be drawn: a notebook viewer, or a kernel that is gone
         return (f"Dashboard({state}, {self.rows} ledger rows, spend ${self.spend_usd:.6f}{budget}{self.note}): a live "
                 "widget; if it is not drawn, its kernel has stopped or restarted: run the cell again")

@@ -38,7 +38,7 @@ from ..core.types import ProviderRequest
 from .faults import cause
 from .sqlite import open_shared
 
-__all__ = ["ResponseCache", "cache_key"]
+__all__ = ["ResponseCache", "cache_key", "open_cache", "parse_entry", "clear_cache"]
 
 _BUSY_TIMEOUT_MS = 30_000  # another process holding the write lock for a moment is normal
 _SCHEMA = "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID"
@@ -134,22 +134,7 @@ class ResponseCache:
         return self._legacy_get(key) if self._legacy else None
 
     def _entry(self, text: Any, key: str, where: str, stacklevel: int) -> dict[str, Any] | None:
-        """The entry stored as ``text``, or None with a CacheWarning if it is not a usable one."""
-        try:
-            entry = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            why = f"is not valid JSON ({exc})"
-        else:
-            missing = [f for f in self.required if f not in entry] if isinstance(entry, dict) else None
-            if missing is None:
-                why = f"is a JSON {type(entry).__name__}, not an object"
-            elif missing:
-                why = f"lacks the field(s) {', '.join(missing)}"
-            else:
-                return entry
-        warn_user(f"cache entry {key} in {where} {why}: treated as a miss (the call is sent again and the entry replaced)",
-                      CacheWarning)
-        return None
+        return parse_entry(text, key, where, self.required)
 
     def _legacy_get(self, key: str) -> dict[str, Any] | None:
         path = self.root / key[:2] / f"{key}.json"
@@ -238,6 +223,45 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
+
+
+def parse_entry(text: Any, key: str, where: str, required: Sequence[str]) -> dict[str, Any] | None:
+    """The entry stored as ``text``, or None with a CacheWarning if it is not a usable one."""
+    try:
+        entry = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        why = f"is not valid JSON ({exc})"
+    else:
+        missing = [f for f in required if f not in entry] if isinstance(entry, dict) else None
+        if missing is None:
+            why = f"is a JSON {type(entry).__name__}, not an object"
+        elif missing:
+            why = f"lacks the field(s) {', '.join(missing)}"
+        else:
+            return entry
+    warn_user(f"cache entry {key} in {where} {why}: treated as a miss (the call is sent again and the entry replaced)",
+              CacheWarning)
+    return None
+
+
+def open_cache(home: str | Path, url: str | None = None, *, required: Sequence[str] = ("content",)) -> Any:
+    """The response cache of a data folder, or of a team's Redis (``url``: ``redis://...``)."""
+    if url:
+        from .redis_cache import RedisResponseCache
+
+        return RedisResponseCache(url, required=required)
+    return ResponseCache(home, required=required)
+
+
+def clear_cache(home: str | Path, url: str | None = None) -> int:
+    """Empty the response cache of ``home`` (or of the team's Redis at ``url``) -> how many answers went."""
+    if not url:
+        return ResponseCache.clear_folder(home)
+    cache = open_cache(home, url)
+    try:
+        return int(cache.clear())
+    finally:
+        cache.close()
 
 
 class _Damaged(StorageError):

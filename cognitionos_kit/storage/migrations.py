@@ -158,3 +158,10 @@ def m007_projects(con: duckdb.DuckDBPyConnection) -> None:
     # the user chose) and which session (one Kit) made it, so views can show just those.
     con.execute("ALTER TABLE llm_usage ADD COLUMN project VARCHAR")
     con.execute("ALTER TABLE llm_usage ADD COLUMN session_id VARCHAR")
+
+
+@LEDGER_MIGRATIONS
+def m008_key_fingerprint(con: duckdb.DuckDBPyConnection) -> None:
+    # Several API keys per provider: which one an attempt sent, as its fingerprint ("sha256:" and
+    # 8 hex digits of the key's hash), never the key.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN key_fingerprint VARCHAR")

@@ -47,7 +47,7 @@ class AnthropicProvider(SDKProvider):
 
     def _kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = dict(
-            api_key=self._settings.api_key, timeout=self._timeout, max_retries=self._max_retries
+            api_key=self.api_key, timeout=self._timeout, max_retries=self._max_retries
         )
         if self._settings.base_url:
             kw["base_url"] = self._settings.base_url

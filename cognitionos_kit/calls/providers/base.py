@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import json
 import time
@@ -13,7 +14,8 @@ from typing import Any, ClassVar, Union
 
 from ...core.errors import ProviderError
 from ...core.types import ProviderRequest, ProviderResponse, Sampling
-from .http import async_http_client, sync_http_client
+from .http import async_http_client, retry_after_seconds, sync_http_client
+from .keys import KeyRing
 
 # A stream yields text chunks as they arrive, then exactly one ProviderResponse (usage included).
 StreamItem = Union[str, ProviderResponse]  # noqa: UP007 - a runtime alias on 3.10
@@ -58,6 +60,23 @@ class Provider(ABC):
         """Where the key and base URL came from ("env", "dotenv" or None), never the values."""
         return {}
 
+    def key_views(self) -> list[Provider]:
+        """This provider once per API key a call should try now, in order (one key or none: itself)."""
+        return [self]
+
+    @property
+    def key_fingerprint(self) -> str | None:
+        """The fingerprint of the key this provider sends (``sha256:...``; never the key), if any."""
+        return None
+
+    def key_result(self, error: ProviderError | None) -> None:
+        """How an attempt with this provider's key ended (None: it answered)."""
+        return None
+
+    def key_status(self) -> list[dict[str, Any]]:
+        """Each key's fingerprint, state and rest (``keys.KeyRing.status``)."""
+        return []
+
     def prepare(self, is_async: bool = False) -> float:
         """Import the SDK and build its client now, outside any attempt's timing; returns the
         milliseconds that took (0.0 when there was nothing to do)."""
@@ -99,8 +118,12 @@ class SDKProvider(Provider):
         self._timeout = timeout
         self._max_retries = max_retries
         self._max_retry_wait = max_retry_wait
-        self._client: Any = None
-        self._aclients = LoopLocal()
+        keys = getattr(settings, "keys", None) or ((settings.api_key,) if settings.api_key else ())
+        self._ring = KeyRing(keys)
+        self._key = 0  # which key of the ring this object sends (a key view shares everything else)
+        self._clients: dict[int, Any] = {}  # one SDK client per key
+        self._aclient_sets = {i: LoopLocal() for i in range(max(1, len(keys)))}
+        self._views: dict[int, SDKProvider] = {}
         self._httpx: Any = None
 
     @property
@@ -110,6 +133,43 @@ class SDKProvider(Provider):
     @property
     def key_set(self) -> bool:
         return bool(self._settings.api_key)
+
+    @property
+    def api_key(self) -> str | None:
+        """The key this object sends (a key view's own; else the first)."""
+        return self._ring.key(self._key) if len(self._ring) else None
+
+    @property
+    def key_fingerprint(self) -> str | None:
+        return self._ring.fingerprints[self._key] if len(self._ring) else None
+
+    def key_views(self) -> list[Provider]:
+        if len(self._ring) < 2:
+            return [self]
+        return [self._view(i) for i in self._ring.order()]
+
+    def _view(self, i: int) -> SDKProvider:
+        view = self._views.get(i)
+        if view is None:
+            view = copy.copy(self)  # shares the ring, the clients and the settings
+            view._key = i
+            self._views[i] = view
+        return view
+
+    def key_result(self, error: ProviderError | None) -> None:
+        if not len(self._ring):
+            return
+        if error is None:
+            self._ring.succeeded(self._key)
+        else:
+            self._ring.failed(self._key, error.error_type, error.status_code, getattr(error, "retry_after", None))
+
+    def key_status(self) -> list[dict[str, Any]]:
+        return self._ring.status()
+
+    def __repr__(self) -> str:
+        shown = f" key {self.key_fingerprint}" if len(self._ring) > 1 else ""
+        return f"<{type(self).__name__} {self.name!r}{shown}>"
 
     @property
     def sources(self) -> dict[str, str | None]:
@@ -128,15 +188,22 @@ class SDKProvider(Provider):
         import importlib
 
         sdk = importlib.import_module(self.sdk_module)
-        http = (async_http_client if is_async else sync_http_client)(sdk, self._max_retry_wait)
+        # with several keys a 429 moves to the next key at once: the SDK must not retry it on this one
+        no_retry = frozenset({429}) if len(self._ring) > 1 else frozenset()
+        http = (async_http_client if is_async else sync_http_client)(sdk, self._max_retry_wait, no_retry)
         cls = getattr(sdk, self.async_client_name if is_async else self.sync_client_name)
         return cls(http_client=http, **self._kwargs())
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = self._make(False)
-        return self._client
+        client = self._clients.get(self._key)
+        if client is None:
+            client = self._clients[self._key] = self._make(False)
+        return client
+
+    @property
+    def _aclients(self) -> LoopLocal:
+        return self._aclient_sets[self._key]
 
     @property
     def aclient(self) -> Any:
@@ -178,7 +245,7 @@ class SDKProvider(Provider):
     def prepare(self, is_async: bool = False) -> float:
         if is_async:
             return 0.0 if self._aclients.has() else timed(lambda: self.aclient)
-        return 0.0 if self._client is not None else timed(lambda: self.client)
+        return 0.0 if self._key in self._clients else timed(lambda: self.client)
 
     async def aprepare(self) -> float:
         return await aprepare_sdk(self.sdk_module, self._aclients.has(), lambda: self.aclient)
@@ -360,7 +427,13 @@ def classify_error(exc: BaseException, provider: str, model: str) -> ProviderErr
         error_type=kind,
         status_code=status if status != 200 else None,
         moves_on=kind != "invalid_request",
+        retry_after=_retry_after(exc) if kind == "rate_limit" else None,
     )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return retry_after_seconds(headers) if headers is not None else None
 
 
 def _error_event_kind(exc: BaseException) -> str:

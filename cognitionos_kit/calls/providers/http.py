@@ -25,7 +25,7 @@ import contextvars
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["AttemptIO", "attempt_scope", "current_attempt", "retry_after_seconds", "sync_http_client",
@@ -47,7 +47,7 @@ class AttemptIO:
     """
 
     __slots__ = ("timeout", "deadline", "hard_deadline", "max_retry_wait", "requests", "maybe_billed", "timed_out",
-                 "stream")
+                 "stream", "on_retry_after", "paused")
 
     def __init__(self, timeout: float, *, call_deadline: float | None = None, max_retry_wait: float | None = None,
                  stream: bool = False) -> None:
@@ -60,6 +60,8 @@ class AttemptIO:
         self.maybe_billed = 0
         self.timed_out = False
         self.stream = stream
+        self.on_retry_after: Callable[[float], None] | None = None  # told a 429's Retry-After at once
+        self.paused: tuple[float, str] | None = None  # (seconds left, whose) of a 429's pause: answer 429 locally
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -135,8 +137,12 @@ def _sdk_wait(response: Any) -> tuple[float, float | None]:
     return min(_SDK_BACKOFF[0] * 2.0 ** min(n, 30), _SDK_BACKOFF[1]), ra
 
 
-def _stop_retry_if_needed(response: Any, io: AttemptIO | None, max_retry_wait: float | None) -> None:
+def _stop_retry_if_needed(response: Any, io: AttemptIO | None, max_retry_wait: float | None,
+                          no_retry: frozenset[int] = frozenset()) -> None:
     if response.status_code not in _RETRY_STATUSES or "x-should-retry" in response.headers:
+        return
+    if response.status_code in no_retry:
+        response.headers["x-should-retry"] = "false"
         return
     wait, ra = _sdk_wait(response)
     too_long = max_retry_wait is not None and ra is not None and ra > max_retry_wait
@@ -169,6 +175,18 @@ def _deadline_response(httpx: Any, request: Any, io: AttemptIO) -> Any:
                       "type": "timeout"}}
     return httpx.Response(
         408, headers={"content-type": "application/json", "x-should-retry": "false", DEADLINE_HEADER: "1"},
+        content=json.dumps(body).encode(), request=request,
+    )
+
+
+def _paused_response(httpx: Any, request: Any, seconds: float, who: str) -> Any:
+    """A local 429, not sent: ``who`` answered 429 asking every process to wait, ``seconds`` more
+    than the Kit's ``max_retry_wait``; the SDK raises it at once and the call moves on."""
+    shown = who.replace("#", " key ")
+    body = {"error": {"message": f"not sent: {shown} answered 429 asking to wait (Retry-After), {seconds:.1f} s more, "
+                                 "longer than max_retry_wait", "type": "rate_limit_error"}}
+    return httpx.Response(
+        429, headers={"content-type": "application/json", "x-should-retry": "false", "retry-after": f"{seconds:.3f}"},
         content=json.dumps(body).encode(), request=request,
     )
 
@@ -219,6 +237,8 @@ def _mixins(httpx: Any) -> tuple[type, type]:
         remaining = io.remaining()
         if remaining <= 0:
             return _deadline_response(httpx, request, io)
+        if io.paused is not None:
+            return _paused_response(httpx, request, *io.paused)
         io.requests += 1
         _limit_timeouts(request, remaining)
         return None
@@ -241,8 +261,12 @@ def _mixins(httpx: Any) -> tuple[type, type]:
             raise exc
         return failed(exc, request, io, False)
 
-    def received(response: Any, io: AttemptIO | None, max_retry_wait: float | None, wrap: Any) -> Any:
-        _stop_retry_if_needed(response, io, max_retry_wait)
+    def received(response: Any, io: AttemptIO | None, client: Any, wrap: Any) -> Any:
+        _stop_retry_if_needed(response, io, client._kit_max_retry_wait, client._kit_no_retry)
+        if io is not None and response.status_code == 429 and io.on_retry_after is not None:
+            ra = retry_after_seconds(response.headers)
+            if ra is not None and ra > 0:
+                io.on_retry_after(ra)
         if io is not None:
             response.stream = wrap(response.stream, io)  # every later read is bounded by the deadline
         return response
@@ -265,6 +289,7 @@ def _mixins(httpx: Any) -> tuple[type, type]:
 
     class SyncMixin:
         _kit_max_retry_wait: float | None = None
+        _kit_no_retry: frozenset[int] = frozenset()  # statuses the SDK must not retry (a 429 with several keys)
 
         def send(self, request: Any, *, stream: bool = False, **kw: Any) -> Any:
             io, early = start(request)
@@ -274,11 +299,12 @@ def _mixins(httpx: Any) -> tuple[type, type]:
                 response = super().send(request, stream=stream or io is not None, **kw)  # type: ignore[misc]
             except httpx.TransportError as exc:
                 return send_failed(exc, request, io)
-            response = received(response, io, self._kit_max_retry_wait, _DeadlineStream)
+            response = received(response, io, self, _DeadlineStream)
             return response if io is None or stream else read_body(response, request, io)
 
     class AsyncMixin:
         _kit_max_retry_wait: float | None = None
+        _kit_no_retry: frozenset[int] = frozenset()  # statuses the SDK must not retry (a 429 with several keys)
 
         async def send(self, request: Any, *, stream: bool = False, **kw: Any) -> Any:
             io, early = start(request)
@@ -288,7 +314,7 @@ def _mixins(httpx: Any) -> tuple[type, type]:
                 response = await super().send(request, stream=stream or io is not None, **kw)  # type: ignore[misc]
             except httpx.TransportError as exc:
                 return send_failed(exc, request, io)
-            response = received(response, io, self._kit_max_retry_wait, _AsyncDeadlineStream)
+            response = received(response, io, self, _AsyncDeadlineStream)
             return response if io is None or stream else await aread_body(response, request, io)
 
     return SyncMixin, AsyncMixin
@@ -322,14 +348,15 @@ def _client_class(sdk: Any, base_name: str, is_async: bool) -> type:
     return cls
 
 
-def sync_http_client(sdk: Any, max_retry_wait: float | None) -> Any:
-    """The SDK's default sync httpx client with the attempt deadline, request count and retry cap."""
+def sync_http_client(sdk: Any, max_retry_wait: float | None, no_retry: frozenset[int] = frozenset()) -> Any:
+    """The SDK's default sync httpx client with the attempt deadline, request count and retry cap
+    (``no_retry``: statuses the SDK gives up on at once)."""
     client = _client_class(sdk, "DefaultHttpxClient", False)()
-    client._kit_max_retry_wait = max_retry_wait
+    client._kit_max_retry_wait, client._kit_no_retry = max_retry_wait, no_retry
     return client
 
 
-def async_http_client(sdk: Any, max_retry_wait: float | None = None) -> Any:
+def async_http_client(sdk: Any, max_retry_wait: float | None = None, no_retry: frozenset[int] = frozenset()) -> Any:
     """The HTTP client for an async SDK client: the SDK's own aiohttp transport when aiohttp
     is installed (``COGNITIONOS_ASYNC_HTTP=httpx`` opts out), else the SDK's default; both with
     the attempt deadline, request count and retry cap.
@@ -350,5 +377,5 @@ def async_http_client(sdk: Any, max_retry_wait: float | None = None) -> Any:
         client = _client_class(sdk, name, True)()
     except RuntimeError:  # the SDK was installed without its aiohttp extra
         client = _client_class(sdk, "DefaultAsyncHttpxClient", True)()
-    client._kit_max_retry_wait = max_retry_wait
+    client._kit_max_retry_wait, client._kit_no_retry = max_retry_wait, no_retry
     return client

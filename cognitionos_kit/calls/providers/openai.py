@@ -46,7 +46,7 @@ class OpenAIProvider(SDKProvider):
 
     def _kwargs(self) -> dict[str, Any]:
         return dict(
-            api_key=self._settings.api_key or "no-key-needed",
+            api_key=self.api_key or "no-key-needed",
             base_url=self._settings.base_url,
             timeout=self._timeout,
             max_retries=self._max_retries,

@@ -71,17 +71,19 @@ class ProviderSet:
             self.auth_failed[attempt.provider] = attempt.error_message or "authentication failed"
             if attempt.provider not in self._auth_warned:
                 self._auth_warned.add(attempt.provider)
+                key = f" {attempt.key_fingerprint}" if attempt.key_fingerprint else ""
                 warn_user(
-                    f"{attempt.provider} refused the API key (HTTP {attempt.status_code or '401/403'}): calls fall "
-                    f"back to the next provider. Check {attempt.provider.upper()}_API_KEY; kit.status() shows it "
-                    "as failing.",
+                    f"{attempt.provider} refused the API key{key} (HTTP {attempt.status_code or '401/403'}): calls fall "
+                    f"back to its next key or the next provider. Check {attempt.provider.upper()}_API_KEY; kit.status() "
+                    "shows it as failing.",
                     AuthenticationWarning,
                 )
         elif attempt.status == "ok":
             self.auth_failed.pop(attempt.provider, None)
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """Per provider: configured, base URL, whether a key is set and where from (never the key)."""
+        """Per provider: configured, base URL, whether a key is set and where from, each key's state
+        (by fingerprint; never a key)."""
         return {
             name: {
                 "configured": p.configured,
@@ -90,6 +92,7 @@ class ProviderSet:
                 "sources": p.sources,
                 "auth": "failing" if name in self.auth_failed else "ok",
                 "auth_error": self.auth_failed.get(name),
+                "keys": p.key_status(),  # fingerprint, state ("ready" | "rate_limited" | "unauthorized"), until
             }
             for name, p in self._by_name.items()
         }

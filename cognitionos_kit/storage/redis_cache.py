@@ -1,0 +1,87 @@
+"""The response cache in a team's Redis (``Kit(guards="redis://...")``): the same entries as
+``cache.ResponseCache`` under ``<prefix>answer:<key>``, so every machine of the team shares answers.
+
+An entry that cannot be used is a miss with a ``CacheWarning``, as in the file; Redis that cannot
+be reached is a ``StorageError`` (a cache that silently stopped caching would cost money unseen).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..core.errors import ConfigurationError, StorageError
+from .cache import parse_entry
+
+__all__ = ["RedisResponseCache", "connect", "safe_url"]
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for status, reprs and messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[1]}"))
+
+
+def connect(url: str, **options: Any) -> tuple[Any, str, str]:
+    """A ``redis.Redis`` for ``url`` -> (client, the URL without its password, key prefix).
+
+    ``?prefix=team-a`` in the URL puts every key under ``team-a:`` (default ``cognitionos:``), so
+    several teams or projects can share one database. Nothing is sent until the first command."""
+    try:
+        import redis
+    except ImportError:
+        raise ConfigurationError("guards='redis://...' needs the redis package: pip install 'cognitionos_kit[redis]'") \
+            from None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    prefix = next((v for k, v in query if k == "prefix"), "cognitionos").rstrip(":") + ":"
+    plain = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
+    try:
+        client = redis.Redis.from_url(plain, socket_timeout=10, socket_connect_timeout=5, **options)
+    except ValueError as exc:
+        raise ConfigurationError(f"the guards URL {safe_url(url)} cannot be used: {exc}") from None
+    return client, safe_url(url), prefix
+
+
+class RedisResponseCache:
+    """Get/put cached answers by key in Redis; ``clear()`` deletes them. Safe from threads and processes."""
+
+    def __init__(self, url: str, *, required: Sequence[str] = ("content",)) -> None:
+        self.client, self.url, prefix = connect(url)
+        import redis
+
+        self.prefix = prefix + "answer:"
+        self.required = tuple(required)
+        self._error = redis.RedisError
+
+    def _do(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self._error as exc:
+            raise StorageError(f"cannot {what} the response cache in Redis at {self.url}: {type(exc).__name__}") from None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        raw = self._do("read", self.client.get, self.prefix + key)
+        return None if raw is None else parse_entry(raw, key, f"Redis at {self.url}", self.required)
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        self._do("write to", self.client.set, self.prefix + key, json.dumps(entry, ensure_ascii=False).encode())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._do("count", lambda: list(self.client.scan_iter(self.prefix + "*", count=1000))))
+
+    def clear(self) -> int:
+        keys = self._do("list", lambda: list(self.client.scan_iter(self.prefix + "*", count=1000)))
+        for i in range(0, len(keys), 1000):
+            self._do("clear", self.client.delete, *keys[i:i + 1000])
+        return len(keys)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisResponseCache({self.url!r})"
