@@ -144,7 +144,7 @@ class Guard:
         when = f"it resets at {reset:%Y-%m-%d %H:%M} UTC" if reset else "a total budget does not reset"
         period = {"day": "today (UTC)", "month": "this month (UTC)", "total": "in total"}[r.key.period]
         msg = (f"budget of {_who(r.key)} would be exceeded: {money(left)} left of {money(r.limit_usd)} {period} "
-               f"(spent {money(r.spent_usd)}, {money(r.held_usd)} held by calls in flight), and {what} may cost up "
+               f"(spent {money(r.spent_usd)}, {money(r.held_usd)} held for calls in flight), and {what} may cost up "
                f"to {money(worst)}. Nothing was sent; {when}. Raise it with kit.set_budget(...), or lower max_tokens.")
         return BudgetExceededError(msg, scope=r.key.scope, name=r.key.name or None, period=r.key.period,
                                    limit_usd=r.limit_usd, spent_usd=r.spent_usd, reserved_usd=r.held_usd,

@@ -36,7 +36,8 @@ class GuardMethods:
         self.guard.set_team(name, user_ids)
 
     def budgets(self) -> pd.DataFrame:
-        """Every budget of the data folder: its window, limit, spent, reserved (in flight) and left."""
+        """Every budget of the data folder: its window, limit, spent, reserved (held for calls in
+        flight and by processes' leases) and left."""
         return self.guard.frame()
 
     def set_rate_limit(self, *, user_id: str | None = None, provider: str | None = None, model: str | None = None,
