@@ -32,9 +32,10 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
 
+# Two pytest processes side by side (see tools/run_tests.sh); either failing fails make test.
 test: setup lint
 	sh tools/ensure_system_packages.sh
-	$(OFFLINE) $(PY) -m pytest --durations=10
+	$(OFFLINE) sh tools/run_tests.sh $(PY)
 
 notebooks: setup
 	$(OFFLINE) $(PY) tools/refresh_notebooks.py

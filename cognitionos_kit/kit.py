@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .calls.chat import Chat
     from .calls.streaming import AsyncStream, AsyncTurnStream, Stream, TurnStream
     from .charts import ChartFilters, Charts
-    from .experiments import Comparison, Experiment, Run
+    from .experiments import Batch, Comparison, Experiment, Run
     from .memory import Memory
     from .notebook.dashboard import Dashboard
     from .notebook.log_browser import LogBrowser
@@ -339,12 +339,13 @@ class Kit(GuardMethods, WatchMethods):
         return dashboard(self, refresh_s=refresh_s, budget_usd=budget_usd, **filters)
 
     def run(self, experiment: Experiment, *, concurrency: int = 8, budget_usd: float | None = None,
-            executor: str = "local", cache: bool | str = True, progress: bool = True) -> Run:
+            executor: str | Batch = "local", cache: bool | str = True, progress: bool = True,
+            resume: str | None = None) -> Run:
         """Run an ``Experiment`` grid: cached, budgeted, with a manifest (see ``experiments.run_experiment``)."""
         from .experiments import run_experiment
 
         return run_experiment(self, experiment, concurrency=concurrency, budget_usd=budget_usd, executor=executor,
-                              cache=cache, progress=progress)
+                              cache=cache, progress=progress, resume=resume)
 
     def runs(self) -> pd.DataFrame:
         """Past experiment runs under this data folder, newest first."""
@@ -352,11 +353,11 @@ class Kit(GuardMethods, WatchMethods):
 
         return list_runs(self)
 
-    def compare(self, run_a: Run | str, run_b: Run | str) -> Comparison:
-        """What changed between two runs in scores, cost and latency (a table and a chart)."""
+    def compare(self, run_a: Run | str, run_b: Run | str, *, alpha: float = 0.05) -> Comparison:
+        """Run B against run A, samples paired: per cell and score the difference, its interval, a p-value."""
         from .experiments import compare_runs
 
-        return compare_runs(self, run_a, run_b)
+        return compare_runs(self, run_a, run_b, alpha=alpha)
 
     def clear_cache(self) -> int:
         """Delete every cached answer (the data folder's, or the team's Redis); returns how many there were.

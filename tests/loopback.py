@@ -78,6 +78,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     received_at: float = field(default_factory=time.monotonic)  # when the server read it
+    raw: bytes = field(default=b"", repr=False)  # the body as sent (a multipart upload is not JSON)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -103,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.path.split("?", 1)[0],
             {k.lower(): v for k, v in self.headers.items()},
             body,
+            raw=raw,
         )
         self.server.owner._dispatch(self, req)
 
@@ -283,6 +285,8 @@ class _LoopbackServer:
         self._stopping = threading.Event()
         self._script: deque[tuple] = deque()
         self.requests: list[RecordedRequest] = []
+        self._files: dict[str, bytes] = {}  # the batch APIs' uploads and outputs
+        self._batches: dict[str, dict] = {}
         self._httpd = _HTTPServer(self)
         self.port: int = self._httpd.server_address[1]
         self._defaults = {
@@ -334,10 +338,13 @@ class _LoopbackServer:
         self.stop()
 
     def reset(self) -> None:
-        """Forget received requests and any unconsumed script."""
+        """Forget received requests, any unconsumed script and the batches; batch settings back to default."""
         with self._lock:
             self._script.clear()
             self.requests.clear()
+            self._files.clear()
+            self._batches.clear()
+        self.batch_polls, self.batch_fail = 1, None
 
     # -- script -------------------------------------------------------------------------
 
@@ -421,6 +428,9 @@ class _LoopbackServer:
     def _dispatch(self, h: _Handler, req: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(req)
+        if self._serve_batch(h, req):  # the batch endpoints never consume the script
+            return
+        with self._lock:
             item = self._script.popleft() if self._script else None
         if item and item[0] == "delay":
             if self._stopping.wait(item[1]):
@@ -487,6 +497,42 @@ class _LoopbackServer:
             out = _embeddings_default(out, body)
         h.send_bytes(r["status"], r["content_type"], json.dumps(out).encode(), self._id_header())
 
+    # -- batch APIs ----------------------------------------------------------------------
+    # A batch answers each request with the server's default (non-streaming) answer, or with an
+    # error when ``batch_fail(body)`` is true. Its status reports it ended on the ``batch_polls``-th
+    # status request (each GET of the batch counts), "in progress" before (so a test can
+    # interrupt a run mid-batch and resume it); ``batch_polls=None`` keeps every batch running.
+
+    batch_polls: int | None = 1
+    batch_fail: Any = None  # Callable[[dict], bool]: which request bodies the batch fails
+
+    def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
+        return False
+
+    def _batch_answer(self, path: str, body: dict) -> tuple[int, dict]:
+        """(status, JSON) the server would answer ``body`` with at ``path`` (its default answer)."""
+        if self.batch_fail is not None and self.batch_fail(body):
+            return 400, self.error_body(400, "loopback: this batch request fails")
+        entry = self._defaults.get((path, False))
+        if entry is None:
+            return 404, self.error_body(404, f"loopback: no default for POST {path}")
+        out = dict(entry["response"]["json"])
+        if body.get("model") and "model" in out:
+            out["model"] = body["model"]
+        return entry["response"]["status"], out
+
+    def _batch_polled(self, batch: dict) -> tuple[int, bool]:
+        """Count one status request of ``batch`` -> (requests done so far, ended)."""
+        with self._lock:
+            batch["polls"] += 1
+            polls, total = batch["polls"], batch["total"]
+        if self.batch_polls is None or polls < self.batch_polls:
+            return (total * polls // (self.batch_polls or polls * 2 + 1)), False
+        return total, True
+
+    def _send_json(self, h: _Handler, status: int, data: dict) -> None:
+        h.send_bytes(status, "application/json", json.dumps(data).encode(), self._id_header())
+
     # -- provider specifics -------------------------------------------------------------
 
     def _default_stream_events(self, sse: str, body: dict) -> list[str]:
@@ -514,6 +560,77 @@ class OpenAIServer(_LoopbackServer):
         404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
         429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1ms."),
     }
+
+    def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
+        """``POST /v1/files`` (multipart, purpose "batch"), ``POST /v1/batches``, ``GET
+        /v1/batches/{id}`` and ``GET /v1/files/{id}/content`` (JSONL), as the Batch API documents them."""
+        parts = req.path.strip("/").split("/")
+        if req.method == "POST" and req.path == "/v1/files":
+            fields = _multipart(req.headers.get("content-type", ""), req.raw)
+            fid = "file-" + uuid.uuid4().hex[:24]
+            with self._lock:
+                self._files[fid] = fields.get("file", b"")
+            self._send_json(h, 200, {"id": fid, "object": "file", "bytes": len(fields.get("file", b"")),
+                                     "created_at": int(time.time()), "filename": "batch.jsonl",
+                                     "purpose": (fields.get("purpose") or b"").decode(), "status": "processed"})
+        elif req.method == "POST" and req.path == "/v1/batches":
+            body = req.body if isinstance(req.body, dict) else {}
+            data = self._files.get(str(body.get("input_file_id")))
+            if data is None or body.get("endpoint") != "/v1/chat/completions":
+                self._send_json(h, 400, self.error_body(400, "loopback: unknown input_file_id or endpoint"))
+                return True
+            out, err = [], []
+            for line in data.decode().splitlines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                status, answer = self._batch_answer(item["url"], item["body"])
+                row = {"id": "batch_req_" + uuid.uuid4().hex[:16], "custom_id": item["custom_id"],
+                       "response": {"status_code": status, "request_id": "req_" + uuid.uuid4().hex, "body": answer},
+                       "error": None}
+                (out if status == 200 else err).append(row)
+            bid = "batch_" + uuid.uuid4().hex[:24]
+            batch = {"id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                     "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window"),
+                     "status": "validating", "output_file_id": None, "error_file_id": None,
+                     "created_at": int(time.time()), "metadata": body.get("metadata"), "polls": 0,
+                     "total": len(out) + len(err), "failed": len(err), "results": (out, err),
+                     "request_counts": {"total": len(out) + len(err), "completed": 0, "failed": 0}}
+            with self._lock:
+                self._batches[bid] = batch
+            self._send_json(h, 200, self._openai_batch(batch))
+        elif req.method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "batches"]:
+            batch = self._batches.get(parts[2])
+            if batch is None:
+                self._send_json(h, 404, self.error_body(404, f"loopback: no batch {parts[2]}"))
+                return True
+            done, ended = self._batch_polled(batch)
+            if ended and batch["status"] != "completed":
+                files = self._files
+                for name, rows in zip(("output_file_id", "error_file_id"), batch["results"]):
+                    if rows:
+                        fid = "file-" + uuid.uuid4().hex[:24]
+                        files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                        batch[name] = fid
+                batch.update(status="completed", completed_at=int(time.time()))
+            elif not ended:
+                batch["status"] = "in_progress"
+            failed = batch["failed"] if ended else 0
+            batch["request_counts"] = {"total": batch["total"], "completed": done - failed, "failed": failed}
+            self._send_json(h, 200, self._openai_batch(batch))
+        elif req.method == "GET" and len(parts) == 4 and parts[:2] == ["v1", "files"] and parts[3] == "content":
+            data = self._files.get(parts[2])
+            if data is None:
+                self._send_json(h, 404, self.error_body(404, f"loopback: no file {parts[2]}"))
+            else:
+                h.send_bytes(200, "application/octet-stream", data)
+        else:
+            return False
+        return True
+
+    @staticmethod
+    def _openai_batch(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if k not in ("polls", "total", "failed", "results")}
 
     def _default_stream_events(self, sse: str, body: dict) -> list[str]:
         """Like the API: the usage chunk only with ``stream_options.include_usage``, the
@@ -556,6 +673,52 @@ class AnthropicServer(_LoopbackServer):
         529: ("overloaded_error", "Overloaded"),
     }
 
+    def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
+        """``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}`` and its ``results_url``
+        (JSONL), as the Message Batches API documents them."""
+        parts = req.path.strip("/").split("/")
+        if parts[:3] != ["v1", "messages", "batches"]:
+            return False
+        batches = self._batches
+        if req.method == "POST" and len(parts) == 3:
+            body = req.body if isinstance(req.body, dict) else {}
+            results = []
+            for r in body.get("requests") or ():
+                status, answer = self._batch_answer("/v1/messages", r.get("params") or {})
+                result = {"type": "succeeded", "message": answer} if status == 200 else \
+                    {"type": "errored", "error": {"type": "error", "error": answer["error"]}}
+                results.append({"custom_id": r.get("custom_id"), "result": result})
+            bid = "msgbatch_" + uuid.uuid4().hex[:24]
+            batch = {"id": bid, "polls": 0, "total": len(results), "results": results,
+                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ended_at": None}
+            with self._lock:
+                batches[bid] = batch
+            self._send_json(h, 200, self._anthropic_batch(batch, 0, False))
+        elif req.method == "GET" and len(parts) in (4, 5) and parts[3] in batches:
+            batch = batches[parts[3]]
+            if len(parts) == 5 and parts[4] == "results" and batch["ended_at"]:
+                data = "".join(json.dumps(r) + "\n" for r in batch["results"]).encode()
+                h.send_bytes(200, "application/binary", data, self._id_header())
+            elif len(parts) == 4:
+                done, ended = self._batch_polled(batch)
+                if ended and not batch["ended_at"]:
+                    batch["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                self._send_json(h, 200, self._anthropic_batch(batch, done, ended))
+            else:
+                self._send_json(h, 404, self.error_body(404))
+        else:
+            self._send_json(h, 404, self.error_body(404, f"loopback: no message batch {req.path}"))
+        return True
+
+    def _anthropic_batch(self, batch: dict, done: int, ended: bool) -> dict:
+        errored = sum(r["result"]["type"] == "errored" for r in batch["results"]) if ended else 0
+        return {"id": batch["id"], "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+                "request_counts": {"processing": batch["total"] - done, "succeeded": done - errored,
+                                   "errored": errored, "canceled": 0, "expired": 0},
+                "ended_at": batch["ended_at"], "created_at": batch["created_at"],
+                "expires_at": batch["created_at"], "archived_at": None, "cancel_initiated_at": None,
+                "results_url": f"{self.url}/v1/messages/batches/{batch['id']}/results" if ended else None}
+
     def error_body(self, status: int, message: str | None = None) -> dict:
         """``{"type": "error", "error": {"type", "message"}, "request_id"}`` as Anthropic sends it."""
         typ, msg = self._ERRORS.get(status, ("api_error", "Internal server error"))
@@ -579,6 +742,20 @@ def _first_model(sse: str) -> str | None:
                 if model:
                     return model
     return None
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
+    """The fields of a multipart/form-data body: name -> bytes."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    out: dict[str, bytes] = {}
+    for part in msg.iter_parts() if msg.is_multipart() else ():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            out[str(name)] = part.get_payload(decode=True) or b""
+    return out
 
 
 def _embeddings_default(out: dict, body: dict) -> dict:

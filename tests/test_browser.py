@@ -416,6 +416,29 @@ def test_experiment_report_charts_are_drawn_without_overlap(lab, browser):
         assert page.locator("h2", has_text="Samples").count() == 1 and page.locator("td.out").count() == len(run.results)
         _check_no_overlap(page, "the experiment report")
         page.screenshot(path=str(shots / "report.png"), full_page=True)
+        # the per-sample viewer: filters hide rows, a click shows a sample in full
+        r, total = run.results, len(run.results)
+        visible = page.locator("#kit-samples tbody tr:not([hidden])")
+        model = str(r.model.iloc[-1])
+        page.select_option("#kit-f-model", model)
+        n = int((r.model == model).sum())
+        assert visible.count() == n < total and page.locator("#kit-f-count").inner_text() == f"{n} of {total} samples"
+        page.select_option("#kit-f-status", "ok")
+        assert visible.count() == int(((r.model == model) & (r.status == "ok")).sum())
+        page.select_option("#kit-f-model", "")
+        page.select_option("#kit-f-status", "")
+        word = str(r.prompt.iloc[0]).split()[-1].strip("?.!,").lower()
+        page.fill("#kit-f-text", word)
+        from cognitionos_kit.experiments.samples import filter_records, sample_records
+
+        expected = len(filter_records(sample_records(r), text=word))  # the page filters as the notebook viewer does
+        assert 0 < visible.count() == expected
+        page.fill("#kit-f-text", "")
+        assert visible.count() == total
+        visible.first.click()
+        detail = page.locator("#kit-sample-detail").inner_text()
+        assert "Prompt" in detail and str(r.prompt.iloc[0]).splitlines()[0] in detail and "answered by" in detail
+        page.screenshot(path=str(shots / "report_sample.png"), full_page=True)
         server.shutdown()
     assert not errors, f"page errors: {errors}"
 

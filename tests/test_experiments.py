@@ -234,7 +234,7 @@ def test_compare_shows_changes(kit):
     a = kit.run(_exp(repeats=1), progress=False)
     b = kit.run(_exp(repeats=1, models=["sim-small", "sim-large"]), progress=False)
     c = kit.compare(a, b.run_id)
-    t = c.table
+    t = c.deltas  # per cell, cells in one run only included; c.table holds the paired tests (tests/test_stats.py)
     assert {"score_contains_delta", "cost_usd_delta", "latency_ms_p50_delta"} <= set(t.columns)
     same = t[t.model == "sim-small"]
     assert len(same) == 2 and (same.cost_usd_delta == 0).all()

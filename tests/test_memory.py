@@ -135,10 +135,11 @@ def test_hits_carry_the_score_breakdown(memory):
     assert (h.memory_type, h.scope, h.metadata, h.user_id) == ("semantic", "user", {"source": "notes"}, "ada")
     assert 0.4 < h.similarity <= 1 and h.decay == pytest.approx(1, abs=1e-6) and h.boost == 0
     assert h.score == pytest.approx(1.0 * h.similarity + 0.15 * h.decay + 0.1 * h.boost)
-    assert "score=" in repr(h)
+    assert "score=" in repr(h) and "marker" not in repr(h)
+    h.used()  # only a use counts as an access, not the retrieve
     df = memory.retrieve_frame("ada", "an embedded database for analytics", k=1)
     assert list(df.columns[:9]) == ["id", "content", "score", "similarity", "decay", "boost", "memory_type", "scope", "metadata"]
-    assert df.loc[0, "id"] == a and df.loc[0, "access_count"] == 1  # the first retrieve counted
+    assert df.loc[0, "id"] == a and df.loc[0, "access_count"] == 1 and "marker" not in df.columns
 
 
 def _html_rows(table_html: str) -> list[list[str]]:
@@ -209,8 +210,10 @@ def test_boost_grows_with_access_and_is_bounded(tmp_path):
     q = "when do invoices have to be paid after delivery"
     first = m.retrieve("u", q, k=2, weights={"boost": 0})
     assert [h.boost for h in first] == [0, 0]
+    for h in first:
+        assert h.used()  # only uses count (retrieving alone does not: see test_memory_access.py)
     for _ in range(9):
-        m.retrieve("u", q, k=1, memory_type="semantic", filters={"_": {"$exists": False}})  # only the top one is counted
+        m.retrieve("u", q, k=1, memory_type="semantic", filters={"_": {"$exists": False}})[0].used()
     hits = {h.id: h for h in m.retrieve("u", q, k=2)}
     top = max(hits.values(), key=lambda h: h.access_count)
     assert top.access_count == 10 and top.boost == 1.0  # log1p(10)/log1p(4) > 1: capped
@@ -231,8 +234,11 @@ def test_access_count_alone_lifts_a_less_similar_memory_above_a_more_similar_one
     assert [h.id for h in plain] == [close, used]
     gap = plain[0].similarity - plain[1].similarity
     assert 0 < gap < 0.3 * 0.9  # closer, but by less than the boost can add
-    for _ in range(12):  # retrievals that return only `used`
-        assert [h.id for h in m.retrieve("u", "invoice payment expected within a month of shipping", k=1)] == [used]
+    for h in plain:
+        h.used()
+    for _ in range(12):  # retrievals that return only `used`, and the caller uses it
+        (hit,) = m.retrieve("u", "invoice payment expected within a month of shipping", k=1)
+        assert hit.id == used and hit.used()
     boosted = m.retrieve("u", q, k=2)
     assert [h.id for h in boosted] == [used, close]  # the less similar one now ranks first...
     by_id = {h.id: h for h in boosted}
@@ -243,18 +249,21 @@ def test_access_count_alone_lifts_a_less_similar_memory_above_a_more_similar_one
     assert [h.id for h in m.retrieve("u", q, k=2, weights={"boost": 0})] == [close, used]
 
 
-def test_retrieve_updates_access_and_it_survives_a_new_process(tmp_path):
+def test_marking_hits_used_updates_access_and_it_survives_a_new_process(tmp_path):
     home = tmp_path / "home"
     k = Kit(home, dotenv=False)
     hit_id = k.memory.store("u", "The backup job runs every night at two.")
     miss_id = k.memory.store("u", "Bananas are rich in potassium.")
     fresh = k.memory.get(hit_id, user_id="u")
     assert fresh["last_accessed_at"] is None and fresh["access_count"] == 0
+    k.memory.retrieve("u", "when does the backup run?", k=2)  # retrieving alone counts nothing
+    assert k.memory.get(hit_id, user_id="u")["access_count"] == 0
     t0 = time.time()
     for _ in range(3):
         (h,) = k.memory.retrieve("u", "when does the backup run?", k=1)
+        h.used()
     t1 = time.time()
-    assert h.id == hit_id and h.access_count == 2  # ranked with the count before this retrieval
+    assert h.id == hit_id and h.access_count == 2  # ranked with the count before this use
     got, other = k.memory.get(hit_id, user_id="u"), k.memory.get(miss_id, user_id="u")
     assert got["access_count"] == 3 and t0 <= got["last_accessed_at"].timestamp() <= t1
     assert got["updated_at"] == got["created_at"]  # retrieval does not refresh the decay clock

@@ -130,6 +130,20 @@ class PriceBook:
             return CostEstimate(None, "unknown", None)
         return CostEstimate(price.cost(usage), source, version)
 
+    def batch_cost(self, provider: str, model: str, usage: Usage) -> CostEstimate:
+        """Cost of ``usage`` sent through a provider's batch API: genai-prices' own batch price when
+        its data has one (``price_source`` "genai-prices batch"); otherwise the standard price halved
+        by hand, as both OpenAI and Anthropic bill batches at 50% ("... batch 50%")."""
+        price, source, version = self.price(provider, model)
+        if source == "genai-prices":
+            exact = _genai_batch_cost(provider, model, usage)
+            if exact is not None:
+                return CostEstimate(exact, "genai-prices batch", version)
+        std = self.cost(provider, model, usage)
+        if std.cost_usd is None:
+            return std
+        return CostEstimate(std.cost_usd * 0.5, f"{std.source} batch 50%", std.version)  # hand-applied discount
+
     def worst_case(self, provider: str, model: str, prompt_tokens: int, max_tokens: int) -> float | None:
         """Upper bound before the call: every prompt token at the input price, max_tokens out
         (at the long-context tier's price when the prompt reaches it)."""
@@ -200,3 +214,25 @@ def _genai_cost(provider: str, model: str, usage: Usage) -> float | None:
     except LookupError:
         return None
     return float(calc.total_price)
+
+
+def _genai_batch_cost(provider: str, model: str, usage: Usage) -> float | None:
+    """genai-prices' batch price (its ``processing: batch`` price variant), or None when its data
+    has no batch variant for the model now."""
+    from datetime import datetime, timezone
+
+    from genai_prices import Usage as GUsage
+    from genai_prices import calc_price
+
+    context = {"processing": "batch"}
+    try:
+        calc = calc_price(
+            GUsage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
+                   cache_read_tokens=usage.cached_tokens or None, cache_write_tokens=usage.cache_write_tokens or None),
+            model_ref=model, provider_id=provider, price_context=context)
+    except LookupError:
+        return None
+    now = datetime.now(timezone.utc)
+    known = any(v.when == context and (v.constraint is None or v.constraint.active(now))
+                for v in calc.model.price_variants or ())
+    return float(calc.total_price) if known else None

@@ -45,8 +45,9 @@ class Recorder:
         self.observers: list[Callable[[dict[str, Any]], None]] = []  # given each row once written (metrics, alerts)
 
     def record(self, call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse | None,
-               attempts: list[Attempt] | None = None) -> Completion | None:
-        """Write one ledger row for one attempt; for a response, return the Completion."""
+               attempts: list[Attempt] | None = None, batch_id: str | None = None) -> Completion | None:
+        """Write one ledger row for one attempt; for a response, return the Completion. ``batch_id``:
+        the answer came from a provider's batch API, priced as such (``PriceBook.batch_cost``)."""
         served = (attempt.provider, attempt.model)
         substituted = served != call.requested
         row: dict[str, Any] = {
@@ -69,6 +70,7 @@ class Recorder:
             "error_type": attempt.error_type,
             "error_message": clean_text(attempt.error_message) if attempt.error_message else None,
             "cache_hit": False,  # the experiment runner records cache hits itself
+            "batch_id": batch_id,
             **call.meta,
         }
         self.providers.note(attempt)
@@ -77,8 +79,11 @@ class Recorder:
             usage = call.fill_usage(step, resp.usage, resp.content + "".join(
                 c.name + c.arguments_json for c in resp.tool_calls) if resp.tool_calls else resp.content)
             price_id = step.provider.price_id or step.provider.name
-            est = self.prices.cost(price_id, step.request.model, usage)
-            saving = self._cache_saving(price_id, step.request.model, usage, est.cost_usd)
+            if batch_id is None:
+                est = self.prices.cost(price_id, step.request.model, usage)
+                saving = self._cache_saving(price_id, step.request.model, usage, est.cost_usd)
+            else:
+                est, saving = self.prices.batch_cost(price_id, step.request.model, usage), None
             row.update(
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,

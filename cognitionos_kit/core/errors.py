@@ -7,6 +7,7 @@
     ├── ProviderError                             one attempt at one provider failed
     │   └── StreamInterruptedError                a stream broke after text had arrived
     ├── AllProvidersFailedError                   every provider in the chain failed
+    ├── BatchPendingError                         an experiment's provider batch has not ended yet
     └── StorageError                              the data folder could not be read or written
 
     KitWarning (a UserWarning)
@@ -34,6 +35,7 @@ __all__ = [
     "StructuredOutputError",
     "ToolLoopError",
     "AllProvidersFailedError",
+    "BatchPendingError",
     "StorageError",
     "KitWarning",
     "StorageWarning",
@@ -167,6 +169,15 @@ class AllProvidersFailedError(KitError):
             code = f" HTTP {a.status_code}" if a.status_code else ""
             lines.append(f"  {a.number}. {a.provider}/{a.model}: {a.error_type}{code}: {a.error_message}")
         super().__init__("\n".join(lines))
+
+
+class BatchPendingError(KitError):
+    """``kit.run(exp, executor=Batch(max_wait_s=...))`` stopped waiting before the provider's batch
+    ended; the batch keeps running. Resume with ``kit.run(exp, executor="batch", resume=err.run_id)``."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class KitWarning(UserWarning):

@@ -107,7 +107,8 @@ class Experiment:
     ``{fields}``. ``prompts``: one template, a list, or a dict name -> template. ``models``: model
     names or roles. ``settings``: dict of lists (a grid) or list of dicts over temperature,
     max_tokens, system. ``scorers``: names ("exact_match", "contains", "regex", "valid_json",
-    "numeric", "llm_judge"), ``{name: options}`` dicts, or callables ``f(output, row) -> float``.
+    "numeric", "embedding_similarity", "llm_judge", "rubric_judge"; see ``experiments.scorers``),
+    ``{name: options}`` dicts, or callables ``f(output, row) -> float``.
     ``simulated``: canned offline answers for the run's simulated calls (see
     ``calls.providers.script.Script``: ``{pattern: answer}``, rules, or a function).
     """
@@ -147,7 +148,7 @@ class Experiment:
         self.grid = _settings_grid(self.settings)
         if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats <= 0:
             raise InvalidRequestError(f"repeats must be a positive integer, got {self.repeats!r}")
-        self.scorer_list: list[Scorer] = build_scorers(self.scorers, columns)
+        self.scorer_list: list[Scorer] = build_scorers(self.scorers, columns, self.data)
 
     @staticmethod
     def _templates(prompts: Any) -> dict[str, str]:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from .. import charts
 from ..core.display import money
 from ..storage.files import private_file
+from .samples_html import STYLE as SAMPLES_STYLE
+from .samples_html import samples_html
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,6 +58,19 @@ def _values(col: pd.Series) -> list[Any]:
     return [None if v != v else v for v in col.tolist()]  # NaN -> null: JSON has no NaN
 
 
+def _score_bars(s: pd.DataFrame, c: str) -> dict[str, Any]:
+    """One score's bars with its 95% interval as error bars (from the summary's ``_ci_`` columns)."""
+    bars: dict[str, Any] = {"type": "bar", "name": c, "x": s["group"].tolist(), "y": _values(s[c])}
+    if {f"{c}_ci_low", f"{c}_ci_high", f"{c}_n"} <= set(s.columns):
+        bars["error_y"] = {"type": "data", "symmetric": False, "array": _values(s[f"{c}_ci_high"] - s[c]),
+                           "arrayminus": _values(s[c] - s[f"{c}_ci_low"])}
+        bars["customdata"] = [_values(s[f"{c}_ci_low"])[i:i + 1] + _values(s[f"{c}_ci_high"])[i:i + 1]
+                              + [int(s[f"{c}_n"].iloc[i])] for i in range(len(s))]
+        bars["hovertemplate"] = ("%{x}<br>" + c + " %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
+                                 "<br>n=%{customdata[2]} samples<extra></extra>")
+    return bars
+
+
 def figure_specs(run: Run) -> list[dict[str, Any]]:
     """The report's charts as plotly figure dicts: scores by group, cost by group, latency
     distribution, cost vs mean score.
@@ -69,12 +84,13 @@ def figure_specs(run: Run) -> list[dict[str, Any]]:
     s["group"] = _label(s)
     ok = run.results[run.results.status == "ok"].copy()
     ok["group"] = _label(ok)
-    scores = [c for c in s.columns if c.startswith("score_") and s[c].notna().any()]  # only what has bars
+    # the results' score columns (the summary also holds each one's _n, _se, _ci_low, _ci_high); only what has bars
+    scores = [c for c in run.results.columns if c.startswith("score_") and c in s and s[c].notna().any()]
     specs = []
     if scores:
-        specs.append({"data": [{"type": "bar", "name": c, "x": s["group"].tolist(), "y": _values(s[c])} for c in scores],
+        specs.append({"data": [_score_bars(s, c) for c in scores],
                       "layout": _layout("Mean score by model · template · settings", legend=len(scores), barmode="group",
-                                        yaxis={"title": {"text": "mean score"}})})
+                                        yaxis={"title": {"text": "mean score (error bars: 95% interval)"}})})
     by_model = list(s.groupby("model", sort=False))
     specs.append({"data": [{"type": "bar", "name": str(m), "x": g["group"].tolist(), "y": _values(g["cost_usd"])}
                            for m, g in by_model],
@@ -138,35 +154,6 @@ details pre{white-space:pre-wrap;font-size:12px}
 _SAMPLE_ROWS = 500  # the per-sample table's length in the page (the Parquet file has every row)
 
 
-def _samples(run: Run) -> str:
-    """Every sample: its dataset fields, the grid cell, the answer, the scores, cost and latency."""
-    r = run.results
-    scores = [c for c in r.columns if c.startswith("score_")]
-    names = list(r.columns)
-    # the dataset's own columns sit between the grid's (repeat) and the prompt
-    fields = names[names.index("repeat") + 1:names.index("prompt")] if {"repeat", "prompt"} <= set(names) else []
-    cols = [*fields, "template", "model", "settings", "repeat", "status", "output", *scores, "cost_usd", "latency_ms",
-            "cache_hit"]
-    cols = [c for c in dict.fromkeys(cols) if c in r.columns]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    rows = []
-    for rec in r.head(_SAMPLE_ROWS)[cols].itertuples(index=False):
-        tds = []
-        for c, v in zip(cols, rec):
-            if c == "cost_usd":
-                tds.append(f"<td class='num'>{money(v)}</td>")
-            elif isinstance(v, float):
-                tds.append(f"<td class='num'>{'' if v != v else f'{v:,.3g}' if c != 'latency_ms' else f'{v:,.0f}'}</td>")
-            elif c == "output":
-                text = "" if v is None else str(v)
-                tds.append(f"<td class='out'>{html.escape(text[:400] + ('…' if len(text) > 400 else ''))}</td>")
-            else:
-                tds.append(f"<td>{html.escape('' if v is None else str(v))}</td>")
-        rows.append("<tr>" + "".join(tds) + "</tr>")
-    more = f"<p>The first {_SAMPLE_ROWS} of {len(r)} samples; all are in results.parquet.</p>" if len(r) > _SAMPLE_ROWS else ""
-    return f"{more}<div style='overflow-x:auto'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-
-
 def _frame_html(df: pd.DataFrame) -> str:
     """A summary frame as a table: money in the one money format, other numbers plainly (never 3.12e-05)."""
     def cell(col: str, v: Any) -> str:
@@ -206,9 +193,10 @@ def plotly_asset(runs_dir: Path) -> Path:
     return path
 
 
-def write_report(run: Run, *, standalone: bool = False) -> Path:
+def write_report(run: Run, *, standalone: bool = False, other: Run | None = None) -> Path:
     """Write ``report.html`` into the run folder and return its path; ``standalone`` embeds plotly.js
-    (one file to mail), else the page loads it from the data folder's ``runs/assets/``."""
+    (one file to mail), else the page loads it from the data folder's ``runs/assets/``. With
+    ``other`` (another run), each sample's detail shows the same sample there beside it."""
     import plotly.io as pio
 
     m = run.manifest
@@ -231,7 +219,8 @@ def write_report(run: Run, *, standalone: bool = False) -> Path:
         script_tag = f"<script src='../assets/{asset.name}'></script><script>"
     top = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(m['experiment'])} · {html.escape(m['run_id'])}</title><style>{_STYLE}</style>{script_tag}"
+        f"<title>{html.escape(m['experiment'])} · {html.escape(m['run_id'])}</title><style>{_STYLE + SAMPLES_STYLE}</style>"
+        f"{script_tag}"
     )
     summary = _frame_html(run.summary)
     nojs = ("" if standalone else "<p class='nojs' id='nojs'>The charts load plotly.js from this data folder "
@@ -243,7 +232,7 @@ def write_report(run: Run, *, standalone: bool = False) -> Path:
         f"<header><h1>Experiment {html.escape(m['experiment'])}</h1><p>{html.escape(m['run_id'])} · "
         f"{html.escape(str(m.get('started_at', '')))}</p></header><main>{stopped}<div class='cards'>{cards}</div>"
         f"<h2>Summary</h2>{summary}<h2>Charts</h2>{nojs}" + "".join(drawn)
-        + f"<h2>Samples</h2>{_samples(run)}<h2>Run</h2>{_table(head)}<h2>Totals</h2>{_table(t)}"
+        + f"<h2>Samples</h2>{samples_html(run, other, limit=_SAMPLE_ROWS)}<h2>Run</h2>{_table(head)}<h2>Totals</h2>{_table(t)}"
         "<h2>Manifest</h2><details><summary>manifest.json</summary><pre>"
         + html.escape(json.dumps(m, indent=2, default=str)) + "</pre></details></main></body></html>"
     )
@@ -257,14 +246,25 @@ def write_report(run: Run, *, standalone: bool = False) -> Path:
 
 
 def comparison_figure(c: Comparison) -> go.Figure:
-    """One panel per metric (own units): B - A for each group."""
+    """One panel per score (B - A per paired cell, error bars: its interval), then cost, spend and
+    latency (B - A for each cell in both runs)."""
     from plotly.subplots import make_subplots
 
     t = c.table.copy()
     t["group"] = _label(t)
-    cols = [x for x in t.columns if x.endswith("_delta") and x != "ok_delta"]
-    fig = make_subplots(rows=1, cols=max(len(cols), 1), subplot_titles=[x.removesuffix("_delta") for x in cols])
-    for i, col in enumerate(cols, 1):
-        fig.add_bar(x=t["group"], y=t[col], name=col.removesuffix("_delta"), row=1, col=i, showlegend=False)
+    d = c.deltas.copy()
+    d["group"] = _label(d)
+    scores = list(dict.fromkeys(t["score"]))
+    cols = [x for x in d.columns if x.endswith("_delta") and x != "ok_delta" and not x.startswith("score_")]
+    titles = [f"{x} (B - A)" for x in scores] + [x.removesuffix("_delta") for x in cols]
+    fig = make_subplots(rows=1, cols=max(len(titles), 1), subplot_titles=titles)
+    for i, score in enumerate(scores, 1):
+        g = t[t["score"] == score]
+        fig.add_bar(x=g["group"], y=g["diff"], name=score, row=1, col=i, showlegend=False,
+                    error_y={"type": "data", "symmetric": False, "array": g["ci_high"] - g["diff"],
+                             "arrayminus": g["diff"] - g["ci_low"]},
+                    marker_color=["#c2410c" if sig else "#94a3b8" for sig in g["significant"]])
+    for i, col in enumerate(cols, len(scores) + 1):
+        fig.add_bar(x=d["group"], y=d[col], name=col.removesuffix("_delta"), row=1, col=i, showlegend=False)
     fig.update_layout(title=f"Change from {c.a.run_id} to {c.b.run_id} (B - A)", template=charts.template(), height=460)
     return fig

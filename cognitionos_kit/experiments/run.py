@@ -35,6 +35,13 @@ class Run:
     def stopped_reason(self) -> str | None:
         return self.manifest.get("stopped_reason")
 
+    def viewer(self, other: Run | None = None) -> Any:
+        """Browse every sample in a widget: filter by model, status, score or text, read one in full;
+        ``other`` (another run) shows the same sample there beside it."""
+        from ..notebook.sample_viewer import SampleViewer
+
+        return SampleViewer(self, other)
+
     @property
     def report_path(self) -> Any:
         return None if self.path is None else self.path / "report.html"

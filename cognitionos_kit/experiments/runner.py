@@ -9,20 +9,22 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..calls.plan import cache_name as plan_cache_name
 from ..core.errors import ConfigurationError, InvalidRequestError, KitError
 from ..storage.cache import ResponseCache, cache_key, open_cache
+from .batch_executor import STATE_FILE, Batch, as_batch, load_state, run_batch
 from .budget import Budget
 from .entry import ENTRY_FIELDS, entry
 from .experiment import Cell, Experiment
 from .ray_executor import ray_send
 from .run import Run
-from .runs import finish_run
-from .scorers import Scorer, judge_request, parse_judge_score
+from .runs import finish_run, load_run
+from .scorers import Scorer
 
 if TYPE_CHECKING:
 
@@ -77,15 +79,15 @@ def _check_judges(kit: Kit, exp: Experiment, cell: Cell, budget: bool) -> None:
     for s in exp.scorer_list:
         if not s.judge:
             continue
-        prompt, kwargs = judge_request(s.options, cell.prompt, row, "")
+        prompt, kwargs = s.judge_call(cell.prompt, row, "")
         try:
             call = kit.plan(prompt, **kwargs)
         except (InvalidRequestError, ConfigurationError) as exc:  # both take just a message
-            raise type(exc)(f"scorer {s.name!r} (llm_judge): {exc}") from None
+            raise type(exc)(f"scorer {s.name!r} ({s.kind}): {exc}") from None
         if budget and call.worst_case_usd(kit.prices) is None:
             step = call.steps[0]
             raise InvalidRequestError(
-                f"budget_usd needs a known price for every model, judges included; scorer {s.name!r} (llm_judge) "
+                f"budget_usd needs a known price for every model, judges included; scorer {s.name!r} ({s.kind}) "
                 f"uses {step.provider.name}/{step.request.model} (or a fallback), which has none: add one with "
                 "kit.set_price(...)"
             )
@@ -112,6 +114,31 @@ class _Engine:
             **self.kit.planner.tags,
         }
 
+    def lookup(self, key: str, kwargs: Mapping[str, Any], asked: tuple[str, Any, int]) -> dict | None:
+        """The cached answer for exactly what was asked (recorded as a hit in the ledger), or None."""
+        if self.cache is None or not self.read_cache:
+            return None
+        t0 = time.perf_counter()
+        entry = self.cache.get(key)
+        if entry is None or (entry.get("provider"), entry.get("model")) != (asked[0], asked[1].model):
+            return None  # a miss, or written by an older version under the requested key: not the requested model's
+        # served for exactly what was asked: whatever request first produced it, not a substitute now
+        entry = {**entry, "requested_provider": asked[0], "requested_model": asked[1].model, "substituted": False}
+        self.kit.recorder.write(self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs))  # metrics see it
+        self.hits += 1
+        self.saved += entry["cost_usd"] or 0.0
+        return entry
+
+    def store(self, key: str, entry: dict, asked: tuple[str, Any, int]) -> None:
+        """Keep an answer in the run's cache: under ``key`` when it is what was asked, else under
+        the key of the provider and model that produced it."""
+        if self.cache is None:
+            return
+        served = (entry["provider"], entry["model"])
+        if served != (asked[0], asked[1].model):
+            key = cache_key(cache_name(self.kit, served[0]), replace(asked[1], model=served[1]), asked[2])
+        self.cache.put(key, entry)
+
     async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None,
                     asked: tuple[str, Any, int]) -> tuple[str, Any, float, bool]:
         """-> (status "ok"/"error"/"skipped", entry or error text, new spend, cache hit); hits go to the ledger.
@@ -120,19 +147,9 @@ class _Engine:
         is served only for the provider and model that produced it, and a substitute's answer (a
         fallback vendor, a cheaper model, the simulator) is stored under its own key, so a rerun
         asks the requested model again."""
-        if self.cache is not None and self.read_cache:
-            t0 = time.perf_counter()
-            entry = self.cache.get(key)
-            if entry is not None and (entry.get("provider"), entry.get("model")) != (asked[0], asked[1].model):
-                entry = None  # written by an older version under the requested key: not the requested model's
-            if entry is not None:
-                # served for exactly what was asked: whatever request first produced it, not a substitute now
-                entry = {**entry, "requested_provider": asked[0], "requested_model": asked[1].model,
-                         "substituted": False}
-                self.kit.recorder.write(self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs))  # metrics see it
-                self.hits += 1
-                self.saved += entry["cost_usd"] or 0.0
-                return "ok", entry, 0.0, True
+        hit = self.lookup(key, kwargs, asked)
+        if hit is not None:
+            return "ok", hit, 0.0, True
         w = worst or 0.0
         hold = await self.budget.acquire(w)
         if hold is None:
@@ -148,18 +165,16 @@ class _Engine:
         finally:
             self.calls += 1
             await self.budget.settle(hold, real)
-        if self.cache is not None:
-            served = (entry["provider"], entry["model"])
-            if served != (asked[0], asked[1].model):
-                key = cache_key(cache_name(self.kit, served[0]), replace(asked[1], model=served[1]), asked[2])
-            self.cache.put(key, entry)
+        self.store(key, entry, asked)
         return "ok", entry, real, False
 
-    async def judge(self, scorer: Scorer, cell: Cell, row: Mapping[str, Any], output: str) -> tuple[float, float, str | None]:
-        """An LLM-judge score through the kit (cached and budgeted like any call) -> (score, spend, note).
+    async def judge(self, scorer: Scorer, cell: Cell, row: Mapping[str, Any],
+                    output: str) -> tuple[float, float, str | None, str | None]:
+        """A judge's score through the kit (cached and budgeted like any call) -> (score, spend, note,
+        rationale); ``rationale`` is the judge's reasoning (``rubric_judge``), else None.
 
         ``note`` explains a missing score: ``"budget"`` (the budget refused the call), or why it failed."""
-        prompt, kwargs = judge_request(scorer.options, cell.prompt, row, output)
+        prompt, kwargs = scorer.judge_call(cell.prompt, row, output)
         call = self.kit.plan(prompt, **kwargs)
         step = call.steps[0]
         worst = call.worst_case_usd(self.kit.prices) if self.budget.limit is not None else None
@@ -167,12 +182,11 @@ class _Engine:
                                                                              step.request, 0), worst,
                                                    (step.provider.name, step.request, 0))
         if status == "skipped":
-            return math.nan, spent, "budget"
+            return math.nan, spent, "budget", None
         if status == "error":
-            return math.nan, spent, f"judge call failed: {entry}"
-        score = parse_judge_score(entry["content"] or "")
-        note = None if not math.isnan(score) else f"judge reply has no score: {(entry['content'] or '')[:80]!r}"
-        return score, spent, note
+            return math.nan, spent, f"judge call failed: {entry}", None
+        score, rationale, note = scorer.judge_reply(entry["content"] or "")
+        return score, spent, note, rationale
 
 
 def _run_coro(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -194,14 +208,16 @@ def _local_send(kit: Kit) -> Send:
     return send
 
 
-def _check_args(concurrency: Any, budget_usd: Any, executor: Any, cache: Any) -> None:
+def _check_args(concurrency: Any, budget_usd: Any, executor: Any, cache: Any, resume: Any = None) -> None:
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise InvalidRequestError(f"concurrency must be a positive integer, got {concurrency!r}")
     if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float))
                                    or not budget_usd > 0 or math.isinf(budget_usd)):
         raise InvalidRequestError(f"budget_usd must be a positive number of US dollars, got {budget_usd!r}")
-    if executor not in ("local", "ray"):
-        raise InvalidRequestError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if not isinstance(executor, Batch) and executor not in ("local", "ray", "batch"):
+        raise InvalidRequestError(f"executor must be 'local', 'ray', 'batch' or a Batch(...), got {executor!r}")
+    if resume is not None and as_batch(executor) is None:
+        raise InvalidRequestError("resume= picks up a batch run: use it with executor='batch'")
     if cache not in (True, False, "refresh"):
         raise InvalidRequestError(f"cache must be True, False or 'refresh' (send again, then store), got {cache!r}")
 
@@ -212,20 +228,23 @@ def run_experiment(
     *,
     concurrency: int = 8,
     budget_usd: float | None = None,
-    executor: str = "local",
+    executor: str | Batch = "local",
     cache: bool | str = True,
     progress: bool = True,
+    resume: str | None = None,
 ) -> Run:
     """Run every cell of ``experiment``; see ``Run``. ``cache=False`` bypasses the cache (no reads, no
-    writes); ``cache="refresh"`` sends every call again and stores the new answers."""
+    writes); ``cache="refresh"`` sends every call again and stores the new answers. ``executor="batch"``
+    (or ``Batch(...)``) sends through the providers' batch APIs; ``resume=run_id`` picks such a run up
+    again after a restart (``experiments.batch_executor``)."""
 
     if not isinstance(experiment, Experiment):
         raise InvalidRequestError(f"kit.run expects an Experiment, got {type(experiment).__name__}")
-    _check_args(concurrency, budget_usd, executor, cache)
+    _check_args(concurrency, budget_usd, executor, cache, resume)
     if experiment.script is not None:  # the experiment's canned offline answers, for this run only
         with kit.simulated.scripted(experiment.script):
-            return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress)
-    return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress)
+            return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress, resume)
+    return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress, resume)
 
 
 def cache_name(kit: Kit, provider: str) -> str:
@@ -236,11 +255,15 @@ def cache_name(kit: Kit, provider: str) -> str:
         return provider
 
 
-def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float | None, executor: str,
-         cache: bool | str, progress: bool) -> Run:
-    run_id = _run_id(experiment.name)
+def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float | None, executor: Any,
+         cache: bool | str, progress: bool, resume: str | None = None) -> Run:
+    batch = as_batch(executor)
+    state = load_state(kit, resume, experiment) if resume is not None else None
+    if state is not None and state.get("finished") and (Path(kit.home) / "runs" / str(resume) / "manifest.json").exists():
+        return load_run(kit, resume)  # resuming a run that already ended: it is what it was
+    run_id = resume or _run_id(experiment.name)
     plans = _plan(kit, experiment, run_id, budget_usd is not None)  # every call validated before any is sent
-    send: Send = ray_send(kit) if executor == "ray" else _local_send(kit)
+    send: Send = ray_send(kit) if executor == "ray" else _local_send(kit)  # the batch executor's judges: local
     # an entry without these is unreadable for a run: a miss with a warning, never a crash
     store = open_cache(kit.home, kit.guard.url, required=("content", "provider", "model", "cost_usd")) \
         if cache is not False else None
@@ -248,7 +271,11 @@ def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float |
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
-        outcomes = _run_coro(_drive(engine, plans, concurrency, progress))
+        if batch is not None:
+            outcomes = run_batch(engine, plans, batch, state, progress)
+            _run_coro(_judge_all(engine, plans, outcomes, concurrency))
+        else:
+            outcomes = _run_coro(_drive(engine, plans, concurrency, progress))
     finally:
         if store is not None:
             store.close()
@@ -256,8 +283,30 @@ def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float |
             send.close()  # the Ray executor's private key file goes with the run
     wall = time.perf_counter() - t0
     return finish_run(kit, experiment, engine, plans, outcomes, run_id=run_id, started=started, wall_s=wall,
-                      options={"concurrency": concurrency, "budget_usd": budget_usd, "executor": executor,
-                               "cache": cache})
+                      options={"concurrency": concurrency, "budget_usd": budget_usd,
+                               "executor": "batch" if batch is not None else executor, "cache": cache,
+                               **({"batch": {**asdict(batch), "state": STATE_FILE, "resumed": resume is not None}}
+                                  if batch is not None else {})})
+
+
+async def _judge_all(engine: _Engine, plans: list[_Plan], outcomes: list[dict], concurrency: int) -> None:
+    """LLM-judge scores of the batch executor's answers, sent live (judges are not batched)."""
+    judges = [s for s in engine.exp.scorer_list if s.judge]
+    rows = engine.exp.data.to_dict("records")
+    todo = [(i, s) for i, o in enumerate(outcomes) if o["status"] == "ok" for s in judges]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, s: Scorer) -> None:
+        async with gate:
+            p, out = plans[i], outcomes[i]
+            score, spent, note, why = await engine.judge(s, p.cell, rows[p.cell.row], out["entry"]["content"])
+        out["judged"][s.name] = score
+        out["rationales"][s.name] = why
+        out["spent"] += spent
+        if note:
+            out["judge_notes"][s.name] = note
+
+    await asyncio.gather(*(one(i, s) for i, s in todo))
 
 
 async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress: bool) -> list[dict]:
@@ -288,11 +337,12 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
                                                            (p.provider, p.request, p.cell.repeat))
             out: dict[str, Any] = {"status": status, "entry": entry if status == "ok" else None,
                                    "error": None if status == "ok" else entry, "spent": spent, "judged": {},
-                                   "judge_notes": {}, "cache_hit": hit}
+                                   "judge_notes": {}, "rationales": {}, "cache_hit": hit}
             if status == "ok":
                 for s in judges:
-                    score, j_spent, note = await engine.judge(s, p.cell, rows[p.cell.row], entry["content"])
+                    score, j_spent, note, why = await engine.judge(s, p.cell, rows[p.cell.row], entry["content"])
                     out["judged"][s.name] = score
+                    out["rationales"][s.name] = why
                     out["spent"] += j_spent
                     if note:
                         out["judge_notes"][s.name] = note

@@ -17,6 +17,7 @@ from ..storage.faults import storage_error
 from ..storage.files import private_dir, private_file
 from .report import comparison_figure, write_report
 from .run import Run
+from .stats import GROUP, cell_stats, compare_results, score_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["finish_run", "load_run", "list_runs", "compare_runs", "Comparison", "GROUP"]
 
-GROUP = ["template", "model", "settings"]
 _PACKAGES = ("cognitionos_kit", "openai", "anthropic", "duckdb", "pandas", "pyarrow", "plotly", "tiktoken",
              "genai-prices", "tqdm", "pyyaml", "ray")
 
@@ -72,7 +72,7 @@ def _results(exp: Experiment, plans: list, outcomes: list[dict]) -> pd.DataFrame
                              "settings": c.settings, "repeat": c.repeat}
         for k, v in records[c.row].items():
             k = str(k)
-            r[f"data_{k}" if k in reserved or k.startswith("score_") else k] = v
+            r[f"data_{k}" if k in reserved or k.startswith(("score_", "rationale_")) else k] = v
         r.update({
             "prompt": c.prompt, "output": e.get("content"), "status": out["status"], "error": out.get("error"),
             "provider": e.get("provider"), "served_model": e.get("model"),
@@ -84,6 +84,8 @@ def _results(exp: Experiment, plans: list, outcomes: list[dict]) -> pd.DataFrame
         for s in exp.scorer_list:
             r[f"score_{s.name}"] = out["judged"].get(s.name, math.nan) if s.judge else (
                 s.score(e["content"], records[c.row]) if e else math.nan)
+            if s.rationale:  # the judge's reasoning, next to its score
+                r[f"rationale_{s.name}"] = (out.get("rationales") or {}).get(s.name)
         notes = out.get("judge_notes") or {}
         if notes:  # the answer is there (status ok) but a judge score is missing: say why
             r["error"] = "; ".join(
@@ -102,10 +104,15 @@ def _results(exp: Experiment, plans: list, outcomes: list[dict]) -> pd.DataFrame
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per template x model x settings: cells, ok, mean scores, cost, latency, cache hits."""
+    """One row per template x model x settings: cells, ok, scores, cost, latency, cache hits.
+
+    Each ``score_<name>`` is the mean over the cell's samples (repeats averaged first), followed by
+    ``score_<name>_n`` (samples), ``_se`` and its 95% interval ``_ci_low`` / ``_ci_high`` (see
+    ``experiments.stats``)."""
     import pandas as pd
 
-    scores = [c for c in results.columns if c.startswith("score_")]
+    scores = score_columns(results)
+    stats = cell_stats(results).set_index([*GROUP, "score"])
     rows = []
     for key, g in results.groupby(GROUP, sort=False, dropna=False):
         ok = g[g.status == "ok"]
@@ -115,7 +122,10 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                   "skipped": int((g.status == "skipped").sum()),
                   # who really answered: a cell served by a substitute is counted, never hidden
                   "served_by": ", ".join(served), "substituted": int(ok.substituted.eq(True).sum())})
-        r.update({c: ok[c].mean() for c in scores})
+        for c in scores:
+            st = stats.loc[tuple(key) + (c,)]
+            r.update({c: st["mean"], f"{c}_n": int(st["n"]), f"{c}_se": st["se"], f"{c}_ci_low": st["ci_low"],
+                      f"{c}_ci_high": st["ci_high"]})
         r.update({"cost_usd": ok.cost_usd.sum(min_count=1), "spent_usd": g.spent_usd.sum(),
                   "latency_ms_p50": ok.latency_ms.median(), "completion_tokens_mean": ok.completion_tokens.astype(float).mean(),
                   "cache_hits": int(g.cache_hit.sum())})
@@ -214,10 +224,38 @@ def list_runs(kit: Kit) -> pd.DataFrame:
 
 
 class Comparison:
-    """What changed from run A to run B: ``.table`` (per template x model x settings) and ``.figure``."""
+    """Run A against run B, the same samples paired.
 
-    def __init__(self, a: Run, b: Run, table: pd.DataFrame) -> None:
-        self.a, self.b, self.table = a, b, table
+    ``.table``: one row per compared cell (template, model, settings) and score: ``n`` pairs,
+    ``mean_a``, ``mean_b``, ``diff`` (B - A), its interval ``ci_low`` / ``ci_high``, ``p_value``,
+    ``significant`` (p < ``alpha``) and ``test`` ("mcnemar" for 0/1 scores, else "permutation").
+    ``.verdict``: that in one line. ``.deltas``: per cell, mean scores, cost, spend and p50 latency
+    in A and B and B - A (cells in one run only included). ``.figure``: the differences, charted."""
+
+    def __init__(self, a: Run, b: Run, table: pd.DataFrame, deltas: pd.DataFrame, info: dict[str, Any]) -> None:
+        self.a, self.b, self.table, self.deltas = a, b, table, deltas
+        self.alpha: float = info["alpha"]
+        self.swapped: dict[str, tuple[Any, Any]] = info["swapped"]  # dimension -> (A's value, B's in its place)
+        self.only_a: int = info["only_a"]
+        self.only_b: int = info["only_b"]
+
+    @property
+    def verdict(self) -> str:
+        """One line: how many (cell, score) differences are significant, and the largest of them."""
+        t = self.table
+        tested = t[t.n > 0]
+        what = f"{len(tested)} cell·score comparison{'s' if len(tested) != 1 else ''}"
+        n = f"{int(tested.n.min())}-{int(tested.n.max())}" if len(tested) and tested.n.min() != tested.n.max() \
+            else str(int(tested.n.max()) if len(tested) else 0)
+        left = f"; {self.only_a + self.only_b} cell(s) in one run only, not compared" if self.only_a + self.only_b else ""
+        sig = tested[tested.significant]
+        if sig.empty:
+            return f"No significant difference from A to B in {what} (alpha={self.alpha:g}, {n} paired samples each){left}."
+        top = sig.loc[sig["diff"].abs().idxmax()]
+        cell = " · ".join(str(top[c]) for c in ("model", "template", "settings"))
+        return (f"B differs from A in {len(sig)} of {what} (alpha={self.alpha:g}); largest: {top.score} "
+                f"{top['diff']:+.3f} [{top.ci_low:+.3f}, {top.ci_high:+.3f}], p={top.p_value:.3g}, n={int(top.n)}, "
+                f"{cell}{left}.")
 
     @property
     def figure(self) -> Any:
@@ -225,21 +263,32 @@ class Comparison:
         return comparison_figure(self)
 
     def _repr_html_(self) -> str:
-        return self.table.to_html(index=False) + self.figure.to_html(full_html=False, include_plotlyjs=False)
+        import html
+
+        return (f"<p><b>{html.escape(self.verdict)}</b></p>" + self.table.to_html(index=False)
+                + self.figure.to_html(full_html=False, include_plotlyjs=False))
 
     def __repr__(self) -> str:
-        return f"Comparison({self.a.run_id!r} -> {self.b.run_id!r})\n{self.table.to_string(index=False)}"
+        return (f"Comparison({self.a.run_id!r} -> {self.b.run_id!r}): {self.verdict}\n"
+                f"{self.table.to_string(index=False)}")
 
 
-def compare_runs(kit: Kit, run_a: Any, run_b: Any) -> Comparison:
-    """Per group: mean scores, answer cost, spend and p50 latency in A and B, and B - A."""
-    a, b = load_run(kit, run_a), load_run(kit, run_b)
-    metrics = [c for c in dict.fromkeys([*a.summary.columns, *b.summary.columns])
-               if c.startswith("score_") or c in ("cost_usd", "spent_usd", "latency_ms_p50", "ok")]
+def _deltas(a: Run, b: Run) -> pd.DataFrame:
+    metrics = [*dict.fromkeys([*score_columns(a.results), *score_columns(b.results)]),
+               *(c for c in ("cost_usd", "spent_usd", "latency_ms_p50", "ok") if c in a.summary or c in b.summary)]
     sa = a.summary.reindex(columns=GROUP + metrics)
     sb = b.summary.reindex(columns=GROUP + metrics)
     t = sa.merge(sb, on=GROUP, how="outer", suffixes=("_a", "_b"))
     for m in metrics:
         t[f"{m}_delta"] = t[f"{m}_b"] - t[f"{m}_a"]
-    ordered = GROUP + [f"{m}_{s}" for m in metrics for s in ("a", "b", "delta")]
-    return Comparison(a, b, t[ordered])
+    return t[GROUP + [f"{m}_{s}" for m in metrics for s in ("a", "b", "delta")]]
+
+
+def compare_runs(kit: Kit, run_a: Any, run_b: Any, *, alpha: float = 0.05) -> Comparison:
+    """Pair the two runs' samples per cell and score and test B - A (see ``Comparison`` and
+    ``experiments.stats``); raises ``InvalidRequestError`` when they share no cell or sample."""
+    a, b = load_run(kit, run_a), load_run(kit, run_b)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise InvalidRequestError(f"alpha must be a number between 0 and 1, got {alpha!r}")
+    table, info = compare_results(a.results, b.results, float(alpha))
+    return Comparison(a, b, table, _deltas(a, b), info)

@@ -5,11 +5,12 @@
 ``filters.py`` for the filter language.
 """
 
+from .evaluation import Evaluation
 from .filters import OPERATORS
 from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES
 from .memory import Memory, MemoryNotFoundError, OwnerRequiredError
 from .ranking import Weights
 
-__all__ = ["Memory", "MemoryHit", "HitList", "MemoryNotFoundError", "OwnerRequiredError", "Weights", "MEMORY_TYPES",
+__all__ = ["Memory", "MemoryHit", "HitList", "Evaluation", "MemoryNotFoundError", "OwnerRequiredError", "Weights", "MEMORY_TYPES",
            "SCOPES", "OPERATORS"]

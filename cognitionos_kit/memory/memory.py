@@ -8,7 +8,17 @@ one job each:
 - ``replica.py``: the collection in this process (``index.Table``), kept in step with that log;
 - ``search.py``: a query ranked against the replica (exact, or through ``index.ApproximateIndex``);
 - ``crud.py`` and ``history.py``: store, get, update, delete, list, re-embed; the history SQL;
-- ``owners.py``: who may use a memory, and the errors when not.
+- ``owners.py``: who may use a memory, and the errors when not;
+- ``evaluation.py``: recall@k and MRR of retrieval over queries with known answers.
+
+What counts as an access (the count the frequency boost of ``ranking.py`` grows with): only a
+use the caller reports, never a retrieval by itself. ``hit.used()`` on a hit of ``retrieve``, or
+``mark_used(ids, user_id=...)``, adds one access to each memory named (a hit counts at most once)
+and sets its ``last_accessed_at``. Retrieving alone changes nothing, so identical retrievals give
+identical scores (with ``now=`` pinned) and what was retrieved before is not favoured by itself: if
+every returned hit counted, each query would lift its whole top k for the next query whether it
+was right or not. ``retrieve(..., track=False)`` is read-only outright (its hits refuse ``used()``),
+and ``evaluate`` retrieves that way.
 """
 
 from __future__ import annotations
@@ -18,15 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..calls.embeddings import Embedder
+from ..core.errors import InvalidRequestError
 from ..core.validation import check_number, check_text
 from .crud import Records
 from .embedding import Embedders, embed_texts, unit_rows
+from .evaluation import Evaluation, check_cases, score_cases
 from .history import history
-from .hit import HitList
+from .hit import HitList, UseMarker
 from .index import ApproximateParams, Table
-from .inputs import TimeLike, check_choice, check_count
+from .inputs import TimeLike, check_choice, check_count, check_flag
 from .options import INDEX_KINDS, OPTIONS, MemoryOptions, check_options
-from .owners import MemoryNotFoundError, OwnerRequiredError, owner_keyword
+from .owners import MemoryNotFoundError, OwnerRequiredError, not_found, owner_keyword
 from .ranking import WeightsLike
 from .replica import Replica
 from .search import Searcher, SearchQuery, parse_query, to_hits
@@ -55,7 +67,8 @@ class Memory:
 
     >>> m = kit.memory
     >>> mid = m.store("ada", "DuckDB runs inside the Python process.", metadata={"source": "notes"})
-    >>> m.retrieve("ada", "Which database is embedded?", k=3)
+    >>> hits = m.retrieve("ada", "Which database is embedded?", k=3)
+    >>> hits[0].used()  # only uses count as accesses (the frequency boost); retrieving does not
     >>> m.update(mid, user_id="ada", content="DuckDB runs in-process."); m.delete(mid, user_id="ada")
 
     ``Kit(memory={...})`` passes its keyword arguments (see ``OPTIONS``) to the Kit's memory.
@@ -168,14 +181,18 @@ class Memory:
     def retrieve(self, user_id: str, query: str, k: int = 5, *, memory_type: str | Sequence[str] | None = None,
                  filters: Mapping[str, Any] | None = None, agent_id: str | None = None, created_after: TimeLike | None = None,
                  created_before: TimeLike | None = None, weights: WeightsLike = None, half_life_days: float | None = None,
-                 boost_cap: int | None = None, now: TimeLike | None = None, as_frame: bool = False) -> HitList | pd.DataFrame:
+                 boost_cap: int | None = None, now: TimeLike | None = None, as_frame: bool = False,
+                 track: bool = True) -> HitList | pd.DataFrame:
         """The ``k`` best memories ``user_id`` may see (its own, its own with ``agent_id``, global
         ones), best first, scored as in ``ranking.py``, as a :class:`~.hit.HitList` of
         :class:`MemoryHit` (a list that shows as a table). ``filters`` use the language of
-        ``filters.py``; ``now`` (for reproducible scores) defaults to the current time. Each
-        returned memory's access count goes up by one and its last_accessed_at is set (a hit
-        shows the count it was ranked with, before this retrieval)."""
+        ``filters.py``; ``now`` (for reproducible scores) defaults to the current time.
+
+        Retrieving changes nothing: a memory's access count (the frequency boost) grows only when
+        the caller marks a hit used, ``hit.used()`` (or ``mark_used``). ``track=False`` makes the
+        call read-only outright: its hits cannot be marked used (for evaluations)."""
         check_text(query, "query")
+        check_flag(track, "track")
         q = parse_query(self.ranking, user_id, k, memory_type=memory_type, filters=filters, agent_id=agent_id,
                         created_after=created_after, created_before=created_before, weights=weights,
                         half_life_days=half_life_days, boost_cap=boost_cap, now=now)
@@ -184,42 +201,104 @@ class Memory:
             vector = embed_texts(self.embedders.get(self.replica.model), [query])[0]
             if t.n:
                 t = self.replica.fit(t, len(vector))
-            hits = self._answer(t, vector, q)
+            hits = self._answer(t, vector, q, track)
         return hits.to_frame() if as_frame else hits
 
     def retrieve_frame(self, user_id: str, query: str, k: int = 5, *, memory_type: str | Sequence[str] | None = None,
                        filters: Mapping[str, Any] | None = None, agent_id: str | None = None,
                        created_after: TimeLike | None = None, created_before: TimeLike | None = None,
                        weights: WeightsLike = None, half_life_days: float | None = None, boost_cap: int | None = None,
-                       now: TimeLike | None = None) -> pd.DataFrame:
+                       now: TimeLike | None = None, track: bool = True) -> pd.DataFrame:
         """``retrieve`` as a DataFrame, one row per hit with the score breakdown."""
         frame: pd.DataFrame = self.retrieve(
             user_id, query, k, memory_type=memory_type, filters=filters, agent_id=agent_id, created_after=created_after,
             created_before=created_before, weights=weights, half_life_days=half_life_days, boost_cap=boost_cap, now=now,
-            as_frame=True)
+            as_frame=True, track=track)
         return frame
 
     def retrieve_by_vector(self, user_id: str, vector: np.ndarray, k: int = 5, *, memory_type: str | Sequence[str] | None = None,
                            filters: Mapping[str, Any] | None = None, agent_id: str | None = None,
                            created_after: TimeLike | None = None, created_before: TimeLike | None = None,
                            weights: WeightsLike = None, half_life_days: float | None = None, boost_cap: int | None = None,
-                           now: TimeLike | None = None, as_frame: bool = False) -> HitList | pd.DataFrame:
+                           now: TimeLike | None = None, as_frame: bool = False, track: bool = True) -> HitList | pd.DataFrame:
         """``retrieve`` with a query vector of the collection's model instead of a text."""
+        check_flag(track, "track")
         q = parse_query(self.ranking, user_id, k, memory_type=memory_type, filters=filters, agent_id=agent_id,
                         created_after=created_after, created_before=created_before, weights=weights,
                         half_life_days=half_life_days, boost_cap=boost_cap, now=now)
         with self.replica.lock:
             t = self.replica.sync()
-            hits = self._answer(t, unit_rows(vector, 1, t.dim or None, self.replica.model)[0], q)
+            hits = self._answer(t, unit_rows(vector, 1, t.dim or None, self.replica.model)[0], q, track)
         return hits.to_frame() if as_frame else hits
 
-    def _answer(self, table: Table, vector: np.ndarray, query: SearchQuery) -> HitList:
-        """The hits of ``query`` for ``vector``, their retrieval recorded."""
+    def _answer(self, table: Table, vector: np.ndarray, query: SearchQuery, track: bool) -> HitList:
+        """The hits of ``query`` for ``vector`` (with ``track``, hits that can be marked used, each once)."""
         ranked = self.searcher.rank(table, vector, query)
-        hits = HitList(to_hits(table, ranked))
-        if len(hits):
-            self.replica.record_access(table, ranked.rows, [h.id for h in hits])
-        return hits
+        return HitList(to_hits(table, ranked, self._marker(query.user_id) if track else None))
+
+    def _marker(self, user_id: str) -> UseMarker:
+        """What ``hit.used()`` calls for the hits of one retrieval: each id counted once."""
+        counted: set[str] = set()
+
+        def mark(memory_id: str) -> bool:
+            with self.replica.lock:
+                if memory_id in counted:
+                    return False
+                self.mark_used([memory_id], user_id=user_id)
+                counted.add(memory_id)
+                return True
+
+        return mark
+
+    def mark_used(self, memory_ids: str | Sequence[str], *, user_id: str) -> int:
+        """Count one access of each memory in ``memory_ids`` (each once, however often named),
+        which ``user_id`` may read: it was put to use, so its frequency boost grows in later
+        retrievals. Returns how many memories were counted. An id ``user_id`` may not read is a
+        MemoryNotFoundError and nothing is counted. ``hit.used()`` does this for one hit."""
+        import numpy as np
+
+        user = check_text(user_id, "user_id")
+        ids = [memory_ids] if isinstance(memory_ids, str) else memory_ids
+        if not isinstance(ids, Sequence) or not ids:
+            raise InvalidRequestError(f"memory_ids must be a memory id or a non-empty list of them, got {memory_ids!r}")
+        ids = list(dict.fromkeys(check_text(i, "memory_ids") for i in ids))
+        with self.replica.lock:
+            rows = [self.records.find(mid, user, change=False)[1] for mid in ids]  # all checked before any is counted
+            self.replica.record_access(self.replica.sync(), np.asarray(rows, dtype=np.int64), ids)
+        return len(ids)
+
+    def evaluate(self, user_id: str, queries: Sequence[str], expected_ids: Sequence[str | Sequence[str]], k: int = 10, *,
+                 memory_type: str | Sequence[str] | None = None, filters: Mapping[str, Any] | None = None,
+                 agent_id: str | None = None, weights: WeightsLike = None, half_life_days: float | None = None,
+                 boost_cap: int | None = None, now: TimeLike | None = None) -> Evaluation:
+        """Retrieval quality on queries with known answers: each query is retrieved read-only
+        (``track=False``, so access counts never change) with the ranking and filters given, and
+        ``expected_ids[i]`` (one memory id, or a list of acceptable ones) is looked for in its top
+        ``k``. Returns an :class:`~.evaluation.Evaluation`: recall@k, MRR, hit rate at 1, and
+        per-query ranks as a DataFrame. Every expected id must be a memory ``user_id`` can
+        retrieve (else MemoryNotFoundError, before anything is embedded).
+
+        >>> kit.memory.evaluate("ada", ["which database is embedded?"], [mid], k=5)
+        >>> kit.memory.evaluate("ada", qs, ids, weights={"decay": 0, "boost": 0})  # similarity only
+        """
+        import numpy as np
+
+        texts, expected = check_cases(queries, expected_ids)
+        q = parse_query(self.ranking, user_id, k, memory_type=memory_type, filters=filters, agent_id=agent_id,
+                        weights=weights, half_life_days=half_life_days, boost_cap=boost_cap, now=now)
+        with self.replica.lock:
+            t = self.replica.sync()
+            for mid in dict.fromkeys(m for ids in expected for m in ids):
+                i = t.pos.get(mid)
+                if i is None or not t.visible(q.user_id, q.agent_id, np.asarray([i]))[0]:
+                    raise not_found(mid, q.user_id, self.collection)
+            vectors = embed_texts(self.embedders.get(self.replica.model), texts)
+            t = self.replica.fit(t, int(vectors.shape[1]))
+            found = []
+            for vector in vectors:
+                ranked = self.searcher.rank(t, vector, q)
+                found.append([(t.rows[int(i)]["memory_id"], float(s)) for i, s in zip(ranked.rows, ranked.score)])
+        return score_cases(texts, expected, found, q.k)
 
     # --- get / update / delete / history -----------------------------------------------------
     @owner_keyword("")

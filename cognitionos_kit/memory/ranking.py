@@ -4,12 +4,14 @@
     similarity = cosine(query, memory)                                    in [-1, 1]
     decay      = 0.5 ** (age_days / half_life_days)                       in (0, 1]
                  age = now - updated_at  (created_at until the content is updated;
-                 being retrieved does not refresh it: that is what the boost counts)
+                 being used does not refresh it: that is what the boost counts)
     boost      = min(1, log1p(access_count) / log1p(boost_cap))           in [0, 1]
+                 access_count = times the memory was marked used (``hit.used()``,
+                 ``Memory.mark_used``); retrieving alone never counts (see ``memory.py``)
 
 With the defaults (1.0, 0.15, 0.1; half-life 30 days; cap 100 accesses) similarity leads:
-a memory untouched for a month loses 0.075 against a fresh one, and a memory retrieved 100
-times or more gains 0.1 over one never retrieved. Set a weight to 0 to switch a term off.
+a memory untouched for a month loses 0.075 against a fresh one, and a memory used 100
+times or more gains 0.1 over one never used. Set a weight to 0 to switch a term off.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class Ranking:
         return decay(age_seconds, self.half_life_days)
 
     def boost(self, access_count: np.ndarray) -> np.ndarray:
-        """The boost term of memories retrieved ``access_count`` times."""
+        """The boost term of memories used ``access_count`` times."""
         return boost(access_count, self.boost_cap)
 
     def score(self, similarity: np.ndarray, decay_: np.ndarray, boost_: np.ndarray) -> np.ndarray:
@@ -114,7 +116,7 @@ def decay(age_seconds: np.ndarray, half_life_days: float) -> np.ndarray:
 
 
 def boost(access_count: np.ndarray, cap: int) -> np.ndarray:
-    """log1p(count) / log1p(cap), capped at 1: the first retrievals count most."""
+    """log1p(count) / log1p(cap), capped at 1: the first uses count most."""
     import numpy as np
 
     return np.minimum(np.log1p(np.asarray(access_count, dtype=np.float64)) / math.log1p(cap), 1.0)

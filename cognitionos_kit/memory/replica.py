@@ -192,7 +192,7 @@ class Replica:
             self.log.purge(self.collection, memory_id)
 
     def record_access(self, table: Table, rows: np.ndarray, ids: list[str]) -> None:
-        """Journal one retrieval of the memories at ``rows`` (with ``ids``) and count it in ``table``."""
+        """Journal one use of the memories at ``rows`` (with ``ids``) and count it in ``table``."""
         import numpy as np
 
         row_id, ts = uuid.uuid4().hex, time.time()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.validation import check_identifier, check_text
 from .filters import compile_filter
-from .hit import MemoryHit
+from .hit import MemoryHit, UseMarker
 from .index import ApproximateIndex, ApproximateParams, Table
 from .inputs import check_count, check_memory_types, to_epoch
 from .ranking import Ranking, WeightsLike
@@ -188,11 +188,12 @@ class Searcher:
         return Ranked(cand[top], sims[top], dec[top], bst[top], scores[top])
 
 
-def to_hits(table: Table, ranked: Ranked) -> list[MemoryHit]:
-    """The ranked rows as MemoryHits, ranks from 1."""
+def to_hits(table: Table, ranked: Ranked, marker: UseMarker | None = None) -> list[MemoryHit]:
+    """The ranked rows as MemoryHits, ranks from 1; ``marker`` lets them be marked used (None: read-only)."""
     hits = []
     for rank, (i, sim, dec, bst, score) in enumerate(zip(*ranked), start=1):
         rec = table.record(int(i))
         del rec["model"]
-        hits.append(MemoryHit(**rec, score=float(score), similarity=float(sim), decay=float(dec), boost=float(bst), rank=rank))
+        hits.append(MemoryHit(**rec, score=float(score), similarity=float(sim), decay=float(dec), boost=float(bst), rank=rank,
+                              marker=marker))
     return hits

@@ -1,10 +1,11 @@
 """Persistence of the memory: an event log in ``<home>/memory.duckdb`` fed by per-process journals.
 
 Every change is one journaled event (``store``, ``update``, ``reembed``, ``delete``, ``config``)
-in ``memory_events``; retrievals append one ``memory_access`` row each. Appends are durable when
-they return (see :class:`cognitionos_kit.storage.store.Store`); DuckDB, after ingest, is the source of
-truth. Ingest stamps new rows with a global ``seq`` so every process can load just the events it
-has not seen yet. The memory lives in its own database file and journal folder: its rows carry
+in ``memory_events``; each use of memories (``hit.used()``, ``mark_used``) appends one
+``memory_access`` row. Appends are durable when they return (see
+:class:`cognitionos_kit.storage.store.Store`); DuckDB, after ingest, is the source of truth.
+Ingest stamps new rows with a global ``seq`` so every process can load just the events it has not
+seen yet. The memory lives in its own database file and journal folder: its rows carry
 embeddings (about 2 KB each), and the LLM ledger should not pay for ingesting them.
 """
 

@@ -165,3 +165,10 @@ def m008_key_fingerprint(con: duckdb.DuckDBPyConnection) -> None:
     # Several API keys per provider: which one an attempt sent, as its fingerprint ("sha256:" and
     # 8 hex digits of the key's hash), never the key.
     con.execute("ALTER TABLE llm_usage ADD COLUMN key_fingerprint VARCHAR")
+
+
+@LEDGER_MIGRATIONS
+def m009_batch_id(con: duckdb.DuckDBPyConnection) -> None:
+    # Requests sent through a provider's batch API (kit.run(exp, executor="batch")): which batch
+    # answered the row, so views can tell batch-priced rows from live ones.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN batch_id VARCHAR")

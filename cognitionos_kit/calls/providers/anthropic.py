@@ -114,6 +114,14 @@ class AnthropicProvider(SDKProvider):
             raise bad_response(self.name, req.model, f"the server's answer is not valid JSON ({exc})") from None
         if not isinstance(msg, dict):
             raise bad_response(self.name, req.model, f"the server's answer is not a JSON object ({str(msg)[:80]!r})")
+        return self.batch_response(msg, req)
+
+    def batch_params(self, req: ProviderRequest) -> dict[str, Any]:
+        """The ``params`` of ``req`` in a Message Batches request (the Messages body)."""
+        return self._params(req)
+
+    def batch_response(self, msg: dict[str, Any], req: ProviderRequest) -> ProviderResponse:
+        """A Message (a live answer's JSON, or a batch result's ``message``) as the kit's response."""
         content = msg.get("content")
         if not isinstance(content, list):
             raise bad_response(self.name, req.model, f"the answer has no content list ({str(msg)[:120]!r})")

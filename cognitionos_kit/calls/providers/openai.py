@@ -165,6 +165,15 @@ class OpenAIProvider(SDKProvider):
             tool_calls=_tool_calls(calls or (), self.name, req.model),
         )
 
+    # --- batch API (experiments' executor="batch") -------------------------------------
+    def batch_params(self, req: ProviderRequest) -> dict[str, Any]:
+        """The body of ``req`` as one line of a batch input file (the chat-completions body)."""
+        return self._params(req)
+
+    def batch_response(self, body: dict[str, Any], req: ProviderRequest) -> ProviderResponse:
+        """A batch output line's response body, read like a live answer."""
+        return self._response(body, req)
+
     # --- calls ------------------------------------------------------------------------
     def complete(self, req: ProviderRequest) -> ProviderResponse:
         params, cast = self._params(req), self._response_class()
