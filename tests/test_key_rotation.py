@@ -290,3 +290,18 @@ def test_env_keys_rotate_and_an_argument_replaces_the_environment(make_live_kit,
     rebuilt = Kit.from_config(only.config)
     assert rebuilt.settings.openai.keys == (KEYS[0],)
     rebuilt.close()
+
+
+@pytest.mark.parametrize("mode", ["complete", "acomplete", "stream", "astream"])
+def test_a_key_paused_past_max_retry_wait_is_not_sent_to_and_the_substitute_says_so(make_live_kit, openai_server,
+                                                                                  anthropic_server, mode):
+    kit = make_live_kit(max_retries=0, max_retry_wait=1.0)
+    openai_server.enqueue_error(429, headers={"retry-after": "30"})
+    first = _call(kit, mode, role="executor")  # openai: 429 asking 30 s, shared by every process; anthropic answers
+    assert first.provider == "anthropic" and len(openai_server.requests) == 1
+    r = _call(kit, mode, role="executor")
+    assert len(openai_server.requests) == 1  # paused: nothing sent to openai, no wait either
+    assert r.provider == "anthropic" and r.substituted and r.requested_provider == "openai"
+    assert r.attempts[0].error_type == "rate_limit" and "not sent: openai key" in r.attempts[0].error_message
+    rows = _rows(kit, r.request_id)
+    assert [(x["provider"], x["status"]) for x in rows] == [("openai", "error"), ("anthropic", "ok")]

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..core.errors import KitError, warn_user
+from ..guards.limits import pause_name
 
 if TYPE_CHECKING:
     from ..guards import Guard, Reservation
@@ -49,7 +50,7 @@ class BudgetHook:
         self.release()
         self.send_at, self.paused = 0.0, None
         fingerprint = step.provider.key_fingerprint
-        self._pause_as = f"{step.provider.name}#{fingerprint}" if fingerprint else step.provider.name
+        self._pause_as = pause_name(step.provider.name, fingerprint)
         if not self.guard.active():
             return
         from .plan import request_tokens

@@ -108,7 +108,7 @@ class Guard:
         key = (user_id, windows["day"], windows["month"])
         lease = self.leases.draw(key, worst_usd)
         if lease is None:
-            with self.leases._lock:  # one taker at a time: the store's last_left is this take's
+            with self.leases.taking():
                 self.leases.give_back(key)
                 spare = self.leases.spare(key, worst_usd)
                 got = self.store.reserve(user_id, worst_usd + spare, windows)

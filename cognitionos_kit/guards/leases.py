@@ -26,6 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,10 @@ class Leases:
             if not lease.exact:
                 self._watch()
             return lease
+
+    def taking(self) -> AbstractContextManager[Any]:
+        """``with leases.taking():`` one taker at a time (the store's ``last_left`` is that take's)."""
+        return self._lock
 
     def spare(self, key: tuple, usd: float) -> float:
         """How much to hold beyond ``usd`` when taking a lease for ``key``: none the first time

@@ -35,10 +35,15 @@ def _describe(lim: tuple) -> str:
     return f"{pace} per minute for {who}"
 
 
-def pause_names(provider: str, key: str | None) -> tuple[str, ...]:
+def pause_name(provider: str, key: str | None) -> str:
     """What a 429's pause is kept under: the key that got it (other keys of the provider may be
     fine), or the provider itself when it has no key (a local server)."""
-    return (provider, f"{provider}#{key}") if key else (provider,)
+    return f"{provider}#{key}" if key else provider
+
+
+def pause_names(provider: str, key: str | None) -> tuple[str, ...]:
+    """The pauses that hold an attempt with ``key``: the provider's and the key's."""
+    return (provider, pause_name(provider, key)) if key else (provider,)
 
 
 class RateLimits:

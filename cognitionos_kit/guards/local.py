@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from ..core.errors import StorageError
 from ..storage.sqlite import open_shared
 
-__all__ = ["LocalGuards", "BudgetKey", "Refusal", "HOST", "alive"]
+__all__ = ["LocalGuards", "BudgetKey", "Refusal", "HOST", "alive", "pause_row"]
 
 _BUSY_TIMEOUT_S = 30.0
 RECHECK_S = 0.05  # another process's new budget, limit or pause binds this one's calls within this
@@ -57,6 +57,11 @@ _HOLD = ("INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?) "
 _SETTLE = ("UPDATE tallies SET held = CASE WHEN held - ?1 < 1e-12 THEN 0 ELSE held - ?1 END, spent = spent + ?2 "
            "WHERE scope = ?3 AND name = ?4 AND period = ?5 AND window = ?6 AND host = ?7 AND pid = ?8")
 HOST = os.uname().nodename if hasattr(os, "uname") else "host"
+
+
+def pause_row(name: str) -> tuple:
+    """A provider's pause (a 429's Retry-After) in the shape of a rate-limit row: no key, policy wait."""
+    return ("", None, name, None, None, None, "wait")
 
 
 class BudgetKey(NamedTuple):
@@ -276,7 +281,7 @@ class LocalGuards:
             start = max([now] + [t[0] for t in tats.values() if t is not None] + ([paused[1]] if paused else []))
             waiting = [lim for lim, kind, _ in costs if (tats[(lim[0], kind)] or (0.0,))[0] > now]
             if paused is not None:
-                waiting.append(("", None, paused[0], None, None, None, "wait"))  # its 429 said Retry-After
+                waiting.append(pause_row(paused[0]))  # its 429 said Retry-After
                 if max_pause is not None and paused[1] - now > max_pause:
                     return paused[1] - now, waiting  # longer than the caller waits: nothing booked
             if start > now and any(lim[6] == "raise" for lim in waiting):

@@ -23,9 +23,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..core.errors import StorageError
-from ..storage.redis_cache import connect
-from .local import HOLD_S, HOST, BudgetKey, Refusal, alive
+from ..storage.redis_cache import command, connect
+from .local import HOLD_S, HOST, BudgetKey, Refusal, alive, pause_row
 
 __all__ = ["RedisGuards"]
 
@@ -144,10 +143,7 @@ class RedisGuards:
     _LIMITS_FRESH_S = 1.0
 
     def __init__(self, url: str) -> None:
-        import redis
-
         self.client, self.url, self.prefix = connect(url, decode_responses=True)
-        self._redis_error = redis.RedisError
         self._reserve = self.client.register_script(_RESERVE)
         self._settle = self.client.register_script(_SETTLE)
         self._admit = self.client.register_script(_ADMIT)
@@ -155,15 +151,8 @@ class RedisGuards:
         self.last_left = 0.0  # what the tightest budget had left after the last reservation
         self._limits_seen = (-1e18, False)  # (monotonic time asked, whether a limit or a pause exists)
 
-    def _fail(self, exc: Exception, what: str) -> StorageError:
-        secret = self.client.connection_pool.connection_kwargs.get("password") or "\0"
-        return StorageError(f"cannot {what} in Redis at {self.url}: {type(exc).__name__}: {exc}".replace(secret, "***"))
-
     def _do(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
-        try:
-            return fn(*args, **kw)
-        except self._redis_error as exc:
-            raise self._fail(exc, what) from None
+        return command(self.client, self.url, what, fn, *args, **kw)
 
     @staticmethod
     def _field(key: BudgetKey | tuple) -> str:
@@ -312,7 +301,7 @@ class RedisGuards:
             return 0.0, []
         rows = {r[0]: r for r in self.limit_rows()}
         # "#name" stands for a pause (a 429's Retry-After); a raise-policy limit makes the caller raise
-        return wait, [_pause_row(k[1:]) if k.startswith("#") else rows[k] for k in dict.fromkeys(got["limits"])
+        return wait, [pause_row(k[1:]) if k.startswith("#") else rows[k] for k in dict.fromkeys(got["limits"])
                       if k.startswith("#") or k in rows]
 
     def pause(self, provider: str, seconds: float) -> None:
@@ -326,6 +315,3 @@ class RedisGuards:
         self._do("pause a provider", pipe.execute)
         self._limits_seen = (-1e18, False)
 
-
-def _pause_row(provider: str) -> tuple:
-    return ("", None, provider, None, None, None, "wait")

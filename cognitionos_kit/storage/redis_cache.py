@@ -15,7 +15,20 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..core.errors import ConfigurationError, StorageError
 from .cache import parse_entry
 
-__all__ = ["RedisResponseCache", "connect", "safe_url"]
+__all__ = ["RedisResponseCache", "connect", "safe_url", "command"]
+
+
+def command(client: Any, url: str, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)`` against ``client``; a Redis error becomes a ``StorageError`` that says
+    what could not be done, where (``url``, password masked) and why, with the password never in it."""
+    import redis
+
+    try:
+        return fn(*args, **kw)
+    except redis.RedisError as exc:
+        secret = client.connection_pool.connection_kwargs.get("password") or "\0"
+        raise StorageError(f"cannot {what} in Redis at {url}: {type(exc).__name__}: {exc}".replace(secret, "***")) \
+            from None
 
 
 def safe_url(url: str) -> str:
@@ -52,17 +65,11 @@ class RedisResponseCache:
 
     def __init__(self, url: str, *, required: Sequence[str] = ("content",)) -> None:
         self.client, self.url, prefix = connect(url)
-        import redis
-
         self.prefix = prefix + "answer:"
         self.required = tuple(required)
-        self._error = redis.RedisError
 
     def _do(self, what: str, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except self._error as exc:
-            raise StorageError(f"cannot {what} the response cache in Redis at {self.url}: {type(exc).__name__}") from None
+        return command(self.client, self.url, f"{what} the response cache", fn, *args)
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self._do("read", self.client.get, self.prefix + key)
