@@ -114,6 +114,7 @@ class Kit(GuardMethods, WatchMethods):
         self.project = config.project
         self.session_id = session_id()  # this process's rows (a kernel's, a script's), for views="session"
         self.planner.tags = {"project": config.project, "session_id": self.session_id}
+        self.planner.recall = lambda user_id, query, k: self.memory.recall(user_id, query, k)  # memory=
         self.guard = attach_guards(config, self.home, self.planner, self.recorder, self.prices)
         self._views = view_filters(config, self.session_id)
         self._ledger: Ledger | None = None

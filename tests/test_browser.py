@@ -438,6 +438,7 @@ def test_experiment_report_charts_are_drawn_without_overlap(lab, browser):
         visible.first.click()
         detail = page.locator("#kit-sample-detail").inner_text()
         assert "Prompt" in detail and str(r.prompt.iloc[0]).splitlines()[0] in detail and "answered by" in detail
+        assert "1 attempt: simulated/" in detail and "ok (the answer)" in detail  # its one attempt, from the ledger
         page.screenshot(path=str(shots / "report_sample.png"), full_page=True)
         server.shutdown()
     assert not errors, f"page errors: {errors}"

@@ -346,3 +346,22 @@ def test_bad_alerts_are_refused(kit):
     with pytest.raises(InvalidRequestError, match="user_id must be a non-empty string"):
         kit.on_spend(1, print, user_id=" ")
     assert kit.alerts().empty
+
+
+def test_a_latency_past_the_last_bucket_counts_only_in_inf():
+    from cognitionos_kit.guards.metrics import Metrics
+
+    m = Metrics()
+    row = {"kind": "chat", "provider": "p", "model": "m", "status": "ok", "latency_ms": 100_000.0,
+           "prompt_tokens": 3, "completion_tokens": 2, "cost_usd": 0.5}
+    m.observe(row)
+    m.observe({**row, "latency_ms": 5.0})
+    got = samples(m.text())
+    key = ("chat", "p", "m", "ok", "false")
+    assert got["cognitionos_llm_latency_seconds_count"][key] == 2
+    assert got["cognitionos_llm_latency_seconds_bucket"][key + (("le", "+Inf"),)] == 2
+    assert got["cognitionos_llm_latency_seconds_bucket"][key + (("le", str(LATENCY_BUCKETS[-1])),)] == 1
+    assert got["cognitionos_llm_latency_seconds_bucket"][key + (("le", "0.01"),)] == 1
+    assert got["cognitionos_llm_latency_seconds_sum"][key] == pytest.approx(100.005)
+    assert got["cognitionos_llm_cost_usd_total"][key] == 1.0
+    assert got["cognitionos_llm_tokens_total"][key + (("type", "input"),)] == 6

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..core.types import Attempt, Completion
+from .recall import recalled_ids
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -71,7 +72,7 @@ def hit_completion(call: CallPlan, e: dict[str, Any], lookup_ms: float) -> Compl
         role=call.meta.get("role"), user_id=call.meta.get("user_id"), price_source="cache",
         requested_provider=call.requested[0], requested_model=call.requested[1], substituted=False,
         tokens_estimated=bool(e.get("tokens_estimated")), trace_id=call.meta.get("trace_id"),
-        cache_hit=True, saved_cost_usd=e.get("cost_usd"),
+        cache_hit=True, saved_cost_usd=e.get("cost_usd"), memory_ids=recalled_ids(call.meta),
     )
 
 

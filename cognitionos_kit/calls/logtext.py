@@ -8,6 +8,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..core.errors import redact
 
 if TYPE_CHECKING:
@@ -23,11 +25,16 @@ Redact = Callable[[str], str]
 def log_row(call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse | None, ledger_row: dict[str, Any],
             hook: Redact | None, *, answer: str | None = None) -> dict[str, Any]:
     """The text log row of one attempt (``ledger_row``: its accounting row, for the numbers)."""
+    done: dict[str, str] = {}  # the last user message is both the prompt and in the messages: cleaned once
+
     def clean(text: str | None) -> str | None:
         if text is None:
             return None
+        if text in done:
+            return done[text]
         out = hook(text) if hook is not None else text
-        return redact(out if isinstance(out, str) else str(out))
+        done[text] = cleaned = redact(out if isinstance(out, str) else str(out))
+        return cleaned
 
     req = step.request
     row: dict[str, Any] = {k: ledger_row.get(k) for k in (
@@ -39,15 +46,23 @@ def log_row(call: CallPlan, step: Step, attempt: Attempt, resp: ProviderResponse
     if resp is not None:
         row["answer"] = clean(resp.content)
         if resp.tool_calls:
-            row["tool_calls"] = json.dumps([{"id": c.id, "name": c.name, "arguments": clean(c.arguments_json)}
-                                            for c in resp.tool_calls], ensure_ascii=False)
+            row["tool_calls"] = _json([{"id": c.id, "name": c.name, "arguments": clean(c.arguments_json)}
+                                       for c in resp.tool_calls])
     if attempt.number == 1:  # the request itself, once
         last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
         row["prompt"] = clean(last_user.content) if last_user is not None else None
         row["system"] = clean(req.system)
-        row["messages"] = json.dumps([_message(m, clean) for m in req.messages], ensure_ascii=False)
-        row["params"] = json.dumps(_params(req), ensure_ascii=False, default=str)
+        row["messages"] = _json([_message(m, clean) for m in req.messages])
+        row["params"] = _json(_params(req))
     return row
+
+
+def _json(value: Any) -> str:
+    """Compact JSON text (orjson, as the journal; json for what it refuses, e.g. a lone surrogate)."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _message(m: Message, clean: Callable[[str | None], str | None]) -> dict[str, Any]:

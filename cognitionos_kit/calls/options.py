@@ -89,6 +89,12 @@ class CallOptions:
     deadline: seconds for the whole call, every fallback included.
     fallback_on: which failures move on (overrides the Kit's policy for this call).
     experiment_id, run_id: the experiment run the call belongs to (set by ``kit.run``).
+    memory, k: retrieval-augmented: the top ``k`` (default 5) memories of the user ``memory`` for the
+        last user message go into the system prompt ("Relevant memories about the user: - ...");
+        their ids are on ``r.memory_ids`` and the ledger row (``memory_user``, ``memory_ids``). They
+        are retrieved read-only (``track=False``): being put in a prompt is not evidence a memory
+        helped, so it does not raise its frequency boost; ``kit.memory.mark_used(r.memory_ids,
+        user_id=...)`` counts them when the answer did use them.
     """
 
     role: str | None = None
@@ -124,10 +130,14 @@ class CallOptions:
     extra_body: Mapping[str, Any] | None = None
     log_text: bool | None = None
     cache: bool | str | None = None
+    memory: str | None = None
+    k: int | None = None
 
     output_spec: OutputSpec | None = field(default=None, init=False, repr=False, compare=False)
     tool_set: tuple[Tool, ...] | None = field(default=None, init=False, repr=False, compare=False)
     image_set: tuple[Image, ...] = field(default=(), init=False, repr=False, compare=False)
+    # (system prompt with the memories, their ids): retrieved once per call, every model turn uses them
+    recalled: tuple[str | None, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in ROLES:
@@ -169,6 +179,8 @@ class CallOptions:
             self._check_sampling()
         if self.tools is not None or self.tool_choice is not None or self.run_tools or self.max_steps != 10:
             self._check_tools()
+        if self.memory is not None or self.k is not None:
+            self._check_memory()
         if self.images is not None:
             from ..core.media import Image
 
@@ -176,6 +188,17 @@ class CallOptions:
             if not items:
                 raise InvalidRequestError("images is empty: pass a path, bytes, a PIL image or a URL, or leave it out")
             self.image_set = tuple(Image.of(i) for i in items)
+
+    def _check_memory(self) -> None:
+        if self.memory is None:
+            raise InvalidRequestError("k needs memory=: kit.complete(prompt, memory=\"ada\", k=5) puts the top k "
+                                      "memories of user ada in the prompt")
+        if not isinstance(self.memory, str):
+            raise InvalidRequestError(f"memory must be the user_id whose memories to use, got {self.memory!r:.60}")
+        check_text(self.memory, "memory (a user_id)")
+        k = self.k
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 50):
+            raise InvalidRequestError(f"k must be a whole number of memories from 1 to 50, got {k!r}")
 
     def _check_tools(self) -> None:
         from .tools import TOOL_CHOICES, make_tools
@@ -302,7 +325,7 @@ class _TakesOptions(Generic[P]):
         if inspect.iscoroutinefunction(method):
             @wraps(method)
             async def acall(self: S, prompt: Prompt, /, **options: Any) -> Any:
-                opts = _make_options(options)
+                opts = make_options(options)
                 try:
                     return await method(self, prompt, opts)
                 except (InvalidRequestError, ConfigurationError) as exc:
@@ -312,7 +335,7 @@ class _TakesOptions(Generic[P]):
         else:
             @wraps(method)
             def call(self: S, prompt: Prompt, /, **options: Any) -> R:
-                opts = _make_options(options)
+                opts = make_options(options)
                 try:
                     return method(self, prompt, opts)
                 except (InvalidRequestError, ConfigurationError) as exc:
@@ -327,7 +350,7 @@ class _TakesOptions(Generic[P]):
         return call
 
 
-def _make_options(options: dict[str, Any]) -> CallOptions:
+def make_options(options: dict[str, Any]) -> CallOptions:
     try:
         return CallOptions(**options)
     except TypeError:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..guards import Guard
     from .pricing import PriceBook
     from .providers.registry import ProviderSet
+    from .recall import Recall
     from .router import Route, Router
 
 __all__ = ["CallPlan", "Planner", "Turns", "normalise_prompt", "request_tokens", "check_texts"]
@@ -116,11 +117,18 @@ class Planner:
         self.budgets: tuple[Guard, PriceBook] | None = None  # the data folder's budgets (set by the Kit)
         self.cache_mode: bool | str = False  # the Kit's cache= (calls override it with theirs)
         self.cache_lookup: Callable[[CallPlan], Completion | None] | None = None  # set by the Kit
+        self.recall: Recall | None = None  # the memories of memory= (set by the Kit; calls.recall)
 
     def plan(self, prompt: Prompt | Turns, options: CallOptions, *, stream: bool = False,
              trace_id: str | None = None) -> CallPlan:
         o = options
         messages, system = normalise_prompt(prompt, o.system, o.image_set)
+        if o.memory is not None:
+            if o.recalled is None:
+                from .recall import augment
+
+                o.recalled = augment(self.recall, o.memory, o.k, messages, system)
+            system = o.recalled[0]
         max_tokens = self.default_max_tokens if o.max_tokens is None else o.max_tokens
         policy = self.policy if o.fallback_on is None else o.policy(self.policy)
         chain = self._chain(o.providers)
@@ -162,6 +170,10 @@ class Planner:
             "stream": stream, "experiment_id": o.experiment_id, "run_id": o.run_id, "trace_id": trace_id,
             **self.tags,
         }
+        if o.recalled is not None:
+            import json
+
+            meta["memory_user"], meta["memory_ids"] = o.memory, json.dumps(o.recalled[1])
         # as random as uuid4 (96 random bits from the OS), without building a UUID object
         # (measured by benchmarks/bench_choices.py; figures in the README)
         request_id = "req_" + os.urandom(12).hex()

@@ -242,6 +242,7 @@ class ChainRun:
         if (self.more_keys and err.error_type in ROTATES_ON) or self.policy.moves_on(err, step):
             return a, None
         err.attempts = list(self.attempts)  # type: ignore[attr-defined]
+        err.request_id = self.request_id  # type: ignore[attr-defined]  # its ledger rows, as AllProvidersFailedError
         return a, err
 
     def attempt(self, number: int, step: Step, setup_ms: float, on_attempt: OnAttempt) -> AttemptRun:

@@ -15,6 +15,7 @@ from ..core.types import Attempt, Completion, ProviderResponse, Usage
 from ..core.validation import clean_text
 from .caching import entry, hit_completion, hit_row, served_key
 from .logtext import log_row
+from .recall import recalled_ids
 
 if TYPE_CHECKING:
     from ..storage.ledger import Ledger
@@ -127,6 +128,7 @@ class Recorder:
                 logprobs=resp.logprobs,
                 tool_calls=list(resp.tool_calls),
                 trace_id=call.meta.get("trace_id"),
+                memory_ids=None if "memory_ids" not in call.meta else recalled_ids(call.meta),
             )
         self._ledger().record([row])
         if completion is not None and resp is not None and attempt.status == "ok" and not resp.tool_calls \

@@ -280,6 +280,7 @@ class Completion:
     messages: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the whole exchange, tool turns included
     cache_hit: bool = False  # answered from the response cache: $0 now, ``saved_cost_usd`` what it first cost
     saved_cost_usd: float | None = None
+    memory_ids: list[str] | None = None  # the memories put in the prompt (memory=), best first
 
     @property
     def total_tokens(self) -> int:

@@ -21,6 +21,8 @@ class Run:
     manifest: dict[str, Any]
     path: Any = None
     comparison: Any = field(default=None, repr=False)
+    ledger: Any = field(default=None, repr=False, compare=False)  # where ``attempts`` are read from
+    _attempts: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cost_usd(self) -> float:
@@ -34,6 +36,17 @@ class Run:
     @property
     def stopped_reason(self) -> str | None:
         return self.manifest.get("stopped_reason")
+
+    @property
+    def attempts(self) -> pd.DataFrame:
+        """Every ledger row of this run (one per attempt: each provider tried, each retry with another
+        key, each cache hit; judge calls too), read once in one query by run id; ``request_id`` links
+        a sample (``results.request_id``) to its own. Empty without a ledger."""
+        if self._attempts is None:
+            from .attempts import run_attempts
+
+            self._attempts = run_attempts(self.ledger, self.run_id)
+        return self._attempts
 
     def viewer(self, other: Run | None = None) -> Any:
         """Browse every sample in a widget: filter by model, status, score or text, read one in full;

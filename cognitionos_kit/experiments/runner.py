@@ -14,12 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..calls.options import make_options
 from ..calls.plan import cache_name as plan_cache_name
+from ..calls.turns import needs_turns
 from ..core.errors import ConfigurationError, InvalidRequestError, KitError
 from ..storage.cache import ResponseCache, cache_key, open_cache
+from .attempts import RunAttempts
 from .batch_executor import STATE_FILE, Batch, as_batch, load_state, run_batch
 from .budget import Budget
 from .entry import ENTRY_FIELDS, entry
+from .entry import entry as to_entry
 from .experiment import Cell, Experiment
 from .ray_executor import ray_send
 from .run import Run
@@ -27,13 +31,17 @@ from .runs import finish_run, load_run
 from .scorers import Scorer
 
 if TYPE_CHECKING:
-
+    from ..calls.plan import CallPlan
     from ..kit import Kit
 
 __all__ = ["Run", "run_experiment", "entry", "ENTRY_FIELDS", "RUN_ONLY_COLUMNS"]
 
-RUN_ONLY_COLUMNS = ("cache_hit", "spent_usd")  # the only columns that differ when a rerun is served from cache
+# the only columns that differ when a rerun is served from cache (request_id: the call, or cache hit, of this run)
+RUN_ONLY_COLUMNS = ("cache_hit", "spent_usd", "request_id")
 Send = Callable[[str, Mapping[str, Any]], Awaitable[dict]]
+# A run stores its answers in the cache this many at a time (and at its end): one transaction
+# each, not one per answer. A process killed mid-run loses at most these (the ledger has them).
+FLUSH_EVERY = 64
 
 
 @dataclass
@@ -43,6 +51,7 @@ class _Plan:
     worst: float | None
     request: Any = None  # that ProviderRequest: a substitute's answer is stored under its own model
     provider: str = ""
+    call: CallPlan | None = None  # the checked call, sent as it is (None: sent by its options, e.g. tool turns)
 
 
 def _run_id(name: str) -> str:
@@ -59,7 +68,12 @@ def _plan(kit: Kit, exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
     plans: list[_Plan] = []
     counts: dict[Any, int] = {}
     for cell in exp.cells():
-        call = kit.plan(cell.prompt, **cell.kwargs, experiment_id=exp.name, run_id=run_id)
+        # planned once: what is checked here is what is sent (cache=False: the run keeps its own entries)
+        options = make_options({**cell.kwargs, "experiment_id": exp.name, "run_id": run_id, "cache": False})
+        try:
+            call = kit.planner.plan(cell.prompt, options)
+        except (InvalidRequestError, ConfigurationError) as exc:
+            raise exc.with_traceback(None) from None
         step = call.steps[0]
         worst = call.worst_case_usd(kit.prices, counts) if budget else None
         if budget and worst is None:
@@ -68,7 +82,7 @@ def _plan(kit: Kit, exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
                 f"(or a fallback) has none: add one with kit.set_price(...)"
             )
         plans.append(_Plan(cell, cache_key(cache_name(kit, step.provider.name), step.request, cell.repeat), worst,
-                           step.request, step.provider.name))
+                           step.request, step.provider.name, None if needs_turns(options) else call))
     if plans:
         _check_judges(kit, exp, plans[0].cell, budget)
     return plans
@@ -97,12 +111,20 @@ class _Engine:
     """The async part: fetch (cache -> budget -> send -> cache) with counters for the progress bar."""
 
     def __init__(self, kit: Kit, exp: Experiment, run_id: str, send: Send, budget: Budget,
-                 cache: ResponseCache | None, read_cache: bool) -> None:
+                 cache: ResponseCache | None, read_cache: bool, direct: bool = False) -> None:
         self.kit, self.exp, self.run_id, self.send = kit, exp, run_id, send
         self.budget, self.cache, self.read_cache = budget, cache, read_cache
+        self.direct = direct  # send a cell's planned call itself (this process), not its prompt and options
+        # answers waiting to be stored together (one transaction); lookups see them at once
+        self.pending: dict[str, dict] = {}
+        self.prefetched: dict[str, dict] = {}  # what the cache held for the looked-up keys before the run
+        self.looked: set[str] = set()
         self.hits = 0
         self.calls = 0
         self.saved = 0.0
+        # every cell's attempts as they end, for the report at the run's end (judges' are only in the ledger)
+        self.attempts = RunAttempts(direct and not any(s.judge for s in exp.scorer_list))
+        self.failed_ids: dict[str, str] = {}  # cache key -> request id of a failed call (its attempts are in the ledger)
 
     def _hit_row(self, entry: dict, lookup_ms: float, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -119,12 +141,17 @@ class _Engine:
         if self.cache is None or not self.read_cache:
             return None
         t0 = time.perf_counter()
-        entry = self.cache.get(key)
+        entry = self.pending.get(key)
+        if entry is None:
+            entry = self.prefetched.get(key) if key in self.looked else self.cache.get(key)
         if entry is None or (entry.get("provider"), entry.get("model")) != (asked[0], asked[1].model):
             return None  # a miss, or written by an older version under the requested key: not the requested model's
         # served for exactly what was asked: whatever request first produced it, not a substitute now
         entry = {**entry, "requested_provider": asked[0], "requested_model": asked[1].model, "substituted": False}
-        self.kit.recorder.write(self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs))  # metrics see it
+        row = self._hit_row(entry, (time.perf_counter() - t0) * 1000, kwargs)
+        self.kit.recorder.write(row)  # metrics see it
+        entry["request_id"] = row["request_id"]  # the hit's own ledger row, not the call that filled the cache
+        self.attempts.hit(row)
         self.hits += 1
         self.saved += entry["cost_usd"] or 0.0
         return entry
@@ -137,16 +164,29 @@ class _Engine:
         served = (entry["provider"], entry["model"])
         if served != (asked[0], asked[1].model):
             key = cache_key(cache_name(self.kit, served[0]), replace(asked[1], model=served[1]), asked[2])
-        self.cache.put(key, entry)
+        self.pending[key] = entry
+        if len(self.pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def prefetch(self, keys: list[str]) -> None:
+        """Read the cached answers of ``keys`` in a few queries (``lookup`` then serves from them)."""
+        if self.cache is not None and self.read_cache:
+            self.prefetched, self.looked = self.cache.get_many(keys), set(keys)
+
+    def flush(self) -> None:
+        """Store the answers waiting in ``pending`` (also when the run ends, or fails)."""
+        if self.cache is not None and self.pending:
+            items, self.pending = list(self.pending.items()), {}
+            self.cache.put_many(items)
 
     async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None,
-                    asked: tuple[str, Any, int]) -> tuple[str, Any, float, bool]:
+                    asked: tuple[str, Any, int], call: CallPlan | None = None) -> tuple[str, Any, float, bool]:
         """-> (status "ok"/"error"/"skipped", entry or error text, new spend, cache hit); hits go to the ledger.
 
         ``asked`` = (provider, request, repeat) of the call as asked. The cache never lies: an answer
         is served only for the provider and model that produced it, and a substitute's answer (a
         fallback vendor, a cheaper model, the simulator) is stored under its own key, so a rerun
-        asks the requested model again."""
+        asks the requested model again. ``call``: the cell's planned call, sent as it is."""
         hit = self.lookup(key, kwargs, asked)
         if hit is not None:
             return "ok", hit, 0.0, True
@@ -156,11 +196,20 @@ class _Engine:
             return "skipped", "budget exhausted", 0.0, False
         real = 0.0
         try:
-            # cache=False: the run keeps its own entries (by repeat), in the same file
-            entry = await self.send(prompt, {**kwargs, "experiment_id": self.exp.name, "run_id": self.run_id,
-                                             "cache": False})
+            if call is not None and self.direct:
+                call.t_start = time.perf_counter()  # planned before the run: its latency starts now
+                completion = await self.kit.asend(call)
+                self.attempts.answered(completion)
+                entry = to_entry(completion)
+            else:  # cache=False: the run keeps its own entries (by repeat), in the same file
+                self.attempts.complete = False
+                entry = await self.send(prompt, {**kwargs, "experiment_id": self.exp.name, "run_id": self.run_id,
+                                                 "cache": False})
             real = entry["cost_usd"] or 0.0
         except Exception as exc:  # noqa: BLE001 - one failed cell must not end the run; errors are not cached
+            if rid := getattr(exc, "request_id", None):
+                self.failed_ids[key] = rid
+            self.attempts.failed(exc)
             return "error", f"{type(exc).__name__}: {exc}"[:500], 0.0, False
         finally:
             self.calls += 1
@@ -267,7 +316,8 @@ def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float |
     # an entry without these is unreadable for a run: a miss with a warning, never a crash
     store = open_cache(kit.home, kit.guard.url, required=("content", "provider", "model", "cost_usd")) \
         if cache is not False else None
-    engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd, kit.guard, run_id), store, read_cache=cache is True)
+    engine = _Engine(kit, experiment, run_id, send, Budget(budget_usd, kit.guard, run_id), store,
+                     read_cache=cache is True, direct=executor == "local" and batch is None)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     try:
@@ -278,7 +328,10 @@ def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float |
             outcomes = _run_coro(_drive(engine, plans, concurrency, progress))
     finally:
         if store is not None:
-            store.close()
+            try:
+                engine.flush()
+            finally:
+                store.close()
         if hasattr(send, "close"):
             send.close()  # the Ray executor's private key file goes with the run
     wall = time.perf_counter() - t0
@@ -321,6 +374,7 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
     # seconds of CPU, and during it every call in flight would see its deadline running.
     for name in dict.fromkeys(engine.kit.chain):
         await engine.kit.provider(name).aprepare()
+    engine.prefetch([p.key for p in plans])
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
         queue.put_nowait(i)
@@ -333,8 +387,9 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
             except asyncio.QueueEmpty:
                 return
             p = plans[i]
+            call, p.call = p.call, None  # sent once; not kept for the rest of the run
             status, entry, spent, hit = await engine.fetch(p.cell.prompt, p.cell.kwargs, p.key, p.worst,
-                                                           (p.provider, p.request, p.cell.repeat))
+                                                           (p.provider, p.request, p.cell.repeat), call)
             out: dict[str, Any] = {"status": status, "entry": entry if status == "ok" else None,
                                    "error": None if status == "ok" else entry, "spent": spent, "judged": {},
                                    "judge_notes": {}, "rationales": {}, "cache_hit": hit}

@@ -3,6 +3,7 @@ loading and comparing runs."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -46,6 +47,7 @@ def _git(cwd: Path) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
 
 
+@functools.lru_cache(maxsize=1)  # installed packages do not change under a running process
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -58,13 +60,13 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _results(exp: Experiment, plans: list, outcomes: list[dict]) -> pd.DataFrame:
+def _results(exp: Experiment, plans: list, outcomes: list[dict], failed_ids: dict[str, str]) -> pd.DataFrame:
     import pandas as pd
 
     records = exp.data.to_dict("records")
     reserved = {"cell", "row", "template", "model", "settings", "repeat", "prompt", "output", "status", "error",
                 "provider", "served_model", "requested_model", "substituted", "prompt_tokens", "completion_tokens",
-                "cost_usd", "latency_ms", "finish_reason", "cache_hit", "spent_usd"}
+                "cost_usd", "latency_ms", "finish_reason", "cache_hit", "spent_usd", "request_id"}
     rows = []
     for p, out in zip(plans, outcomes):
         c, e = p.cell, out.get("entry") or {}
@@ -94,6 +96,8 @@ def _results(exp: Experiment, plans: list, outcomes: list[dict]) -> pd.DataFrame
                 for name, why in notes.items())
         r["cache_hit"] = bool(out.get("cache_hit"))
         r["spent_usd"] = float(out.get("spent", 0.0))
+        # the call (or cache hit) whose ledger rows are this sample's attempts (experiments.attempts)
+        r["request_id"] = e.get("request_id") if e else failed_ids.get(p.key)
         rows.append(r)
     df = pd.DataFrame(rows)
     for col in ("prompt_tokens", "completion_tokens"):
@@ -137,7 +141,7 @@ def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: li
                started: datetime, wall_s: float, options: dict[str, Any]) -> Run:
     """Build the table, summary and manifest; write the run folder; return the ``Run``."""
 
-    results = _results(exp, plans, outcomes)
+    results = _results(exp, plans, outcomes, getattr(engine, "failed_ids", {}))
     summary = summarize(results)
     n, ok = len(results), results[results.status == "ok"]
     skipped = int((results.status == "skipped").sum())
@@ -181,7 +185,10 @@ def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: li
     except OSError as exc:
         raise storage_error(f"cannot write the run folder of {run_id} (its answers are in the cache and ledger)",
                             exc, path, writing=True) from None
-    run = Run(run_id, results, summary, manifest, path)
+    run = Run(run_id, results, summary, manifest, path, ledger=kit.ledger)
+    known = engine.attempts.frame() if hasattr(engine, "attempts") else None
+    if known is not None:
+        run._attempts = known  # what the ledger holds for this run, known without reading it back
     write_report(run)
     return run
 
@@ -201,7 +208,7 @@ def load_run(kit: Kit, run: Any) -> Run:
         raise InvalidRequestError(f"no run {run!r} under {_runs_dir(kit)}; kit.runs() lists them")
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     results = pd.read_parquet(path / "results.parquet")
-    return Run(manifest["run_id"], results, summarize(results), manifest, path)
+    return Run(manifest["run_id"], results, summarize(results), manifest, path, ledger=kit.ledger)
 
 
 def list_runs(kit: Kit) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """Every sample of a run as a record a reader can browse: what was asked, what came back, how it
-scored and why, what it cost, who answered; filters over them; and the same sample in another run.
+scored and why, what it cost, who answered and every attempt of its call (``attempts.py``); filters
+over them; and the same sample in another run.
 
 The per-sample viewer (``run.viewer()``, a widget) and the report's Samples section both read
 these records, so the notebook and the offline HTML page show the same thing and filter alike.
@@ -17,19 +18,20 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError
+from .attempts import attempts_by_request, attempts_summary
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .run import Run
 
-__all__ = ["sample_records", "filter_records", "pair_records", "record_text", "GRID"]
+__all__ = ["sample_records", "filter_records", "pair_records", "record_text", "attempt_rows", "GRID"]
 
 GRID = ("row", "template", "model", "settings", "repeat")
 # what every record names explicitly; every other column of the table is a dataset field or extra
 _KNOWN = {*GRID, "cell", "prompt", "output", "parsed", "status", "error", "provider", "served_model",
           "requested_model", "substituted", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
-          "finish_reason", "cache_hit", "spent_usd", "attempts"}
+          "finish_reason", "cache_hit", "spent_usd", "attempts", "request_id"}
 
 
 def _plain(v: Any) -> Any:
@@ -41,8 +43,10 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def sample_records(results: pd.DataFrame) -> list[dict[str, Any]]:
-    """One record per row of a run's results table (``run.results``)."""
+def sample_records(results: pd.DataFrame,
+                   attempts: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """One record per row of a run's results table (``run.results``); ``attempts`` (the run's, by
+    request id: ``attempts.attempts_by_request``) gives each its own, else ``attempts`` is None."""
     cols = list(results.columns)
     scores = [c for c in cols if c.startswith("score_")]
     notes = [c for c in cols if c.startswith(("rationale_", "note_"))]
@@ -60,13 +64,33 @@ def sample_records(results: pd.DataFrame) -> list[dict[str, Any]]:
             "status": r.get("status"), "error": r.get("error"),
             "provider": r.get("provider"), "served_model": served,
             "substituted": bool(r.get("substituted")), "cache_hit": bool(r.get("cache_hit")),
-            "attempts": r.get("attempts"),
+            "request_id": r.get("request_id"), **_attempts(r, attempts),
             "cost_usd": r.get("cost_usd"), "latency_ms": r.get("latency_ms"),
             "prompt_tokens": r.get("prompt_tokens"), "completion_tokens": r.get("completion_tokens"),
             "scores": {c[len("score_"):]: r.get(c) for c in scores},
             "notes": {c.split("_", 1)[1]: r.get(c) for c in notes if r.get(c)},
         })
     return out
+
+
+def _attempts(r: dict[str, Any], by_request: dict[str, list[dict[str, Any]]] | None) -> dict[str, Any]:
+    if by_request is None:
+        return {"attempts": None, "attempts_text": None}
+    rid = r.get("request_id")
+    found = by_request.get(rid) if rid else ([] if r.get("status") == "skipped" else None)  # skipped: never sent
+    return {"attempts": found, "attempts_text": attempts_summary(found)}
+
+
+def attempt_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The detail pane's attempt lines: one (``attempts``, ``1 attempt: …``) for a call answered at
+    once; else the count, then one line per attempt; no line when the run's attempts were not read
+    (a Run without a ledger)."""
+    attempts, text = r.get("attempts"), r.get("attempts_text")
+    if text is None:
+        return []
+    if attempts is not None and len(attempts) == 1:
+        return [("attempts", f"{text}: {attempts[0]['line']}")]
+    return [("attempts", text), *((f"attempt {a['n']}", a["line"]) for a in attempts or [])]
 
 
 def record_text(r: dict[str, Any]) -> str:
@@ -122,7 +146,7 @@ def pair_records(records: Sequence[dict[str, Any]], others: Sequence[dict[str, A
 
 def run_records(run: Run, other: Run | None = None) -> dict[str, Any]:
     """What a viewer needs: the records, the choices its filters offer, and the other run's pairs."""
-    records = sample_records(run.results)
+    records = sample_records(run.results, _run_attempts(run))
     data: dict[str, Any] = {
         "run_id": run.run_id, "records": records,
         "models": sorted({str(r["model"]) for r in records}),
@@ -130,7 +154,12 @@ def run_records(run: Run, other: Run | None = None) -> dict[str, Any]:
         "scores": sorted({k for r in records for k in r["scores"]}),
     }
     if other is not None:
-        others = sample_records(other.results)
+        others = sample_records(other.results, _run_attempts(other))
         data["other_run_id"] = other.run_id
         data["pairs"] = pair_records(records, others)
     return data
+
+
+def _run_attempts(run: Run) -> dict[str, list[dict[str, Any]]] | None:
+    """The run's attempts by request id (one ledger query per run), None without a ledger."""
+    return None if getattr(run, "ledger", None) is None else attempts_by_request(run.attempts)

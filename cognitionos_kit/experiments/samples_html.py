@@ -1,8 +1,8 @@
 """The report's Samples section: every sample in a table, filters (model, status, score range,
-text) and a detail pane with everything about the one clicked, beside the same sample of another
-run when the report compares two. Plain HTML and a few lines of script, no library, no CDN: the
-page works offline, as the rest of the report does. The records and the filters' rules are
-``samples.py``'s, as in the notebook viewer."""
+text) and a detail pane with everything about the one clicked (every attempt of its call too),
+beside the same sample of another run when the report compares two. Plain HTML and a few lines
+of script, no library, no CDN: the page works offline, as the rest of the report does. The
+records and the filters' rules are ``samples.py``'s, as in the notebook viewer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..core.display import money
-from .samples import record_text, run_records
+from .samples import attempt_rows, record_text, run_records
 
 if TYPE_CHECKING:
     from .run import Run
@@ -56,7 +56,7 @@ _SCRIPT = """
     out += kv('cost', r.cost_text) + kv('latency', r.latency_ms === null ? '' : Math.round(r.latency_ms) + ' ms');
     out += kv('tokens', (r.prompt_tokens === null ? '?' : r.prompt_tokens) + ' in, '
               + (r.completion_tokens === null ? '?' : r.completion_tokens) + ' out');
-    if (r.attempts) out += kv('attempts', r.attempts);
+    (r.attempt_rows || []).forEach(function (p) { out += kv(p[0], p[1]); });
     Object.keys(r.scores).forEach(function (k) { out += kv('score ' + k, r.scores[k] === null ? 'none' : r.scores[k]); });
     Object.keys(r.notes).forEach(function (k) { out += kv('why (' + k + ')', r.notes[k]); });
     Object.keys(r.fields).forEach(function (k) { out += kv(k, r.fields[k]); });
@@ -103,6 +103,8 @@ def samples_html(run: Run, other: Run | None = None, *, limit: int = 500) -> str
         if "cost_text" not in r:  # one sample of the other run may pair with several here
             r["text"] = record_text(r)
             r["cost_text"] = money(r.pop("cost_usd"))  # shown as money everywhere, never 2.7e-05
+            r["attempt_rows"] = attempt_rows(r)  # the lines the page shows, not the attempts' raw fields
+            r.pop("attempts")
     fields = list(dict.fromkeys(k for r in records for k in r["fields"]))
     data["records"] = records
     if "pairs" in data:  # only the shown samples' pairs travel in the page

@@ -98,6 +98,7 @@ class LocalGuards:
         self._any = False  # whether the folder has any budget (re-read when another connection writes)
         self._has_limits = False
         self._checked = 0.0  # time.monotonic() of the last look at PRAGMA data_version
+        self._absent_at = -1.0  # time.monotonic() when the file was last found absent
         self.config_version: int | None = None  # meta.version: moves when a budget, team or limit changes
         self.last_left = 0.0  # what the tightest budget had left after the last reservation
 
@@ -120,8 +121,17 @@ class LocalGuards:
         self._seen_version = None
 
     def exists(self) -> bool:
-        """Whether the file exists (none yet: no budget, no limit, and nothing is created)."""
-        return self._db is not None or self.path.exists()
+        """Whether the file exists (none yet: no budget, no limit, and nothing is created). Looked
+        for at most every ``RECHECK_S`` while absent: another process's first budget binds within it."""
+        if self._db is not None:
+            return True
+        now = time.monotonic()
+        if now - self._absent_at < RECHECK_S:
+            return False
+        if self.path.exists():
+            return True
+        self._absent_at = now
+        return False
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,8 @@ from .hit import HitList, MemoryHit
 from .index import MEMORY_TYPES, SCOPES
 from .memory import Memory, MemoryNotFoundError, OwnerRequiredError
 from .ranking import Weights
+from .remember import MemoryEvent, Remembered
 
-__all__ = ["Memory", "MemoryHit", "HitList", "Evaluation", "MemoryNotFoundError", "OwnerRequiredError", "Weights", "MEMORY_TYPES",
+__all__ = ["Memory", "MemoryHit", "HitList", "Evaluation", "Remembered", "MemoryEvent",
+           "MemoryNotFoundError", "OwnerRequiredError", "Weights", "MEMORY_TYPES",
            "SCOPES", "OPERATORS"]

@@ -10,6 +10,8 @@ one job each:
 - ``crud.py`` and ``history.py``: store, get, update, delete, list, re-embed; the history SQL;
 - ``owners.py``: who may use a memory, and the errors when not;
 - ``evaluation.py``: recall@k and MRR of retrieval over queries with known answers.
+- ``remember.py``: facts extracted from a conversation (an LLM call through the Kit) and merged
+  into a user's memories (ADD, UPDATE or NONE, as Mem0's ``add``).
 
 What counts as an access (the count the frequency boost of ``ranking.py`` grows with): only a
 use the caller reports, never a retrieval by itself. ``hit.used()`` on a hit of ``retrieve``, or
@@ -18,7 +20,8 @@ and sets its ``last_accessed_at``. Retrieving alone changes nothing, so identica
 identical scores (with ``now=`` pinned) and what was retrieved before is not favoured by itself: if
 every returned hit counted, each query would lift its whole top k for the next query whether it
 was right or not. ``retrieve(..., track=False)`` is read-only outright (its hits refuse ``used()``),
-and ``evaluate`` retrieves that way.
+and ``evaluate``, ``remember`` and retrieval-augmented calls (``kit.complete(..., memory=user_id)``:
+being put in a prompt is not evidence a memory helped) retrieve that way.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..calls.embeddings import Embedder
-from ..core.errors import InvalidRequestError
+from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.validation import check_number, check_text
 from .crud import Records
 from .embedding import Embedders, embed_texts, unit_rows
@@ -40,6 +43,7 @@ from .inputs import TimeLike, check_choice, check_count, check_flag
 from .options import INDEX_KINDS, OPTIONS, MemoryOptions, check_options
 from .owners import MemoryNotFoundError, OwnerRequiredError, not_found, owner_keyword
 from .ranking import WeightsLike
+from .remember import Remembered, remember
 from .replica import Replica
 from .search import Searcher, SearchQuery, parse_query, to_hits
 from .store import EventLog
@@ -299,6 +303,33 @@ class Memory:
                 ranked = self.searcher.rank(t, vector, q)
                 found.append([(t.rows[int(i)]["memory_id"], float(s)) for i, s in zip(ranked.rows, ranked.score)])
         return score_cases(texts, expected, found, q.k)
+
+    # --- remember / recall ----------------------------------------------------------------
+    def remember(self, conversation: str | Sequence[Mapping[str, str]], user_id: str, *, model: str | None = None,
+                 duplicate_threshold: float = 0.9) -> Remembered:
+        """Facts about ``user_id`` taken from ``conversation`` (a list of ``{"role", "content"}``
+        messages, or a string: one user turn) and merged into their memories, as Mem0's ``add``:
+        one LLM call through the Kit (costed and in the ledger with task_id "memory.remember";
+        ``model`` or the summarizer role; offline the simulated provider extracts the user's
+        first-person statements by rule) extracts atomic facts, then each one is NONE (a memory
+        already says it: cosine >= ``duplicate_threshold``), UPDATE (it fills a single-valued slot
+        such as home or employer that a memory of the user holds: that memory is changed, its
+        ``history`` keeps the old version) or ADD. Returns a :class:`~.remember.Remembered`, one
+        event per fact. Bad input is an InvalidRequestError before anything is sent.
+
+        >>> kit.memory.remember([{"role": "user", "content": "I live in Paris and I work at Inria."}], "ada")
+        >>> kit.memory.remember("I moved to Berlin.", "ada")  # UPDATE: history keeps "I live in Paris."
+        """
+        if self.kit is None:
+            raise ConfigurationError("remember needs a Kit to extract facts with: use kit.memory.remember(...)")
+        return remember(self, self.kit.complete, conversation, user_id, model=model,
+                        duplicate_threshold=duplicate_threshold)
+
+    def recall(self, user_id: str, query: str, k: int = 5) -> list[tuple[str, str]]:
+        """The (id, content) of the ``k`` best memories ``user_id`` may see for ``query``, retrieved
+        read-only (``track=False``): what ``kit.complete(..., memory=user_id, k=k)`` puts in the prompt."""
+        hits = self.retrieve(user_id, query, k, track=False)
+        return [(h.id, h.content) for h in hits]
 
     # --- get / update / delete / history -----------------------------------------------------
     @owner_keyword("")

@@ -1,5 +1,6 @@
 """``run.viewer()``: browse every sample of an experiment run, filter them, and read one in full
-(prompt, output, parsed output, scores and the judge's reasons, cost, latency, who answered);
+(prompt, output, parsed output, scores and the judge's reasons, cost, latency, who answered
+and every attempt of its call);
 ``run.viewer(other=earlier_run)`` puts the same sample of another run beside it.
 
 The records and the filters' rules are ``experiments.samples``'s, shared with the Samples section
@@ -18,7 +19,7 @@ import ipywidgets as w
 
 from ..core.display import FONT, MUTED, error_html, money, note_html
 from ..core.errors import KitError
-from ..experiments.samples import filter_records, run_records
+from ..experiments.samples import attempt_rows, filter_records, run_records
 from .style import LABEL, cell_layout, controls_grid, view_layout
 
 if TYPE_CHECKING:
@@ -50,8 +51,7 @@ def sample_card(r: dict[str, Any] | None, title: str) -> str:
             row("latency", "" if lat is None else f"{lat:,.0f} ms"),
             row("tokens", f"{r['prompt_tokens'] if r['prompt_tokens'] is not None else '?'} in, "
                           f"{r['completion_tokens'] if r['completion_tokens'] is not None else '?'} out")]
-    if r.get("attempts"):
-        rows.append(row("attempts", r["attempts"]))
+    rows += [row(k, v) for k, v in attempt_rows(r)]
     rows += [row(f"score {k}", "none" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}")
              for k, v in r["scores"].items()]
     rows += [row(f"why ({k})", v) for k, v in r["notes"].items()]

@@ -133,6 +133,30 @@ class ResponseCache:
             return self._entry(row[0], key, f"{self.path}", 3)
         return self._legacy_get(key) if self._legacy else None
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The entries of those ``keys`` that are cached, by key (a few queries, not one per key)."""
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            try:
+                db = self._conn()
+                for i in range(0, len(unique), 500):  # SQLite's bound-parameter limit
+                    chunk = unique[i:i + 500]
+                    sql = f"SELECT key, entry FROM answers WHERE key IN ({','.join('?' * len(chunk))})"
+                    found.update(db.execute(sql, chunk).fetchall())
+            except _Damaged as exc:
+                self._broken(exc)
+                found = {}
+            except sqlite3.DatabaseError as exc:
+                if not _is_damaged(exc):
+                    raise StorageError(f"cannot read the response cache {self.path}: {exc}") from None
+                self._broken(exc)
+                found = {}
+        out = {k: e for k, text in found.items() if (e := self._entry(text, k, f"{self.path}", 3)) is not None}
+        if self._legacy:
+            out.update({k: e for k in unique if k not in out and (e := self._legacy_get(k)) is not None})
+        return out
+
     def _entry(self, text: Any, key: str, where: str, stacklevel: int) -> dict[str, Any] | None:
         return parse_entry(text, key, where, self.required)
 
@@ -151,6 +175,29 @@ class ResponseCache:
         with self._lock:
             try:
                 self._conn().execute("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", (key, data))
+            except _Damaged as exc:
+                self._broken(exc)
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and _is_damaged(exc):
+                    self._broken(exc)
+                    return
+                raise StorageError(f"cannot write to the response cache {self.path}: {exc}") from None
+
+    def put_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """``put`` each ``(key, entry)`` in one transaction (an experiment run stores its answers so)."""
+        if not items:
+            return
+        data = [(key, json.dumps(entry, ensure_ascii=False)) for key, entry in items]
+        with self._lock:
+            try:
+                db = self._conn()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", data)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
             except _Damaged as exc:
                 self._broken(exc)
             except sqlite3.Error as exc:

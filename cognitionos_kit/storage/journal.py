@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
+import orjson
+
 from ..core.errors import InvalidRequestError
 from ..core.validation import clean_text
 from .faults import storage_error
@@ -52,10 +54,14 @@ def _default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serializable")  # json's protocol; encode_rows raises InvalidRequestError
 
 
-# ensure_ascii=False: text is written as UTF-8. Escaped, a lone surrogate ("\ud800", e.g. in a
-# server's error message) is valid JSON that DuckDB refuses, which dropped the whole row; raw, it
-# fails to encode, and that rare slow path replaces it (see encode_rows).
+# The slow path's encoder. ensure_ascii=False: text is written as UTF-8. Escaped, a lone
+# surrogate ("\ud800", e.g. in a server's error message) is valid JSON that DuckDB refuses, which
+# dropped the whole row; raw, it fails to encode, and that rare path replaces it (see encode_rows).
 _ENC = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_default, ensure_ascii=False)
+# orjson writes the same compact UTF-8 JSON about ten times faster than json (every ledger row
+# and text-log row of every call goes through here). Datetimes go through _default, as with json;
+# NaN and infinities become null, as _finite makes them.
+_FAST = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_APPEND_NEWLINE
 
 
 def _finite(v: Any) -> Any:
@@ -71,23 +77,31 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def _line(row: Mapping[str, Any]) -> str:
+def _slow_line(row: Mapping[str, Any]) -> bytes:
+    """What orjson refused (a lone surrogate, an int past 64 bits, a non-string key): json's way."""
     try:
-        return _ENC.encode(row)
-    except ValueError:  # NaN or infinity somewhere: the rare slow path
-        return _ENC.encode(_finite(row))
+        text = _ENC.encode(row)
+    except ValueError:  # NaN or infinity somewhere
+        text = _ENC.encode(_finite(row))
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate in some string: U+FFFD instead (JSON text has no others)
+        return clean_text(text).encode() + b"\n"
+
+
+def _line(row: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(row, default=_default, option=_FAST)
+    except orjson.JSONEncodeError:
+        return _slow_line(row)
 
 
 def encode_rows(table: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
     """The journal lines of ``rows`` as UTF-8 (a ``row_id`` added where missing)."""
     try:
-        text = "".join([_line(r if "row_id" in r else {**r, "row_id": uuid.uuid4().hex}) + "\n" for r in rows])
+        return b"".join([_line(r if "row_id" in r else {**r, "row_id": uuid.uuid4().hex}) for r in rows])
     except (TypeError, ValueError) as e:
         raise InvalidRequestError(f"row for {table} cannot be stored: {e}") from e
-    try:
-        return text.encode()
-    except UnicodeEncodeError:  # a lone surrogate in some string: U+FFFD instead (JSON text has no others)
-        return clean_text(text).encode()
 
 
 # --- this process's journal files ---------------------------------------------------------

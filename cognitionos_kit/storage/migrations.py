@@ -172,3 +172,11 @@ def m009_batch_id(con: duckdb.DuckDBPyConnection) -> None:
     # Requests sent through a provider's batch API (kit.run(exp, executor="batch")): which batch
     # answered the row, so views can tell batch-priced rows from live ones.
     con.execute("ALTER TABLE llm_usage ADD COLUMN batch_id VARCHAR")
+
+
+@LEDGER_MIGRATIONS
+def m010_memory(con: duckdb.DuckDBPyConnection) -> None:
+    # Retrieval-augmented calls (kit.complete(..., memory=user_id, k=...)): whose memories went into
+    # the prompt and which ones (a JSON list of memory ids, best first; "[]" when none was found).
+    con.execute("ALTER TABLE llm_usage ADD COLUMN memory_user VARCHAR")
+    con.execute("ALTER TABLE llm_usage ADD COLUMN memory_ids VARCHAR")

@@ -78,6 +78,22 @@ class RedisResponseCache:
     def put(self, key: str, entry: dict[str, Any]) -> None:
         self._do("write to", self.client.set, self.prefix + key, json.dumps(entry, ensure_ascii=False).encode())
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The entries of those ``keys`` that are cached, by key (one round trip per 1,000 keys)."""
+        unique, out = list(dict.fromkeys(keys)), {}
+        for i in range(0, len(unique), 1000):
+            chunk = unique[i:i + 1000]
+            for key, raw in zip(chunk, self._do("read", self.client.mget, [self.prefix + k for k in chunk])):
+                if raw is not None and (e := parse_entry(raw, key, f"Redis at {self.url}", self.required)) is not None:
+                    out[key] = e
+        return out
+
+    def put_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """``put`` each ``(key, entry)`` in one round trip."""
+        if items:
+            self._do("write to", self.client.mset,
+                     {self.prefix + key: json.dumps(entry, ensure_ascii=False).encode() for key, entry in items})
+
     def __len__(self) -> int:
         return sum(1 for _ in self._do("count", lambda: list(self.client.scan_iter(self.prefix + "*", count=1000))))
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Union
 
 from ...core.errors import ProviderError
 from ...core.types import ProviderRequest, ProviderResponse, Sampling
-from .http import async_http_client, retry_after_seconds, sync_http_client
+from .http import async_http_client, retry_after_seconds, sdk_client_class, sync_http_client
 from .keys import KeyRing
 
 # A stream yields text chunks as they arrive, then exactly one ProviderResponse (usage included).
@@ -191,7 +191,7 @@ class SDKProvider(Provider):
         # with several keys a 429 moves to the next key at once: the SDK must not retry it on this one
         no_retry = frozenset({429}) if len(self._ring) > 1 else frozenset()
         http = (async_http_client if is_async else sync_http_client)(sdk, self._max_retry_wait, no_retry)
-        cls = getattr(sdk, self.async_client_name if is_async else self.sync_client_name)
+        cls = sdk_client_class(sdk, self.async_client_name if is_async else self.sync_client_name)
         return cls(http_client=http, **self._kwargs())
 
     @property

@@ -22,6 +22,7 @@ each provider call (``attempt_scope``); outside one, the clients behave exactly 
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import os
 import time
@@ -348,10 +349,47 @@ def _client_class(sdk: Any, base_name: str, is_async: bool) -> type:
     return cls
 
 
+class _KnownURLs:
+    """Mixed into the SDK's client class: the full URL of each path is built once, not on every
+    request (the SDK parses the base URL and the path again for each call: about 5% of a call's
+    CPU at experiment concurrency, measured by benchmarks/bench_experiment.py). httpx URLs are
+    immutable, so one is safely shared; a new ``base_url`` gets new entries."""
+
+    def _prepare_url(self, url: str) -> Any:
+        known: dict[tuple[str, Any], Any] = self.__dict__.setdefault("_kit_urls", {})
+        key = (url, self._base_url)  # type: ignore[attr-defined]
+        found = known.get(key)
+        if found is None:
+            found = known[key] = super()._prepare_url(url)  # type: ignore[misc]
+        return found
+
+
+_SDK_CLASSES: dict[tuple[str, str], type] = {}
+
+
+def sdk_client_class(sdk: Any, name: str) -> type:
+    """The SDK's client class ``name`` with the kit's leaner request path (``_KnownURLs``)."""
+    key = (sdk.__name__, name)
+    cls = _SDK_CLASSES.get(key)
+    if cls is None:
+        base = getattr(sdk, name)
+        cls = _SDK_CLASSES[key] = type(name, (_KnownURLs, base), {"__module__": __name__})
+    return cls
+
+
+@functools.lru_cache(maxsize=1)
+def _tls() -> Any:
+    """One TLS context for every client of this process (the SDK's default, built as it would):
+    building one loads the CA bundle, tens of ms of CPU, which each run's new async client paid."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
+
+
 def sync_http_client(sdk: Any, max_retry_wait: float | None, no_retry: frozenset[int] = frozenset()) -> Any:
     """The SDK's default sync httpx client with the attempt deadline, request count and retry cap
     (``no_retry``: statuses the SDK gives up on at once)."""
-    client = _client_class(sdk, "DefaultHttpxClient", False)()
+    client = _client_class(sdk, "DefaultHttpxClient", False)(verify=_tls())
     client._kit_max_retry_wait, client._kit_no_retry = max_retry_wait, no_retry
     return client
 
@@ -374,8 +412,8 @@ def async_http_client(sdk: Any, max_retry_wait: float | None = None, no_retry: f
         except ImportError:
             pass
     try:
-        client = _client_class(sdk, name, True)()
+        client = _client_class(sdk, name, True)(verify=_tls())
     except RuntimeError:  # the SDK was installed without its aiohttp extra
-        client = _client_class(sdk, "DefaultAsyncHttpxClient", True)()
+        client = _client_class(sdk, "DefaultAsyncHttpxClient", True)(verify=_tls())
     client._kit_max_retry_wait, client._kit_no_retry = max_retry_wait, no_retry
     return client

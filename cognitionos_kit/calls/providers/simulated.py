@@ -24,6 +24,7 @@ from typing import Any
 from ...core.errors import ConfigurationError, InvalidRequestError, ProviderError
 from ...core.types import SAMPLING_NAMES, ProviderRequest, ProviderResponse, Sampling, ToolCall, Usage
 from .. import tokens
+from ..facts import FACTS_OUTPUT, simulated_facts
 from ..structured import example_value
 from .base import Provider, StreamItem
 from .http import current_attempt
@@ -152,6 +153,8 @@ class SimulatedProvider(Provider):
             text = canned
         elif req.messages and req.messages[-1].role == "tool":
             text = _tool_answer(req)
+        elif s is not None and s.output is not None and s.output.name == FACTS_OUTPUT:  # kit.memory.remember
+            text = simulated_facts(req.messages[-1].content if req.messages else "")
         elif s is not None and s.output is not None:
             text = json.dumps(example_value(s.output.schema, rng))
         else:
