@@ -1,4 +1,5 @@
-"""Command line: ``python -m cognitionos_kit demo | status | run EXPERIMENT.yaml | report RUN_ID | rebuild``."""
+"""Command line: ``python -m cognitionos_kit demo | status | run EXPERIMENT.yaml | report RUN_ID | rebuild | serve |
+users | tokens``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     rebuild = sub.add_parser("rebuild", help="rebuild a damaged ledger database from its journals (the old file is kept)")
     rebuild.add_argument("--home", default=None, help="data folder (default: $COGNITIONOS_HOME or ./data)")
     rebuild.add_argument("--memory", action="store_true", help="rebuild the memory database (memory.duckdb) as well")
+    _server_parsers(sub)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -43,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(Kit(args.home).status(), indent=2))
         return 0
-    if args.command in ("run", "report", "rebuild"):
+    if args.command in ("run", "report", "rebuild", "serve", "users", "tokens"):
         from .core.errors import KitError
 
         try:
+            if args.command in ("serve", "users", "tokens"):
+                return _server(args)
             return _run(args) if args.command == "run" else _report(args) if args.command == "report" else _rebuild(args)
         except (KitError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -119,4 +123,56 @@ def _rebuild(args: argparse.Namespace) -> int:
         n = store.rebuild()
         kept = f"; the old file is kept as {store.kept_as}" if store.kept_as else ""
         print(f"rebuilt the {what} database {store.db_path} from the journals in {store.journal_dir}: {n} rows{kept}")
+    return 0
+
+
+def _server_parsers(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the team server (HTTP, bearer tokens) on a data folder")
+    serve.add_argument("--home", default=None)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--no-docs", action="store_true", help="no /docs page and no /openapi.json")
+    users = sub.add_parser("users", help="the team server's users: add, list")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    add = users_sub.add_parser("add", help="add a user (their name is the user_id of their calls)")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may read every user's usage and spend")
+    add.add_argument("--home", default=None)
+    users_sub.add_parser("list").add_argument("--home", default=None)
+    tokens = sub.add_parser("tokens", help="the team server's API tokens: create, revoke, list")
+    tokens_sub = tokens.add_subparsers(dest="action", required=True)
+    create = tokens_sub.add_parser("create", help="a new token for a user; printed once, as the last line")
+    create.add_argument("name")
+    create.add_argument("--expires-in-days", type=float, default=None, help="default: until revoked")
+    create.add_argument("--home", default=None)
+    revoke = tokens_sub.add_parser("revoke", help="revoke a token (the token, or its cok_ prefix)")
+    revoke.add_argument("token")
+    revoke.add_argument("--home", default=None)
+    listing = tokens_sub.add_parser("list", help="every token's prefix, user and state (never the token)")
+    listing.add_argument("--user", default=None)
+    listing.add_argument("--home", default=None)
+
+
+def _server(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from .server.app import serve
+
+        serve(args.home, host=args.host, port=args.port, docs=not args.no_docs)
+        return 0
+    from .core.config import load_settings
+    from .server import Accounts, admin
+
+    accounts = Accounts(load_settings(args.home).home)
+    try:
+        if args.command == "users":
+            lines = admin.add_user(accounts, args.name, admin=args.admin) if args.action == "add" else admin.list_users(accounts)
+        elif args.action == "create":
+            lines = admin.create_token(accounts, args.name, expires_in_days=args.expires_in_days)
+        elif args.action == "revoke":
+            lines = admin.revoke_token(accounts, args.token)
+        else:
+            lines = admin.list_tokens(accounts, args.user)
+    finally:
+        accounts.close()
+    print("\n".join(lines))
     return 0

@@ -1,0 +1,63 @@
+"""The team server's ASGI app (FastAPI) and ``serve``, which runs it under uvicorn."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from ..core.errors import KitError
+from .accounts import Accounts
+from .routes import kit_error, router
+
+if TYPE_CHECKING:
+    from ..kit import Kit
+
+__all__ = ["create_app", "serve", "MAX_BODY_BYTES"]
+
+MAX_BODY_BYTES = 1_000_000
+
+
+def create_app(kit: Kit, accounts: Accounts, *, docs: bool = True, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The server's app on ``kit`` (every call made with the caller's ``user_id``) and ``accounts``.
+
+    ``docs``: the OpenAPI schema at ``/openapi.json`` and FastAPI's Swagger page at ``/docs``
+    (whose scripts the reader's browser loads from a CDN; the server itself downloads nothing).
+    Bodies over ``max_body_bytes`` are refused with 413."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        kit.close()
+        accounts.close()
+
+    app = FastAPI(
+        title="cognitionos-kit team server", version="0.1.0", lifespan=lifespan, max_body_size=max_body_bytes,
+        docs_url="/docs" if docs else None, openapi_url="/openapi.json" if docs else None, redoc_url=None,
+        description="Costed, ledgered LLM calls on a shared data folder; every route but /health needs a bearer token.",
+    )
+    app.state.kit = kit
+    app.state.accounts = accounts
+    app.add_exception_handler(KitError, kit_error)
+    app.include_router(router)
+    return app
+
+
+def serve(home: str | None, *, host: str = "127.0.0.1", port: int = 8765, docs: bool = True) -> None:
+    """Run the server on the data folder ``home`` until interrupted (provider keys from the
+    environment or ``.env``, as a notebook's Kit)."""
+    import uvicorn
+
+    from ..kit import Kit
+
+    kit = Kit(home)
+    accounts = Accounts(kit.home)
+    if not accounts.users():
+        print(f"note: no users yet; add one with: cognitionos-kit users add NAME --admin --home {kit.home}", file=sys.stderr)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {host}, not only this machine: put TLS in front (see the README)", file=sys.stderr)
+    print(f"cognitionos-kit server: data folder {kit.home}, http://{host}:{port}", flush=True)
+    uvicorn.run(create_app(kit, accounts, docs=docs), host=host, port=port, log_level="info", server_header=False)
