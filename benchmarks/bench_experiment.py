@@ -67,13 +67,18 @@ def _serve(port_q: mp.Queue, delay_s: float) -> None:
     asyncio.run(main())
 
 
-async def _raw_sdk(n: int, concurrency: int, lean: bool = False) -> float:
+async def _raw_sdk(n: int, concurrency: int, lean: bool = False, kit_class: bool = False) -> float:
     """The bare AsyncOpenAI client, same server, same concurrency. ``lean``: the floor of the
     official SDK here, with everything the kit does to go faster (aiohttp transport, ``post``
     with ``cast_to=object``) and nothing else (no ledger, cache, scoring or report)."""
     import openai
 
-    client = openai.AsyncOpenAI(max_retries=0, http_client=openai.DefaultAioHttpClient() if lean else None)
+    cls: type = openai.AsyncOpenAI
+    if kit_class:  # the SDK's client with the kit's leaner request path (calls/providers/http.py)
+        from cognitionos_kit.calls.providers.http import sdk_client_class
+
+        cls = sdk_client_class(openai, "AsyncOpenAI")
+    client = cls(max_retries=0, http_client=openai.DefaultAioHttpClient() if lean else None)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
@@ -111,13 +116,14 @@ def _one_delay(delay_s: float) -> dict:
 
     # Rounds alternate the kit and the SDK floor so drift of a shared machine hits both alike;
     # each round's prompts are new, so the kit's run sends every call (nothing cached yet).
-    walls, floors = [], []
+    walls, floors, leans = [], [], []
     for r in range(ROUNDS):
         exp = Experiment("bench", rows, f"Round {r} item {{i}}: say hello", ["gpt-4o-mini"], settings={"max_tokens": [32]})
         t0 = time.perf_counter()
         run = kit.run(exp, concurrency=CONCURRENCY, cache=True, progress=False)
         walls.append(time.perf_counter() - t0)
         floors.append(asyncio.run(_raw_sdk(CALLS, CONCURRENCY, lean=True)))
+        leans.append(asyncio.run(_raw_sdk(CALLS, CONCURRENCY, lean=True, kit_class=True)))
     t1 = time.perf_counter()
     rerun = kit.run(exp, concurrency=CONCURRENCY, progress=False)
     cached_wall = time.perf_counter() - t1
@@ -125,7 +131,7 @@ def _one_delay(delay_s: float) -> dict:
     kit.close()
     server.terminate()
     ok = int((run.results.status == "ok").sum())
-    return {"delay": delay_s, "walls": walls, "floors": floors, "raw": raw, "ok": ok, "cached_wall": cached_wall,
+    return {"delay": delay_s, "walls": walls, "floors": floors, "leans": leans, "raw": raw, "ok": ok, "cached_wall": cached_wall,
             "hits": rerun.cache_hits, "rerun_cost": rerun.cost_usd}
 
 
@@ -145,6 +151,10 @@ def main() -> None:
               f"{floor / ideal:.2f}x ideal (rounds: {', '.join(f'{f / ideal:.2f}x' for f in floors)})")
         target = (" (target <= 1.10x: " + ("met" if wall / floor <= 1.10 else "NOT met") + ")") if d == 0.05 else ""
         print(f"kit / floor = {wall / floor:.2f}x{target}; round by round {', '.join(f'{r:.2f}x' for r in ratios)}")
+        lean = statistics.median(res["leans"])
+        print(f"the same floor on the kit's leaner SDK client (its request path only, nothing else): {lean:.3f} s = "
+              f"{lean / ideal:.2f}x ideal = {lean / floor:.2f}x the floor; kit / that = {wall / lean:.2f}x "
+              "(what the kit's ledger, cache, planning and report cost on top)")
         if res["raw"] is not None:
             print(f"bare AsyncOpenAI client (default transport, chat.completions.create): {res['raw']:.3f} s = "
                   f"{res['raw'] / ideal:.2f}x ideal; kit / bare = {wall / res['raw']:.2f}x")

@@ -132,6 +132,12 @@ def _server_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--no-docs", action="store_true", help="no /docs page and no /openapi.json")
+    serve.add_argument("--allow-register", action="store_true",
+                       help="self-service: /auth/register, /auth/login (throttled), /auth/refresh, /auth/logout")
+    serve.add_argument("--access-ttl", type=float, default=900.0, metavar="SECONDS",
+                       help="lifetime of a login's access token (default 900)")
+    serve.add_argument("--refresh-ttl", type=float, default=14 * 86400.0, metavar="SECONDS",
+                       help="lifetime of a login's refresh token (default 14 days)")
     users = sub.add_parser("users", help="the team server's users: add, list")
     users_sub = users.add_subparsers(dest="action", required=True)
     add = users_sub.add_parser("add", help="add a user (their name is the user_id of their calls)")
@@ -156,8 +162,10 @@ def _server_parsers(sub: argparse._SubParsersAction) -> None:
 def _server(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .server.app import serve
+        from .server.session_routes import SelfService
 
-        serve(args.home, host=args.host, port=args.port, docs=not args.no_docs)
+        self_service = SelfService(args.access_ttl, args.refresh_ttl) if args.allow_register else None
+        serve(args.home, host=args.host, port=args.port, docs=not args.no_docs, self_service=self_service)
         return 0
     from .core.config import load_settings
     from .server import Accounts, admin

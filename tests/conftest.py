@@ -110,3 +110,14 @@ def make_live_kit(tmp_path, monkeypatch, openai_server, anthropic_server):
 def live_kit(make_live_kit):
     """A Kit whose OpenAI and Anthropic providers are the official SDKs talking to loopback servers."""
     return make_live_kit()
+
+
+@pytest.fixture
+def providers(_openai_server, _anthropic_server):
+    """The loopback provider servers (``_openai_server``, ``_anthropic_server``), reset before and
+    after a test: what they were asked, errors queued."""
+    for p in (_openai_server, _anthropic_server):
+        p.reset()
+    yield _openai_server, _anthropic_server
+    for p in (_openai_server, _anthropic_server):
+        p.reset()

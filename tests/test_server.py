@@ -5,104 +5,31 @@ driven over real HTTP with httpx. One server process for the whole module (CI ti
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
-from conftest import _ENV, ANTHROPIC_KEY, OPENAI_KEY
+from conftest import ANTHROPIC_KEY, OPENAI_KEY
+from team_server import add_users, provider_env, running_server
+from team_server import cli as _cli
 
 from cognitionos_kit import Kit
 from cognitionos_kit.server import Accounts
-
-
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cognitionos_kit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """The running server: its URL, data folder, environment and one token per user."""
-
-    def __init__(self, url: str, home: Path, env: dict[str, str], cwd: Path, tokens: dict[str, str]) -> None:
-        self.url, self.home, self.env, self.cwd, self.tokens = url, home, env, cwd, tokens
-        self.http = httpx.Client(base_url=url, timeout=30)
-
-    def as_(self, user: str | None, method: str, path: str, **kw) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.tokens.get(user, user)}"} if user else {}
-        return self.http.request(method, path, headers=headers, **kw)
-
-    def complete(self, user: str, **body) -> httpx.Response:
-        return self.as_(user, "POST", "/complete", json={"max_tokens": 30, **body})
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, _openai_server, _anthropic_server):
     root = tmp_path_factory.mktemp("team")
     home = root / "home"
-    accounts = Accounts(home)
-    accounts.add_user("ana", admin=True)
-    for name in ("bob", "dave", "carol", "fay"):
-        accounts.add_user(name)
-    tokens = {name: accounts.create_token(name).token for name in ("ana", "bob", "dave", "carol", "fay")}
-    accounts.close()
-    env = {k: v for k, v in os.environ.items() if k not in _ENV}
-    env.update(OPENAI_API_KEY=OPENAI_KEY, ANTHROPIC_API_KEY=ANTHROPIC_KEY, COGNITIONOS_DOTENV="0",
-               OPENAI_BASE_URL=_openai_server.base_url, ANTHROPIC_BASE_URL=_anthropic_server.base_url)
+    tokens = add_users(home, ("ana",), ("bob", "dave", "carol", "fay"))
+    env = provider_env(_openai_server, _anthropic_server)
     # a per-user budget and rate limit, set as an admin would from a notebook on the same data folder
     kit = Kit(home, dotenv=False)
     kit.set_budget(1e-9, user_id="carol")
     kit.set_rate_limit(user_id="fay", rpm=1, policy="raise")
     kit.close()
-
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "cognitionos_kit", "serve", "--home", str(home), "--port", str(port)],
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the server did not start:\n" + (root / "server.log").read_text())
-        time.sleep(0.1)
-    s = Server(url, home, env, root, tokens)
-    yield s
-    s.http.close()
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    logged = (root / "server.log").read_text()
-    assert OPENAI_KEY not in logged and ANTHROPIC_KEY not in logged
-    assert not [name for name, token in tokens.items() if token in logged]
-
-
-@pytest.fixture
-def providers(_openai_server, _anthropic_server):
-    for p in (_openai_server, _anthropic_server):
-        p.reset()
-    yield _openai_server, _anthropic_server
-    for p in (_openai_server, _anthropic_server):
-        p.reset()
+    with running_server(root, home, env, tokens) as s:
+        yield s
 
 
 def test_every_route_but_health_needs_a_valid_token(server):

@@ -5,6 +5,11 @@
     schemas.py    request bodies (422 naming the field) and the completion's JSON
     errors.py     kit errors -> HTTP statuses
     routes.py     /health /models /complete /embed /usage /spend
+    memory_routes.py   /memories (store, get, update, delete, history) and /retrieve, as the caller
+    session_routes.py  /auth register, login, refresh, logout (``serve --allow-register``)
+    sessions.py   passwords and login sessions (access + refresh tokens)
+    throttle.py   failed-login limits per name and per client address
+    openai_compat.py   the OpenAI-compatible /v1 routes (openai_schemas.py: their JSON)
     app.py        the FastAPI app and ``serve`` (uvicorn)
     admin.py      the ``users`` and ``tokens`` commands' output
 

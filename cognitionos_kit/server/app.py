@@ -11,7 +11,10 @@ from fastapi import FastAPI
 
 from ..core.errors import KitError
 from .accounts import Accounts
+from .memory_routes import router as memory_router
+from .openai_compat import router as openai_router
 from .routes import kit_error, router
+from .session_routes import SelfService, install
 
 if TYPE_CHECKING:
     from ..kit import Kit
@@ -21,17 +24,21 @@ __all__ = ["create_app", "serve", "MAX_BODY_BYTES"]
 MAX_BODY_BYTES = 1_000_000
 
 
-def create_app(kit: Kit, accounts: Accounts, *, docs: bool = True, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(kit: Kit, accounts: Accounts, *, docs: bool = True, max_body_bytes: int = MAX_BODY_BYTES,
+               self_service: SelfService | None = None) -> FastAPI:
     """The server's app on ``kit`` (every call made with the caller's ``user_id``) and ``accounts``.
 
     ``docs``: the OpenAPI schema at ``/openapi.json`` and FastAPI's Swagger page at ``/docs``
     (whose scripts the reader's browser loads from a CDN; the server itself downloads nothing).
-    Bodies over ``max_body_bytes`` are refused with 413."""
+    Bodies over ``max_body_bytes`` are refused with 413. ``self_service``: the ``/auth`` routes
+    (register, login, refresh, logout), off when None."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         kit.close()
+        if sessions is not None:
+            sessions.close()
         accounts.close()
 
     app = FastAPI(
@@ -43,10 +50,14 @@ def create_app(kit: Kit, accounts: Accounts, *, docs: bool = True, max_body_byte
     app.state.accounts = accounts
     app.add_exception_handler(KitError, kit_error)
     app.include_router(router)
+    app.include_router(memory_router)
+    app.include_router(openai_router)
+    sessions = None if self_service is None else install(app, accounts, self_service)
     return app
 
 
-def serve(home: str | None, *, host: str = "127.0.0.1", port: int = 8765, docs: bool = True) -> None:
+def serve(home: str | None, *, host: str = "127.0.0.1", port: int = 8765, docs: bool = True,
+          self_service: SelfService | None = None) -> None:
     """Run the server on the data folder ``home`` until interrupted (provider keys from the
     environment or ``.env``, as a notebook's Kit)."""
     import uvicorn
@@ -60,4 +71,7 @@ def serve(home: str | None, *, host: str = "127.0.0.1", port: int = 8765, docs: 
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {host}, not only this machine: put TLS in front (see the README)", file=sys.stderr)
     print(f"cognitionos-kit server: data folder {kit.home}, http://{host}:{port}", flush=True)
-    uvicorn.run(create_app(kit, accounts, docs=docs), host=host, port=port, log_level="info", server_header=False)
+    if self_service is not None:
+        print("note: self-service is on: anyone who can reach the server may register (POST /auth/register)", file=sys.stderr)
+    app = create_app(kit, accounts, docs=docs, self_service=self_service)
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

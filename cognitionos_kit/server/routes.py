@@ -15,19 +15,15 @@ from ..core.errors import KitError
 from .auth import Caller, readable_user
 from .errors import error_body, error_headers, error_status
 from .schemas import CompleteRequest, EmbedRequest, completion_json
+from .streams import kit_of, sse_response, start_stream
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..kit import Kit
 
 __all__ = ["router", "kit_error"]
 
 router = APIRouter()
-
-
-def _kit(request: Request) -> Kit:
-    return request.app.state.kit
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -48,7 +44,7 @@ def health() -> dict[str, str]:
 @router.get("/models", tags=["calls"])
 def models(request: Request, user: Caller) -> dict[str, Any]:
     """The models the server can use right now, with role defaults, context window and prices."""
-    return {"models": _records(_kit(request).models())}
+    return {"models": _records(kit_of(request).models())}
 
 
 @router.post("/complete", tags=["calls"], response_model=None)
@@ -58,18 +54,10 @@ async def complete(request: Request, body: CompleteRequest, user: Caller) -> dic
     ``error`` event when the stream breaks after text was sent. Errors before the first chunk
     (a budget, a bad model, every provider failing) are plain HTTP errors."""
     prompt, options = body.call(user.name)
-    kit = _kit(request)
+    kit = kit_of(request)
     if not body.stream:
         return completion_json(await kit.acomplete(prompt, **options))
-    stream = kit.astream(prompt, **options)
-    chunks = stream.__aiter__()
-    try:
-        first: str | None = await chunks.__anext__()
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await stream.aclose()
-        raise
+    stream, chunks, first = await start_stream(kit, prompt, options)
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -83,8 +71,7 @@ async def complete(request: Request, body: CompleteRequest, user: Caller) -> dic
         finally:
             await stream.aclose()
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(events())
 
 
 @router.post("/embed", tags=["calls"])
@@ -92,7 +79,7 @@ def embed(request: Request, body: EmbedRequest, user: Caller) -> dict[str, Any]:
     """Embeddings (L2-normalised); default the server's local model, ``text-embedding-*`` at OpenAI."""
     from ..calls.embeddings import get_local_embedder
 
-    vectors = _kit(request).embed(body.input, body.model, user_id=user.name)
+    vectors = kit_of(request).embed(body.input, body.model, user_id=user.name)
     return {"model": body.model or get_local_embedder().name, "dim": int(vectors.shape[1]),
             "embeddings": vectors.tolist()}
 
@@ -104,7 +91,7 @@ def usage(request: Request, user: Caller,
           limit: int = Query(1000, ge=1, le=100_000, description="the newest rows, at most")) -> dict[str, Any]:
     """The caller's ledger rows (one per attempt), oldest first; an admin's: anyone's."""
     filters = {"user_id": readable_user(user, user_id), "model": model, "provider": provider, "request_id": request_id}
-    frame = _kit(request).usage(**{k: v for k, v in filters.items() if v is not None})
+    frame = kit_of(request).usage(**{k: v for k, v in filters.items() if v is not None})
     return {"rows": _records(frame.tail(limit))}
 
 
@@ -114,7 +101,7 @@ def spend(request: Request, user: Caller,
           by: Literal["user_id", "model", "provider", "day", "project"] = "user_id") -> dict[str, Any]:
     """The caller's spend grouped ``by``; an admin's: anyone's."""
     who = readable_user(user, user_id)
-    frame = _kit(request).spend(by=by, **({"user_id": who} if who is not None else {}))
+    frame = kit_of(request).spend(by=by, **({"user_id": who} if who is not None else {}))
     return {"by": by, "rows": _records(frame)}
 
 

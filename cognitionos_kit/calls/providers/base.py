@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Union
 
 from ...core.errors import ProviderError
 from ...core.types import ProviderRequest, ProviderResponse, Sampling
-from .http import async_http_client, retry_after_seconds, sdk_client_class, sync_http_client
+from .http import async_http_client, retry_after_seconds, sdk_client_class, sdk_platform, sync_http_client
 from .keys import KeyRing
 
 # A stream yields text chunks as they arrive, then exactly one ProviderResponse (usage included).
@@ -192,7 +192,10 @@ class SDKProvider(Provider):
         no_retry = frozenset({429}) if len(self._ring) > 1 else frozenset()
         http = (async_http_client if is_async else sync_http_client)(sdk, self._max_retry_wait, no_retry)
         cls = sdk_client_class(sdk, self.async_client_name if is_async else self.sync_client_name)
-        return cls(http_client=http, **self._kwargs())
+        client = cls(http_client=http, **self._kwargs())
+        if getattr(client, "_platform", 0) is None:
+            client._platform = sdk_platform(sdk)
+        return client
 
     @property
     def client(self) -> Any:
