@@ -33,12 +33,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..core.errors import CacheWarning, StorageError, warn_user
 from ..core.types import ProviderRequest
 from .faults import cause
 from .sqlite import open_shared
 
-__all__ = ["ResponseCache", "cache_key", "open_cache", "parse_entry", "clear_cache"]
+__all__ = ["ResponseCache", "cache_key", "open_cache", "entry_text", "parse_entry", "clear_cache"]
 
 _BUSY_TIMEOUT_MS = 30_000  # another process holding the write lock for a moment is normal
 _SCHEMA = "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID"
@@ -171,7 +173,7 @@ class ResponseCache:
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         """Store ``entry`` under ``key`` (replacing any); skipped, with a CacheWarning, if the file is damaged."""
-        data = json.dumps(entry, ensure_ascii=False)
+        data = entry_text(entry)
         with self._lock:
             try:
                 self._conn().execute("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", (key, data))
@@ -187,7 +189,7 @@ class ResponseCache:
         """``put`` each ``(key, entry)`` in one transaction (an experiment run stores its answers so)."""
         if not items:
             return
-        data = [(key, json.dumps(entry, ensure_ascii=False)) for key, entry in items]
+        data = [(key, entry_text(entry)) for key, entry in items]
         with self._lock:
             try:
                 db = self._conn()
@@ -270,6 +272,14 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
+
+
+def entry_text(entry: dict[str, Any]) -> str:
+    """An entry as JSON text (orjson; json for what it refuses, e.g. a lone surrogate)."""
+    try:
+        return orjson.dumps(entry).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def parse_entry(text: Any, key: str, where: str, required: Sequence[str]) -> dict[str, Any] | None:

@@ -7,13 +7,12 @@ be reached is a ``StorageError`` (a cache that silently stopped caching would co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..core.errors import ConfigurationError, StorageError
-from .cache import parse_entry
+from .cache import entry_text, parse_entry
 
 __all__ = ["RedisResponseCache", "connect", "safe_url", "command"]
 
@@ -76,7 +75,7 @@ class RedisResponseCache:
         return None if raw is None else parse_entry(raw, key, f"Redis at {self.url}", self.required)
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        self._do("write to", self.client.set, self.prefix + key, json.dumps(entry, ensure_ascii=False).encode())
+        self._do("write to", self.client.set, self.prefix + key, entry_text(entry).encode())
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The entries of those ``keys`` that are cached, by key (one round trip per 1,000 keys)."""
@@ -92,7 +91,7 @@ class RedisResponseCache:
         """``put`` each ``(key, entry)`` in one round trip."""
         if items:
             self._do("write to", self.client.mset,
-                     {self.prefix + key: json.dumps(entry, ensure_ascii=False).encode() for key, entry in items})
+                     {self.prefix + key: entry_text(entry).encode() for key, entry in items})
 
     def __len__(self) -> int:
         return sum(1 for _ in self._do("count", lambda: list(self.client.scan_iter(self.prefix + "*", count=1000))))
