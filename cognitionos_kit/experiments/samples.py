@@ -144,9 +144,11 @@ def pair_records(records: Sequence[dict[str, Any]], others: Sequence[dict[str, A
     return pairs
 
 
-def run_records(run: Run, other: Run | None = None) -> dict[str, Any]:
-    """What a viewer needs: the records, the choices its filters offer, and the other run's pairs."""
-    records = sample_records(run.results, _run_attempts(run))
+def run_records(run: Run, other: Run | None = None, *, limit: int | None = None) -> dict[str, Any]:
+    """What a viewer needs: the records (the first ``limit`` samples), the choices its filters
+    offer, and the other run's pairs."""
+    results = run.results if limit is None else run.results.head(limit)
+    records = sample_records(results, _run_attempts(run))
     data: dict[str, Any] = {
         "run_id": run.run_id, "records": records,
         "models": sorted({str(r["model"]) for r in records}),

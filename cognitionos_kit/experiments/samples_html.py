@@ -97,8 +97,8 @@ def _options(name: str, values: list[str], label: str) -> str:
 
 def samples_html(run: Run, other: Run | None = None, *, limit: int = 500) -> str:
     """The Samples section (the first ``limit`` samples; results.parquet has them all)."""
-    data = run_records(run, other)
-    records = data["records"][:limit]
+    data = run_records(run, other, limit=limit)  # the page shows these: only these are made into records
+    records = data["records"]
     for r in [*records, *data.get("pairs", {}).values()]:
         if "cost_text" not in r:  # one sample of the other run may pair with several here
             r["text"] = record_text(r)
