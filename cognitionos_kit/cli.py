@@ -132,6 +132,8 @@ def _server_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--no-docs", action="store_true", help="no /docs page and no /openapi.json")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="URL",
+                       help="let web pages from this origin (e.g. https://lab.example.org) call the server; repeatable")
     serve.add_argument("--allow-register", action="store_true",
                        help="self-service: /auth/register, /auth/login (throttled), /auth/refresh, /auth/logout")
     serve.add_argument("--access-ttl", type=float, default=900.0, metavar="SECONDS",
@@ -165,7 +167,8 @@ def _server(args: argparse.Namespace) -> int:
         from .server.session_routes import SelfService
 
         self_service = SelfService(args.access_ttl, args.refresh_ttl) if args.allow_register else None
-        serve(args.home, host=args.host, port=args.port, docs=not args.no_docs, self_service=self_service)
+        serve(args.home, host=args.host, port=args.port, docs=not args.no_docs, self_service=self_service,
+              cors_origins=args.cors_origin)
         return 0
     from .core.config import load_settings
     from .server import Accounts, admin

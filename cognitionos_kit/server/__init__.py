@@ -10,6 +10,8 @@
     sessions.py   passwords and login sessions (access + refresh tokens)
     throttle.py   failed-login limits per name and per client address
     openai_compat.py   the OpenAI-compatible /v1 routes (openai_schemas.py: their JSON)
+    metrics_routes.py  /metrics (Prometheus, admins only)
+    browser.py    CORS for listed origins; /docs with Swagger UI served locally
     app.py        the FastAPI app and ``serve`` (uvicorn)
     admin.py      the ``users`` and ``tokens`` commands' output
 

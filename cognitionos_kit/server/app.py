@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -11,7 +11,9 @@ from fastapi import FastAPI
 
 from ..core.errors import KitError
 from .accounts import Accounts
+from .browser import allow_origins, check_origins, install_docs
 from .memory_routes import router as memory_router
+from .metrics_routes import router as metrics_router
 from .openai_compat import router as openai_router
 from .routes import kit_error, router
 from .session_routes import SelfService, install
@@ -25,13 +27,13 @@ MAX_BODY_BYTES = 1_000_000
 
 
 def create_app(kit: Kit, accounts: Accounts, *, docs: bool = True, max_body_bytes: int = MAX_BODY_BYTES,
-               self_service: SelfService | None = None) -> FastAPI:
+               self_service: SelfService | None = None, cors_origins: Sequence[str] = ()) -> FastAPI:
     """The server's app on ``kit`` (every call made with the caller's ``user_id``) and ``accounts``.
 
-    ``docs``: the OpenAPI schema at ``/openapi.json`` and FastAPI's Swagger page at ``/docs``
-    (whose scripts the reader's browser loads from a CDN; the server itself downloads nothing).
-    Bodies over ``max_body_bytes`` are refused with 413. ``self_service``: the ``/auth`` routes
-    (register, login, refresh, logout), off when None."""
+    ``docs``: the OpenAPI schema at ``/openapi.json`` and a Swagger page at ``/docs`` (its scripts
+    served by the server, no CDN). Bodies over ``max_body_bytes`` are refused with 413.
+    ``self_service``: the ``/auth`` routes (register, login, refresh, logout), off when None.
+    ``cors_origins``: the browser origins allowed to call (CORS); none by default."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,7 +45,7 @@ def create_app(kit: Kit, accounts: Accounts, *, docs: bool = True, max_body_byte
 
     app = FastAPI(
         title="cognitionos-kit team server", version="0.1.0", lifespan=lifespan, max_body_size=max_body_bytes,
-        docs_url="/docs" if docs else None, openapi_url="/openapi.json" if docs else None, redoc_url=None,
+        docs_url=None, openapi_url="/openapi.json" if docs else None, redoc_url=None,
         description="Costed, ledgered LLM calls on a shared data folder; every route but /health needs a bearer token.",
     )
     app.state.kit = kit
@@ -52,18 +54,24 @@ def create_app(kit: Kit, accounts: Accounts, *, docs: bool = True, max_body_byte
     app.include_router(router)
     app.include_router(memory_router)
     app.include_router(openai_router)
+    app.include_router(metrics_router)
+    if docs:
+        install_docs(app, "/openapi.json")
+    if cors_origins:
+        allow_origins(app, cors_origins)
     sessions = None if self_service is None else install(app, accounts, self_service)
     return app
 
 
 def serve(home: str | None, *, host: str = "127.0.0.1", port: int = 8765, docs: bool = True,
-          self_service: SelfService | None = None) -> None:
+          self_service: SelfService | None = None, cors_origins: Sequence[str] = ()) -> None:
     """Run the server on the data folder ``home`` until interrupted (provider keys from the
     environment or ``.env``, as a notebook's Kit)."""
     import uvicorn
 
     from ..kit import Kit
 
+    cors_origins = check_origins(cors_origins)  # a bad one stops the command before the Kit opens
     kit = Kit(home)
     accounts = Accounts(kit.home)
     if not accounts.users():
@@ -73,5 +81,5 @@ def serve(home: str | None, *, host: str = "127.0.0.1", port: int = 8765, docs: 
     print(f"cognitionos-kit server: data folder {kit.home}, http://{host}:{port}", flush=True)
     if self_service is not None:
         print("note: self-service is on: anyone who can reach the server may register (POST /auth/register)", file=sys.stderr)
-    app = create_app(kit, accounts, docs=docs, self_service=self_service)
+    app = create_app(kit, accounts, docs=docs, self_service=self_service, cors_origins=cors_origins)
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
