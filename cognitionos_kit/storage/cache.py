@@ -29,9 +29,9 @@ import os
 import shutil
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +42,7 @@ from .sqlite import open_shared
 
 __all__ = ["ResponseCache", "cache_key", "open_cache", "entry_text", "parse_entry", "clear_cache"]
 
+T = TypeVar("T")
 _BUSY_TIMEOUT_MS = 30_000  # another process holding the write lock for a moment is normal
 _SCHEMA = "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID"
 
@@ -118,42 +119,41 @@ class ResponseCache:
                 "nor stored in it until kit.clear_cache() repairs it (it replaces the file)",
                 CacheWarning)
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The cached entry for ``key``, or None (a miss, also for an unreadable entry or file)."""
+    def _locked(self, what: str, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
+        """``fn(connection)`` under the lock. A damaged file is noted (one CacheWarning) and gives
+        ``default``; any other SQLite error is a StorageError saying what could not be done."""
         with self._lock:
             try:
-                row = self._conn().execute("SELECT entry FROM answers WHERE key = ?", (key,)).fetchone()
+                return fn(self._conn())
             except _Damaged as exc:
                 self._broken(exc)
-                row = None
-            except sqlite3.DatabaseError as exc:
-                if not _is_damaged(exc):
-                    raise StorageError(f"cannot read the response cache {self.path}: {exc}") from None
+            except sqlite3.Error as exc:
+                if not (isinstance(exc, sqlite3.DatabaseError) and _is_damaged(exc)):
+                    raise StorageError(f"cannot {what} the response cache {self.path}: {exc}") from None
                 self._broken(exc)
-                row = None
+        return default
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached entry for ``key``, or None (a miss, also for an unreadable entry or file)."""
+        row = self._locked("read", lambda db: db.execute("SELECT entry FROM answers WHERE key = ?", (key,)).fetchone(),
+                           None)
         if row is not None:
             return self._entry(row[0], key, f"{self.path}", 3)
         return self._legacy_get(key) if self._legacy else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The entries of those ``keys`` that are cached, by key (a few queries, not one per key)."""
-        found: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(keys))
-        with self._lock:
-            try:
-                db = self._conn()
-                for i in range(0, len(unique), 500):  # SQLite's bound-parameter limit
-                    chunk = unique[i:i + 500]
-                    sql = f"SELECT key, entry FROM answers WHERE key IN ({','.join('?' * len(chunk))})"
-                    found.update(db.execute(sql, chunk).fetchall())
-            except _Damaged as exc:
-                self._broken(exc)
-                found = {}
-            except sqlite3.DatabaseError as exc:
-                if not _is_damaged(exc):
-                    raise StorageError(f"cannot read the response cache {self.path}: {exc}") from None
-                self._broken(exc)
-                found = {}
+
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            found: dict[str, Any] = {}
+            for i in range(0, len(unique), 500):  # SQLite's bound-parameter limit
+                chunk = unique[i:i + 500]
+                sql = f"SELECT key, entry FROM answers WHERE key IN ({','.join('?' * len(chunk))})"
+                found.update(db.execute(sql, chunk).fetchall())
+            return found
+
+        found: dict[str, Any] = self._locked("read", read, {})
         out = {k: e for k, text in found.items() if (e := self._entry(text, k, f"{self.path}", 3)) is not None}
         if self._legacy:
             out.update({k: e for k in unique if k not in out and (e := self._legacy_get(k)) is not None})
@@ -173,40 +173,27 @@ class ResponseCache:
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         """Store ``entry`` under ``key`` (replacing any); skipped, with a CacheWarning, if the file is damaged."""
-        data = entry_text(entry)
-        with self._lock:
-            try:
-                self._conn().execute("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", (key, data))
-            except _Damaged as exc:
-                self._broken(exc)
-            except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.DatabaseError) and _is_damaged(exc):
-                    self._broken(exc)
-                    return
-                raise StorageError(f"cannot write to the response cache {self.path}: {exc}") from None
+        self.put_many([(key, entry)])
 
     def put_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """``put`` each ``(key, entry)`` in one transaction (an experiment run stores its answers so)."""
         if not items:
             return
         data = [(key, entry_text(entry)) for key, entry in items]
-        with self._lock:
+
+        def write(db: sqlite3.Connection) -> None:
+            if len(data) == 1:  # one statement is its own transaction
+                db.execute("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", data[0])
+                return
+            db.execute("BEGIN IMMEDIATE")
             try:
-                db = self._conn()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.executemany("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", data)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except _Damaged as exc:
-                self._broken(exc)
-            except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.DatabaseError) and _is_damaged(exc):
-                    self._broken(exc)
-                    return
-                raise StorageError(f"cannot write to the response cache {self.path}: {exc}") from None
+                db.executemany("INSERT OR REPLACE INTO answers (key, entry) VALUES (?, ?)", data)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+        self._locked("write to", write, None)
 
     def __len__(self) -> int:
         with self._lock:
