@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     exp = Experiment.from_yaml(args.experiment)
     opts = (yaml.safe_load(Path(args.experiment).read_text(encoding="utf-8")) or {}).get("run") or {}
     cache = False if args.no_cache else "refresh" if args.refresh else opts.get("cache", True)
-    kit = Kit(args.home)
+    kit = Kit(args.home, server=False)  # runs and reports read the local data folder
     run = kit.run(
         exp,
         concurrency=args.concurrency or opts.get("concurrency", 8),
@@ -96,7 +96,7 @@ def _report(args: argparse.Namespace) -> int:
     from .experiments.report import write_report
     from .kit import Kit
 
-    kit = Kit(args.home)
+    kit = Kit(args.home, server=False)  # runs and reports read the local data folder
     run = load_run(kit, args.run_id)
     print(run)
     print(run.summary.to_string(index=False))
@@ -140,6 +140,8 @@ def _server_parsers(sub: argparse._SubParsersAction) -> None:
                        help="lifetime of a login's access token (default 900)")
     serve.add_argument("--refresh-ttl", type=float, default=14 * 86400.0, metavar="SECONDS",
                        help="lifetime of a login's refresh token (default 14 days)")
+    serve.add_argument("--registrations-per-hour", type=int, default=20, metavar="N",
+                       help="self-service registrations allowed per client address per hour (default 20)")
     users = sub.add_parser("users", help="the team server's users: add, list")
     users_sub = users.add_subparsers(dest="action", required=True)
     add = users_sub.add_parser("add", help="add a user (their name is the user_id of their calls)")
@@ -166,7 +168,8 @@ def _server(args: argparse.Namespace) -> int:
         from .server.app import serve
         from .server.session_routes import SelfService
 
-        self_service = SelfService(args.access_ttl, args.refresh_ttl) if args.allow_register else None
+        self_service = (SelfService(args.access_ttl, args.refresh_ttl, registrations_per_address=args.registrations_per_hour)
+                        if args.allow_register else None)
         serve(args.home, host=args.host, port=args.port, docs=not args.no_docs, self_service=self_service,
               cors_origins=args.cors_origin)
         return 0

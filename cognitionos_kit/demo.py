@@ -41,7 +41,7 @@ def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> 
     # calls fail with a rate limit and move on down the chain, as OpenAI -> Anthropic would.
     flaky = SimulatedProvider(name="flaky-sim", seed=7, failure_rate=0.35, failure_kind="rate_limit")
     providers: list[str | Provider] = ["openai", "anthropic", "simulated"] if live else [flaky, "simulated"]
-    kit = Kit(home, providers=providers, dotenv=live, project="demo", views="session")
+    kit = Kit(home, providers=providers, dotenv=live, project="demo", views="session", server=False)
     data_home = kit.home
     print(f"cognitionos_kit demo · data folder {data_home} (project demo, session {kit.session_id}) · "
           f"chain {' -> '.join(kit.chain)}")
@@ -119,7 +119,7 @@ def run_demo(home: str | os.PathLike[str] | None = None, live: bool = False) -> 
     exp = Experiment("demo-capitals", [{"country": c, "expected": e} for c, e in capitals],
                      "What is the capital of {country}?", ["sim-small", "sim-nano"],
                      settings={"temperature": [0.0, 0.7]}, scorers=["contains", {"regex": "capital"}], simulated=canned)
-    sim_kit = Kit(data_home, providers=["simulated"], dotenv=False, project="demo")
+    sim_kit = Kit(data_home, providers=["simulated"], dotenv=False, project="demo", server=False)
     first = sim_kit.run(exp, budget_usd=0.05, progress=False)
     again = sim_kit.run(exp, budget_usd=0.05, progress=False)
     sent = first.manifest["totals"]["calls_sent"]

@@ -18,6 +18,7 @@ from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
 from .calls.router import provider_for_model
 from .calls.turns import acall, call, open_astream, open_stream
+from .core.client_mode import served_by
 from .core.config import KitConfig, PriceOverride, session_id, view_filters
 from .core.display import UsageSummary, kit_html, kit_text
 from .core.errors import InvalidRequestError
@@ -85,6 +86,7 @@ class Kit(GuardMethods, WatchMethods):
         cache_ttl: float | None = None,
         guards: str | None = None,
         api_keys: Mapping[str, Sequence[str]] | None = None,
+        server: str | Literal[False] | None = None, token: str | None = None,  # client mode: client/served.py
     ) -> None:
         self._build(KitConfig(
             home=home, providers=providers, role_models=role_models, fallback_models=fallback_models,  # type: ignore[arg-type]
@@ -94,10 +96,13 @@ class Kit(GuardMethods, WatchMethods):
             views=views, cache=cache, cache_ttl=cache_ttl, guards=guards, api_keys=api_keys,  # type: ignore[arg-type]
         ))
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Kit:
+        return super().__new__(_kit_class(cls, kwargs))
+
     @classmethod
     def from_config(cls, config: KitConfig) -> Kit:
         """A Kit built from ``config`` (``kit.config`` of another Kit gives an identical one)."""
-        kit = cls.__new__(cls)
+        kit = object.__new__(cls)
         kit._build(config)
         return kit
 
@@ -391,6 +396,16 @@ class Kit(GuardMethods, WatchMethods):
     def _repr_html_(self) -> str:
         return kit_html(self.status())
 
+
+
+def _kit_class(cls: type[Kit], kwargs: dict[str, Any]) -> type[Kit]:
+    """``Kit(server=...)``, or a plain ``Kit()`` with ``COGNITIONOS_SERVER`` set, is a client of
+    the team server (``core.client_mode``): a ``ServedKit``, the same API served over HTTP."""
+    if cls is not Kit or not served_by(kwargs):
+        return cls
+    from .client.served import ServedKit
+
+    return ServedKit
 
 
 # --- the module-level shortcuts: cognitionos_kit.complete(...) and friends ------------------------

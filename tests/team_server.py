@@ -101,3 +101,20 @@ def running_server(root: Path, home: Path, env: dict[str, str], tokens: dict[str
     assert OPENAI_KEY not in logged and ANTHROPIC_KEY not in logged
     assert not [name for name, token in s.tokens.items() if token in logged]
 
+
+
+@contextmanager
+def guarded_server(root: Path, openai_server, anthropic_server) -> Iterator[Server]:
+    """A server whose users are ana (an admin), bob, dave, carol (a user budget of $1e-9: every
+    call refused) and fay (1 request a minute, refused past it), set as an admin would from a
+    notebook on the same data folder."""
+    from cognitionos_kit import Kit
+
+    home = root / "home"
+    tokens = add_users(home, ("ana",), ("bob", "dave", "carol", "fay"))
+    kit = Kit(home, dotenv=False)
+    kit.set_budget(1e-9, user_id="carol")
+    kit.set_rate_limit(user_id="fay", rpm=1, policy="raise")
+    kit.close()
+    with running_server(root, home, provider_env(openai_server, anthropic_server), tokens) as s:
+        yield s

@@ -10,25 +10,15 @@ import time
 
 import pytest
 from conftest import ANTHROPIC_KEY, OPENAI_KEY
-from team_server import add_users, provider_env, running_server
 from team_server import cli as _cli
+from team_server import guarded_server
 
-from cognitionos_kit import Kit
 from cognitionos_kit.server import Accounts
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, _openai_server, _anthropic_server):
-    root = tmp_path_factory.mktemp("team")
-    home = root / "home"
-    tokens = add_users(home, ("ana",), ("bob", "dave", "carol", "fay"))
-    env = provider_env(_openai_server, _anthropic_server)
-    # a per-user budget and rate limit, set as an admin would from a notebook on the same data folder
-    kit = Kit(home, dotenv=False)
-    kit.set_budget(1e-9, user_id="carol")
-    kit.set_rate_limit(user_id="fay", rpm=1, policy="raise")
-    kit.close()
-    with running_server(root, home, env, tokens) as s:
+    with guarded_server(tmp_path_factory.mktemp("team"), _openai_server, _anthropic_server) as s:
         yield s
 
 

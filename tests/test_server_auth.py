@@ -182,3 +182,24 @@ def test_a_throttle_forgets_failures_once_they_leave_its_window():
 def test_self_service_settings_must_be_positive(field):
     with pytest.raises(InvalidRequestError, match=field):
         SelfService(**{field: 0})
+
+
+def test_registrations_are_limited_per_client_address(kit, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cognitionos_kit.server import Accounts
+    from cognitionos_kit.server.app import create_app
+    from cognitionos_kit.server.session_routes import SelfService
+
+    accounts = Accounts(tmp_path / "accounts")
+    try:
+        client = TestClient(create_app(kit, accounts, self_service=SelfService(registrations_per_address=2)))
+        assert client.post("/auth/register", json={"name": "u1", "password": "long enough"}).status_code == 201
+        assert client.post("/auth/register", json={"name": "u1", "password": "long enough"}).status_code == 409
+        refused = client.post("/auth/register", json={"name": "u2", "password": "long enough"})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 3000
+        assert [u.name for u in accounts.users()] == ["u1"]  # the refused one was not created
+        bad = client.post("/auth/register", json={"name": "", "password": "x"})
+        assert bad.status_code == 422  # a bad body is refused before the limit is consulted
+    finally:
+        accounts.close()

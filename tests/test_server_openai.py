@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 import openai
 import pytest
-from team_server import add_users, provider_env, running_server
+from team_server import guarded_server
 
 from cognitionos_kit import Kit
 
@@ -18,14 +18,7 @@ MODEL = "gpt-4o-mini"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, _openai_server, _anthropic_server):
-    root = tmp_path_factory.mktemp("team_openai")
-    home = root / "home"
-    tokens = add_users(home, ("ana",), ("bob", "dave", "carol", "fay"))
-    kit = Kit(home, dotenv=False)
-    kit.set_budget(1e-9, user_id="carol")
-    kit.set_rate_limit(user_id="fay", rpm=1, policy="raise")
-    kit.close()
-    with running_server(root, home, provider_env(_openai_server, _anthropic_server), tokens) as s:
+    with guarded_server(tmp_path_factory.mktemp("team_openai"), _openai_server, _anthropic_server) as s:
         yield s
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,11 @@ if TYPE_CHECKING:
     from .recall import Recall
     from .router import Route, Router
 
-__all__ = ["CallPlan", "Planner", "Turns", "normalise_prompt", "request_tokens", "check_texts"]
+__all__ = ["CallPlan", "Planner", "Turns", "normalise_prompt", "request_tokens", "check_texts", "row_tags"]
+
+# The project and session of the calls planned in this context, over the Kit's own: the team
+# server labels each client's rows with the client's (so a client Kit's views="session" works).
+row_tags: ContextVar[Mapping[str, Any] | None] = ContextVar("row_tags", default=None)
 
 
 
@@ -170,6 +175,8 @@ class Planner:
             "stream": stream, "experiment_id": o.experiment_id, "run_id": o.run_id, "trace_id": trace_id,
             **self.tags,
         }
+        if (tags := row_tags.get()) is not None:
+            meta.update(tags)
         if o.recalled is not None:
             import json
 

@@ -87,7 +87,7 @@ class Settings:
         }
 
 
-def _dotenv_file(dotenv: Any, environ: Mapping[str, str]) -> Path | None:
+def dotenv_file(dotenv: Any, environ: Mapping[str, str]) -> Path | None:
     """Which ``.env`` file to read, or None."""
     if environ.get("COGNITIONOS_DOTENV", "1").strip().lower() in ("0", "false", "no", "off"):
         return None  # e.g. test runs that must stay offline
@@ -111,7 +111,7 @@ def _dotenv_file(dotenv: Any, environ: Mapping[str, str]) -> Path | None:
     raise ConfigurationError(f"dotenv must be True, False or the path of a .env file, got {dotenv!r}")
 
 
-def _read_dotenv(path: Path) -> dict[str, str]:
+def read_dotenv(path: Path) -> dict[str, str]:
     from dotenv import dotenv_values
 
     try:
@@ -151,8 +151,8 @@ def load_settings(
     ``COGNITIONOS_ALLOW_MIXED_SOURCES=1``.
     """
     env = os.environ if environ is None else environ
-    path = _dotenv_file(dotenv, env)
-    file_values = _read_dotenv(path) if path else {}
+    path = dotenv_file(dotenv, env)
+    file_values = read_dotenv(path) if path else {}
     where = {ENV: "the shell environment", DOTENV: str(path), ARGUMENT: "Kit(api_keys=...)"}
 
     def lookup(name: str) -> tuple[str | None, str | None]:

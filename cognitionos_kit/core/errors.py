@@ -44,6 +44,7 @@ __all__ = [
     "RateLimitExceededError",
     "RateLimitWarning",
     "AuthenticationWarning",
+    "ServerError",
     "redact",
 ]
 
@@ -94,6 +95,17 @@ class ConfigurationError(KitError, ValueError):
 
 class StorageError(KitError):
     """The data folder could not be read or written."""
+
+
+class ServerError(KitError):
+    """The team server (client mode: ``Kit(server=...)``) refused a request or could not be reached.
+    ``status`` is the HTTP status (None: no answer), ``error`` the server's error name, ``server``
+    its URL; the message is the server's, never the token."""
+
+    def __init__(self, message: str, *, status: int | None = None, error: str | None = None,
+                 server: str | None = None, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.server, self.request_id = status, error, server, request_id
 
 
 class ProviderError(KitError):

@@ -161,7 +161,9 @@ class Dashboard(widgets.VBox):
     # --- drawing -------------------------------------------------------------------------
     def _journal_signature(self) -> tuple[tuple[str, int, int], ...]:
         """Names, sizes and mtimes of the journal files and of the guards folder (budgets, fired
-        alerts): changes whenever a call is recorded."""
+        alerts): changes whenever a call is recorded. A client Kit's: the team server's newest row."""
+        if (newest := getattr(self.kit, "newest_row", None)) is not None:
+            return ((str(newest(**self.filters)), 0, 0),)
         sig: list[tuple[str, int, int]] = []
         for folder in (self.kit.ledger.journal_dir, os.path.join(self.kit.home, "guards")):
             try:

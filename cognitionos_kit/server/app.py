@@ -72,7 +72,7 @@ def serve(home: str | None, *, host: str = "127.0.0.1", port: int = 8765, docs: 
     from ..kit import Kit
 
     cors_origins = check_origins(cors_origins)  # a bad one stops the command before the Kit opens
-    kit = Kit(home)
+    kit = Kit(home, server=False)  # the server itself is never a client (even with COGNITIONOS_SERVER set)
     accounts = Accounts(kit.home)
     if not accounts.users():
         print(f"note: no users yet; add one with: cognitionos-kit users add NAME --admin --home {kit.home}", file=sys.stderr)

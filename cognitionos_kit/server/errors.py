@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 from ..core.errors import (
@@ -45,11 +46,17 @@ def error_status(exc: KitError) -> int:
 
 
 def error_body(exc: KitError) -> dict[str, Any]:
-    """``{"detail": <message>, "error": <class name>, "request_id"?, "budget"?}``, redacted
+    """``{"detail": <message>, "error": <class name>, "request_id"?, "budget"?, "attempts"?,
+    "provider"?...}``, redacted
     (``detail`` as in FastAPI's own errors)."""
     body: dict[str, Any] = {"detail": redact(exc), "error": type(exc).__name__}
     if getattr(exc, "request_id", None):
         body["request_id"] = exc.request_id  # type: ignore[attr-defined]
+    if isinstance(exc, ProviderError):
+        body.update(provider=exc.provider, model=exc.model, error_type=exc.error_type, status_code=exc.status_code)
+    if isinstance(exc, AllProvidersFailedError):  # each attempt, so a client Kit raises the same error
+        body["attempts"] = [{**asdict(a), "error_message": a.error_message and redact(a.error_message)}
+                            for a in exc.attempts]
     if isinstance(exc, BudgetExceededError):
         resets = exc.resets_at.isoformat() if hasattr(exc.resets_at, "isoformat") else None
         body["budget"] = {"scope": exc.scope, "name": exc.name, "period": exc.period, "limit_usd": exc.limit_usd,

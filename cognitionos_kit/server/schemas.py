@@ -5,11 +5,15 @@ Unknown fields are refused, ``user_id`` among them: who a call is for comes from
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import asdict, fields
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..core.errors import InvalidRequestError
+from ..core.errors import InvalidRequestError, redact
+
+if TYPE_CHECKING:
+    from ..core.types import Completion
 
 __all__ = ["Message", "CompleteRequest", "EmbedRequest", "completion_json"]
 
@@ -42,6 +46,17 @@ class CompleteRequest(BaseModel):
     deadline: float | None = Field(default=None, gt=0, le=600)
     agent_id: str | None = Field(default=None, min_length=1, max_length=200)
     task_id: str | None = Field(default=None, min_length=1, max_length=200)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    thinking_budget: int | None = Field(default=None, ge=1024)
+    cache: bool | Literal["deterministic", "refresh"] | None = None
+    log_text: bool | None = None
+    memory: bool = Field(default=False, description="put the caller's top k memories in the system prompt")
+    k: int | None = Field(default=None, ge=1, le=50)
+    project: str | None = Field(default=None, min_length=1, max_length=200, description="a label on the ledger row")
+    session_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="the client's session: a label on the ledger row")
     stream: bool = False
 
     # InvalidRequestError is a ValueError: pydantic reports it as a 422 like any field error
@@ -55,8 +70,15 @@ class CompleteRequest(BaseModel):
         """The prompt and keyword arguments of ``kit.complete`` for this body, on behalf of ``user_id``."""
         prompt: str | list[dict[str, str]] = (
             self.prompt if self.prompt is not None else [m.model_dump() for m in self.messages or []])
-        options = self.model_dump(exclude={"prompt", "messages", "stream"}, exclude_none=True)
+        options = self.model_dump(exclude={"prompt", "messages", "stream", "memory", "project", "session_id"},
+                                   exclude_none=True)
+        if self.memory:
+            options["memory"] = user_id
         return prompt, {**options, "user_id": user_id}
+
+    def tags(self) -> dict[str, str]:
+        """The labels the client asked for on its ledger rows (``project``, ``session_id``)."""
+        return {k: v for k, v in (("project", self.project), ("session_id", self.session_id)) if v is not None}
 
 
 class EmbedRequest(BaseModel):
@@ -74,13 +96,14 @@ class EmbedRequest(BaseModel):
         return self
 
 
-def completion_json(c: Any) -> dict[str, Any]:
-    """What the server answers for a ``Completion``."""
-    return {
-        "content": c.content, "model": c.model, "provider": c.provider, "requested_model": c.requested_model,
-        "substituted": c.substituted, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-        "cost_usd": c.cost_usd, "latency_ms": c.latency_ms, "request_id": c.request_id,
-        "finish_reason": c.finish_reason, "cache_hit": c.cache_hit,
-        "attempts": [{"provider": a.provider, "model": a.model, "status": a.status, "error_type": a.error_type}
-                     for a in c.attempts],
-    }
+# what a client cannot use or the server does not send: the turns of a tool loop and the parsed
+# output (tools and output= are not served), the whole exchange (the client has its prompt)
+_NOT_SENT = frozenset({"steps", "tool_results", "messages", "output", "tool_calls"})
+
+
+def completion_json(c: Completion) -> dict[str, Any]:
+    """What the server answers for a ``Completion``: every field but ``_NOT_SENT``, each attempt
+    whole (errors redacted as in the ledger); a client Kit rebuilds the Completion from it."""
+    body = {f.name: getattr(c, f.name) for f in fields(c) if f.name not in _NOT_SENT}
+    body["attempts"] = [{**asdict(a), "error_message": a.error_message and redact(a.error_message)} for a in c.attempts]
+    return body

@@ -3,7 +3,8 @@
 
 Failed logins are throttled per user name and per client address (``FailureThrottle``): past the
 limit, a login is a 429 with ``Retry-After`` and its password is not checked. A wrong password
-and an unknown name get the same 401.
+and an unknown name get the same 401. Registrations are limited per client address (every
+attempt with a valid body counts, taken names included): past the limit, a 429.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ class SelfService:
     failures_per_name: int = 5
     failures_per_address: int = 20
     window_s: float = 60.0
+    registrations_per_address: int = 20  # per registration_window_s
+    registration_window_s: float = 3600.0
 
     def __post_init__(self) -> None:
-        for name in ("access_ttl_s", "refresh_ttl_s", "failures_per_name", "failures_per_address", "window_s"):
+        for name in ("access_ttl_s", "refresh_ttl_s", "failures_per_name", "failures_per_address", "window_s",
+                     "registrations_per_address", "registration_window_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise InvalidRequestError(f"SelfService.{name} must be a positive number, got {value!r}")
@@ -48,6 +52,7 @@ def install(app: FastAPI, accounts: Accounts, settings: SelfService) -> Sessions
     app.state.sessions = sessions
     app.state.login_throttles = (FailureThrottle(settings.failures_per_name, settings.window_s),
                                  FailureThrottle(settings.failures_per_address, settings.window_s))
+    app.state.register_throttle = FailureThrottle(settings.registrations_per_address, settings.registration_window_s)
     app.include_router(router)
     return sessions
 
@@ -79,6 +84,10 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(min_length=1, max_length=300)
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _sessions(request: Request) -> Sessions:
     return request.app.state.sessions
 
@@ -91,7 +100,13 @@ def _tokens(session: Session, sessions: Sessions) -> dict[str, Any]:
 
 @router.post("/register", status_code=201)
 def register(request: Request, body: RegisterRequest) -> dict[str, Any]:
-    """Create a user (never an admin) with a password; then log in."""
+    """Create a user (never an admin) with a password; then log in. Limited per client address."""
+    throttle: FailureThrottle = request.app.state.register_throttle
+    address = _address(request)
+    if wait := throttle.retry_after(address):
+        raise HTTPException(429, "too many registrations from this address: try again later",
+                            headers={"Retry-After": str(wait)})
+    throttle.fail(address)
     try:
         user = _sessions(request).register(body.name, body.password)
     except InvalidRequestError as exc:
@@ -105,7 +120,7 @@ def register(request: Request, body: RegisterRequest) -> dict[str, Any]:
 def login(request: Request, body: LoginRequest) -> dict[str, Any]:
     """An access token (short-lived, ``expires_in`` seconds) and a refresh token for a name and password."""
     by_name, by_address = request.app.state.login_throttles
-    keys = ((by_name, body.name), (by_address, request.client.host if request.client else "unknown"))
+    keys = ((by_name, body.name), (by_address, _address(request)))
     wait = max(throttle.retry_after(key) for throttle, key in keys)
     if wait:
         raise HTTPException(429, "too many failed logins: try again later", headers={"Retry-After": str(wait)})

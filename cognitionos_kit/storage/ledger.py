@@ -48,7 +48,7 @@ _KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "
 SPEND_KEYS: dict[str, str] = {"day": "CAST(u.ts AS DATE)", **{k: f"u.{k}" for k in _KEY_COLUMNS}}
 
 
-def _utc_iso(value: Any, what: str) -> str:
+def utc_iso(value: Any, what: str) -> str:
     return check_time(value, what).isoformat()
 
 
@@ -96,7 +96,7 @@ class Ledger:
             if ts is None:
                 row["ts"] = now = now or time.time()
             elif not isinstance(ts, float):
-                row["ts"] = _utc_iso(ts, "ts")
+                row["ts"] = utc_iso(ts, "ts")
             out.append(row)
         if not self.store.append(TABLE, out, keep=True):
             self._warn_kept()
@@ -215,8 +215,8 @@ def where_clause(filters: Mapping[str, Any], since: Any, until: Any, prefix: str
             params.append(value)
     if since is not None:
         clauses.append(f"{prefix}ts >= CAST(? AS TIMESTAMPTZ)")
-        params.append(_utc_iso(since, "since"))
+        params.append(utc_iso(since, "since"))
     if until is not None:
         clauses.append(f"{prefix}ts < CAST(? AS TIMESTAMPTZ)")
-        params.append(_utc_iso(until, "until"))
+        params.append(utc_iso(until, "until"))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
