@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from .core.display import money
 from .core.errors import InvalidRequestError
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Charts", "ChartFilters", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
+    "LatencyGroup", "latency_figure", "spend_figure", "PERCENTILES",
     "spend_by", "prompt_cache", "tokens_vs_latency", "template", "legend_margin", "clean_filters", "describe_filters",
     "Match", "Time", "MONEY_AXIS",
 ]  # fmt: skip
@@ -57,7 +58,14 @@ def template() -> go.layout.Template:
         import plotly.graph_objects as go
         import plotly.io as pio
 
-        t = go.layout.Template(pio.templates["plotly_white"])
+        # plotly_white's axes, backgrounds and the defaults of the traces drawn here, not its 24
+        # trace types and 3D/geo/polar scenes: the full template costs ~35 ms per figure to copy
+        base = pio.templates["plotly_white"]
+        keep = ("xaxis", "yaxis", "plot_bgcolor", "paper_bgcolor", "hovermode", "hoverlabel", "font", "title",
+                "colorway", "annotationdefaults", "shapedefaults", "autotypenumbers")
+        layout = base.layout.to_plotly_json()
+        t = go.layout.Template(layout={k: layout[k] for k in keep if k in layout},
+                               data={k: base.data[k] for k in ("scatter", "bar", "box", "indicator") if base.data[k]})
         t.layout.update(
             font=dict(family="system-ui, -apple-system, Segoe UI, sans-serif", size=12, color="#333"),
             title=dict(x=0.01, xanchor="left", font_size=15),
@@ -130,50 +138,72 @@ def _text(s: pd.Series) -> list[str]:
     return s.astype(object).where(s.notna(), "—").astype(str).tolist()
 
 
+class LatencyGroup(NamedTuple):
+    """One provider/model's latencies for ``latency_figure``: ``n`` calls, the ``marks`` (ms at
+    each of ``PERCENTILES``), the points drawn (all of them, or the newest) with their users, and
+    the box's five numbers (None: plotly computes them from the points, which are then all)."""
+
+    key: str
+    n: int
+    marks: dict[int, float]
+    x: list[float]
+    users: list[str] | None = None
+    box: tuple[float, float, float, float, float] | None = None  # q1, median, q3, lower and upper fence
+
+
 def latency_distribution(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     """Latency of successful attempts per provider/model: a box, every call as a point, and the
     p50/p95/p99 marks. Each group's row label says its percentiles in ms and its call count, so
     no label sits on the data; hovering a call or a mark gives its value, unit and count."""
+    ok = _ok(df)
+    keys = _keys(ok) if len(ok) else None
+    groups = []
+    for key in sorted(keys.unique()) if keys is not None else []:
+        lat = ok.loc[keys == key, "latency_ms"].astype("float64")
+        users = _text(ok.loc[keys == key, "user_id"]) if "user_id" in ok.columns else None
+        # linear interpolation, as numpy
+        groups.append(LatencyGroup(key, len(lat), {q: float(lat.quantile(q / 100)) for q in PERCENTILES}, lat.tolist(), users))
+    return latency_figure(groups, note=note)
+
+
+def latency_figure(groups: Sequence[LatencyGroup], *, note: str = "") -> go.Figure:
+    """The figure of ``latency_distribution`` from per-group numbers (the dashboard's come from
+    its running aggregates: a million calls are a box and their newest points, not a million points)."""
     import plotly.graph_objects as go
 
     title = "Latency per provider/model"
-    ok = _ok(df)
-    if not len(ok):
+    if not groups:
         return _empty(title, note)
-    keys = _keys(ok)
-    groups = sorted(keys.unique())
-    colors = _colors(groups)
-    marks: dict[int, list[float]] = {q: [] for q in PERCENTILES}
-    labels: dict[str, str] = {}
-    for key in groups:
-        lat = ok.loc[keys == key, "latency_ms"].astype("float64")
-        for q in PERCENTILES:
-            marks[q].append(float(lat.quantile(q / 100)))  # linear interpolation, as numpy
-        stats = " · ".join(f"p{q} {marks[q][-1]:,.0f}" for q in PERCENTILES)
-        labels[key] = f"<b>{key}</b><br><span style='font-size:11px'>{stats} ms · {len(lat)} calls</span>"
+    colors = _colors([g.key for g in groups])
+    labels = {g.key: f"<b>{g.key}</b><br><span style='font-size:11px'>"
+                     f"{' · '.join(f'p{q} {g.marks[q]:,.0f}' for q in PERCENTILES)} ms · {g.n} calls</span>"
+              for g in groups}
     fig = _figure(f"{title}{note}", xaxis_title="latency (ms)", showlegend=True, height=max(280, 100 + 80 * len(groups)),
                   yaxis=dict(automargin=True), hovermode="closest")
-    for key in groups:
-        sel = keys == key
-        lat = ok.loc[sel, "latency_ms"].astype("float64")
-        y = [labels[key]] * len(lat)
+    import numpy as np
+
+    for g in groups:
+        # arrays, not lists: plotly takes an array whole where it checks a list value by value
+        x, y = np.asarray(g.x, dtype="float64"), np.full(len(g.x), labels[g.key], dtype=object)
         # the box only draws the spread; hovering it would show plotly's own five-number tooltip
-        fig.add_trace(go.Box(x=lat.tolist(), y=y, name=key, orientation="h", boxpoints=False, marker_color=colors[key],
+        spread: dict[str, Any] = (dict(x=x, y=y) if g.box is None else
+                                  dict(y=[labels[g.key]], q1=[g.box[0]], median=[g.box[1]], q3=[g.box[2]],
+                                       lowerfence=[g.box[3]], upperfence=[g.box[4]]))
+        fig.add_trace(go.Box(**spread, name=g.key, orientation="h", boxpoints=False, marker_color=colors[g.key],
                              showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(
-            x=lat.tolist(), y=y, mode="markers", name=key, showlegend=False,
-            marker=dict(color=colors[key], size=5, opacity=0.45),
-            customdata=_text(ok.loc[sel, "user_id"]) if "user_id" in ok.columns else None,
-            hovertemplate=f"{key}<br>%{{x:,.1f}} ms" + (" · user %{customdata}" if "user_id" in ok.columns else "")
+            x=x, y=y, mode="markers", name=g.key, showlegend=False,
+            marker=dict(color=colors[g.key], size=5, opacity=0.45),
+            customdata=None if g.users is None else np.asarray(g.users, dtype=object),
+            hovertemplate=f"{g.key}<br>%{{x:,.1f}} ms" + (" · user %{customdata}" if g.users is not None else "")
                           + "<extra></extra>",
         ))
     symbols = {50: "circle", 95: "diamond", 99: "x"}
-    counts = [int((keys == key).sum()) for key in groups]
     for q in PERCENTILES:
         fig.add_trace(go.Scatter(
-            x=marks[q], y=[labels[k] for k in groups], name=f"p{q}", mode="markers",
+            x=[g.marks[q] for g in groups], y=[labels[g.key] for g in groups], name=f"p{q}", mode="markers",
             marker=dict(symbol=symbols[q], size=11, color="#222", line=dict(width=1, color="#fff")),
-            customdata=list(zip(groups, counts)),
+            customdata=[(g.key, g.n) for g in groups],
             hovertemplate=f"%{{customdata[0]}}<br>p{q}: %{{x:,.1f}} ms over %{{customdata[1]}} calls<extra></extra>",
         ))
     return _legend_room(fig)
@@ -221,24 +251,32 @@ def latency_over_time(df: pd.DataFrame, *, note: str = "") -> go.Figure:
 
 def cumulative_spend(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     """Cumulative spend over time: a total line, plus one per provider when there are several."""
+    priced = df.dropna(subset=["cost_usd"]).sort_values("ts", kind="stable") if len(df) else df
+    unpriced = int(((df["status"] == "ok") & df["cost_usd"].isna()).sum()) if len(df) else 0
+    lines = {p: (g["ts"].tolist(), g["cost_usd"].cumsum().tolist()) for p, g in priced.groupby("provider", sort=True)} \
+        if len(priced) else {}
+    total = (priced["ts"].tolist(), priced["cost_usd"].cumsum().tolist()) if len(priced) else ([], [])
+    return spend_figure(total, lines, unpriced=unpriced, rows=len(df), note=note)
+
+
+def spend_figure(total: tuple[list[Any], list[float]], providers: Mapping[str, tuple[list[Any], list[float]]], *,
+                 unpriced: int = 0, rows: int = 0, note: str = "") -> go.Figure:
+    """The figure of ``cumulative_spend`` from its lines: (times, cumulative USD) for the total and
+    per provider (drawn when there are several); ``unpriced`` ok calls are named, not counted."""
     import plotly.graph_objects as go
 
     title = "Cumulative spend (USD)"
-    priced = df.dropna(subset=["cost_usd"]).sort_values("ts", kind="stable") if len(df) else df
-    if not len(priced):
-        return _empty(title, note, "" if not len(df) else "no calls with a known cost")
-    unpriced = int(((df["status"] == "ok") & df["cost_usd"].isna()).sum())
+    if not len(total[0]):
+        return _empty(title, note, "" if not rows else "no calls with a known cost")
     extra = f" · {unpriced} unpriced call(s) not counted" if unpriced else ""
     fig = _figure(f"{title}{note}{extra}", yaxis_title="USD", yaxis_tickprefix="$", yaxis_tickformat=MONEY_AXIS,
                   xaxis_title="time (UTC)", hovermode="x unified")
     hover = "$%{y:,.6f}<extra>%{fullData.name}</extra>"
-    fig.add_trace(go.Scatter(x=priced["ts"].tolist(), y=priced["cost_usd"].cumsum().tolist(), name="total", mode="lines",
+    fig.add_trace(go.Scatter(x=total[0], y=total[1], name="total", mode="lines",
                              line=dict(color="#222", width=2.5, shape="hv"), hovertemplate=hover))
-    providers = sorted(priced["provider"].unique())
     if len(providers) > 1:
-        for provider, color in _colors(providers).items():
-            g = priced[priced["provider"] == provider]
-            fig.add_trace(go.Scatter(x=g["ts"].tolist(), y=g["cost_usd"].cumsum().tolist(), name=provider, mode="lines",
+        for provider, color in _colors(sorted(providers)).items():
+            fig.add_trace(go.Scatter(x=providers[provider][0], y=providers[provider][1], name=provider, mode="lines",
                                      line=dict(color=color, dash="dot", shape="hv"), hovertemplate=hover))
     return _legend_room(fig, ticks=2)
 

@@ -300,7 +300,7 @@ class Kit(GuardMethods, WatchMethods):
 
     def summary(self, **filters: Any) -> UsageSummary:
         """Calls, attempts, failures, spend and p50/p95 latency of the (filtered) ledger, as a compact table."""
-        return UsageSummary(self.usage(**filters))
+        return self.ledger.summary(**{**self._views, **filters})
 
     def models(self) -> pd.DataFrame:
         """Models the kit can use right now, with role defaults, context window and prices."""

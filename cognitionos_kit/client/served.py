@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..calls.options import CallOptions, Prompt, takes_options
 from ..core.client_mode import ServerChoice, resolve_server
 from ..core.config import KitConfig, session_id, view_filters
+from ..core.display import UsageSummary
 from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, warn_user
 from ..core.types import ROLES, Completion
 from ..kit import Kit
@@ -275,6 +276,10 @@ class ServedKit(Kit):
         if rest:
             raise InvalidRequestError(f"a client Kit's spend filters on text columns and since/until, not {sorted(rest)}")
         return frame
+
+    def summary(self, **filters: Any) -> UsageSummary:
+        """Calls, attempts, failures, spend and latency of the server's rows the token may read."""
+        return UsageSummary(self.usage(**filters))
 
     def budgets(self) -> pd.DataFrame:
         """The token user's budgets on the server (an admin's: every budget)."""

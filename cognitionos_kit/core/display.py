@@ -246,6 +246,28 @@ class UsageSummary:
         cols = ["provider", "answered", "attempts", "failures", "substitutes", "spend_usd", "p50_ms", "p95_ms"]
         self.by_provider = pd.DataFrame(rows, columns=cols)
 
+    @classmethod
+    def from_totals(cls, totals: Mapping[str, Any], by_provider: Sequence[Mapping[str, Any]],
+                    title: str = "Usage") -> UsageSummary:
+        """A summary of counts made elsewhere (in DuckDB, ``storage.aggregates``): ``totals`` has
+        calls, attempts, failures, answered (requests with an answer), spend_usd, unpriced, tokens,
+        substituted, estimated, p50_ms, p95_ms, first and last; ``by_provider`` the rows of
+        ``by_provider``. An empty ``totals``: no calls."""
+        import pandas as pd
+
+        self = cls.__new__(cls)
+        self.title = title
+        get = lambda k: totals.get(k) or 0  # noqa: E731
+        self.calls, self.attempts, self.failures = int(get("calls")), int(get("attempts")), int(get("failures"))
+        self.failed_calls = max(0, self.calls - int(get("answered")))
+        self.spend_usd, self.unpriced_calls, self.tokens = float(get("spend_usd")), int(get("unpriced")), int(get("tokens"))
+        self.substituted, self.estimated = int(get("substituted")), int(get("estimated"))
+        self.p50_ms, self.p95_ms = totals.get("p50_ms"), totals.get("p95_ms")
+        self.first, self.last = totals.get("first"), totals.get("last")
+        cols = ["provider", "answered", "attempts", "failures", "substitutes", "spend_usd", "p50_ms", "p95_ms"]
+        self.by_provider = pd.DataFrame(list(by_provider), columns=cols)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         keys = ("calls", "attempts", "failures", "failed_calls", "substituted", "estimated", "spend_usd", "unpriced_calls",
                 "tokens", "p50_ms", "p95_ms")

@@ -19,8 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.display import UsageSummary
 from ..core.errors import InvalidRequestError, StorageError, StorageWarning, warn_user
 from ..core.validation import check_time
+from .aggregates import summary_stats
 from .faults import WRITE_FAULTS, reason_of
 from .frames import tidy
 from .migrations import LEDGER_MIGRATIONS
@@ -151,6 +153,13 @@ class Ledger:
         group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
         order = ", ".join([f"{len(keys) + 3} DESC NULLS LAST"] + [str(i + 1) for i in range(len(keys))])
         return tidy(self.store.query(f"SELECT {', '.join(select)} FROM {TABLE} u{where}{group} ORDER BY {order}", params))
+
+    def summary(self, *, since: Any = None, until: Any = None, title: str = "Usage", **filters: Any) -> UsageSummary:
+        """Calls, attempts, failures, spend and latency percentiles of the rows the filters select
+        (as ``usage``), computed in DuckDB in one query: no row is loaded into Python."""
+        where, params = _where(filters, since, until)
+        totals, providers = summary_stats(self.store.query_many, where, params)
+        return UsageSummary.from_totals(totals, providers, title=title)
 
     def spent_since(self, since: datetime | None, users: Sequence[str] | None = None) -> float:
         """Dollars spent since ``since`` (None: ever), by ``users`` (None: anyone)."""

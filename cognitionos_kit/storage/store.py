@@ -264,11 +264,15 @@ class Store:
         """Ingest pending journal rows, run ``sql`` with bound ``params``, return a DataFrame.
 
         A malformed ``sql`` raises InvalidRequestError; a storage failure StorageError."""
+        return self.query_many([(sql, params)])[0]
+
+    def query_many(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any] | None]]) -> list[pd.DataFrame]:
+        """``query`` for several statements on one connection, after one ingest: they see the same rows."""
         self._spool.drain(self.fsync)
         try:
             with self.connect() as con:
                 self.ingest(con)
-                return self._run(con, sql, params)
+                return [self._run(con, sql, params) for sql, params in statements]
         except StorageError as e:
             if reason_of(e) not in WRITE_FAULTS:
                 raise
@@ -277,7 +281,7 @@ class Store:
         # read-only and every journal and spool line not in it yet (and the rows pending in
         # memory) is loaded next to it, in memory; nothing is written. The next read that can
         # write ingests them for good. This costs a scan of the unread lines on every read.
-        return self._query_read_only(sql, params)
+        return [self._query_read_only(sql, params) for sql, params in statements]
 
     def _run(self, con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> pd.DataFrame:
         import duckdb

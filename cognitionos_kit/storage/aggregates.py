@@ -1,0 +1,211 @@
+"""What the summary and the dashboard show, computed in DuckDB over the ledger: reads that cost
+what they return, not what is stored.
+
+- ``summary_stats``: the numbers of ``kit.summary()`` in one query (exact percentiles).
+- ``Aggregates``: the dashboard's running totals per provider/model (counts, spend, tokens, a
+  latency histogram, the newest points) and the spend per minute. ``update`` folds in only the
+  rows DuckDB added since the last update (by ``rowid``: ingest only appends), so a refresh at a
+  million rows costs what was added since the last one. A ledger that shrank or was rebuilt (the
+  rows up to the last ``rowid`` are no longer the ones counted) is folded again from scratch.
+
+Counting requests: a request's rows are its attempts 1..n (an embedding's, one per batch), so
+``attempt = 1`` counts requests without a DISTINCT over every id (which costs 100+ ms at 1M rows).
+Percentiles: exact while a provider/model's points are all kept (``POINTS`` each); past that,
+from a histogram of 1%-wide latency bins (each percentile within 0.5% of the exact one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["summary_stats", "Aggregates", "GroupTotals", "POINTS", "quantile"]
+
+Runner = Callable[[Sequence[tuple[str, Any]]], "list[pd.DataFrame]"]  # statements -> frames (Store.query_many)
+POINTS = 300  # the newest successful calls kept per provider/model, for the chart's points
+_BINS_PER_E = 100  # latency bins: ln(ms) * 100, so each is 1% wide
+
+_COUNTS = """count(*) FILTER (WHERE u.attempt = 1) AS calls, count(*) AS attempts,
+    count(*) FILTER (WHERE u.status <> 'ok') AS failures, count(*) FILTER (WHERE u.status = 'ok') AS ok,
+    count(*) FILTER (WHERE u.status = 'ok' AND (u.kind IS DISTINCT FROM 'embedding' OR u.attempt = 1)) AS answered,
+    coalesce(sum(u.cost_usd), 0) AS spend_usd, count(*) FILTER (WHERE u.status = 'ok' AND u.cost_usd IS NULL) AS unpriced,
+    coalesce(sum(u.total_tokens) FILTER (WHERE u.status = 'ok'), 0) AS tokens,
+    count(*) FILTER (WHERE u.status = 'ok' AND u.substituted) AS substituted,
+    count(*) FILTER (WHERE u.status = 'ok' AND u.tokens_estimated) AS estimated, min(u.ts) AS first, max(u.ts) AS last"""
+_OK_LATENCY = "u.status = 'ok' AND u.latency_ms IS NOT NULL"
+
+
+def _cond(where: str) -> str:
+    """A WHERE clause (``ledger.where_clause``) as a condition to AND with others."""
+    return where.removeprefix(" WHERE ") if where else "TRUE"
+
+
+def summary_stats(run: Runner, where: str, params: Sequence[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``kit.summary()``'s totals and per-provider rows (``UsageSummary.from_totals``) for the rows
+    ``where`` selects, exact, in one query."""
+    sql = f"""SELECT grouping(u.provider) AS overall, u.provider, {_COUNTS},
+        quantile_cont(u.latency_ms, [0.5, 0.95]) FILTER (WHERE {_OK_LATENCY}) AS q
+        FROM llm_usage u WHERE {_cond(where)} GROUP BY GROUPING SETS ((u.provider), ()) ORDER BY 1 DESC, 2"""
+    frame = run([(sql, list(params))])[0]
+    rows = [_row(r) for r in frame.to_dict("records")]
+    if not rows or rows[0]["attempts"] == 0:
+        return {}, []
+    providers = [{"provider": r["provider"], "answered": r["ok"], "attempts": r["attempts"], "failures": r["failures"],
+                  "substitutes": r["substituted"], "spend_usd": r["spend_usd"], "p50_ms": r["p50_ms"],
+                  "p95_ms": r["p95_ms"]} for r in rows[1:]]
+    return rows[0], providers
+
+
+def _row(r: Mapping[str, Any]) -> dict[str, Any]:
+    q = r["q"]
+    has_q = q is not None and not (isinstance(q, float) and math.isnan(q)) and len(q) == 2
+    return {"provider": r["provider"], "calls": int(r["calls"]), "attempts": int(r["attempts"]), "failures": int(r["failures"]),
+            "ok": int(r["ok"]), "answered": int(r["answered"]), "spend_usd": float(r["spend_usd"]),
+            "unpriced": int(r["unpriced"]), "tokens": int(r["tokens"]), "substituted": int(r["substituted"]),
+            "estimated": int(r["estimated"]), "first": r["first"], "last": r["last"],
+            "p50_ms": float(q[0]) if has_q and q[0] is not None else None,
+            "p95_ms": float(q[1]) if has_q and q[1] is not None else None}
+
+
+def quantile(values: Sequence[float] | None, bins: Mapping[int, int], n: int, q: float) -> float | None:
+    """The ``q`` quantile of ``n`` latencies: exact (linear, as numpy) from ``values`` when they
+    are all there, else from the histogram ``bins`` (the middle of the bin holding it)."""
+    if n == 0:
+        return None
+    if values is not None and len(values) == n:
+        s = sorted(values)
+        pos = q * (n - 1)
+        lo = math.floor(pos)
+        return s[lo] + (s[min(lo + 1, n - 1)] - s[lo]) * (pos - lo)
+    pos = q * (n - 1)
+    lo = math.floor(pos)
+    order = sorted(bins)
+
+    def at(k: int) -> float:  # the k-th smallest latency (0-based): the middle of its bin
+        seen = 0
+        for b in order:
+            seen += bins[b]
+            if seen > k:
+                return math.exp((b + 0.5) / _BINS_PER_E)
+        return math.exp((order[-1] + 0.5) / _BINS_PER_E)
+
+    low = at(lo)
+    return low + (at(min(lo + 1, n - 1)) - low) * (pos - lo)  # between two neighbours, as the exact one
+
+
+@dataclass
+class GroupTotals:
+    """One provider/model's running totals (the columns of ``_COUNTS``), its latency histogram,
+    range, and newest points."""
+
+    counts: dict[str, float] = field(default_factory=dict)
+    first: Any = None
+    last: Any = None
+    low: float | None = None
+    high: float | None = None
+    bins: dict[int, int] = field(default_factory=dict)
+    points: list[tuple[Any, str, float, str]] = field(default_factory=list)  # (ts, row_id, ms, user), oldest first
+
+    @property
+    def timed(self) -> int:
+        """Successful calls with a latency (those the histogram holds)."""
+        return sum(self.bins.values())
+
+
+class Aggregates:
+    """The dashboard's running totals for the ledger rows ``where`` selects (see the module's docstring)."""
+
+    def __init__(self, where: str = "", params: Sequence[Any] = ()) -> None:
+        self.where, self.params = where, list(params)
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_rowid = -1  # the rows up to here are folded in
+        self.seen = 0  # how many rows (all, not only the filtered) were up to last_rowid
+        self.mark: str | None = None  # the row_id at last_rowid: another one there means another ledger
+        self.groups: dict[tuple[str, str], GroupTotals] = {}
+        self.spend_minutes: dict[tuple[int, str], float] = {}  # (epoch minute, provider) -> USD
+
+    def update(self, run: Runner) -> int:
+        """Fold in the rows added since the last update; return how many (filtered) rows were new."""
+        (head,) = run([("SELECT coalesce(max(rowid), -1) AS top, count(*) FILTER (WHERE rowid <= ?) AS upto, "
+                        "count(*) AS total, any_value(row_id) FILTER (WHERE rowid = ?) AS mark FROM llm_usage",
+                        [self.last_rowid, self.last_rowid])])
+        top, upto, total = int(head["top"].iloc[0]), int(head["upto"].iloc[0]), int(head["total"].iloc[0])
+        if upto != self.seen or (self.mark is not None and head["mark"].iloc[0] != self.mark):
+            self.reset()  # rebuilt, or rows gone: what was folded is not what is there
+        if top <= self.last_rowid:
+            return 0
+        window = f"u.rowid > {self.last_rowid} AND u.rowid <= {top} AND {_cond(self.where)}"
+        p = self.params
+        counts, bins, minutes, points = run([
+            (f"SELECT u.provider, u.model, {_COUNTS}, min(u.latency_ms) FILTER (WHERE {_OK_LATENCY}) AS low, "
+             f"max(u.latency_ms) FILTER (WHERE {_OK_LATENCY}) AS high FROM llm_usage u WHERE {window} GROUP BY 1, 2", p),
+            (f"SELECT u.provider, u.model, floor(ln(greatest(u.latency_ms, 0.001)) * {_BINS_PER_E})::INTEGER AS bin, "
+             f"count(*) AS n FROM llm_usage u WHERE {window} AND {_OK_LATENCY} GROUP BY 1, 2, 3", p),
+            (f"SELECT (epoch(u.ts) // 60)::BIGINT AS minute, u.provider, sum(u.cost_usd) AS usd FROM llm_usage u "
+             f"WHERE {window} AND u.cost_usd IS NOT NULL GROUP BY 1, 2", p),
+            (f"SELECT u.provider, u.model, u.ts, u.row_id, u.latency_ms, u.user_id FROM llm_usage u "
+             f"WHERE {window} AND {_OK_LATENCY} QUALIFY row_number() OVER (PARTITION BY u.provider, u.model "
+             f"ORDER BY u.ts DESC, u.row_id DESC) <= {POINTS}", p),
+        ])
+        for r in counts.to_dict("records"):
+            g = self.groups.setdefault((str(r["provider"]), str(r["model"])), GroupTotals())
+            for k in ("calls", "attempts", "failures", "ok", "answered", "spend_usd", "unpriced", "tokens",
+                      "substituted", "estimated"):
+                g.counts[k] = g.counts.get(k, 0) + (float(r[k]) if k == "spend_usd" else int(r[k]))
+            g.first = r["first"] if g.first is None else min(g.first, r["first"])
+            g.last = r["last"] if g.last is None else max(g.last, r["last"])
+            if r["low"] is not None and not math.isnan(r["low"]):
+                g.low = r["low"] if g.low is None else min(g.low, r["low"])
+                g.high = r["high"] if g.high is None else max(g.high, r["high"])
+        for provider, model, b, n in bins.itertuples(index=False):
+            group = self.groups[(str(provider), str(model))].bins
+            group[int(b)] = group.get(int(b), 0) + int(n)
+        for minute, provider, usd in minutes.itertuples(index=False):
+            at = (int(minute), str(provider))
+            self.spend_minutes[at] = self.spend_minutes.get(at, 0.0) + float(usd)
+        fresh: dict[tuple[str, str], list[tuple[Any, str, float, str]]] = {}
+        for provider, model, ts, row_id, ms, user in points.itertuples(index=False):
+            fresh.setdefault((str(provider), str(model)), []).append((ts, row_id, float(ms), user))
+        for key, new in fresh.items():  # the newest by time (another process's rows may be older)
+            g = self.groups[key]
+            g.points = sorted(g.points + new)[-POINTS:]
+        (tail,) = run([("SELECT any_value(row_id) AS mark FROM llm_usage WHERE rowid = ?", [top])])
+        self.last_rowid, self.seen, self.mark = top, total, tail["mark"].iloc[0]
+        return int(counts["attempts"].sum()) if len(counts) else 0
+
+    # --- what the views read ------------------------------------------------------------------
+    def total(self, name: str, provider: str | None = None) -> float:
+        """A count or sum over every provider/model (or one provider's)."""
+        return sum(g.counts.get(name, 0) for (p, _), g in self.groups.items() if provider in (None, p))
+
+    def percentile(self, q: float, groups: Sequence[GroupTotals] | None = None) -> float | None:
+        """The ``q`` quantile of the successful calls' latency over ``groups`` (default all)."""
+        chosen = list(self.groups.values()) if groups is None else list(groups)
+        n = sum(g.timed for g in chosen)
+        whole = all(len(g.points) == g.timed for g in chosen)  # every point kept: exact
+        bins: dict[int, int] = {}
+        for g in chosen:
+            for b, c in g.bins.items():
+                bins[b] = bins.get(b, 0) + c
+        return quantile([p[2] for g in chosen for p in g.points] if whole else None, bins, n, q)
+
+
+def frame_runner(frame: pd.DataFrame) -> Runner:
+    """A runner over ledger rows already read (a client Kit's, from its server): the same SQL, on
+    an in-memory DuckDB table of ``frame`` named ``llm_usage``."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("frame", frame)
+    con.execute("CREATE TABLE llm_usage AS SELECT * FROM frame")
+    con.unregister("frame")
+    return lambda statements: [con.execute(sql, params).df() if params else con.execute(sql).df()
+                               for sql, params in statements]

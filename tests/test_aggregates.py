@@ -1,0 +1,145 @@
+"""Reads that cost what they return: ``kit.summary()`` computed in DuckDB, and the dashboard's
+running aggregates, which fold in only the rows added since its last refresh. Both are checked
+against a full recomputation over real ledger files written by two processes."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from cognitionos_kit import Kit, SimulatedProvider
+from cognitionos_kit.calls.providers.simulated import LatencyModel
+from cognitionos_kit.core.display import UsageSummary
+from cognitionos_kit.notebook.dashboard import latency_groups, summary_of
+from cognitionos_kit.storage import aggregates
+from cognitionos_kit.storage.aggregates import Aggregates
+from cognitionos_kit.storage.ledger import where_clause
+
+# the other process: its own Kit on the same data folder, calls for two users with two roles
+WRITER = """
+import sys
+from cognitionos_kit import Kit
+from cognitionos_kit.calls.providers.simulated import LatencyModel
+home, batch, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+kit = Kit(home, dotenv=False, simulated_latency=LatencyModel(scale=0.001), project="other")
+for i in range(n):
+    kit.complete(f"Batch {batch} call {i}", user_id=("ines", "jon")[i % 2], role=("planner", "executor")[i % 2])
+kit.close()
+"""
+
+SUMMARY_FIELDS = ("calls", "attempts", "failures", "failed_calls", "unpriced_calls", "tokens", "substituted", "estimated")
+
+
+def _state(agg: Aggregates) -> tuple:
+    groups = {k: ({n: round(v, 12) for n, v in g.counts.items()}, dict(g.bins), g.low, g.high, list(g.points),
+                  g.first, g.last) for k, g in agg.groups.items()}
+    return groups, {k: round(v, 12) for k, v in agg.spend_minutes.items()}
+
+
+def _odd_rows(rng: random.Random) -> list[dict]:
+    """Rows the kit's calls here do not make: unpriced answers, an embedding in two batches, a
+    failed attempt without a latency."""
+    emb = "req_" + uuid.uuid4().hex[:24]
+    now = time.time()
+    return [
+        {"request_id": "req_" + uuid.uuid4().hex[:24], "attempt": 1, "kind": "chat", "provider": "local",
+         "model": "mystery-7b", "status": "ok", "latency_ms": rng.uniform(5, 900), "cost_usd": None,
+         "total_tokens": 40, "user_id": "kim", "ts": now},
+        {"request_id": emb, "attempt": 1, "kind": "embedding", "provider": "openai", "model": "text-embedding-3-small",
+         "status": "ok", "latency_ms": rng.uniform(5, 50), "cost_usd": 1e-6, "total_tokens": 100, "user_id": "kim", "ts": now},
+        {"request_id": emb, "attempt": 2, "kind": "embedding", "provider": "openai", "model": "text-embedding-3-small",
+         "status": "ok", "latency_ms": rng.uniform(5, 50), "cost_usd": 2e-6, "total_tokens": 200, "user_id": "kim", "ts": now},
+        {"request_id": "req_" + uuid.uuid4().hex[:24], "attempt": 1, "kind": "chat", "provider": "local",
+         "model": "mystery-7b", "status": "error", "error_type": "timeout", "latency_ms": None, "cost_usd": None,
+         "user_id": "kim", "ts": now},
+    ]
+
+
+def _full(kit: Kit) -> Aggregates:
+    fresh = Aggregates(*where_clause({}, None, None, "u."))
+    fresh.update(kit.ledger.store.query_many)
+    return fresh
+
+
+def _same_summary(shown: UsageSummary, exact: UsageSummary) -> None:
+    assert {f: getattr(shown, f) for f in SUMMARY_FIELDS} == {f: getattr(exact, f) for f in SUMMARY_FIELDS}
+    assert shown.spend_usd == pytest.approx(exact.spend_usd, rel=1e-9)
+    assert (shown.p50_ms, shown.p95_ms) == pytest.approx((exact.p50_ms, exact.p95_ms), rel=1e-9)
+    cols = ["provider", "answered", "attempts", "failures", "substitutes"]
+    assert shown.by_provider[cols].to_dict("records") == exact.by_provider[cols].to_dict("records")
+    assert shown.by_provider.spend_usd.tolist() == pytest.approx(exact.by_provider.spend_usd.tolist(), rel=1e-9)
+    assert shown.by_provider.p95_ms.tolist() == pytest.approx(exact.by_provider.p95_ms.tolist(), rel=1e-9)
+
+
+def test_incremental_dashboard_equals_a_full_recomputation_across_two_processes(tmp_path):
+    home = tmp_path / "home"
+    flaky = SimulatedProvider(name="flaky")
+    kit = Kit(home, providers=[flaky, "simulated"], dotenv=False, simulated_latency=LatencyModel(scale=0.001))
+    d = kit.dashboard(refresh_s=None)
+    rng = random.Random(16)
+    for batch in range(4):
+        for _ in range(rng.randint(3, 10)):
+            if rng.random() < 0.3:
+                flaky.fail_next(1, rng.choice(["rate_limit", "server_error"]))  # a failed attempt, then a substitute
+            kit.complete(f"Question {rng.randint(0, 4)}", user_id=rng.choice(["ana", "bo"]), temperature=0,
+                         role=rng.choice(["planner", "executor"]))  # repeats: cache hits
+        subprocess.run([sys.executable, "-c", WRITER, str(home), str(batch), str(rng.randint(2, 8))], check=True,
+                       timeout=120)
+        kit.ledger.record(_odd_rows(rng))
+        assert d.refresh(force=False) is True
+        assert _state(d._aggregates) == _state(_full(kit))
+        exact = UsageSummary(kit.usage())
+        _same_summary(summary_of(d._aggregates, "Usage"), exact)
+        _same_summary(kit.summary(), exact)
+        assert d.rows == len(kit.usage()) and d.spend_usd == pytest.approx(exact.spend_usd, rel=1e-9)
+    assert exact.failures > 0 and exact.substituted > 0 and exact.unpriced_calls > 0
+    assert len(exact.by_provider) == 4  # flaky, local, openai, simulated
+    # a rebuilt ledger is folded again from scratch, to the same numbers
+    before = _state(d._aggregates)
+    kit.ledger.rebuild()
+    kit.ledger.record(_odd_rows(rng))
+    d.refresh()
+    assert _state(d._aggregates) == _state(_full(kit)) != before
+    kit.close()
+
+
+def test_past_the_kept_points_percentiles_come_from_the_histogram_within_one_percent(tmp_path, monkeypatch):
+    monkeypatch.setattr(aggregates, "POINTS", 5)
+    kit = Kit(tmp_path / "home", dotenv=False)
+    rng = np.random.default_rng(3)
+    latencies = rng.lognormal(mean=5, sigma=1, size=400)
+    kit.ledger.record([{"request_id": f"req_{i:06d}", "attempt": 1, "kind": "chat", "provider": "openai",
+                        "model": "gpt-4o-mini", "status": "ok", "latency_ms": float(ms), "cost_usd": 1e-5,
+                        "user_id": "ana", "ts": time.time()} for i, ms in enumerate(latencies)])
+    d = kit.dashboard(refresh_s=None)
+    (group,) = latency_groups(d._aggregates)
+    assert group.n == 400 and len(group.x) == 5 and group.x == pytest.approx(latencies[-5:].tolist())
+    for q in (50, 95, 99):
+        assert group.marks[q] == pytest.approx(np.percentile(latencies, q), rel=0.006)
+    q1, med, q3, low, high = group.box
+    assert (q1, med, q3) == pytest.approx(tuple(np.percentile(latencies, [25, 50, 75])), rel=0.006)
+    assert low >= latencies.min() and high <= latencies.max() and low < q1 < q3 < high
+    box = next(t for t in d.latency_fig.data if t.type == "box")
+    assert box.q1 == (q1,) and box.upperfence == (high,) and box.x is None  # five numbers, not 400 points
+    assert kit.summary().p95_ms == pytest.approx(np.percentile(latencies, 95))  # kit.summary() stays exact
+    kit.close()
+
+
+def test_the_spend_line_has_at_most_a_thousand_steps(tmp_path):
+    kit = Kit(tmp_path / "home", dotenv=False)
+    start = time.time() - 30 * 86400
+    rows = [{"request_id": f"req_{i:06d}", "attempt": 1, "kind": "chat", "provider": ("openai", "anthropic")[i % 2],
+             "model": "m", "status": "ok", "latency_ms": 10.0, "cost_usd": 0.001, "user_id": "ana",
+             "ts": start + i * 600} for i in range(4000)]  # a call every 10 minutes for a month
+    kit.ledger.record(rows)
+    d = kit.dashboard(refresh_s=None)
+    total = d.spend_fig.data[0]
+    assert total.name == "total" and len(total.x) <= 1000 and total.y[-1] == pytest.approx(4.0)
+    assert {t.name for t in d.spend_fig.data} == {"total", "openai", "anthropic"}
+    kit.close()
