@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from procmem import rss  # benchmarks/procmem.py, beside this script
 
 from cognitionos_kit.memory import Memory
 
@@ -138,15 +139,6 @@ def bench_exact(n: int, nq: int, home: Path) -> None:
         t_ann.append(time.perf_counter() - t)
         rec.append(len({h.content for h in hits} & {f"memory {i}" for i in numpy_topk(x, q)}) / 10)
     print(f"kit.memory retrieve, approximate:            {ms(t_ann):6.2f} ms  recall@10 {np.mean(rec):.3f}")
-
-
-def rss() -> int:
-    """This process's resident memory in bytes (VmRSS from /proc/self/status)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
 
 
 def gib(b: float) -> str:

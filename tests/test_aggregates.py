@@ -16,9 +16,8 @@ import pytest
 from cognitionos_kit import Kit, SimulatedProvider
 from cognitionos_kit.calls.providers.simulated import LatencyModel
 from cognitionos_kit.core.display import UsageSummary
-from cognitionos_kit.notebook.dashboard import latency_groups, summary_of
 from cognitionos_kit.storage import aggregates
-from cognitionos_kit.storage.aggregates import Aggregates
+from cognitionos_kit.storage.aggregates import Aggregates, latency_groups, summary_of
 from cognitionos_kit.storage.ledger import where_clause
 
 # the other process: its own Kit on the same data folder, calls for two users with two roles
@@ -39,7 +38,7 @@ SUMMARY_FIELDS = ("calls", "attempts", "failures", "failed_calls", "unpriced_cal
 def _state(agg: Aggregates) -> tuple:
     groups = {k: ({n: round(v, 12) for n, v in g.counts.items()}, dict(g.bins), g.low, g.high, list(g.points),
                   g.first, g.last) for k, g in agg.groups.items()}
-    return groups, {k: round(v, 12) for k, v in agg.spend_minutes.items()}
+    return groups, {p: {m: round(v, 12) for m, v in line.items()} for p, line in agg.spend_minutes.items()}
 
 
 def _odd_rows(rng: random.Random) -> list[dict]:

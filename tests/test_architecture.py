@@ -26,6 +26,7 @@ BIN = Path(sys.executable).parent
 INTERNAL_RAISES = {
     ("__init__.py", "AttributeError"): "module __getattr__ must raise AttributeError",
     ("__main__.py", "SystemExit"): "the CLI's exit status",
+    ("client/memory.py", "AttributeError"): "__getattr__ must raise AttributeError for names Memory does not have",
     ("calls/fallback.py", "TimeoutError"): "the async backstop; as_provider_error turns it into a timeout ProviderError",
     ("storage/files.py", "NotADirectoryError"): "an OSError like os.mkdir's; callers raise StorageError",
     ("storage/journal.py", "TypeError"): "json's default= protocol; encode_rows raises InvalidRequestError",

@@ -15,17 +15,15 @@ import html
 import os
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
 from .. import charts
 from ..charts import Match, Time
-from ..core.config import view_filters
-from ..core.display import UsageSummary, money
+from ..core.display import money
 from ..core.errors import InvalidRequestError
-from ..storage.aggregates import Aggregates, frame_runner
-from ..storage.ledger import where_clause
+from ..storage.aggregates import Aggregates, latency_groups, spend_lines, summary_of
 from .figview import FigureView
 
 if TYPE_CHECKING:
@@ -53,65 +51,6 @@ def dashboard(
 
 
 _GAUGE_WIDTH = 360  # px; the summary table takes the rest of the row
-_SPEND_POINTS = 1000  # at most this many steps in the spend line (minutes, or wider buckets)
-
-
-def summary_of(agg: Aggregates, title: str) -> UsageSummary:
-    """The summary table of the running totals (as ``kit.summary()`` of the same rows)."""
-    providers = sorted({p for p, _ in agg.groups})
-    rows = [{"provider": p, "answered": int(agg.total("ok", p)), "attempts": int(agg.total("attempts", p)),
-             "failures": int(agg.total("failures", p)), "substitutes": int(agg.total("substituted", p)),
-             "spend_usd": float(agg.total("spend_usd", p)),
-             "p50_ms": agg.percentile(0.5, [g for (q, _), g in agg.groups.items() if q == p]),
-             "p95_ms": agg.percentile(0.95, [g for (q, _), g in agg.groups.items() if q == p])} for p in providers]
-    names = ("calls", "attempts", "failures", "answered", "spend_usd", "unpriced", "tokens", "substituted", "estimated")
-    totals: dict[str, Any] = {k: agg.total(k) for k in names}
-    firsts = [g.first for g in agg.groups.values() if g.first is not None]
-    lasts = [g.last for g in agg.groups.values() if g.last is not None]
-    totals.update(p50_ms=agg.percentile(0.5), p95_ms=agg.percentile(0.95), first=min(firsts, default=None),
-                  last=max(lasts, default=None))
-    return UsageSummary.from_totals(totals, rows, title=title)
-
-
-def latency_groups(agg: Aggregates) -> list[charts.LatencyGroup]:
-    """Each provider/model's latency for the chart: exact with all its points, else its histogram's."""
-    groups = []
-    for (provider, model), g in sorted(agg.groups.items()):
-        if not g.timed:
-            continue
-        marks = {q: agg.percentile(q / 100, [g]) or 0.0 for q in charts.PERCENTILES}
-        box = None
-        if len(g.points) < g.timed:  # only the newest points are kept: the box from the histogram
-            q1, med, q3 = (agg.percentile(q, [g]) or 0.0 for q in (0.25, 0.5, 0.75))
-            low, high = g.low if g.low is not None else q1, g.high if g.high is not None else q3
-            box = (q1, med, q3, max(low, q1 - 1.5 * (q3 - q1)), min(high, q3 + 1.5 * (q3 - q1)))
-        groups.append(charts.LatencyGroup(f"{provider}/{model}", g.timed, marks, [p[2] for p in g.points],
-                                          [str(p[3]) if p[3] is not None else "—" for p in g.points], box))
-    return groups
-
-
-def spend_lines(agg: Aggregates) -> tuple[tuple[Any, Any], dict[str, tuple[Any, Any]]]:
-    """Cumulative spend per minute (wider buckets past ``_SPEND_POINTS`` of them): the total and
-    per provider, times as numpy UTC minutes (plotly takes an array without checking each value)."""
-    import numpy as np
-
-    minutes = sorted({m for m, _ in agg.spend_minutes})
-    if not minutes:
-        return ([], []), {}
-    width = max(1, -(-(minutes[-1] - minutes[0] + 1) // _SPEND_POINTS))
-    per: dict[str, dict[int, float]] = {}
-    for (m, provider), usd in agg.spend_minutes.items():
-        bucket = per.setdefault(provider, {})
-        bucket[m // width] = bucket.get(m // width, 0.0) + usd
-
-    def line(values: dict[int, float]) -> tuple[Any, Any]:
-        keys = sorted(values)
-        return np.array(keys, dtype="int64") * width * np.timedelta64(1, "m") + np.datetime64(0, "m"), \
-            np.cumsum([values[b] for b in keys])
-
-    buckets = {b for p in per.values() for b in p}
-    total = line({b: sum(p.get(b, 0.0) for p in per.values()) for b in buckets})
-    return total, {provider: line(values) for provider, values in sorted(per.items())}
 
 
 def _positive(x: object) -> bool:
@@ -216,19 +155,10 @@ class Dashboard(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self._error = ""
-        self._aggregates = self._aggregates_for(kit)
+        self._aggregates: Aggregates | None = None  # the running totals (charts.read_aggregates)
         self.refresh()
         if refresh_s is not None:
             self.start()
-
-    def _aggregates_for(self, kit: Kit) -> Aggregates:
-        """Running totals for this dashboard's rows: its filters and the Kit's views (a client
-        Kit's views apply on the server)."""
-        if hasattr(kit, "newest_row"):
-            return Aggregates()
-        f = {**view_filters(kit.config, kit.session_id), **self.filters}
-        since, until = f.pop("since", None), f.pop("until", None)
-        return Aggregates(*where_clause(f, since, until, "u."))
 
     # --- drawing -------------------------------------------------------------------------
     def _journal_signature(self) -> tuple[tuple[str, int, int], ...]:
@@ -253,18 +183,13 @@ class Dashboard(widgets.VBox):
             sig = self._journal_signature()
             if not force and sig == self._signature:
                 return False
-            if hasattr(self.kit, "newest_row"):  # a client Kit: the server's rows, folded afresh
-                self._aggregates.reset()
-                frame = self.kit.usage(**self.filters)
-                if len(frame):
-                    self._aggregates.update(frame_runner(frame))
-            else:
-                self._aggregates.update(self.kit.ledger.store.query_many)
+            self._aggregates = charts.read_aggregates(self.kit, self.filters, self._aggregates)
             self._signature = sig
             self._draw(self._aggregates)
             return True
 
-    def _draw(self, agg: Aggregates) -> None:
+    def _draw(self, agg: Aggregates | None) -> None:
+        assert agg is not None
         title = "Usage" + self.note
         # an HTML widget's 28 px line height suits one-line labels, not a wrapped title or header
         self.summary.value = f"<div style='line-height:1.45'>{summary_of(agg, title).to_html()}</div>"

@@ -19,15 +19,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..core.display import UsageSummary
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["summary_stats", "Aggregates", "GroupTotals", "POINTS", "quantile"]
+__all__ = ["summary_stats", "Aggregates", "GroupTotals", "POINTS", "quantile", "LatencyGroup", "PERCENTILES",
+           "frame_runner", "summary_of", "latency_groups", "spend_lines"]
 
 Runner = Callable[[Sequence[tuple[str, Any]]], "list[pd.DataFrame]"]  # statements -> frames (Store.query_many)
 POINTS = 300  # the newest successful calls kept per provider/model, for the chart's points
+PERCENTILES = (50, 95, 99)  # the marks of the latency chart
+_SPEND_POINTS = 1000  # at most this many steps in the spend line (minutes, or wider buckets)
 _BINS_PER_E = 100  # latency bins: ln(ms) * 100, so each is 1% wide
 
 _COUNTS = """count(*) FILTER (WHERE u.attempt = 1) AS calls, count(*) AS attempts,
@@ -98,6 +103,19 @@ def quantile(values: Sequence[float] | None, bins: Mapping[int, int], n: int, q:
     return low + (at(min(lo + 1, n - 1)) - low) * (pos - lo)  # between two neighbours, as the exact one
 
 
+class LatencyGroup(NamedTuple):
+    """One provider/model's latencies for ``charts.latency_figure``: ``n`` calls, the ``marks``
+    (ms at each of ``PERCENTILES``), the points drawn (all of them, or the newest) with their
+    users, and the box's five numbers (None: plotly computes them from the points, then all)."""
+
+    key: str
+    n: int
+    marks: dict[int, float]
+    x: list[float]
+    users: list[str] | None = None
+    box: tuple[float, float, float, float, float] | None = None  # q1, median, q3, lower and upper fence
+
+
 @dataclass
 class GroupTotals:
     """One provider/model's running totals (the columns of ``_COUNTS``), its latency histogram,
@@ -129,15 +147,17 @@ class Aggregates:
         self.seen = 0  # how many rows (all, not only the filtered) were up to last_rowid
         self.mark: str | None = None  # the row_id at last_rowid: another one there means another ledger
         self.groups: dict[tuple[str, str], GroupTotals] = {}
-        self.spend_minutes: dict[tuple[int, str], float] = {}  # (epoch minute, provider) -> USD
+        self.spend_minutes: dict[str, dict[int, float]] = {}  # provider -> epoch minute -> USD
 
     def update(self, run: Runner) -> int:
         """Fold in the rows added since the last update; return how many (filtered) rows were new."""
-        (head,) = run([("SELECT coalesce(max(rowid), -1) AS top, count(*) FILTER (WHERE rowid <= ?) AS upto, "
-                        "count(*) AS total, any_value(row_id) FILTER (WHERE rowid = ?) AS mark FROM llm_usage",
-                        [self.last_rowid, self.last_rowid])])
-        top, upto, total = int(head["top"].iloc[0]), int(head["upto"].iloc[0]), int(head["total"].iloc[0])
-        if upto != self.seen or (self.mark is not None and head["mark"].iloc[0] != self.mark):
+        # each a rowid lookup or table metadata (a filter on rowid skips the rows before it): ~ms at 1M rows
+        head, newer, mark = run([("SELECT coalesce(max(rowid), -1) AS top, count(*) AS total FROM llm_usage", None),
+                                 ("SELECT count(*) AS n FROM llm_usage WHERE rowid > ?", [self.last_rowid]),
+                                 ("SELECT row_id FROM llm_usage WHERE rowid = ?", [self.last_rowid])])
+        top, total = int(head["top"].iloc[0]), int(head["total"].iloc[0])
+        upto = total - int(newer["n"].iloc[0])
+        if upto != self.seen or (self.mark is not None and (mark.empty or mark["row_id"].iloc[0] != self.mark)):
             self.reset()  # rebuilt, or rows gone: what was folded is not what is there
         if top <= self.last_rowid:
             return 0
@@ -168,8 +188,8 @@ class Aggregates:
             group = self.groups[(str(provider), str(model))].bins
             group[int(b)] = group.get(int(b), 0) + int(n)
         for minute, provider, usd in minutes.itertuples(index=False):
-            at = (int(minute), str(provider))
-            self.spend_minutes[at] = self.spend_minutes.get(at, 0.0) + float(usd)
+            line = self.spend_minutes.setdefault(str(provider), {})
+            line[int(minute)] = line.get(int(minute), 0.0) + float(usd)
         fresh: dict[tuple[str, str], list[tuple[Any, str, float, str]]] = {}
         for provider, model, ts, row_id, ms, user in points.itertuples(index=False):
             fresh.setdefault((str(provider), str(model)), []).append((ts, row_id, float(ms), user))
@@ -209,3 +229,58 @@ def frame_runner(frame: pd.DataFrame) -> Runner:
     con.unregister("frame")
     return lambda statements: [con.execute(sql, params).df() if params else con.execute(sql).df()
                                for sql, params in statements]
+
+
+def summary_of(agg: Aggregates, title: str) -> UsageSummary:
+    """The summary table of the running totals (as ``kit.summary()`` of the same rows)."""
+    providers = sorted({p for p, _ in agg.groups})
+    rows = [{"provider": p, "answered": int(agg.total("ok", p)), "attempts": int(agg.total("attempts", p)),
+             "failures": int(agg.total("failures", p)), "substitutes": int(agg.total("substituted", p)),
+             "spend_usd": float(agg.total("spend_usd", p)),
+             "p50_ms": agg.percentile(0.5, [g for (q, _), g in agg.groups.items() if q == p]),
+             "p95_ms": agg.percentile(0.95, [g for (q, _), g in agg.groups.items() if q == p])} for p in providers]
+    names = ("calls", "attempts", "failures", "answered", "spend_usd", "unpriced", "tokens", "substituted", "estimated")
+    totals: dict[str, Any] = {k: agg.total(k) for k in names}
+    firsts = [g.first for g in agg.groups.values() if g.first is not None]
+    lasts = [g.last for g in agg.groups.values() if g.last is not None]
+    totals.update(p50_ms=agg.percentile(0.5), p95_ms=agg.percentile(0.95), first=min(firsts, default=None),
+                  last=max(lasts, default=None))
+    return UsageSummary.from_totals(totals, rows, title=title)
+
+
+def latency_groups(agg: Aggregates) -> list[LatencyGroup]:
+    """Each provider/model's latency for the chart: exact with all its points, else its histogram's."""
+    groups = []
+    for (provider, model), g in sorted(agg.groups.items()):
+        if not g.timed:
+            continue
+        marks = {q: agg.percentile(q / 100, [g]) or 0.0 for q in PERCENTILES}
+        box = None
+        if len(g.points) < g.timed:  # only the newest points are kept: the box from the histogram
+            q1, med, q3 = (agg.percentile(q, [g]) or 0.0 for q in (0.25, 0.5, 0.75))
+            low, high = g.low if g.low is not None else q1, g.high if g.high is not None else q3
+            box = (q1, med, q3, max(low, q1 - 1.5 * (q3 - q1)), min(high, q3 + 1.5 * (q3 - q1)))
+        groups.append(LatencyGroup(f"{provider}/{model}", g.timed, marks, [p[2] for p in g.points],
+                                   [str(p[3]) if p[3] is not None else "—" for p in g.points], box))
+    return groups
+
+
+def spend_lines(agg: Aggregates) -> tuple[tuple[Any, Any], dict[str, tuple[Any, Any]]]:
+    """Cumulative spend per minute (wider buckets past ``_SPEND_POINTS`` of them): the total and
+    per provider, times as numpy UTC minutes (plotly takes an array without checking each value)."""
+    import numpy as np
+
+    lines = {p: (np.fromiter(m, dtype="int64", count=len(m)), np.fromiter(m.values(), dtype="float64", count=len(m)))
+             for p, m in sorted(agg.spend_minutes.items()) if m}
+    if not lines:
+        return ([], []), {}
+    first = min(int(k.min()) for k, _ in lines.values())
+    last = max(int(k.max()) for k, _ in lines.values())
+    width = max(1, -(-(last - first + 1) // (_SPEND_POINTS - 1)))  # buckets cut at multiples: one more
+
+    def line(minutes: Any, usd: Any) -> tuple[Any, Any]:
+        buckets, at = np.unique(minutes // width, return_inverse=True)
+        return buckets * width * np.timedelta64(1, "m") + np.datetime64(0, "m"), np.cumsum(np.bincount(at, weights=usd))
+
+    total = line(np.concatenate([k for k, _ in lines.values()]), np.concatenate([v for _, v in lines.values()]))
+    return total, {p: line(k, v) for p, (k, v) in lines.items()}
