@@ -158,7 +158,7 @@ def latency_distribution(df: pd.DataFrame, *, note: str = "") -> go.Figure:
 def latency_figure(groups: Sequence[LatencyGroup], *, note: str = "") -> go.Figure:
     """The figure of ``latency_distribution`` from per-group numbers (the dashboard's come from
     its running aggregates: a million calls are a box and their newest points, not a million points)."""
-    import plotly.graph_objects as go
+    import numpy as np
 
     title = "Latency per provider/model"
     if not groups:
@@ -167,21 +167,17 @@ def latency_figure(groups: Sequence[LatencyGroup], *, note: str = "") -> go.Figu
     labels = {g.key: f"<b>{g.key}</b><br><span style='font-size:11px'>"
                      f"{' · '.join(f'p{q} {g.marks[q]:,.0f}' for q in PERCENTILES)} ms · {g.n} calls</span>"
               for g in groups}
-    fig = _figure(f"{title}{note}", xaxis_title="latency (ms)", showlegend=True, height=max(280, 100 + 80 * len(groups)),
-                  yaxis=dict(automargin=True), hovermode="closest")
-    import numpy as np
-
+    traces: list[dict[str, Any]] = []
     for g in groups:
-        # arrays, not lists: plotly takes an array whole where it checks a list value by value
         x, y = np.asarray(g.x, dtype="float64"), np.full(len(g.x), labels[g.key], dtype=object)
         # the box only draws the spread; hovering it would show plotly's own five-number tooltip
         spread: dict[str, Any] = (dict(x=x, y=y) if g.box is None else
                                   dict(y=[labels[g.key]], q1=[g.box[0]], median=[g.box[1]], q3=[g.box[2]],
                                        lowerfence=[g.box[3]], upperfence=[g.box[4]]))
-        fig.add_trace(go.Box(**spread, name=g.key, orientation="h", boxpoints=False, marker_color=colors[g.key],
-                             showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(
-            x=x, y=y, mode="markers", name=g.key, showlegend=False,
+        traces.append(dict(type="box", **spread, name=g.key, orientation="h", boxpoints=False,
+                           marker=dict(color=colors[g.key]), showlegend=False, hoverinfo="skip"))
+        traces.append(dict(
+            type="scatter", x=x, y=y, mode="markers", name=g.key, showlegend=False,
             marker=dict(color=colors[g.key], size=5, opacity=0.45),
             customdata=None if g.users is None else np.asarray(g.users, dtype=object),
             hovertemplate=f"{g.key}<br>%{{x:,.1f}} ms" + (" · user %{customdata}" if g.users is not None else "")
@@ -189,13 +185,31 @@ def latency_figure(groups: Sequence[LatencyGroup], *, note: str = "") -> go.Figu
         ))
     symbols = {50: "circle", 95: "diamond", 99: "x"}
     for q in PERCENTILES:
-        fig.add_trace(go.Scatter(
-            x=[g.marks[q] for g in groups], y=[labels[g.key] for g in groups], name=f"p{q}", mode="markers",
-            marker=dict(symbol=symbols[q], size=11, color="#222", line=dict(width=1, color="#fff")),
+        traces.append(dict(
+            type="scatter", x=[g.marks[q] for g in groups], y=[labels[g.key] for g in groups], name=f"p{q}",
+            mode="markers", marker=dict(symbol=symbols[q], size=11, color="#222", line=dict(width=1, color="#fff")),
             customdata=[(g.key, g.n) for g in groups],
             hovertemplate=f"%{{customdata[0]}}<br>p{q}: %{{x:,.1f}} ms over %{{customdata[1]}} calls<extra></extra>",
         ))
-    return _legend_room(fig)
+    return _built(f"{title}{note}", traces, dict(
+        xaxis=dict(title=dict(text="latency (ms)")), yaxis=dict(automargin=True), showlegend=True,
+        height=max(280, 100 + 80 * len(groups)), hovermode="closest"))
+
+
+def _built(title: str, traces: list[dict[str, Any]], layout: dict[str, Any], *, ticks: int = 1) -> go.Figure:
+    """A figure from plotly's own dicts, in ``template()``, legend room as ``_legend_room``, taken
+    unchecked: checking costs ~30 ms a chart, most of a dashboard refresh (tests/test_charts.py checks them)."""
+    import plotly.graph_objects as go
+
+    entries = sum(1 for t in traces if t.get("showlegend") is not False)
+    if layout.get("showlegend") is True or (entries >= 2 and layout.get("showlegend") is not False):
+        layout = {**layout, "legend": dict(yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                  "margin": dict(b=legend_margin(entries, ticks=ticks))}
+    spec = {"data": traces, "layout": {"title": dict(text=title), "template": template(), **layout}}
+    try:
+        return go.Figure(spec, _validate=False)
+    except TypeError:  # a plotly without the flag: checked, only slower
+        return go.Figure(spec)
 
 
 def latency_over_time(df: pd.DataFrame, *, note: str = "") -> go.Figure:
@@ -248,26 +262,24 @@ def cumulative_spend(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     return spend_figure(total, lines, unpriced=unpriced, rows=len(df), note=note)
 
 
-def spend_figure(total: tuple[list[Any], list[float]], providers: Mapping[str, tuple[list[Any], list[float]]], *,
+def spend_figure(total: tuple[Any, Any], providers: Mapping[str, tuple[Any, Any]], *,
                  unpriced: int = 0, rows: int = 0, note: str = "") -> go.Figure:
     """The figure of ``cumulative_spend`` from its lines: (times, cumulative USD) for the total and
     per provider (drawn when there are several); ``unpriced`` ok calls are named, not counted."""
-    import plotly.graph_objects as go
-
     title = "Cumulative spend (USD)"
     if not len(total[0]):
         return _empty(title, note, "" if not rows else "no calls with a known cost")
     extra = f" · {unpriced} unpriced call(s) not counted" if unpriced else ""
-    fig = _figure(f"{title}{note}{extra}", yaxis_title="USD", yaxis_tickprefix="$", yaxis_tickformat=MONEY_AXIS,
-                  xaxis_title="time (UTC)", hovermode="x unified")
     hover = "$%{y:,.6f}<extra>%{fullData.name}</extra>"
-    fig.add_trace(go.Scatter(x=total[0], y=total[1], name="total", mode="lines",
-                             line=dict(color="#222", width=2.5, shape="hv"), hovertemplate=hover))
+    traces = [dict(type="scatter", x=total[0], y=total[1], name="total", mode="lines",
+                   line=dict(color="#222", width=2.5, shape="hv"), hovertemplate=hover)]
     if len(providers) > 1:
         for provider, color in _colors(sorted(providers)).items():
-            fig.add_trace(go.Scatter(x=providers[provider][0], y=providers[provider][1], name=provider, mode="lines",
-                                     line=dict(color=color, dash="dot", shape="hv"), hovertemplate=hover))
-    return _legend_room(fig, ticks=2)
+            traces.append(dict(type="scatter", x=providers[provider][0], y=providers[provider][1], name=provider,
+                               mode="lines", line=dict(color=color, dash="dot", shape="hv"), hovertemplate=hover))
+    return _built(f"{title}{note}{extra}", traces, dict(
+        yaxis=dict(title=dict(text="USD"), tickprefix="$", tickformat=MONEY_AXIS), xaxis=dict(title=dict(text="time (UTC)")),
+        hovermode="x unified"), ticks=2)
 
 
 spend_over_time = cumulative_spend

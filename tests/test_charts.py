@@ -324,3 +324,29 @@ def test_money_has_one_format_on_axes_and_labels(busy):
     bars = busy.charts.spend_by("model").data[0]
     assert list(bars.text) == [money(v) for v in bars.y]
     assert money(8.73e-05) == "$0.000087" and money(1234.5) == "$1,234.50" and money(None) == money(float("nan")) == "n/a"
+
+
+def test_figures_built_unchecked_are_valid_plotly(busy):
+    """latency_figure and spend_figure skip plotly's checks for speed: what they build passes them,
+    and says the same once checked (a trace type, property or value plotly refuses fails here)."""
+    from cognitionos_kit.storage.aggregates import POINTS, Aggregates, latency_groups, spend_lines
+
+    df = busy.usage()
+    agg = charts.read_aggregates(busy, {})
+    total, lines = spend_lines(agg)
+    boxed = [g._replace(box=(1.0, 2.0, 3.0, 0.5, 4.0), x=g.x[:2]) for g in latency_groups(agg)]  # the histogram form
+    for fig in (charts.latency_distribution(df), charts.latency_figure(boxed), charts.cumulative_spend(df),
+                charts.spend_figure(total, lines, unpriced=2, rows=len(df)), busy.charts.latency(),
+                busy.charts.spend_over_time()):
+        checked = go.Figure(fig.to_plotly_json())  # raises on anything plotly would refuse
+        assert _plain(checked.to_plotly_json()) == _plain(fig.to_plotly_json())
+    assert isinstance(agg, Aggregates) and len(busy.charts.latency().data) > 3 and POINTS >= 30
+
+
+def _plain(value):
+    """Arrays and tuples as lists, recursively: a checked figure holds what the unchecked one held."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    return value
