@@ -194,6 +194,8 @@ def test_client_mode_from_the_environment_and_its_guard_rails(server, monkeypatc
         Kit(server=server.url, token=token, providers=[SimulatedProvider(name="mine")])
     with pytest.raises(ConfigurationError, match="role_models"):
         Kit(role_models={"openai": {"executor": "gpt-4o"}})
+    with pytest.raises(ConfigurationError, match="unexpected keyword argument.*projet"):
+        Kit(projet="typo")
     monkeypatch.delenv("COGNITIONOS_TOKEN")
     with pytest.raises(ConfigurationError, match="needs an API token"):
         Kit()

@@ -85,7 +85,9 @@ class ServedKit(Kit):
                  token: str | None = None, project: str | None = None, views: str | None = None,
                  timeout: float = 60.0, dotenv: bool | str | os.PathLike[str] = True,
                  cache: bool | str = "deterministic", log_text: bool = True, **settings: Any) -> None:
-        set_here = sorted(k for k, v in settings.items() if v is not _KIT_DEFAULTS.get(k) and v != _KIT_DEFAULTS.get(k))
+        if unknown := sorted(set(settings) - set(_KIT_DEFAULTS)):
+            raise ConfigurationError(f"Kit() got unexpected keyword argument(s) {', '.join(unknown)}")
+        set_here = sorted(k for k, v in settings.items() if v is not _KIT_DEFAULTS[k] and v != _KIT_DEFAULTS[k])
         if home is not None:
             set_here.insert(0, "home")
         if set_here:
