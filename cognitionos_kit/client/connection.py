@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ..core.client_mode import ServerChoice
 
-__all__ = ["Connection", "ARROW"]
+__all__ = ["Connection", "ARROW", "attempts_from", "server_error"]
 
 ARROW = "application/vnd.apache.arrow.stream"
 _INVALID = {"InvalidRequestError": InvalidRequestError, "CostLimitError": CostLimitError,
@@ -45,7 +45,8 @@ def _detail(body: Any, fallback: str) -> str:
     return str(detail) if detail else fallback
 
 
-def _attempts(body: Mapping[str, Any]) -> list[Attempt]:
+def attempts_from(body: Mapping[str, Any]) -> list[Attempt]:
+    """The attempts of a server answer (a Completion's or an AllProvidersFailedError's)."""
     return [Attempt(**{**a, "dropped_params": tuple(a.get("dropped_params") or ())}) for a in body.get("attempts") or ()]
 
 
@@ -61,7 +62,7 @@ def server_error(url: str, status: int, body: Any, retry_after: str | None = Non
     if status == 422:
         return _INVALID.get(name or "", InvalidRequestError)(f"the team server refused the request: {detail}")
     if name == "AllProvidersFailedError":
-        return AllProvidersFailedError(_attempts(body), body.get("request_id"))
+        return AllProvidersFailedError(attempts_from(body), body.get("request_id"))
     if name is not None and body.get("provider"):
         return ProviderError(detail, provider=body["provider"], model=body.get("model"),
                              error_type=body.get("error_type") or "provider_error", status_code=body.get("status_code"))

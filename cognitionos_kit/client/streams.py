@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.errors import KitError, StreamInterruptedError
 from ..core.types import Attempt, Completion
-from .connection import server_error
+from .connection import attempts_from, server_error
 
 __all__ = ["completion_from", "ServedStream", "AsyncServedStream"]
 
@@ -19,8 +19,7 @@ _FIELDS = frozenset(f.name for f in fields(Completion))
 
 def completion_from(body: Mapping[str, Any]) -> Completion:
     """The ``Completion`` the server sent (``server.schemas.completion_json``)."""
-    attempts = [Attempt(**{**a, "dropped_params": tuple(a.get("dropped_params") or ())}) for a in body.get("attempts") or ()]
-    return Completion(**{k: v for k, v in body.items() if k in _FIELDS and k != "attempts"}, attempts=attempts)
+    return Completion(**{k: v for k, v in body.items() if k in _FIELDS and k != "attempts"}, attempts=attempts_from(body))
 
 
 def _failure(url: str, data: Mapping[str, Any], partial: str) -> KitError:

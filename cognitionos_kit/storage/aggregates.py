@@ -158,20 +158,25 @@ class Aggregates:
         self.spend_minutes: dict[str, dict[int, float]] = {}  # provider -> epoch minute -> USD
 
     def update(self, run: Runner) -> int:
-        """Fold in the rows added since the last update; return how many (filtered) rows were new."""
-        # each a rowid lookup or table metadata (a filter on rowid skips the rows before it): ~ms at 1M rows
-        head, newer, mark = run([("SELECT coalesce(max(rowid), -1) AS top, count(*) AS total FROM llm_usage", None),
-                                 ("SELECT count(*) AS n FROM llm_usage WHERE rowid > ?", [self.last_rowid]),
-                                 ("SELECT row_id FROM llm_usage WHERE rowid = ?", [self.last_rowid])])
-        top, total = int(head["top"].iloc[0]), int(head["total"].iloc[0])
-        upto = total - int(newer["n"].iloc[0])
-        if upto != self.seen or (self.mark is not None and (mark.empty or mark["row_id"].iloc[0] != self.mark)):
-            self.reset()  # rebuilt, or rows gone: what was folded is not what is there
+        """Fold in the rows added since the last update; return how many (filtered) rows were new.
+
+        A look at the table (rowid lookups and metadata: a filter on rowid skips the rows before
+        it), then, only when rows were added, the fold, in one more ``run``."""
+        new_rows = f"u.rowid > {self.last_rowid}"
+        (head,) = run([(
+            "SELECT (SELECT coalesce(max(rowid), -1) FROM llm_usage) AS top, (SELECT count(*) FROM llm_usage) AS total, "
+            f"(SELECT count(*) FROM llm_usage u WHERE {new_rows}) AS newer, "
+            f"(SELECT row_id FROM llm_usage WHERE rowid = {self.last_rowid}) AS at_last", None)])  # the row folded last
+        h = head.iloc[0]
+        top, total = int(h["top"]), int(h["total"])
+        if total - int(h["newer"]) != self.seen or (self.mark is not None and h["at_last"] != self.mark):
+            self.reset()  # rebuilt, or rows gone: what was folded is not what is there; fold it all
+            return self.update(run)
         if top <= self.last_rowid:
             return 0
-        window = f"u.rowid > {self.last_rowid} AND u.rowid <= {top} AND {_cond(self.where)}"
+        window = f"{new_rows} AND u.rowid <= {top} AND {_cond(self.where)}"
         p = self.params
-        counts, bins, minutes, points = run([
+        counts, bins, minutes, points, mark = run([
             (f"SELECT u.provider, u.model, {_COUNTS}, min(u.latency_ms) FILTER (WHERE {_OK_LATENCY}) AS low, "
              f"max(u.latency_ms) FILTER (WHERE {_OK_LATENCY}) AS high FROM llm_usage u WHERE {window} GROUP BY 1, 2", p),
             (f"SELECT u.provider, u.model, floor(ln(greatest(u.latency_ms, 0.001)) * {_BINS_PER_E})::INTEGER AS bin, "
@@ -181,6 +186,7 @@ class Aggregates:
             (f"SELECT u.provider, u.model, u.ts, u.row_id, u.latency_ms, u.user_id FROM llm_usage u "
              f"WHERE {window} AND {_OK_LATENCY} QUALIFY row_number() OVER (PARTITION BY u.provider, u.model "
              f"ORDER BY u.ts DESC, u.row_id DESC) <= {POINTS}", p),
+            (f"SELECT row_id FROM llm_usage WHERE rowid = {top}", None),
         ])
         for r in counts.to_dict("records"):
             g = self.groups.setdefault((str(r["provider"]), str(r["model"])), GroupTotals())
@@ -204,8 +210,7 @@ class Aggregates:
         for key, new in fresh.items():  # the newest by time (another process's rows may be older)
             g = self.groups[key]
             g.points = sorted(g.points + new)[-POINTS:]
-        (tail,) = run([("SELECT any_value(row_id) AS mark FROM llm_usage WHERE rowid = ?", [top])])
-        self.last_rowid, self.seen, self.mark = top, total, tail["mark"].iloc[0]
+        self.last_rowid, self.seen, self.mark = top, total, mark["row_id"].iloc[0]
         return int(counts["attempts"].sum()) if len(counts) else 0
 
     # --- what the views read ------------------------------------------------------------------
