@@ -1,7 +1,8 @@
 """Plotly figures built from ledger data (a DataFrame from ``kit.usage()``).
 
 The module functions take a ledger DataFrame; ``Charts`` (``kit.charts``) reads the ledger with
-filters and calls them. Each returns a ``go.Figure``; an empty ledger gives an empty figure whose
+filters and calls them: the aggregate charts from sums and histograms computed in DuckDB over every
+matching row, the per-call scatters from the newest ``DEFAULT_LAST`` attempts (``last=``). Each returns a ``go.Figure``; an empty ledger gives an empty figure whose
 title says "no calls", never an exception. Latency charts use successful attempts only.
 """
 
@@ -14,8 +15,17 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from .core.config import view_filters
 from .core.display import money
 from .core.errors import InvalidRequestError
-from .storage.aggregates import PERCENTILES, Aggregates, LatencyGroup, frame_runner, latency_groups, spend_lines
-from .storage.ledger import where_clause
+from .storage.aggregates import (
+    PERCENTILES,
+    Aggregates,
+    LatencyGroup,
+    Runner,
+    cache_savings,
+    frame_runner,
+    latency_groups,
+    spend_lines,
+)
+from .storage.ledger import LEDGER_COLUMNS, check_last, where_clause
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Charts", "ChartFilters", "FILTERS", "latency_distribution", "latency_over_time", "cumulative_spend", "spend_over_time",
     "LatencyGroup", "latency_figure", "spend_figure", "PERCENTILES", "read_aggregates",
-    "spend_by", "prompt_cache", "tokens_vs_latency", "template", "legend_margin", "clean_filters", "describe_filters",
+    "spend_by", "spend_bars", "prompt_cache", "cache_bars", "tokens_vs_latency", "DEFAULT_LAST", "template",
+    "legend_margin", "clean_filters", "describe_filters",
     "Match", "Time", "MONEY_AXIS",
 ]  # fmt: skip
 
@@ -47,6 +58,7 @@ class ChartFilters(TypedDict, total=False):
     model: Match
     run_id: Match
     kind: Match
+DEFAULT_LAST = 5_000  # the per-call charts draw the newest this many attempts unless told otherwise (last=)
 MONEY_AXIS = ",.6~f"  # money on an axis: plain decimals ($0.00008), never SI prefixes ("80µ")
 _PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC", "#FF9DA6")
 _FAIL = "#D62728"
@@ -287,28 +299,40 @@ spend_over_time = cumulative_spend
 
 def spend_by(df: pd.DataFrame, by: str = "user_id", *, note: str = "") -> go.Figure:
     """Spend per user, model, provider, day (UTC) or any ledger column, as bars (days in order)."""
-    import plotly.graph_objects as go
-
-    title = f"Spend by {by.removesuffix('_id')} (USD)"
     if by != "day" and by not in df.columns:
         raise InvalidRequestError(
             f"cannot chart spend by {by!r}: use 'day' or a ledger column such as user_id, model, provider"
         )
-    if not len(df) or df["cost_usd"].isna().all():
-        return _empty(title, note, "" if not len(df) else "no calls with a known cost")
-    if by == "day":
-        key = df["ts"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d")
-    else:
-        key = df[by].astype(object).fillna("(none)").astype(str)
+    if not len(df):
+        return spend_bars(df, by, note=note)
+    key = df["ts"].dt.tz_convert("UTC").dt.date if by == "day" else df[by]
     frame = df.assign(_key=key, _ok=df["status"] == "ok", _tokens=df["total_tokens"].astype("float64"))
-    totals = frame.groupby("_key").agg(cost=("cost_usd", "sum"), calls=("_ok", "sum"), tokens=("_tokens", "sum"))
-    totals = totals.sort_index() if by == "day" else totals.sort_values("cost", ascending=False, kind="stable")
+    totals = frame.groupby("_key", dropna=False).agg(cost_usd=("cost_usd", "sum"), calls=("_ok", "sum"),
+                                                     total_tokens=("_tokens", "sum"))
+    totals.loc[frame.groupby("_key", dropna=False)["cost_usd"].count() == 0, "cost_usd"] = float("nan")
+    return spend_bars(totals.rename_axis(by).reset_index(), by, note=note)
+
+
+def spend_bars(totals: pd.DataFrame, by: str = "user_id", *, note: str = "") -> go.Figure:
+    """The figure of ``spend_by`` from spend totals (``kit.spend(by=...)``'s columns ``by``,
+    ``cost_usd``, ``calls``, ``total_tokens``): bars, days in order, else most expensive first."""
+    import plotly.graph_objects as go
+
+    title = f"Spend by {by.removesuffix('_id')} (USD)"
+    if not len(totals) or totals["cost_usd"].isna().all():
+        return _empty(title, note, "" if not len(totals) else "no calls with a known cost")
+    if by == "day":
+        totals = totals.assign(_key=[str(d)[:10] for d in totals[by]]).sort_values("_key", kind="stable")
+    else:
+        totals = totals.assign(_key=totals[by].astype(object).fillna("(none)").astype(str))
+        totals = totals.sort_values(["cost_usd", "_key"], ascending=[False, True], kind="stable", na_position="last")
+    cost = totals["cost_usd"].astype("float64").fillna(0.0)
     fig = _figure(f"{title}{note}", yaxis_title="USD", yaxis_tickprefix="$", yaxis_tickformat=MONEY_AXIS, xaxis_title=by,
                   xaxis_type="category")
     fig.add_trace(go.Bar(
-        x=totals.index.tolist(), y=totals["cost"].tolist(), marker_color=_PALETTE[0], name="spend",
-        text=[money(v) for v in totals["cost"]], textposition="auto",
-        customdata=list(zip(totals["calls"].astype(int), totals["tokens"].astype(int))),
+        x=totals["_key"].tolist(), y=cost.tolist(), marker_color=_PALETTE[0], name="spend",
+        text=[money(v) for v in cost], textposition="auto",
+        customdata=list(zip(totals["calls"].astype(int), totals["total_tokens"].astype("float64").fillna(0).astype(int))),
         hovertemplate="%{x}<br>$%{y:,.6f}<br>%{customdata[0]} calls · %{customdata[1]:,} tokens<extra></extra>",
     ))
     return fig
@@ -317,21 +341,23 @@ def spend_by(df: pd.DataFrame, by: str = "user_id", *, note: str = "") -> go.Fig
 def prompt_cache(df: pd.DataFrame, *, note: str = "") -> go.Figure:
     """What the providers' prompt caches saved, per model: bars of USD saved (reads) net of what
     cache writes cost extra; hover shows the tokens read from and written to the cache."""
+    if not len(df) or "cache_saving_usd" not in df.columns:
+        return cache_bars(None, note=note, rows=len(df))
+    return cache_bars(cache_savings(frame_runner(df), "", []), note=note, rows=len(df))
+
+
+def cache_bars(totals: pd.DataFrame | None, *, note: str = "", rows: int = 0) -> go.Figure:
+    """The figure of ``prompt_cache`` from ``storage.aggregates.cache_savings``' totals (None: no
+    rows); ``rows`` the rows read, to tell "no calls" from "no cache use"."""
     import plotly.graph_objects as go
 
     title = "Prompt cache savings by model (USD)"
-    if not len(df) or "cache_saving_usd" not in df.columns or df["cache_saving_usd"].isna().all():
-        return _empty(title, note, "" if not len(df) else "no call read or wrote a prompt cache")
-    used = df[df["cache_saving_usd"].notna()]
-    key = used["provider"].astype(str) + "/" + used["model"].astype(str)
-    totals = used.assign(_key=key).groupby("_key").agg(
-        saved=("cache_saving_usd", "sum"), read=("cached_tokens", "sum"), written=("cache_write_tokens", "sum"),
-        calls=("cache_saving_usd", "size"))
-    totals = totals.sort_values("saved", ascending=False, kind="stable")
+    if totals is None or not len(totals):
+        return _empty(title, note, "" if not rows else "no call read or wrote a prompt cache")
     fig = _figure(f"{title}{note}", yaxis_title="USD saved", yaxis_tickprefix="$", yaxis_tickformat=MONEY_AXIS,
                   xaxis_title="model", xaxis_type="category")
     fig.add_trace(go.Bar(
-        x=totals.index.tolist(), y=totals["saved"].tolist(), name="saved",
+        x=totals["key"].tolist(), y=totals["saved"].tolist(), name="saved",
         marker_color=[_PALETTE[2] if v >= 0 else _FAIL for v in totals["saved"]],
         text=[money(v) for v in totals["saved"]], textposition="auto",
         customdata=list(zip(totals["calls"].astype(int), totals["read"].astype(int), totals["written"].astype(int))),
@@ -428,17 +454,31 @@ class Charts:
     def __repr__(self) -> str:
         return f"Charts({self.kit!r}): latency, latency_over_time, spend_over_time, spend_by, tokens_vs_latency"
 
-    def _read(self, filters: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+    def _read(self, filters: Mapping[str, Any], last: int | None) -> tuple[pd.DataFrame, str]:
+        """The newest ``last`` rows (None: all) the filters select, and the title's note."""
         f = clean_filters(filters)
-        return self.kit.usage(**f), describe_filters(f)
+        df = self.kit.usage(**f) if last is None else self.kit.usage(**f, last=check_last(last))
+        window = f" · newest {last:,} attempts (last=None: all)" if last is not None and len(df) >= last else ""
+        return df, describe_filters(f) + window
+
+    def _sql(self, filters: Mapping[str, Any]) -> tuple[Runner, str, list[Any]]:
+        """A runner of ledger SQL and the WHERE clause of ``filters`` with the Kit's views: the
+        ledger's DuckDB for a local Kit; for a client Kit, its server's rows in an in-memory table."""
+        if hasattr(self.kit, "newest_row"):  # a client Kit (client/served.py): no ledger file here
+            return frame_runner(self.kit.usage(**filters)), "", []
+        f = {**view_filters(self.kit.config, self.kit.session_id), **filters}
+        since, until = f.pop("since", None), f.pop("until", None)
+        where, params = where_clause(f, since, until, "u.")
+        return self.kit.ledger.store.query_many, where, params
 
     def data(
         self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,
         provider: Match = None, model: Match = None, run_id: Match = None, kind: Match = None,
+        last: int | None = DEFAULT_LAST,
     ) -> pd.DataFrame:
-        """The ledger rows the charts draw, for these filters."""
+        """The ledger rows the per-call charts draw, for these filters: the newest ``last`` (None: all)."""
         return self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
-                               provider=provider, model=model, run_id=run_id, kind=kind))[0]
+                               provider=provider, model=model, run_id=run_id, kind=kind), last)[0]
 
     def latency(
         self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,
@@ -454,10 +494,12 @@ class Charts:
     def latency_over_time(
         self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,
         provider: Match = None, model: Match = None, run_id: Match = None, kind: Match = None,
+        last: int | None = DEFAULT_LAST,
     ) -> go.Figure:
-        """Each attempt's latency against time; failures in red."""
+        """Each attempt's latency against time; failures in red. Draws the newest ``last`` attempts
+        (default ``DEFAULT_LAST``, 5,000; the title says so when more exist; ``last=None``: all)."""
         df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
-                                   provider=provider, model=model, run_id=run_id, kind=kind))
+                                   provider=provider, model=model, run_id=run_id, kind=kind), last)
         return latency_over_time(df, note=note)
 
     def spend_over_time(
@@ -473,9 +515,12 @@ class Charts:
                             note=describe_filters(f))
 
     def prompt_cache(self, **filters: Unpack[ChartFilters]) -> go.Figure:
-        """What prompt caching saved per model (``cache_prompt=`` calls, and OpenAI's own caching)."""
-        df, note = self._read(dict(filters))
-        return prompt_cache(df, note=note)
+        """What prompt caching saved per model (``cache_prompt=`` calls, and OpenAI's own caching),
+        summed in DuckDB over all the rows the filters select."""
+        f = clean_filters(filters)
+        run, where, params = self._sql(f)
+        totals = cache_savings(run, where, params)
+        return cache_bars(totals, note=describe_filters(f), rows=len(totals) or int(self.kit.summary(**f).attempts))
 
     def spend_by(
         self, by: str = "user_id", *, user_id: Match = None, since: Time = None, until: Time = None,
@@ -483,18 +528,22 @@ class Charts:
         kind: Match = None,
     ) -> go.Figure:
         """Spend per ``by``: ``"user_id"``, ``"model"``, ``"provider"``, ``"day"`` (UTC) or another ledger
-        column, as bars."""
-        df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
-                                   provider=provider, model=model, run_id=run_id, kind=kind))
-        return spend_by(df, by, note=note)
+        column, as bars; summed in DuckDB (``kit.spend``) over all the rows the filters select."""
+        if by != "day" and by not in LEDGER_COLUMNS:
+            raise InvalidRequestError(
+                f"cannot chart spend by {by!r}: use 'day' or a ledger column such as user_id, model, provider"
+            )
+        f = clean_filters(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
+                               provider=provider, model=model, run_id=run_id, kind=kind))
+        return spend_bars(self.kit.spend(by=by, **f), by, note=describe_filters(f))
 
     def tokens_vs_latency(
         self, tokens: str = "completion_tokens", *, user_id: Match = None, since: Time = None, until: Time = None,
         experiment_id: Match = None, provider: Match = None, model: Match = None, run_id: Match = None,
-        kind: Match = None,
+        kind: Match = None, last: int | None = DEFAULT_LAST,
     ) -> go.Figure:
         """Latency against ``tokens`` (``"completion_tokens"``, or ``"prompt_tokens"``, ``"total_tokens"``)
-        per provider/model, with a least-squares line."""
+        per provider/model, with a least-squares line; the newest ``last`` attempts (None: all)."""
         df, note = self._read(dict(user_id=user_id, since=since, until=until, experiment_id=experiment_id,
-                                   provider=provider, model=model, run_id=run_id, kind=kind))
+                                   provider=provider, model=model, run_id=run_id, kind=kind), last)
         return tokens_vs_latency(df, tokens=tokens, note=note)

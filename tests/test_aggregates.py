@@ -113,9 +113,10 @@ def test_past_the_kept_points_percentiles_come_from_the_histogram_within_one_per
     kit = Kit(tmp_path / "home", dotenv=False)
     rng = np.random.default_rng(3)
     latencies = rng.lognormal(mean=5, sigma=1, size=400)
+    t0 = time.time()  # one ms apart: rows written in one microsecond share a ts, and ties order by row_id
     kit.ledger.record([{"request_id": f"req_{i:06d}", "attempt": 1, "kind": "chat", "provider": "openai",
                         "model": "gpt-4o-mini", "status": "ok", "latency_ms": float(ms), "cost_usd": 1e-5,
-                        "user_id": "ana", "ts": time.time()} for i, ms in enumerate(latencies)])
+                        "user_id": "ana", "ts": t0 + i / 1000} for i, ms in enumerate(latencies)])
     d = kit.dashboard(refresh_s=None)
     (group,) = latency_groups(d._aggregates)
     assert group.n == 400 and len(group.x) == 5 and group.x == pytest.approx(latencies[-5:].tolist())
@@ -141,4 +142,54 @@ def test_the_spend_line_has_at_most_a_thousand_steps(tmp_path):
     total = d.spend_fig.data[0]
     assert total.name == "total" and len(total.x) <= 1000 and total.y[-1] == pytest.approx(4.0)
     assert {t.name for t in d.spend_fig.data} == {"total", "openai", "anthropic"}
+    kit.close()
+
+
+def _calls(n: int, t0: float, **extra) -> list[dict]:
+    return [{"request_id": f"req_{i:06d}", "attempt": 1, "kind": "chat", "provider": "openai", "model": "gpt-4o-mini",
+             "status": "ok" if i % 7 else "error", "latency_ms": 50.0 + i % 90, "cost_usd": 1e-5, "user_id": "ana",
+             "prompt_tokens": 10, "completion_tokens": 5 + i % 40, "total_tokens": 15 + i % 40, "ts": t0 + i, **extra}
+            for i in range(n)]
+
+
+def test_per_call_charts_draw_a_documented_window_of_the_newest_calls_that_can_be_widened(tmp_path):
+    """At a million rows a scatter of every call would ship them all to the browser: the per-call
+    charts draw the newest ``DEFAULT_LAST`` attempts (the title says so), ``last=`` changes it and
+    ``last=None`` draws all; the aggregate charts still count every row."""
+    from cognitionos_kit import charts
+
+    kit = Kit(tmp_path / "home", dotenv=False)
+    n = charts.DEFAULT_LAST + 40
+    rows = _calls(n, time.time() - n)
+    kit.ledger.record(rows)
+    newest = [r["request_id"] for r in rows][-charts.DEFAULT_LAST:]
+    assert kit.usage(last=charts.DEFAULT_LAST).request_id.tolist() == newest  # in time order, chosen in SQL
+    assert len(kit.usage()) == n  # the full frame, one call away
+
+    def drawn(fig) -> int:
+        return sum(len(t.x) for t in fig.data if t.name != "failed attempt" and not str(t.name).startswith("fit"))
+
+    ok = sum(1 for r in rows[-charts.DEFAULT_LAST:] if r["status"] == "ok")
+    fig = kit.charts.latency_over_time()
+    assert drawn(fig) == ok and len(fig.data[-1].x) == charts.DEFAULT_LAST - ok  # the window's failures, in red
+    assert f"newest {charts.DEFAULT_LAST:,} attempts (last=None: all)" in fig.layout.title.text
+    assert drawn(kit.charts.tokens_vs_latency()) == ok
+    assert len(kit.charts.data()) == charts.DEFAULT_LAST and len(kit.charts.data(last=None)) == n
+    wide = kit.charts.latency_over_time(last=None)
+    assert drawn(wide) == sum(1 for r in rows if r["status"] == "ok") and "newest" not in wide.layout.title.text
+    few = kit.charts.tokens_vs_latency(last=10)
+    assert drawn(few) == sum(1 for r in rows[-10:] if r["status"] == "ok") and "newest 10 attempts" in few.layout.title.text
+    assert "newest" not in kit.charts.latency_over_time(last=n + 1).layout.title.text  # all fit: nothing left out
+    # the aggregates are not windowed: spend over every row, summed in DuckDB
+    bar = kit.charts.spend_by("status").data[0]
+    assert dict(zip(bar.x, bar.y)) == pytest.approx({"ok": 1e-5 * sum(r["status"] == "ok" for r in rows),
+                                                     "error": 1e-5 * sum(r["status"] == "error" for r in rows)})
+    assert kit.charts.latency().data[0].name.startswith("openai/gpt-4o-mini")
+    from cognitionos_kit.core.errors import InvalidRequestError
+
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(InvalidRequestError, match="last must be a positive whole number"):
+            kit.usage(last=bad)
+    with pytest.raises(InvalidRequestError, match="last must be a positive whole number"):
+        kit.charts.latency_over_time(last="all")
     kit.close()

@@ -155,8 +155,11 @@ def test_every_chart_names_the_filters_in_its_signature():
 
     for name in ("data", "latency", "latency_over_time", "spend_over_time", "spend_by", "tokens_vs_latency"):
         params = inspect.signature(getattr(charts.Charts, name)).parameters
-        named = [p for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        named = [p for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "last"]
         assert [p.name for p in named] == list(charts.FILTERS) and all(p.default is None for p in named), name
+        if name in ("data", "latency_over_time", "tokens_vs_latency"):  # the per-call ones: a window, documented
+            assert params["last"].default == charts.DEFAULT_LAST == 5_000, name
+            assert "last" in (getattr(charts.Charts, name).__doc__ or "") or name == "data", name
         assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), name
 
 

@@ -146,6 +146,12 @@ def test_usage_spend_and_log_are_the_token_users_own(server, providers):
     assert bob.usage(request_id=[b.request_id, d.request_id], since=since).request_id.tolist() == [b.request_id]
     assert set(bob.usage(cache_hit=False).cache_hit) == {False}
     assert bob.usage(since=datetime.now(timezone.utc) + timedelta(hours=1)).empty
+    second = bob.complete("Bob's second question", max_tokens=20)
+    assert bob.usage(last=1).request_id.tolist() == [second.request_id]  # the newest, chosen by the server
+    assert bob.usage(last=5).request_id.tolist() == bob.usage().request_id.tolist()[-5:]
+    assert bob.usage(last=1, cache_hit=False).request_id.tolist() == [second.request_id]  # a filter applied here
+    with pytest.raises(InvalidRequestError, match="last must be a positive whole number"):
+        bob.usage(last=0)
     spend = bob.spend(by=["model", "user_id"])
     assert set(spend.user_id) == {"bob"} and spend.cost_usd.sum() == pytest.approx(bob.usage().cost_usd.sum())
     assert bob.summary().calls == len(bob.usage().query("status == 'ok'"))

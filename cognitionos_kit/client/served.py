@@ -32,7 +32,7 @@ from ..core.display import UsageSummary
 from ..core.errors import ConfigurationError, InvalidRequestError, KitWarning, warn_user
 from ..core.types import ROLES, Completion
 from ..kit import Kit
-from ..storage.ledger import utc_iso
+from ..storage.ledger import check_last, utc_iso
 from ..storage.textlog import FILTERS as LOG_FILTERS
 from .connection import Connection
 from .memory import ServedMemory
@@ -54,6 +54,7 @@ _DEFAULTS = CallOptions()
 # the ledger's text columns the server filters on (server/filters.py); other filters apply here
 _SERVER_COLUMNS = frozenset({"model", "provider", "request_id", "trace_id", "status", "project", "session_id", "role",
                              "experiment_id", "run_id", "kind", "agent_id", "task_id", "error_type"})
+_ALL_ROWS = 10_000_000  # the server's largest page of ledger rows
 _CLIENT_SETTINGS = frozenset({"server", "token", "project", "views", "timeout", "dotenv", "cache", "log_text"})
 _KIT_DEFAULTS = {n: p.default for n, p in inspect.signature(Kit.__init__).parameters.items() if n != "self"}
 
@@ -268,8 +269,14 @@ class ServedKit(Kit):
     def usage(self, **filters: Any) -> pd.DataFrame:
         """The server's ledger rows the token may read (its own; an admin's: anyone's), one per attempt.
         Filters as a local Kit's; this Kit's ``views`` apply."""
-        frame, rest = self._read("/usage", {**self._views, **filters}, _SERVER_COLUMNS, limit=10_000_000)
-        return self._narrow(frame, rest)
+        last = filters.pop("last", None)
+        last = None if last is None else check_last(last)
+        wanted = {**self._views, **filters}
+        frame, rest = self._read("/usage", wanted, _SERVER_COLUMNS, limit=last or _ALL_ROWS)
+        if rest and last is not None:  # filters applied here: the newest N the server chose may not match them
+            frame, rest = self._read("/usage", wanted, _SERVER_COLUMNS, limit=_ALL_ROWS)
+        frame = self._narrow(frame, rest)
+        return frame if last is None else frame.tail(last).reset_index(drop=True)
 
     def spend(self, by: str | Sequence[str] = "user_id", **filters: Any) -> pd.DataFrame:
         """Spend and calls grouped by user_id, model, provider, day or project (or a list of them)."""
@@ -296,11 +303,7 @@ class ServedKit(Kit):
     def newest_row(self, **filters: Any) -> str | None:
         """The id of the newest ledger row these filters (and this Kit's views) match: a dashboard
         polls it and redraws only when it changed."""
-        wanted = {**self._views, **filters}
-        frame, rest = self._read("/usage", wanted, _SERVER_COLUMNS, limit=1)
-        if rest:  # filters applied here: the newest row the server has may not match them
-            frame, rest = self._read("/usage", wanted, _SERVER_COLUMNS, limit=10_000_000)
-            frame = self._narrow(frame, rest)
+        frame = self.usage(**filters, last=1)
         return None if frame.empty else str(frame["row_id"].iloc[-1])
 
     def log(self, search: str | None = None, *, since: Any = None, until: Any = None, limit: int | None = None,

@@ -123,8 +123,8 @@ def usage(request: Request, user: Caller, filters: Filters,
           limit: int = Query(1000, ge=1, le=10_000_000, description="the newest rows, at most")) -> dict[str, Any] | Response:
     """The caller's ledger rows (one per attempt), oldest first; an admin's: anyone's."""
     who = readable_user(user, user_id)
-    frame = kit_of(request).usage(**filters, **({"user_id": who} if who is not None else {}))
-    return _table(request, frame.tail(limit))
+    frame = kit_of(request).usage(**filters, last=limit, **({"user_id": who} if who is not None else {}))
+    return _table(request, frame)
 
 
 @router.get("/spend", tags=["ledger"], response_model=None)

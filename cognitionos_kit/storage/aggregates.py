@@ -26,8 +26,8 @@ from ..core.display import UsageSummary
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["summary_stats", "Aggregates", "GroupTotals", "POINTS", "quantile", "LatencyGroup", "PERCENTILES",
-           "frame_runner", "summary_of", "latency_groups", "spend_lines"]
+__all__ = ["summary_stats", "Aggregates", "GroupTotals", "Runner", "POINTS", "quantile", "LatencyGroup", "PERCENTILES",
+           "frame_runner", "summary_of", "latency_groups", "spend_lines", "cache_savings"]
 
 Runner = Callable[[Sequence[tuple[str, Any]]], "list[pd.DataFrame]"]  # statements -> frames (Store.query_many)
 POINTS = 300  # the newest successful calls kept per provider/model, for the chart's points
@@ -297,3 +297,15 @@ def spend_lines(agg: Aggregates) -> tuple[tuple[Any, Any], dict[str, tuple[Any, 
 
     total = line(np.concatenate([k for k, _ in lines.values()]), np.concatenate([v for _, v in lines.values()]))
     return total, {p: line(k, v) for p, (k, v) in lines.items()}
+
+
+def cache_savings(run: Runner, where: str, params: Sequence[Any]) -> pd.DataFrame:
+    """What prompt caches saved per provider/model over the rows ``where`` selects that read or wrote
+    one: ``key`` ("provider/model"), ``saved`` (USD, net of what cache writes cost extra), ``read``
+    and ``written`` tokens, ``calls``; most saved first."""
+    return run([(
+        "SELECT u.provider || '/' || u.model AS key, sum(u.cache_saving_usd) AS saved, "
+        "CAST(coalesce(sum(u.cached_tokens), 0) AS BIGINT) AS read, "
+        "CAST(coalesce(sum(u.cache_write_tokens), 0) AS BIGINT) AS written, count(*) AS calls "
+        f"FROM llm_usage u WHERE {_cond(where)} AND u.cache_saving_usd IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1",
+        list(params))])[0]

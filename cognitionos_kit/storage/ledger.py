@@ -48,10 +48,21 @@ _COLUMNS = frozenset(LEDGER_COLUMNS)
 _KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "experiment_id", "run_id", "kind",
                 "trace_id", "project", "session_id")
 SPEND_KEYS: dict[str, str] = {"day": "CAST(u.ts AS DATE)", **{k: f"u.{k}" for k in _KEY_COLUMNS}}
+_MEASURES = frozenset({"row_id", "ts", "request_id", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
+                       "cache_write_tokens", "cost_usd", "latency_ms", "saved_cost_usd", "http_requests",
+                       "maybe_billed_requests", "setup_ms", "reasoning_tokens", "cache_saving_usd", "memory_ids"})
+_GROUPABLE = {**SPEND_KEYS, **{k: f"u.{k}" for k in LEDGER_COLUMNS if k not in _MEASURES}}  # spend(by=...) keys
 
 
 def utc_iso(value: Any, what: str) -> str:
     return check_time(value, what).isoformat()
+
+
+def check_last(last: Any) -> int:
+    """``last=`` (the newest N rows) checked: a positive whole number."""
+    if not isinstance(last, int) or isinstance(last, bool) or last <= 0:
+        raise InvalidRequestError(f"last must be a positive whole number of rows (or None for all), got {last!r}")
+    return last
 
 
 class Ledger:
@@ -120,26 +131,33 @@ class Ledger:
             StorageWarning)
 
     # --- reading ---------------------------------------------------------------------------
-    def usage(self, *, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
+    def usage(self, *, since: Any = None, until: Any = None, last: int | None = None, **filters: Any) -> pd.DataFrame:
         """All rows ordered by ``ts, attempt``; ``col=value`` filters (a list means any of),
-        ``since`` (inclusive) and ``until`` (exclusive) bound ``ts``."""
+        ``since`` (inclusive) and ``until`` (exclusive) bound ``ts``; ``last=N`` keeps the newest N
+        of them (chosen in DuckDB: the other rows are never loaded)."""
         where, params = _where(filters, since, until)
-        return tidy(self.store.query(f"SELECT * FROM {TABLE} u{where} ORDER BY u.ts, u.attempt, u.row_id", params))
+        order = "u.ts, u.attempt, u.row_id"
+        if last is None:
+            return tidy(self.store.query(f"SELECT * FROM {TABLE} u{where} ORDER BY {order}", params))
+        newest = f"SELECT * FROM {TABLE} u{where} ORDER BY u.ts DESC, u.attempt DESC, u.row_id DESC LIMIT {check_last(last)}"
+        return tidy(self.store.query(f"SELECT * FROM ({newest}) u ORDER BY {order}", params))
 
     def spend(self, by: str | Sequence[str] = "user_id", *, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
-        """Spend grouped by ``by`` (a key or list of keys from ``SPEND_KEYS``), most expensive first.
+        """Spend grouped by ``by`` (a key or list of keys from ``SPEND_KEYS``, or another ledger column
+        that is not a measure, such as ``status``), most expensive first.
 
         Columns: the keys, ``calls`` (status ok), ``attempts`` (all rows), ``cost_usd`` (NULL costs
         ignored; NULL if none is known), ``unpriced_calls`` (ok rows without a cost), token sums and
         ``latency_ms_p50/p95`` over ok calls. ``day`` is the UTC date. Filters as in :meth:`usage`.
         """
         keys = list(dict.fromkeys([by] if isinstance(by, str) else by))
-        bad = [k for k in keys if k not in SPEND_KEYS]
+        bad = [k for k in keys if k not in _GROUPABLE]
         if bad:
-            raise InvalidRequestError(f"cannot group spend by {bad}; choose from {', '.join(SPEND_KEYS)}")
+            raise InvalidRequestError(f"cannot group spend by {bad}; choose from {', '.join(SPEND_KEYS)} "
+                                      "or another ledger column that is not a measure (status, batch_id, ...)")
         where, params = _where(filters, since, until)
         ok = "FILTER (WHERE u.status = 'ok')"
-        select = [f"{SPEND_KEYS[k]} AS {k}" for k in keys] + [
+        select = [f"{_GROUPABLE[k]} AS {k}" for k in keys] + [
             f"count(*) {ok} AS calls",
             "count(*) AS attempts",
             "sum(u.cost_usd) AS cost_usd",
