@@ -2,8 +2,9 @@
 
 The module functions take a ledger DataFrame; ``Charts`` (``kit.charts``) reads the ledger with
 filters and calls them: the aggregate charts from sums and histograms computed in DuckDB over every
-matching row, the per-call scatters from the newest ``DEFAULT_LAST`` attempts (``last=``). Each returns a ``go.Figure``; an empty ledger gives an empty figure whose
-title says "no calls", never an exception. Latency charts use successful attempts only.
+matching row, the per-call scatters from the newest ``DEFAULT_LAST`` attempts (``last=``). Each
+returns a ``go.Figure``; an empty ledger gives an empty figure whose title says "no calls", never an
+exception. Latency charts use successful attempts only.
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, TypeAlias, TypedDict
 
 from ..core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy as np
+    import pyarrow as pa
 
-__all__ = ["Table", "TableListener", "ApproximateIndex", "ApproximateParams", "SCOPES", "MEMORY_TYPES", "utc"]
+__all__ = ["Table", "ArrowRows", "TableListener", "ApproximateIndex", "ApproximateParams", "SCOPES", "MEMORY_TYPES", "utc"]
 
 SCOPES = ("user", "agent", "global")
 MEMORY_TYPES = ("working", "episodic", "semantic", "procedural")
@@ -83,14 +84,65 @@ class Table:
         self.count = np.zeros(capacity, dtype=np.int64)
         self.version = np.zeros(capacity)  # ts of the event that wrote the row (last writer wins)
         self.ids: list[str] = []
-        self.rows: list[dict[str, Any]] = []  # user_id, scope, agent_id, memory_type, content, content_hash, metadata, model
+        # user_id, scope, agent_id, memory_type, content, content_hash, metadata, model
+        self.rows: list[dict[str, Any]] | ArrowRows = []
         self.pos: dict[str, int] = {}
-        self.dedupe: dict[DedupeKey, str] = {}
+        self._dedupe: dict[DedupeKey, str] | None = {}  # None: not built yet (a table from a snapshot)
         self.users, self.agents = _Codes(), _Codes()
         self.listeners: list[TableListener] = []  # approximate indexes told about every vector change
 
+    @classmethod
+    def from_arrow(cls, rows: pa.Table, vectors: np.ndarray, collection: str) -> Table:
+        """A table of ``rows`` (``snapshot.ROW_COLUMNS``, e.g. a memory-mapped snapshot) and their
+        ``vectors`` (used as they are: a memory map stays one). Contents and metadata stay in
+        ``rows`` until a row is read; the dedupe map is built on first use."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = rows.num_rows
+        t = cls(int(vectors.shape[1]), capacity=0)
+        t.n, t.vec = n, vectors
+
+        def floats(name: str) -> np.ndarray:
+            return np.array(rows.column(name).to_numpy(), dtype=np.float64)
+
+        def codes(name: str, into: _Codes) -> np.ndarray:
+            col = rows.column(name)
+            values = pc.unique(col).drop_null()
+            at = np.array([into(v) for v in values.to_pylist()], dtype=np.int32)  # None is 0 already
+            found = pc.index_in(col, value_set=values).to_numpy(zero_copy_only=False)  # NaN where null
+            out = np.zeros(n, dtype=np.int32)
+            hit = ~np.isnan(found)
+            out[hit] = at[found[hit].astype(np.int64)]
+            return out
+
+        def fixed(name: str, names: tuple[str, ...]) -> np.ndarray:
+            return pc.index_in(rows.column(name), value_set=pa.array(names)).to_numpy(zero_copy_only=False).astype(np.int8)
+
+        t.user, t.agent = codes("user_id", t.users), codes("agent_id", t.agents)
+        t.scope, t.mtype = fixed("scope", SCOPES), fixed("memory_type", MEMORY_TYPES)
+        t.alive = np.ones(n, dtype=bool)
+        t.created, t.updated, t.version = floats("created_at"), floats("updated_at"), floats("ts")
+        t.accessed = floats("access_last")
+        t.count = np.array(rows.column("access_n").to_numpy(), dtype=np.int64)
+        t.ids = rows.column("memory_id").to_pylist()
+        t.pos = dict(zip(t.ids, range(n)))
+        t.rows = ArrowRows(rows, collection)
+        t._dedupe = None
+        return t
+
     def __len__(self) -> int:
         return len(self.pos)
+
+    @property
+    def dedupe(self) -> dict[DedupeKey, str]:
+        """(owner, scope, agent, content hash) -> the live memory with that content."""
+        if self._dedupe is None:
+            keys = self.rows.keys() if isinstance(self.rows, ArrowRows) else [self.key(r) if r else None for r in self.rows]
+            alive = self.alive
+            self._dedupe = {k: self.ids[i] for i, k in enumerate(keys) if alive[i] and k is not None}
+        return self._dedupe
 
     def _grow(self, need: int) -> None:
         import numpy as np
@@ -136,19 +188,22 @@ class Table:
         self.ids.extend(ids)
         self.rows.extend(rows)
         self.pos.update(zip(ids, range(start, end)))
-        self.dedupe.update(zip(map(self.key, rows), ids))
+        if self._dedupe is not None:
+            self._dedupe.update(zip(map(self.key, rows), ids))
         self.n = end
         for ix in self.listeners:
             ix.added(range(start, self.n))
 
     def replace(self, i: int, row: dict[str, Any], vector: np.ndarray | None) -> None:
         """Overwrite row ``i`` (same memory id) with a newer version, and its vector if given."""
-        old = self.rows[i]
-        if self.dedupe.get(self.key(old)) == old["memory_id"]:
-            del self.dedupe[self.key(old)]
+        d = self._dedupe
+        if d is not None:
+            old = self.rows[i]
+            if d.get(self.key(old)) == old["memory_id"]:
+                del d[self.key(old)]
+            d[self.key(row)] = row["memory_id"]
         self._fill(i, row)
         self.rows[i] = row
-        self.dedupe[self.key(row)] = row["memory_id"]
         if vector is not None:
             self.vec[i] = vector
             for ix in self.listeners:
@@ -157,9 +212,11 @@ class Table:
     def remove(self, memory_id: str) -> None:
         """Mark a memory dead: no search, dedupe or listing sees it again."""
         i = self.pos.pop(memory_id)
-        row = self.rows[i]
-        if self.dedupe.get(self.key(row)) == memory_id:
-            del self.dedupe[self.key(row)]
+        d = self._dedupe
+        if d is not None:
+            row = self.rows[i]
+            if d.get(self.key(row)) == memory_id:
+                del d[self.key(row)]
         self.alive[i] = False
         self.rows[i] = {}
         for ix in self.listeners:
@@ -191,6 +248,53 @@ class Table:
         if agent_id is not None:
             ok |= mine & (scope == 1) & (self.agent[pick] == self.agents.get(agent_id))
         return ok & alive
+
+
+class ArrowRows:
+    """A table's row dicts over Arrow columns (a memory-mapped snapshot): each is built when read;
+    rows the table replaces or appends are kept as dicts over them."""
+
+    FIELDS = ("memory_id", "user_id", "scope", "agent_id", "memory_type", "content", "content_hash", "model", "ts",
+              "created_at", "updated_at")
+
+    def __init__(self, base: pa.Table, collection: str) -> None:
+        self.base, self.collection, self.n0 = base, collection, base.num_rows
+        self.cols = {c: base.column(c) for c in (*self.FIELDS, "metadata")}
+        self.changed: dict[int, dict[str, Any]] = {}
+        self.tail: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return self.n0 + len(self.tail)
+
+    def __getitem__(self, at: SupportsIndex) -> dict[str, Any]:
+        i = at.__index__()
+        if i >= self.n0:
+            return self.tail[i - self.n0]
+        row = self.changed.get(i)
+        if row is None:
+            import json
+
+            row = {c: self.cols[c][i].as_py() for c in self.FIELDS}
+            row["metadata"] = json.loads(self.cols["metadata"][i].as_py() or "{}")
+            row["collection"] = self.collection
+        return row
+
+    def __setitem__(self, i: int, row: dict[str, Any]) -> None:
+        if i >= self.n0:
+            self.tail[i - self.n0] = row
+        else:
+            self.changed[i] = row
+
+    def extend(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.tail.extend(rows)
+
+    def keys(self) -> list[DedupeKey | None]:
+        """Every row's dedupe key (``Table.key``), read column by column."""
+        cols = [self.cols[c].to_pylist() for c in ("user_id", "scope", "agent_id", "content_hash")]
+        keys: list[DedupeKey | None] = list(zip(*cols))
+        for i, row in self.changed.items():
+            keys[i] = Table.key(row) if row else None
+        return keys + [Table.key(r) if r else None for r in self.tail]
 
 
 class ApproximateParams(TypedDict, total=False):

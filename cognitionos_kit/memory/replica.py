@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigurationError, warn_user
+from . import snapshot
 from .embedding import EMBEDDING_DIMS, LOCAL_MODEL
 from .index import Table
 from .store import Blobs, EventLog, decode_vectors, encode_vectors
@@ -64,6 +65,9 @@ class Replica:
             if self.table is not None and (self.log.signature(), self.log.db_state()) == self._sig:
                 return self.table
             journals = self.log.signature()
+            if self.table is None and self._from_snapshot(journals):
+                assert self.table is not None
+                return self.table
             data = self.log.pull(self.collection, self._seq, self._access_seq, full=self.table is None)
             self._sig = (journals, self.log.db_state())
             config = data["config"]
@@ -78,8 +82,31 @@ class Replica:
         self.table = table
         self.on_reload()
 
+    def _from_snapshot(self, journals: tuple[Any, ...]) -> bool:
+        """Load the table from the collection's snapshot and the events after it; False (load from
+        the database instead) without one, or when it is from another database or model, or far behind."""
+        snap = snapshot.read(self.log.home, self.collection)
+        if snap is None or (self.requested_model is not None and self.requested_model != snap.model):
+            return False
+        data = self.log.pull(self.collection, snap.seq, snap.access_seq, full=False, mark=snap.mark)
+        config = data["config"]
+        behind = len(data["events"]["row_id"]) > max(snapshot.SNAPSHOT_MIN, snap.rows.num_rows // 4)
+        if not data["mark_ok"] or not config or tuple(config) != (snap.model, snap.vectors.shape[1]) or behind:
+            return False
+        self._sig = (journals, self.log.db_state())
+        self.model, self._configured, self.stale = snap.model, True, snap.stale
+        self._pending.clear()
+        self._pending_access.clear()
+        self._deleted.update(data["deleted"])
+        table = Table.from_arrow(snap.rows, snap.vectors, self.collection)
+        self._replace(table)
+        self._apply(table, data)
+        self._seq, self._access_seq = data["seq"], data["access_seq"]
+        self._warn_stale()
+        return True
+
     def _load(self, data: dict[str, Any]) -> Table:
-        import numpy as np
+        import pyarrow as pa
 
         config = data["config"]
         self._configured = config is not None
@@ -92,28 +119,36 @@ class Replica:
         if dim is None:
             dim = EMBEDDING_DIMS.get(model, 0)  # 0: not known until the first vectors arrive
         self.model = model
-        ev = data["events"]
-        ok = [i for i, (m, d) in enumerate(zip(ev["model"], ev["dim"])) if m == model and d == dim]
-        self.stale = len(ev["model"]) - len(ok)
-        table = Table(int(dim), capacity=max(1024, len(ok)))
-        if ok:
-            rows = _rows(ev, self.collection)
-            emb = ev["embedding"]
-            vectors = emb.take(ok, int(dim)) if isinstance(emb, Blobs) else decode_vectors([emb[i] for i in ok], int(dim))
-            table.add(rows if len(ok) == len(rows) else [rows[i] for i in ok], vectors)
-        acc = data["access"]
-        pairs = [(table.pos[i], n, last) for i, n, last in zip(acc["id"], acc["n"], acc["last"]) if i in table.pos]
-        if pairs:
-            p, n, last = (np.array(c) for c in zip(*pairs))
-            table.count[p] = n
-            table.accessed[p] = last
+        rows: pa.Table = data["events"]["table"]
+        emb: Blobs = data["events"]["embedding"]
+        ok = [i for i, (m, d) in enumerate(zip(rows.column("model").to_pylist(), rows.column("dim").to_pylist()))
+              if m == model and d == dim]
+        self.stale = rows.num_rows - len(ok)
+        if len(ok) < rows.num_rows:
+            rows = rows.take(pa.array(ok, type=pa.int64()))
+        vectors = emb.take(ok, int(dim)) if ok else None
+        seq, access_seq, mark = data["seq"], data["access_seq"], data["mark"]
+        del emb, data
+        table = Table(int(dim), capacity=1024)
+        if vectors is not None and len(ok) >= snapshot.SNAPSHOT_MIN and mark is not None:
+            snapshot.write(self.log.home, self.collection, rows, vectors, model=model, seq=seq, access_seq=access_seq,
+                           mark=mark, stale=self.stale)
+            snap = snapshot.read(self.log.home, self.collection)
+            if snap is not None and snap.mark == mark:
+                rows, vectors = snap.rows, snap.vectors  # memory-mapped: pages are read as searches need them
+        if vectors is not None:
+            table = Table.from_arrow(rows, vectors, self.collection)
         self._replace(table)
         self._pending.clear()
         self._pending_access.clear()
+        self._warn_stale()
+        return table
+
+    def _warn_stale(self) -> None:
         if self.stale:
             warn_user(f"{self.stale} memories of collection {self.collection!r} are embedded with another model than "
-                      f"{model} and are left out of retrieval; run reembed(model={model!r}) to include them", RuntimeWarning)
-        return table
+                      f"{self.model} and are left out of retrieval; run reembed(model={self.model!r}) to include them",
+                      RuntimeWarning)
 
     def _apply(self, t: Table, data: dict[str, Any]) -> Table:
         """Apply other processes' events (ours were applied when written)."""

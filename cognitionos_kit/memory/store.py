@@ -22,6 +22,7 @@ from ..core.errors import StorageError
 from ..storage.journal import HOST, own_journal, parse_name
 from ..storage.migrations import Migrations
 from ..storage.store import Store
+from . import snapshot
 
 if TYPE_CHECKING:
     import duckdb
@@ -133,9 +134,15 @@ class EventLog:
         except FileNotFoundError:
             return ()
 
-    def pull(self, collection: str, after: int, after_access: int, full: bool) -> dict[str, Any]:
+    def pull(self, collection: str, after: int, after_access: int, full: bool,
+             mark: str | None = None) -> dict[str, Any]:
         """Ingest every journal, then read this collection's events with ``seq > after`` (or, with
-        ``full``, its folded current state) and access rows with ``seq > after_access``."""
+        ``full``, its folded current state: an Arrow table of ``snapshot.ROW_COLUMNS`` with the
+        access counts, and the vectors as :class:`Blobs`) and access rows with ``seq > after_access``.
+
+        ``mark`` (a snapshot's row_id at ``after``): ``mark_ok`` says whether the event at that seq
+        is still that one (not after a rebuild), and ``deleted`` lists the memories of the new
+        events that were deleted at or before ``after`` (a late update must not revive them)."""
         with self.store.connect() as con:
             self.store.ingest(con)
             for table in (EVENTS, ACCESS):
@@ -144,23 +151,25 @@ class EventLog:
             top = con.execute("SELECT max(seq) FROM memory_events").fetchall()[0][0] or 0
             top_access = con.execute("SELECT max(seq) FROM memory_access").fetchall()[0][0] or 0
             cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+            extra: dict[str, Any] = {}
             if full:
                 # Pick the latest event per memory on small columns first, then fetch only those rows.
-                # Arrow, not fetchall: 100k rows load in half the time, and the vectors arrive as
-                # one contiguous buffer (DuckDB decodes the base64) instead of 100k Python strings.
+                # Arrow, not fetchall: the vectors arrive as one contiguous buffer (DuckDB decodes the
+                # base64), the other columns stay columns (a snapshot is written from them as they are).
                 plain = ", ".join(f"e.{c}" for c in EVENT_COLUMNS if c != "embedding")
                 events = _arrow_columns(con, f"""WITH latest AS (
                             SELECT arg_max(row_id, (ts, seq)) AS rid FROM memory_events
-                            WHERE collection = $1 AND op <> 'config' GROUP BY memory_id HAVING bool_and(op <> 'delete'))
-                        SELECT {plain}, from_base64(e.embedding) AS embedding
-                        FROM memory_events e JOIN latest ON e.row_id = latest.rid ORDER BY e.seq""",
+                            WHERE collection = $1 AND op <> 'config' GROUP BY memory_id HAVING bool_and(op <> 'delete')),
+                        acc AS (SELECT id, count(*) AS n, max(ts) AS last
+                            FROM (SELECT unnest(ids) AS id, ts FROM memory_access WHERE collection = $1) GROUP BY id)
+                        SELECT {plain}, coalesce(acc.n, 0)::BIGINT AS access_n, coalesce(acc.last, 0)::DOUBLE AS access_last,
+                            from_base64(e.embedding) AS embedding
+                        FROM memory_events e JOIN latest ON e.row_id = latest.rid LEFT JOIN acc ON acc.id = e.memory_id
+                        ORDER BY e.seq""",
                     [collection],
                 )
-                access = _columns(con.execute(
-                    "SELECT id, count(*) AS n, max(ts) AS last FROM (SELECT unnest(ids) AS id, ts FROM memory_access"
-                    " WHERE collection = ?) GROUP BY id",
-                    [collection],
-                ))
+                access: dict[str, list[Any]] = {}
+                extra["mark"] = _one(con, "SELECT row_id FROM memory_events WHERE seq = ?", [top])
             else:
                 events = _columns(con.execute(
                     f"SELECT {cols} FROM memory_events e WHERE collection = ? AND op <> 'config' AND seq > ? ORDER BY ts, seq",
@@ -169,11 +178,17 @@ class EventLog:
                 access = _columns(con.execute(
                     "SELECT row_id, ts, ids FROM memory_access WHERE collection = ? AND seq > ?", [collection, after_access]
                 ))
+                if mark is not None:
+                    extra["mark_ok"] = _one(con, "SELECT row_id FROM memory_events WHERE seq = ?", [after]) == mark
+                    extra["deleted"] = [r[0] for r in con.execute(
+                        "SELECT DISTINCT memory_id FROM memory_events WHERE collection = ? AND op = 'delete' AND seq <= ? "
+                        "AND memory_id IN (SELECT memory_id FROM memory_events WHERE collection = ? AND seq > ?)",
+                        [collection, after, collection, after]).fetchall()]
             config = con.execute(
                 "SELECT model, dim FROM memory_events WHERE collection = ? AND op = 'config' ORDER BY ts DESC, seq DESC LIMIT 1",
                 [collection],
             ).fetchone()
-        return {"events": events, "access": access, "config": config, "seq": top, "access_seq": top_access}
+        return {"events": events, "access": access, "config": config, "seq": top, "access_seq": top_access, **extra}
 
     def purge(self, collection: str, memory_id: str) -> None:
         """Blank the content, metadata and embedding of every stored event of one memory, and
@@ -191,6 +206,7 @@ class EventLog:
             if name and done and journal.retire(journal.path, done[0][0]):
                 con.execute("DELETE FROM _journal_offsets WHERE file = ?", [name])
             con.execute("CHECKPOINT")
+        snapshot.remove(self.home, collection)  # it holds the purged text
         # ingested journals are archived for rebuilds: blank the purged memory there too
         self.store.scrub_archive(EVENTS, {"collection": collection, "memory_id": memory_id},
                                  ["content", "content_hash", "metadata", "embedding"])
@@ -226,12 +242,11 @@ class Blobs:
 
 
 def _arrow_columns(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> dict[str, Any]:
-    """Like :func:`_columns`, with the ``embedding`` BLOB column as :class:`Blobs`."""
+    """The result as ``{"table": the Arrow table without its embedding column, "embedding": Blobs}``."""
     import numpy as np
 
     rel = con.sql(sql, params=list(params))
     table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-    out: dict[str, Any] = {n: table.column(n).to_pylist() for n in table.column_names if n != "embedding"}
     emb = table.column("embedding").combine_chunks()
     if emb.null_count:
         raise StorageError("memory_events holds a current memory without an embedding: the memory database is damaged")
@@ -239,8 +254,13 @@ def _arrow_columns(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[An
     buffers = emb.buffers()
     offsets = np.frombuffer(buffers[1], dtype=np.int32 if width == 4 else np.int64)[emb.offset:emb.offset + len(emb) + 1]
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
-    out["embedding"] = Blobs(offsets, data)
-    return out
+    return {"table": table.drop_columns(["embedding"]), "embedding": Blobs(offsets, data)}
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> Any:
+    """The first value of a query's first row, or None."""
+    rows = con.execute(sql, list(params)).fetchall()
+    return rows[0][0] if rows else None
 
 
 def _columns(cursor: Any) -> dict[str, list[Any]]:

@@ -1,0 +1,139 @@
+"""A large collection's current memories saved beside the database, so a new process is ready to
+search in seconds instead of re-reading (and decoding) every event.
+
+A snapshot is two files in ``<home>/memory-snapshots/``: the vectors as raw float32 rows
+(``<key>.<token>.f32``), memory-mapped copy-on-write (pages are read as searches touch them, and a
+changed row copies only its page), and the other columns as one uncompressed Arrow IPC file
+(``<key>.arrow``), memory-mapped too, so contents and metadata are read only for the hits a search
+returns. The Arrow file is written last and renamed into place: it names its vector file and
+holds the watermark it reflects (the last event ``seq`` and access ``seq``, and the ``row_id`` at
+that event ``seq``, so a rebuilt database -- new seqs -- is never mistaken for the same one).
+A loader reads the snapshot, then the events after its watermark, as any process catches up.
+
+Only collections of at least ``SNAPSHOT_MIN`` memories get one (smaller ones load from DuckDB in
+well under a second). A purge deletes the collection's snapshots: they hold the purged text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+__all__ = ["Snapshot", "SNAPSHOT_MIN", "read", "write", "remove", "ROW_COLUMNS"]
+
+SNAPSHOT_MIN = 50_000
+ROW_COLUMNS = ("memory_id", "user_id", "scope", "agent_id", "memory_type", "content", "content_hash", "metadata",
+               "model", "ts", "created_at", "updated_at", "access_n", "access_last")  # fmt: skip
+_FORMAT = 1
+
+
+class Snapshot(NamedTuple):
+    """A loaded snapshot: the row columns (memory-mapped Arrow), the vectors (memory-mapped,
+    copy-on-write) and what it reflects."""
+
+    rows: pa.Table
+    vectors: np.ndarray
+    model: str
+    seq: int
+    access_seq: int
+    mark: str  # the row_id of the event at ``seq``
+    stale: int  # memories of the collection embedded with another model, left out
+
+
+def folder(home: Path) -> Path:
+    return home / "memory-snapshots"
+
+
+def key(collection: str) -> str:
+    return hashlib.sha256(collection.encode()).hexdigest()[:24]
+
+
+def read(home: Path, collection: str) -> Snapshot | None:
+    """The collection's snapshot, or None (none, unreadable, or another format: the caller loads
+    from the database and writes a new one)."""
+    import numpy as np
+    import pyarrow as pa
+
+    path = folder(home) / f"{key(collection)}.arrow"
+    try:
+        source = pa.memory_map(str(path), "r")
+        rows = pa.ipc.open_file(source).read_all()
+        meta = json.loads((rows.schema.metadata or {})[b"cognitionos"])
+        if meta["format"] != _FORMAT or meta["collection"] != collection:
+            return None
+        n, dim = rows.num_rows, int(meta["dim"])
+        vec_path = folder(home) / meta["vectors"]
+        if os.path.getsize(vec_path) != 4 * n * dim:
+            return None
+        vectors = np.memmap(vec_path, dtype="<f4", mode="c", shape=(n, dim)) if n else np.zeros((0, dim), np.float32)
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+    return Snapshot(rows, vectors, str(meta["model"]), int(meta["seq"]), int(meta["access_seq"]), str(meta["mark"]),
+                    int(meta.get("stale", 0)))
+
+
+def write(home: Path, collection: str, rows: pa.Table, vectors: np.ndarray, *, model: str, seq: int, access_seq: int,
+          mark: str, stale: int = 0) -> None:
+    """Save ``rows`` (the ``ROW_COLUMNS``) and their ``vectors`` as the collection's snapshot,
+    replacing any older one; a failure (disk full, read-only folder) leaves no snapshot, never a
+    half-written one."""
+    import numpy as np
+    import pyarrow as pa
+
+    d = folder(home)
+    base = key(collection)
+    token = uuid.uuid4().hex[:12]
+    vec_name = f"{base}.{token}.f32"
+    tmp_arrow = d / f"{base}.{token}.arrow.tmp"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / vec_name, "wb") as f:
+            np.ascontiguousarray(vectors, dtype="<f4").tofile(f)
+        meta = {"format": _FORMAT, "collection": collection, "model": model, "dim": int(vectors.shape[1]),
+                "vectors": vec_name, "seq": int(seq), "access_seq": int(access_seq), "mark": mark, "stale": int(stale)}
+        table = rows.select(list(ROW_COLUMNS)).replace_schema_metadata({"cognitionos": json.dumps(meta)})
+        with pa.OSFile(str(tmp_arrow), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp_arrow, d / f"{base}.arrow")
+    except OSError:
+        for p in (d / vec_name, tmp_arrow):
+            p.unlink(missing_ok=True)
+        return
+    _drop_old_vectors(d, base, keep=vec_name)
+
+
+def remove(home: Path, collection: str) -> None:
+    """Delete the collection's snapshot files (after a purge: they hold the purged text)."""
+    d = folder(home)
+    base = key(collection)
+    (d / f"{base}.arrow").unlink(missing_ok=True)
+    _drop_old_vectors(d, base, keep=None)
+
+
+def _drop_old_vectors(d: Path, base: str, keep: str | None) -> None:
+    # A process that mapped an older vector file keeps reading it after the unlink (POSIX).
+    try:
+        names = [e.name for e in os.scandir(d) if e.name.startswith(base + ".") and e.name != keep
+                 and (e.name.endswith(".f32") or e.name.endswith(".tmp"))]
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            (d / name).unlink()
+        except OSError:
+            pass
+
+
+def row_table(columns: dict[str, Any]) -> pa.Table:
+    """An Arrow table of the ``ROW_COLUMNS`` from arrays or lists."""
+    import pyarrow as pa
+
+    return pa.table({c: columns[c] for c in ROW_COLUMNS})
