@@ -197,8 +197,65 @@ def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
     print(f"faiss threads: {faiss.omp_get_max_threads()}")
     mem.close()
     del mem, ann
+    bench_fresh_process(home, x, qs, exact)
     if hnsw:
         bench_hnsw(x, qs, exact)
+
+
+FRESH = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+import numpy as np
+sys.path.insert(0, sys.argv[4])
+from procmem import rss
+from cognitionos_kit.memory import Memory
+home, queries, kind = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
+r0 = rss()
+t = time.perf_counter()
+mem = Memory(home, collection="large")
+if kind == "approximate":
+    mem.use_index("approximate")
+mem.retrieve_by_vector("researcher", queries[0], k=10)  # loaded, (index built or read), one search done
+ready = time.perf_counter() - t
+r1 = rss()
+times, found = [], []
+for q in queries:
+    t = time.perf_counter()
+    hits = mem.retrieve_by_vector("researcher", q, k=10, weights={"decay": 0, "boost": 0})
+    times.append(time.perf_counter() - t)
+    found.append([int(h.content.split()[1]) for h in hits])
+t = mem.replica.table
+print(json.dumps({"ready_s": ready, "rss_growth": r1 - r0, "rss_after": rss(), "search_ms": 1000 * float(np.median(times)),
+                  "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "found": found,
+                  "from_snapshot": t.origin is not None, "mapped": type(t.vec).__name__,
+                  "index_read": kind == "approximate" and mem.searcher.approximate.quantizer is None}))
+"""
+
+
+def bench_fresh_process(home: Path, x: np.ndarray, qs: np.ndarray, exact: list[np.ndarray]) -> None:
+    """New processes opening the collection: the first loads it from DuckDB (after ingesting the
+    bulk import) and saves the snapshot; later ones map the snapshot (and the saved index)."""
+    import json
+    import subprocess
+    import sys
+
+    print(f"\n## a new process ready to search {len(x):,} memories (load + first search; RSS of that process)")
+    qfile = home / "queries.npy"
+    np.save(qfile, qs)
+    here = str(Path(__file__).resolve().parent)
+    raw = x.nbytes
+    for label, kind in (("first reader: ingest the journals, load from DuckDB, save the snapshot", "exact"),
+                        ("from the snapshot, exact search", "exact"),
+                        ("from the snapshot, approximate: build the index and save it", "approximate"),
+                        ("from the snapshot, approximate: read the saved index", "approximate")):
+        out = subprocess.run([sys.executable, "-c", FRESH, str(home), str(qfile), kind, here], capture_output=True,
+                             text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        recall = np.mean([len(set(f) & set(e.tolist())) / 10 for f, e in zip(r["found"], exact)])
+        print(f"{label}: ready in {r['ready_s']:.1f} s; RSS after {gib(r['rss_after'])} "
+              f"({r['rss_after'] / raw:.2f}x the raw vectors, {gib(raw)}), peak {gib(r['peak'])} ({r['peak'] / raw:.2f}x); "
+              f"top-10 {r['search_ms']:.2f} ms, recall@10 {recall:.3f} "
+              f"[snapshot {r['from_snapshot']}, vectors {r['mapped']}, index read {r['index_read']}]")
 
 
 def bench_hnsw(x: np.ndarray, qs: np.ndarray, exact: list[np.ndarray]) -> None:

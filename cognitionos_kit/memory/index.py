@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, TypeAlias, TypedDict
 
 from ..core.errors import ConfigurationError
@@ -90,6 +91,11 @@ class Table:
         self._dedupe: dict[DedupeKey, str] | None = {}  # None: not built yet (a table from a snapshot)
         self.users, self.agents = _Codes(), _Codes()
         self.listeners: list[TableListener] = []  # approximate indexes told about every vector change
+        # A table loaded from a snapshot: (home, collection, the snapshot's mark), its first
+        # ``base_n`` rows are the snapshot's, and ``dirty`` those of them changed or removed since.
+        self.origin: tuple[Path, str, str] | None = None
+        self.base_n = 0
+        self.dirty: set[int] = set()
 
     @classmethod
     def from_arrow(cls, rows: pa.Table, vectors: np.ndarray, collection: str) -> Table:
@@ -130,6 +136,7 @@ class Table:
         t.pos = dict(zip(t.ids, range(n)))
         t.rows = ArrowRows(rows, collection)
         t._dedupe = None
+        t.base_n = n
         return t
 
     def __len__(self) -> int:
@@ -206,6 +213,8 @@ class Table:
         self.rows[i] = row
         if vector is not None:
             self.vec[i] = vector
+            if i < self.base_n:
+                self.dirty.add(i)
             for ix in self.listeners:
                 ix.changed(i)
 
@@ -219,6 +228,8 @@ class Table:
                 del d[self.key(row)]
         self.alive[i] = False
         self.rows[i] = {}
+        if i < self.base_n:
+            self.dirty.add(i)
         for ix in self.listeners:
             ix.removed(i)
 
@@ -329,20 +340,61 @@ class ApproximateIndex:
         self.retrain_growth = retrain_growth
         rows = np.flatnonzero(table.alive[: table.n])
         n = len(rows)
-        # ~4 sqrt(n) lists, with at least 39 training points per list (faiss's own minimum).
-        self.nlist = nlist or int(max(1, min(4 * np.sqrt(max(n, 1)), n // 39)))
-        quantizer = faiss.IndexFlatIP(table.dim)
-        self.index = faiss.IndexIVFScalarQuantizer(quantizer, table.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit,
-                                                   faiss.METRIC_INNER_PRODUCT)
-        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # cheap removals (absent from faiss's stubs)
-        self.quantizer = quantizer  # faiss does not own it from Python
-        sample = rows if n <= 64 * self.nlist else np.random.default_rng(0).choice(rows, 64 * self.nlist, replace=False)
-        self.index.train(table.vec[np.sort(sample)] if n else np.zeros((1, table.dim), np.float32))
+        # ~4 sqrt(n) lists, with at least 39 training points per list (faiss's own minimum); over a
+        # snapshot's rows, from their count, so every process loading it asks for the same index.
+        sized = table.base_n if table.origin is not None else n
+        self.nlist = nlist or int(max(1, min(4 * np.sqrt(max(sized, 1)), sized // 39)))
+        saved = None
+        self.index: Any  # a faiss IndexIVFScalarQuantizer (faiss's stubs want IDSelectors where ids work)
+        if table.origin is not None:
+            from . import snapshot
+
+            saved = snapshot.read_index(*table.origin, self.nlist)
+        if saved is not None and saved.d == table.dim and saved.nlist == self.nlist:
+            self.index = saved
+            self.quantizer = None
+        else:
+            saved = None
+            quantizer = faiss.IndexFlatIP(table.dim)
+            self.index = faiss.IndexIVFScalarQuantizer(quantizer, table.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                       faiss.METRIC_INNER_PRODUCT)
+            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # cheap removals (absent from faiss's stubs)
+            self.quantizer = quantizer  # faiss does not own it from Python
+            sample = rows if n <= 64 * self.nlist else np.random.default_rng(0).choice(rows, 64 * self.nlist, replace=False)
+            self.index.train(table.vec[np.sort(sample)] if n else np.zeros((1, table.dim), np.float32))
         self.index.nprobe = min(nprobe, self.nlist)
-        if n:
-            self.index.add_with_ids(table.vec[rows], rows.astype(np.int64))
+        if table.origin is None:
+            if n:
+                self.index.add_with_ids(table.vec[rows], rows.astype(np.int64))
+        else:
+            self._from_snapshot(rows, saved is not None)
         self.trained_on = max(n, 1)
         table.listeners.append(self)
+
+    def _from_snapshot(self, rows: np.ndarray, loaded: bool) -> None:
+        """Fill (or, ``loaded``, catch up) an index over a snapshot-backed table: the snapshot's
+        rows unchanged since it was loaded -- saved for the next process when built here -- then
+        the changed and new ones."""
+        import numpy as np
+
+        t = self.table
+        assert t.origin is not None
+        dirty = np.fromiter(sorted(t.dirty), dtype=np.int64, count=len(t.dirty))
+        if loaded:
+            if len(dirty):
+                self.index.remove_ids(dirty)
+        else:
+            base = rows[rows < t.base_n]
+            base = base[~np.isin(base, dirty)]
+            for start in range(0, len(base), 200_000):  # in slices: a gather of 1M rows would copy 1.5 GB
+                part = base[start : start + 200_000]
+                self.index.add_with_ids(t.vec[part], part.astype(np.int64))
+            from . import snapshot
+
+            snapshot.write_index(*t.origin, self.nlist, self.index)
+        rest = np.concatenate([dirty[t.alive[dirty]] if len(dirty) else dirty, rows[rows >= t.base_n]]).astype(np.int64)
+        if len(rest):
+            self.index.add_with_ids(t.vec[rest], rest)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -364,14 +416,14 @@ class ApproximateIndex:
         import numpy as np
 
         key = np.array([row], dtype=np.int64)
-        self.index.remove_ids(key)  # type: ignore[arg-type]  # faiss's wrapper takes ids (its stubs want an IDSelector)
+        self.index.remove_ids(key)  # faiss's wrapper takes ids
         self.index.add_with_ids(self.table.vec[key], key)
 
     def removed(self, row: int) -> None:
         """Drop a dead table row."""
         import numpy as np
 
-        self.index.remove_ids(np.array([row], dtype=np.int64))  # type: ignore[arg-type]  # as in changed()
+        self.index.remove_ids(np.array([row], dtype=np.int64))
 
     def detach(self) -> None:
         """Stop following the table (before the index is dropped)."""

@@ -99,6 +99,7 @@ class Replica:
         self._pending_access.clear()
         self._deleted.update(data["deleted"])
         table = Table.from_arrow(snap.rows, snap.vectors, self.collection)
+        table.origin = (self.log.home, self.collection, snap.mark)
         self._replace(table)
         self._apply(table, data)
         self._seq, self._access_seq = data["seq"], data["access_seq"]
@@ -129,15 +130,17 @@ class Replica:
         vectors = emb.take(ok, int(dim)) if ok else None
         seq, access_seq, mark = data["seq"], data["access_seq"], data["mark"]
         del emb, data
-        table = Table(int(dim), capacity=1024)
+        table, origin = Table(int(dim), capacity=1024), None
         if vectors is not None and len(ok) >= snapshot.SNAPSHOT_MIN and mark is not None:
             snapshot.write(self.log.home, self.collection, rows, vectors, model=model, seq=seq, access_seq=access_seq,
                            mark=mark, stale=self.stale)
             snap = snapshot.read(self.log.home, self.collection)
             if snap is not None and snap.mark == mark:
                 rows, vectors = snap.rows, snap.vectors  # memory-mapped: pages are read as searches need them
+                origin = (self.log.home, self.collection, mark)
         if vectors is not None:
             table = Table.from_arrow(rows, vectors, self.collection)
+            table.origin = origin
         self._replace(table)
         self._pending.clear()
         self._pending_access.clear()

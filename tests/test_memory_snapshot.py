@@ -1,0 +1,213 @@
+"""Large collections load from a snapshot (memory-mapped vectors and columns, plus the events after
+it) and their approximate index from the file the last builder saved: checked against a load from
+DuckDB alone, across processes, after changes, a purge, a rebuild and damage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cognitionos_kit.memory import Memory, snapshot
+
+QUERIES = 6
+NOW = 2_000_000_000.0  # pinned: scores are comparable across loads
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    """Clustered unit vectors (384 dims), as embeddings of related texts are."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((max(1, n // 50), 384)).astype(np.float32)
+    x = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.standard_normal((n, 384), dtype=np.float32) / np.sqrt(384)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _fill(home: Path, n: int) -> tuple[list[str], np.ndarray]:
+    x = _vectors(n)
+    mem = Memory(home)
+    ids = mem.store_many("ana", [f"note {i}" for i in range(n // 2)], embeddings=x[: n // 2], metadata={"half": 1})
+    ids += mem.store_many("ben", [f"note {i}" for i in range(n // 2, n)], embeddings=x[n // 2 :], metadata={"half": 2})
+    mem.close()
+    return ids, x
+
+
+def _answers(mem: Memory, qs: np.ndarray, **kw) -> list[list[tuple[str, float, int]]]:
+    return [[(h.id, h.score, h.access_count) for h in mem.retrieve_by_vector(user, q, k=8, now=NOW, **kw)]
+            for user in ("ana", "ben") for q in qs]
+
+
+def _same(a: list, b: list) -> bool:
+    """The same hits in the same order with the same access counts; scores equal to float32 rounding
+    (a product over a memory map may sum in another order than over an array)."""
+    return [[(i, c) for i, _, c in hits] for hits in a] == [[(i, c) for i, _, c in hits] for hits in b] and \
+        [s for hits in a for _, s, _ in hits] == pytest.approx([s for hits in b for _, s, _ in hits], abs=1e-6)
+
+
+def _files(home: Path) -> list[str]:
+    d = home / "memory-snapshots"
+    return sorted(p.name.split(".", 1)[1] for p in d.iterdir()) if d.exists() else []
+
+
+def _state(mem: Memory) -> list[tuple]:
+    f = mem.frame()
+    return sorted(zip(f["id"], f["content"], f["user_id"], f["access_count"], f["metadata"].map(json.dumps)))
+
+
+AFTER = """
+import json, sys
+import numpy as np
+from cognitionos_kit.memory import Memory
+home, qs = sys.argv[1], np.array(json.loads(sys.argv[2]), dtype=np.float32)
+mem = Memory(home)
+n = len(mem)
+vec = mem.replica.table.vec
+exact = [[(h.id, h.score, h.access_count) for h in mem.retrieve_by_vector(u, q, k=8, now=2_000_000_000.0)]
+         for u in ("ana", "ben") for q in qs]
+mem.use_index("approximate")
+approx = [[h.id for h in mem.retrieve_by_vector(u, q, k=8, now=2_000_000_000.0)] for u in ("ana", "ben") for q in qs]
+print(json.dumps({"n": n, "mapped": type(vec).__name__, "exact": exact, "approx": approx,
+                  "index_loaded": mem.searcher.approximate.quantizer is None}))
+"""
+
+
+def test_a_new_process_loads_a_large_collection_from_its_snapshot_and_its_saved_index(tmp_path):
+    """At ``SNAPSHOT_MIN`` memories, the first full load saves a snapshot and the first approximate
+    search saves its index; a new process maps both and answers exactly as the first one did."""
+    home = tmp_path / "home"
+    ids, x = _fill(home, snapshot.SNAPSHOT_MIN)
+    first = Memory(home)
+    assert len(first) == snapshot.SNAPSHOT_MIN and "arrow" in _files(home)  # saved by the full load
+    assert isinstance(first.replica.table.vec, np.memmap)  # and searched from the mapped file since
+    qs = x[np.random.default_rng(1).integers(0, len(x), QUERIES)]
+    exact = _answers(first, qs)
+    first.use_index("approximate")
+    approx = [[h.id for h in first.retrieve_by_vector(u, q, k=8, now=NOW)] for u in ("ana", "ben") for q in qs]
+    assert any(name.endswith(".faiss") for name in _files(home))
+    first.close()
+    out = subprocess.run([sys.executable, "-c", AFTER, str(home), json.dumps(qs.tolist())], capture_output=True,
+                         text=True, check=True, timeout=300)
+    got = json.loads(out.stdout)
+    assert got["n"] == snapshot.SNAPSHOT_MIN and got["mapped"] == "memmap" and got["index_loaded"] is True
+    assert _same(got["exact"], exact)
+    assert got["approx"] == approx
+    assert all(hits[0][0] in ids for hits in exact)
+
+
+@pytest.fixture
+def small_snapshots(monkeypatch):
+    """Snapshots from 100 memories: the same code paths as at 50k, in a fraction of the time."""
+    monkeypatch.setattr(snapshot, "SNAPSHOT_MIN", 100)
+
+
+def _fresh_from_db(home: Path) -> Memory:
+    """A Memory that must load from DuckDB alone (its snapshot files moved away, then put back)."""
+    d = home / "memory-snapshots"
+    aside = home / "snapshots-aside"
+    d.rename(aside)
+    mem = Memory(home)
+    len(mem)
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)  # the full load wrote a new one: keep the original
+    aside.rename(d)
+    return mem
+
+
+def test_changes_after_the_snapshot_are_applied_on_load(tmp_path, small_snapshots):
+    home = tmp_path / "home"
+    ids, x = _fill(home, 300)
+    base = Memory(home)
+    assert len(base) == 300 and _files(home)
+    writer = Memory(home)
+    new = writer.store("ana", "a memory stored after the snapshot")
+    writer.update(ids[3], user_id="ana", content="note three, rewritten", metadata={"half": 9})
+    writer.delete(ids[4], user_id="ana")
+    writer.delete(ids[200], user_id="ben")
+    writer.mark_used([ids[5], ids[6]], user_id="ana")
+    writer.mark_used([ids[5]], user_id="ana")
+    loaded = Memory(home)
+    assert len(loaded) == 300 - 2 + 1 and loaded.replica.table.origin is not None  # from the snapshot
+    reference = _fresh_from_db(home)
+    assert _state(loaded) == _state(reference)
+    assert loaded.get(ids[3], user_id="ana")["content"] == "note three, rewritten"
+    assert loaded.get(new, user_id="ana")["access_count"] == 0 and loaded.get(ids[5], user_id="ana")["access_count"] == 2
+    qs = np.vstack([x[[3, 5, 150, 200]], loaded.embedder.embed(["a memory stored after the snapshot"])])
+    assert _same(_answers(loaded, qs), _answers(reference, qs))
+    assert loaded.store("ana", "note 7") == ids[7]  # the dedupe map, built from the mapped columns
+    assert loaded.store("ana", "note three, rewritten") == ids[3]
+    # the approximate index saved by one process, caught up by another with other changes since
+    base.use_index("approximate")
+    base.retrieve_by_vector("ana", x[0], k=3)
+    writer.update(ids[8], user_id="ana", content="note eight, rewritten")
+    later = Memory(home)
+    later.use_index("approximate", nprobe=10_000)  # every list: the same hits as exact search
+    reference.use_index("exact")
+    assert _same(_answers(later, qs), _answers(reference, qs))
+    assert later.searcher.approximate is not None and later.searcher.approximate.quantizer is None  # read, not built
+    assert len(later.searcher.approximate) == len(later)
+    for m in (base, writer, loaded, reference, later):
+        m.close()
+
+
+def test_purge_deletes_the_snapshot_that_holds_the_text(tmp_path, small_snapshots):
+    home = tmp_path / "home"
+    ids, _ = _fill(home, 200)
+    mem = Memory(home)
+    len(mem)
+    secret = mem.get(ids[0], user_id="ana")["content"]
+    mem.update(ids[0], user_id="ana", content="ana's bank PIN is 4321")
+    mem.use_index("approximate")
+    mem.retrieve_by_vector("ana", _vectors(1, seed=5)[0], k=2)
+    Memory(home).retrieve_by_vector("ana", _vectors(1, seed=5)[0], k=2)  # a load from the snapshot
+    assert _files(home)
+    mem.delete(ids[0], user_id="ana", purge=True)
+    assert _files(home) == []
+    again = Memory(home)
+    assert len(again) == 199 and secret.encode() not in b"".join(p.read_bytes() for p in (home / "memory-snapshots").iterdir())
+    assert all(b"4321" not in p.read_bytes() for p in (home / "memory-snapshots").iterdir())
+    mem.close()
+    again.close()
+
+
+def test_a_rebuilt_or_damaged_database_or_snapshot_is_never_trusted(tmp_path, small_snapshots):
+    home = tmp_path / "home"
+    ids, x = _fill(home, 200)
+    first = Memory(home)
+    expected = _state(first)
+    first.store("ben", "written after the snapshot")
+    expected_after = _state(first)
+    first.close()
+    # a rebuilt database numbers its events anew: the snapshot's mark no longer matches
+    Memory(home).log.store.rebuild()
+    rebuilt = Memory(home)
+    assert _state(rebuilt) == expected_after
+    rebuilt.close()
+    # a truncated vector file, then an unreadable Arrow file: loaded from DuckDB, and saved anew
+    d = home / "memory-snapshots"
+    (vec,) = [p for p in d.iterdir() if p.suffix == ".f32"]
+    vec.write_bytes(vec.read_bytes()[:1000])
+    assert _state(Memory(home)) == expected_after
+    (arrow,) = [p for p in d.iterdir() if p.suffix == ".arrow"]
+    arrow.write_bytes(b"not arrow")
+    damaged = Memory(home)
+    assert _state(damaged) == expected_after and expected != expected_after
+    assert snapshot.read(home, "default") is not None  # rewritten by that load
+    damaged.close()
+
+
+def test_another_embedding_model_or_collection_does_not_use_the_snapshot(tmp_path, small_snapshots):
+    home = tmp_path / "home"
+    _fill(home, 200)
+    assert len(Memory(home)) == 200
+    other = Memory(home, collection="other")
+    assert len(other) == 0
+    other.store("ana", "only in the other collection")
+    assert len(Memory(home, collection="other")) == 1 and len(Memory(home)) == 200
+    from cognitionos_kit.core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="holds .* vectors"):
+        len(Memory(home, embedding_model="text-embedding-3-small"))  # the snapshot's model is checked too
