@@ -203,11 +203,11 @@ def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
 
 
 FRESH = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 sys.path.insert(0, sys.argv[4])
-from procmem import rss
+from procmem import rss, status
 from cognitionos_kit.memory import Memory
 home, queries, kind = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
 r0 = rss()
@@ -218,6 +218,7 @@ if kind == "approximate":
 mem.retrieve_by_vector("researcher", queries[0], k=10)  # loaded, (index built or read), one search done
 ready = time.perf_counter() - t
 r1 = rss()
+anon, file = status("RssAnon"), status("RssFile")
 times, found = [], []
 for q in queries:
     t = time.perf_counter()
@@ -225,8 +226,8 @@ for q in queries:
     times.append(time.perf_counter() - t)
     found.append([int(h.content.split()[1]) for h in hits])
 t = mem.replica.table
-print(json.dumps({"ready_s": ready, "rss_growth": r1 - r0, "rss_after": rss(), "search_ms": 1000 * float(np.median(times)),
-                  "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "found": found,
+print(json.dumps({"ready_s": ready, "rss_before": r0, "rss_after": r1, "anon": anon, "file": file,
+                  "rss_end": rss(), "search_ms": 1000 * float(np.median(times)), "peak": status("VmHWM"), "found": found,
                   "from_snapshot": t.origin is not None, "mapped": type(t.vec).__name__,
                   "index_read": kind == "approximate" and mem.searcher.approximate.quantizer is None}))
 """
@@ -252,9 +253,10 @@ def bench_fresh_process(home: Path, x: np.ndarray, qs: np.ndarray, exact: list[n
                              text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         recall = np.mean([len(set(f) & set(e.tolist())) / 10 for f, e in zip(r["found"], exact)])
-        print(f"{label}: ready in {r['ready_s']:.1f} s; RSS after {gib(r['rss_after'])} "
-              f"({r['rss_after'] / raw:.2f}x the raw vectors, {gib(raw)}), peak {gib(r['peak'])} ({r['peak'] / raw:.2f}x); "
-              f"top-10 {r['search_ms']:.2f} ms, recall@10 {recall:.3f} "
+        print(f"{label}: ready in {r['ready_s']:.1f} s; RSS then {gib(r['rss_after'])} = {r['rss_after'] / raw:.2f}x "
+              f"the raw vectors ({gib(raw)}; {gib(r['anon'])} anonymous + {gib(r['file'])} mapped files; the process "
+              f"held {gib(r['rss_before'])} before opening the memory), {gib(r['rss_end'])} after {len(qs)} searches; "
+              f"peak {gib(r['peak'])} = {r['peak'] / raw:.2f}x; top-10 {r['search_ms']:.2f} ms, recall@10 {recall:.3f} "
               f"[snapshot {r['from_snapshot']}, vectors {r['mapped']}, index read {r['index_read']}]")
 
 

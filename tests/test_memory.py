@@ -748,7 +748,7 @@ def test_bad_kit_memory_options_fail_at_once_and_write_nothing(tmp_path, options
 def test_first_load_reads_vectors_exactly_through_arrow(tmp_path):
     """A new process loads vectors from DuckDB's BLOB buffer: bit-identical to what was stored,
     also when some rows were written by another model (other width) and are skipped."""
-    from cognitionos_kit.memory.store import Blobs, decode_vectors, encode_vectors
+    from cognitionos_kit.memory.store import decode_vectors, encode_vectors
 
     rng = np.random.default_rng(3)
     vecs = rng.standard_normal((50, 384)).astype(np.float32)
@@ -761,11 +761,19 @@ def test_first_load_reads_vectors_exactly_through_arrow(tmp_path):
     np.testing.assert_array_equal(t.vec[: t.n], w.vec[: w.n])  # bit-identical to the writer's, same order
     np.testing.assert_allclose(t.vec[: t.n], vecs, atol=1e-6)
 
-    wide, narrow = rng.standard_normal((2, 8)).astype(np.float32), rng.standard_normal((1, 4)).astype(np.float32)
-    raw = [np.frombuffer(__import__("base64").b64decode(s), dtype=np.uint8) for s in
-           encode_vectors(wide[:1]) + encode_vectors(narrow) + encode_vectors(wide[1:])]
-    blobs = Blobs(np.cumsum([0] + [len(r) for r in raw]), np.concatenate(raw))
-    np.testing.assert_array_equal(blobs.take([0, 2], 8), wide)  # the mixed-width path
-    np.testing.assert_array_equal(blobs.take([1], 4), decode_vectors(encode_vectors(narrow), 4))
-    uniform = Blobs(np.array([0, 32, 64]), np.concatenate([wide[0].view(np.uint8), wide[1].view(np.uint8)]))
-    np.testing.assert_array_equal(uniform.take([0, 1], 8), wide)  # the one-buffer path
+    # rows of another model (an interrupted reembed: 8 dims) are skipped, said, and the rest still exact
+    import time as _time
+    import uuid as _uuid
+
+    narrow = rng.standard_normal((3, 8)).astype(np.float32)
+    now = _time.time()
+    m.log.append([{"row_id": _uuid.uuid4().hex, "ts": now, "op": "store", "collection": "default",
+                   "memory_id": f"mem_{_uuid.uuid4().hex}", "user_id": "u", "scope": "user", "agent_id": None,
+                   "memory_type": "semantic", "content": f"other {i}", "content_hash": f"h{i}", "metadata": "{}",
+                   "model": "other-model", "dim": 8, "embedding": e, "created_at": now, "updated_at": now}
+                  for i, e in enumerate(encode_vectors(narrow))])
+    with pytest.warns(RuntimeWarning, match="3 memories of collection 'default' are embedded with another model"):
+        mixed = Memory(tmp_path / "h")
+        assert len(mixed) == 50
+    np.testing.assert_array_equal(mixed.replica.table.vec[:50], w.vec[:50])
+    assert decode_vectors(encode_vectors(narrow), 8).tobytes() == narrow.tobytes()

@@ -22,10 +22,11 @@ from ..core.errors import ConfigurationError, warn_user
 from . import snapshot
 from .embedding import EMBEDDING_DIMS, LOCAL_MODEL
 from .index import Table
-from .store import Blobs, EventLog, decode_vectors, encode_vectors
+from .store import EventLog, decode_vectors, encode_vectors
 
 if TYPE_CHECKING:
     import numpy as np
+    import pyarrow as pa
 
 __all__ = ["Replica", "WRITE_CHUNK"]
 
@@ -68,12 +69,13 @@ class Replica:
             if self.table is None and self._from_snapshot(journals):
                 assert self.table is not None
                 return self.table
-            data = self.log.pull(self.collection, self._seq, self._access_seq, full=self.table is None)
+            data = self.log.pull(self.collection, self._seq, self._access_seq, full=self.table is None,
+                                 target=self._target)
             self._sig = (journals, self.log.db_state())
             config = data["config"]
             if self.table is not None and config and config[0] != self.model:
                 self._replace(None)  # another process re-embedded the collection: reload it all
-                data = self.log.pull(self.collection, 0, 0, full=True)
+                data = self.log.pull(self.collection, 0, 0, full=True, target=self._target)
             table = self._load(data) if self.table is None else self._apply(self.table, data)
             self._seq, self._access_seq = data["seq"], data["access_seq"]
             return table
@@ -106,11 +108,13 @@ class Replica:
         self._warn_stale()
         return True
 
-    def _load(self, data: dict[str, Any]) -> Table:
+    def _target(self, rows: pa.Table, config: tuple[str, int] | None) -> tuple[pa.Table, np.ndarray]:
+        """For a full load (``EventLog.pull``): check the collection's model, keep the rows embedded
+        with it, and give the array their vectors go into -- a new snapshot's vector file for a
+        large collection (written once, then mapped), else memory."""
+        import numpy as np
         import pyarrow as pa
 
-        config = data["config"]
-        self._configured = config is not None
         model, dim = config if config else (self.requested_model or LOCAL_MODEL, None)
         if self.requested_model is not None and config and self.requested_model != model:
             raise ConfigurationError(
@@ -120,27 +124,39 @@ class Replica:
         if dim is None:
             dim = EMBEDDING_DIMS.get(model, 0)  # 0: not known until the first vectors arrive
         self.model = model
-        rows: pa.Table = data["events"]["table"]
-        emb: Blobs = data["events"]["embedding"]
-        ok = [i for i, (m, d) in enumerate(zip(rows.column("model").to_pylist(), rows.column("dim").to_pylist()))
-              if m == model and d == dim]
-        self.stale = rows.num_rows - len(ok)
-        if len(ok) < rows.num_rows:
-            rows = rows.take(pa.array(ok, type=pa.int64()))
-        vectors = emb.take(ok, int(dim)) if ok else None
-        seq, access_seq, mark = data["seq"], data["access_seq"], data["mark"]
-        del emb, data
-        table, origin = Table(int(dim), capacity=1024), None
-        if vectors is not None and len(ok) >= snapshot.SNAPSHOT_MIN and mark is not None:
-            snapshot.write(self.log.home, self.collection, rows, vectors, model=model, seq=seq, access_seq=access_seq,
-                           mark=mark, stale=self.stale)
-            snap = snapshot.read(self.log.home, self.collection)
-            if snap is not None and snap.mark == mark:
+        ok = np.array([m == model and d == dim for m, d in zip(rows.column("model").to_pylist(),
+                                                                rows.column("dim").to_pylist())], dtype=bool)
+        self.stale = int(len(ok) - ok.sum())
+        kept = rows if ok.all() else rows.filter(pa.array(ok))
+        n = kept.num_rows
+        out = snapshot.allocate(self.log.home, self.collection, n, int(dim)) if n >= snapshot.SNAPSHOT_MIN else None
+        if out is None:
+            out = np.empty((n, int(dim)), dtype=np.float32)
+        return kept, out
+
+    def _load(self, data: dict[str, Any]) -> Table:
+        import numpy as np
+        import pyarrow as pa
+
+        self._configured = data["config"] is not None
+        rows, vectors = data["events"]["table"], data["events"]["vectors"]
+        del data["events"]
+        table = Table(int(vectors.shape[1]), capacity=1024)
+        origin = None
+        if isinstance(vectors, np.memmap):  # a new snapshot's vector file, filled: save the rest beside it
+            saved = data["mark"] is not None and snapshot.write(
+                self.log.home, self.collection, rows, vectors, model=self.model, seq=data["seq"],
+                access_seq=data["access_seq"], mark=data["mark"], stale=self.stale)
+            snap = snapshot.read(self.log.home, self.collection) if saved else None
+            if snap is not None and snap.mark == data["mark"]:
                 rows, vectors = snap.rows, snap.vectors  # memory-mapped: pages are read as searches need them
-                origin = (self.log.home, self.collection, mark)
-        if vectors is not None:
+                origin = (self.log.home, self.collection, data["mark"])
+            else:  # not saved (a full or read-only folder): the vectors in memory, the file's mapping dropped
+                vectors = np.array(vectors)
+        if rows.num_rows:
             table = Table.from_arrow(rows, vectors, self.collection)
             table.origin = origin
+        pa.default_memory_pool().release_unused()  # the first pass's columns: give the memory back
         self._replace(table)
         self._pending.clear()
         self._pending_access.clear()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["Snapshot", "SNAPSHOT_MIN", "read", "write", "remove", "ROW_COLUMNS", "read_index", "write_index"]
+__all__ = ["Snapshot", "SNAPSHOT_MIN", "read", "allocate", "write", "remove", "ROW_COLUMNS", "read_index", "write_index"]
 
 SNAPSHOT_MIN = 50_000
 ROW_COLUMNS = ("memory_id", "user_id", "scope", "agent_id", "memory_type", "content", "content_hash", "metadata",
@@ -82,11 +82,32 @@ def read(home: Path, collection: str) -> Snapshot | None:
                     int(meta.get("stale", 0)))
 
 
+def allocate(home: Path, collection: str, n: int, dim: int) -> np.ndarray | None:
+    """A new vector file for ``n`` rows of ``dim`` float32, mapped for writing (``write`` then saves
+    it as the snapshot's), or None when the folder cannot hold it. The space is reserved up front:
+    writing into a mapped file on a full disk would kill the process (SIGBUS), not raise."""
+    import numpy as np
+
+    d = folder(home)
+    path = d / f"{key(collection)}.{uuid.uuid4().hex[:12]}.f32.tmp"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, 4 * n * dim)
+        finally:
+            os.close(fd)
+        return np.memmap(path, dtype="<f4", mode="r+", shape=(n, dim))
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+
+
 def write(home: Path, collection: str, rows: pa.Table, vectors: np.ndarray, *, model: str, seq: int, access_seq: int,
-          mark: str, stale: int = 0) -> None:
-    """Save ``rows`` (the ``ROW_COLUMNS``) and their ``vectors`` as the collection's snapshot,
-    replacing any older one; a failure (disk full, read-only folder) leaves no snapshot, never a
-    half-written one."""
+          mark: str, stale: int = 0) -> bool:
+    """Save ``rows`` (the ``ROW_COLUMNS``) and their ``vectors`` (a file from ``allocate``, or an
+    array) as the collection's snapshot, replacing any older one. False if it could not be saved
+    (disk full, read-only folder): then there is no snapshot, never a half-written one."""
     import numpy as np
     import pyarrow as pa
 
@@ -97,8 +118,12 @@ def write(home: Path, collection: str, rows: pa.Table, vectors: np.ndarray, *, m
     tmp_arrow = d / f"{base}.{token}.arrow.tmp"
     try:
         d.mkdir(parents=True, exist_ok=True)
-        with open(d / vec_name, "wb") as f:
-            np.ascontiguousarray(vectors, dtype="<f4").tofile(f)
+        if isinstance(vectors, np.memmap) and vectors.filename and Path(vectors.filename).parent == d:
+            vectors.flush()
+            os.replace(vectors.filename, d / vec_name)  # the mapping follows the file
+        else:
+            with open(d / vec_name, "wb") as f:
+                np.ascontiguousarray(vectors, dtype="<f4").tofile(f)
         meta = {"format": _FORMAT, "collection": collection, "model": model, "dim": int(vectors.shape[1]),
                 "vectors": vec_name, "seq": int(seq), "access_seq": int(access_seq), "mark": mark, "stale": int(stale)}
         table = rows.select(list(ROW_COLUMNS)).replace_schema_metadata({"cognitionos": json.dumps(meta)})
@@ -108,8 +133,9 @@ def write(home: Path, collection: str, rows: pa.Table, vectors: np.ndarray, *, m
     except OSError:
         for p in (d / vec_name, tmp_arrow):
             p.unlink(missing_ok=True)
-        return
+        return False
     _drop_old_vectors(d, base, keep=vec_name)
+    return True
 
 
 def remove(home: Path, collection: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     import duckdb
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
-__all__ = ["Blobs", "EventLog", "MEMORY_MIGRATIONS", "encode_vectors", "decode_vectors"]
+__all__ = ["EventLog", "MEMORY_MIGRATIONS", "VectorTarget", "encode_vectors", "decode_vectors"]
 
 EVENTS, ACCESS = "memory_events", "memory_access"
 EVENT_COLUMNS = (
@@ -134,11 +135,16 @@ class EventLog:
         except FileNotFoundError:
             return ()
 
-    def pull(self, collection: str, after: int, after_access: int, full: bool,
-             mark: str | None = None) -> dict[str, Any]:
+    def pull(self, collection: str, after: int, after_access: int, full: bool, mark: str | None = None,
+             target: VectorTarget | None = None) -> dict[str, Any]:
         """Ingest every journal, then read this collection's events with ``seq > after`` (or, with
-        ``full``, its folded current state: an Arrow table of ``snapshot.ROW_COLUMNS`` with the
-        access counts, and the vectors as :class:`Blobs`) and access rows with ``seq > after_access``.
+        ``full``, its folded current state) and access rows with ``seq > after_access``.
+
+        ``full`` reads in two passes so that no more than one copy of the vectors is ever held:
+        first every column but the embedding (an Arrow table of ``snapshot.ROW_COLUMNS`` with the
+        access counts, ``rid`` and ``dim``, in ``seq`` order: ``events["table"]``), which ``target``
+        turns into the rows to fill and the array to fill them into (in memory, or a file to be
+        mapped); then the embeddings, streamed in batches into that array (``events["vectors"]``).
 
         ``mark`` (a snapshot's row_id at ``after``): ``mark_ok`` says whether the event at that seq
         is still that one (not after a rebuild), and ``deleted`` lists the memories of the new
@@ -150,24 +156,16 @@ class EventLog:
             # fetchall, not fetchone: DuckDB 2 refuses con.sql() while a result is half read
             top = con.execute("SELECT max(seq) FROM memory_events").fetchall()[0][0] or 0
             top_access = con.execute("SELECT max(seq) FROM memory_access").fetchall()[0][0] or 0
+            configs = con.execute(
+                "SELECT model, dim FROM memory_events WHERE collection = ? AND op = 'config' ORDER BY ts DESC, seq DESC LIMIT 1",
+                [collection],
+            ).fetchall()
+            config = configs[0] if configs else None
             cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
             extra: dict[str, Any] = {}
             if full:
-                # Pick the latest event per memory on small columns first, then fetch only those rows.
-                # Arrow, not fetchall: the vectors arrive as one contiguous buffer (DuckDB decodes the
-                # base64), the other columns stay columns (a snapshot is written from them as they are).
-                plain = ", ".join(f"e.{c}" for c in EVENT_COLUMNS if c != "embedding")
-                events = _arrow_columns(con, f"""WITH latest AS (
-                            SELECT arg_max(row_id, (ts, seq)) AS rid FROM memory_events
-                            WHERE collection = $1 AND op <> 'config' GROUP BY memory_id HAVING bool_and(op <> 'delete')),
-                        acc AS (SELECT id, count(*) AS n, max(ts) AS last
-                            FROM (SELECT unnest(ids) AS id, ts FROM memory_access WHERE collection = $1) GROUP BY id)
-                        SELECT {plain}, coalesce(acc.n, 0)::BIGINT AS access_n, coalesce(acc.last, 0)::DOUBLE AS access_last,
-                            from_base64(e.embedding) AS embedding
-                        FROM memory_events e JOIN latest ON e.row_id = latest.rid LEFT JOIN acc ON acc.id = e.memory_id
-                        ORDER BY e.seq""",
-                    [collection],
-                )
+                assert target is not None
+                events = _current_state(con, collection, config, target)
                 access: dict[str, list[Any]] = {}
                 extra["mark"] = _one(con, "SELECT row_id FROM memory_events WHERE seq = ?", [top])
             else:
@@ -184,10 +182,6 @@ class EventLog:
                         "SELECT DISTINCT memory_id FROM memory_events WHERE collection = ? AND op = 'delete' AND seq <= ? "
                         "AND memory_id IN (SELECT memory_id FROM memory_events WHERE collection = ? AND seq > ?)",
                         [collection, after, collection, after]).fetchall()]
-            config = con.execute(
-                "SELECT model, dim FROM memory_events WHERE collection = ? AND op = 'config' ORDER BY ts DESC, seq DESC LIMIT 1",
-                [collection],
-            ).fetchone()
         return {"events": events, "access": access, "config": config, "seq": top, "access_seq": top_access, **extra}
 
     def purge(self, collection: str, memory_id: str) -> None:
@@ -218,43 +212,76 @@ class EventLog:
             return con.execute(sql, list(params)).df()
 
 
-class Blobs:
-    """A column of binary vectors as one buffer plus offsets (from Arrow), sliced without copies."""
-
-    def __init__(self, offsets: np.ndarray, data: np.ndarray) -> None:
-        self.offsets, self.data = offsets, data
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def take(self, rows: Sequence[int], dim: int) -> np.ndarray:
-        """The vectors of ``rows`` (each ``dim`` float32 wide) as one (len(rows), dim) array."""
-        import numpy as np
-
-        o = self.offsets
-        if len(rows) == len(self) and len(rows) and o[-1] - o[0] == 4 * dim * len(rows) \
-                and bool((np.diff(o) == 4 * dim).all()):  # the usual case: every row, one model
-            return self.data[o[0]:o[-1]].view("<f4").reshape(len(rows), dim).copy()
-        out = np.empty((len(rows), dim), dtype=np.float32)
-        for j, i in enumerate(rows):
-            out[j] = self.data[o[i]:o[i + 1]].view("<f4")
-        return out
+# (the current rows, the collection's config) -> (the rows to load, in order; the float32 array,
+# one row each, to fill with their vectors)
+VectorTarget = Callable[["pa.Table", "tuple[str, int] | None"], "tuple[pa.Table, np.ndarray]"]
+_BATCH = 65_536  # embeddings per streamed batch: ~100 MB of vectors at 384 dims
 
 
-def _arrow_columns(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> dict[str, Any]:
-    """The result as ``{"table": the Arrow table without its embedding column, "embedding": Blobs}``."""
+def _current_state(con: duckdb.DuckDBPyConnection, collection: str, config: tuple[str, int] | None,
+                   target: VectorTarget) -> dict[str, Any]:
+    """The latest event of every live memory, in two passes (see ``EventLog.pull``)."""
+    import numpy as np
+    import pyarrow as pa
+
+    plain = ", ".join(f"e.{c}" for c in EVENT_COLUMNS if c != "embedding")
+    rel = con.sql(f"""WITH latest AS (
+                SELECT arg_max(row_id, (ts, seq)) AS rid FROM memory_events
+                WHERE collection = $1 AND op <> 'config' GROUP BY memory_id HAVING bool_and(op <> 'delete')),
+            acc AS (SELECT id, count(*) AS n, max(ts) AS last
+                FROM (SELECT unnest(ids) AS id, ts FROM memory_access WHERE collection = $1) GROUP BY id)
+            SELECT e.rowid AS rid, {plain}, coalesce(acc.n, 0)::BIGINT AS access_n,
+                coalesce(acc.last, 0)::DOUBLE AS access_last
+            FROM memory_events e JOIN latest ON e.row_id = latest.rid LEFT JOIN acc ON acc.id = e.memory_id
+            ORDER BY e.seq""", params=[collection])
+    table, out = target(rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow(), config)
+    rids = table.column("rid").to_numpy()
+    if len(rids) >= _BATCH:
+        # The scan reads every stored embedding (base64: 2 GB at 1M): a small buffer pool lets DuckDB
+        # drop each block once read, instead of keeping the file's blocks cached (the peak, else).
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        con.execute("SET memory_limit = '512MB'")
+    else:
+        limit = None
+    if len(rids):
+        order = np.argsort(rids)
+        sorted_rids = rids[order]
+        con.register("wanted_rows", pa.table({"rid": sorted_rids}))
+        try:
+            # No ORDER BY: DuckDB streams the scan (a sort would hold every vector), and each batch
+            # lands at its rows' places.
+            rel = con.sql("SELECT e.rowid AS rid, from_base64(e.embedding) AS v FROM memory_events e "
+                          "SEMI JOIN wanted_rows w ON e.rowid = w.rid")
+            reader: Any = rel.to_arrow_reader(_BATCH) if hasattr(rel, "to_arrow_reader") \
+                else rel.fetch_arrow_reader(_BATCH)  # DuckDB 1.x
+            filled = 0
+            for batch in reader:
+                at = order[np.searchsorted(sorted_rids, batch.column(0).to_numpy())]
+                out[at] = _vectors_of(batch.column(1), out.shape[1])
+                filled += len(at)
+        finally:
+            con.unregister("wanted_rows")
+            if limit is not None:
+                con.execute(f"SET memory_limit = '{limit}'")
+        if filled != len(rids):
+            raise StorageError("memory_events lost rows while they were read: the memory database is damaged")
+    return {"table": table, "vectors": out}
+
+
+def _vectors_of(column: Any, dim: int) -> np.ndarray:
+    """A BLOB column of float32 vectors (``dim`` wide) as an (n, dim) view of its buffer."""
     import numpy as np
 
-    rel = con.sql(sql, params=list(params))
-    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-    emb = table.column("embedding").combine_chunks()
-    if emb.null_count:
+    if column.null_count:
         raise StorageError("memory_events holds a current memory without an embedding: the memory database is damaged")
-    width = 8 if "large" in str(emb.type) else 4
-    buffers = emb.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int32 if width == 4 else np.int64)[emb.offset:emb.offset + len(emb) + 1]
-    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
-    return {"table": table.drop_columns(["embedding"]), "embedding": Blobs(offsets, data)}
+    width = 8 if "large" in str(column.type) else 4
+    buffers = column.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32 if width == 4 else np.int64)[column.offset:column.offset + len(column) + 1]
+    n = len(column)
+    if n and not (offsets[-1] - offsets[0] == 4 * dim * n and bool((np.diff(offsets) == 4 * dim).all())):
+        raise StorageError(f"memory_events holds a vector that is not {dim} float32 wide: the memory database is damaged")
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if n else np.zeros(0, dtype=np.uint8)
+    return data[offsets[0]:offsets[-1]].view("<f4").reshape(n, dim)
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> Any:
