@@ -1,10 +1,15 @@
 """Loading journal lines into DuckDB: one ``INSERT ... SELECT`` over ``json_transform`` per block
-of complete lines, so a block of rows costs one statement, whatever its size."""
+of complete lines, so a block of rows costs one statement, whatever its size.
+
+The block's lines reach DuckDB as an Arrow string column built over the bytes as read (numpy finds
+the newlines; nothing is copied or decoded in Python), which DuckDB scans in parallel: a 1M-row
+ledger backlog folds in about half the time it took as one string split inside the statement."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -21,16 +26,18 @@ if TYPE_CHECKING:
     import duckdb
 
 __all__ = [
-    "CHUNK", "OFFSETS_DDL", "Entry", "ingest_file", "ingest_journals", "insert_sql", "load_unread", "quote_ident", "sql_literal",
+    "CHUNK", "OFFSETS_DDL", "Entry", "ingest_file", "ingest_journals", "insert_block", "insert_sql", "load_unread",
+    "quote_ident", "sql_literal",
     "table_columns", "table_spec",
 ]
 
 Entry = tuple[str, str, str, str]  # a journal or spool file: (its key in _journal_offsets, path, host, table)
 
-CHUNK = 16 << 20  # ingest at most this many journal bytes per INSERT
+CHUNK = 64 << 20  # ingest at most this many journal bytes per INSERT
+WHOLE_MIN = 32 << 20  # a finished journal this large is read by DuckDB's JSON reader in one statement
+_LINES = "_journal_lines"  # the registered Arrow table of one block's lines
 _BAD_LINES_SQL = (
-    "SELECT count(*) FROM (SELECT unnest(string_split(?, chr(10))) AS line)"
-    " WHERE line <> '' AND (NOT json_valid(line) OR json_extract(line, '$.row_id') IS NULL)"
+    f"SELECT count(*) FROM {_LINES} WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_extract(line, '$.row_id') IS NULL)"
 )
 OFFSETS_DDL = 'CREATE TABLE IF NOT EXISTS _journal_offsets (file VARCHAR PRIMARY KEY, "offset" BIGINT NOT NULL)'
 
@@ -74,10 +81,46 @@ def insert_sql(table: str, columns: list[tuple[str, str]], dedupe: bool) -> str:
     verb, distinct = ("INSERT OR IGNORE", "DISTINCT ON (row_id) ") if dedupe else ("INSERT", "")
     return (
         f"{verb} INTO {quote_ident(table)} ({cols}) SELECT {distinct}{', '.join(exprs)} FROM ("
-        " SELECT unnest(json_transform(line, ?)) FROM (SELECT unnest(string_split(?, chr(10))) AS line)"
-        " WHERE line <> '' AND json_valid(line)"
+        f" SELECT unnest(json_transform(line, ?)) FROM {_LINES}"
+        " WHERE trim(line) <> '' AND json_valid(line)"
         ") WHERE row_id IS NOT NULL"
     )
+
+
+def insert_block(con: duckdb.DuckDBPyConnection, spec: tuple[str, str], block: bytes, name: str = "") -> tuple[int, int]:
+    """Insert the JSON lines of ``block`` (complete lines) with ``spec``; return (rows inserted,
+    non-empty lines). ``name``: the file, for the warning about malformed lines."""
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+
+    raw = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 10) + 1
+    if not len(ends) or ends[-1] != len(raw):
+        ends = np.append(ends, len(raw))
+    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    lines: pa.Array = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(block))
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:  # not UTF-8 somewhere: decode leniently, as a text file would be
+        lines = pa.array(block.decode("utf-8", "replace").splitlines(keepends=True), type=pa.large_string())
+    content = np.diff(offsets) - (raw[ends - 1] == 10)  # each line's length without its newline
+    filled = int(np.count_nonzero(content > 0))  # blank lines are not rows
+    con.register(_LINES, pa.table({"line": lines}))
+    try:
+        n = con.execute(spec[1], [spec[0]]).fetchall()[0][0]
+        if n < filled:
+            # Fewer rows than lines: duplicates (fine) or malformed lines (worth a warning).
+            bad = con.execute(_BAD_LINES_SQL).fetchall()[0][0]
+            if bad:
+                warnings.warn(f"skipped {bad} malformed journal line(s){' in ' + name if name else ''}", RuntimeWarning,
+                              stacklevel=4)
+    finally:
+        try:
+            con.unregister(_LINES)
+        except duckdb.Error:  # an aborted transaction (a duplicate row_id): the caller rolls back and retries
+            pass
+    return int(n), filled
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str, catalog: str | None = None) -> list[tuple[str, str]]:
@@ -107,7 +150,6 @@ def table_spec(con: duckdb.DuckDBPyConnection, table: str, dedupe: bool, catalog
 def ingest_file(con: duckdb.DuckDBPyConnection, spec: tuple[str, str], f: IO[bytes] | gzip.GzipFile,
                 start: int) -> tuple[int, int]:
     """Insert the complete lines of ``f`` from byte ``start``; return (offset after them, rows inserted)."""
-    structure, sql = spec
     f.seek(start)
     pos, buf, inserted = start, b"", 0
     while True:
@@ -118,16 +160,35 @@ def ingest_file(con: duckdb.DuckDBPyConnection, spec: tuple[str, str], f: IO[byt
         cut = buf.rfind(b"\n")
         if cut < 0:  # a line longer than a chunk, or a torn tail: read on
             continue
-        block = buf[:cut].decode("utf-8", "replace")
-        n = con.execute(sql, [structure, block]).fetchone()[0]  # type: ignore[index]
-        inserted += n
-        if n < block.count("\n") + 1 - block.count("\n\n"):
-            # Fewer rows than lines: duplicates (fine) or malformed lines (worth a warning).
-            bad = con.execute(_BAD_LINES_SQL, [block]).fetchone()[0]  # type: ignore[index]
-            if bad:
-                warnings.warn(f"skipped {bad} malformed journal line(s) in {f.name}", RuntimeWarning, stacklevel=4)
+        inserted += insert_block(con, spec, buf[: cut + 1], str(f.name))[0]
         pos += cut + 1
         buf = buf[cut + 1 :]
+
+
+def ingest_whole(con: duckdb.DuckDBPyConnection, spec: tuple[str, str], path: str, size: int) -> int | None:
+    """Insert every line of the finished journal at ``path`` (``size`` bytes) with DuckDB's own
+    parallel JSON reader; return rows inserted, or None (nothing done) unless the file ends with a
+    complete line. For a backlog left by exited writers: about twice as fast as blocks of lines."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 1))
+        if f.read(1) != b"\n":
+            return None  # a torn last line: the block path stops before it
+    structure, sql = spec
+    columns = "{" + ", ".join(f"{sql_literal(c)}: {sql_literal(t)}" for c, t in json.loads(structure).items()) + "}"
+    source = (f"read_json({sql_literal(path)}, format = 'newline_delimited', columns = {columns}, "
+              "ignore_errors = true, maximum_object_size = 1073741824)")
+    con.execute("SET enable_progress_bar = false")  # DuckDB draws one on long statements, into the notebook
+    n = int(con.execute(sql.replace(f"unnest(json_transform(line, ?)) FROM {_LINES} WHERE trim(line) <> '' AND json_valid(line)",
+                                    f"* FROM {source}")).fetchall()[0][0])
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    ends = np.flatnonzero(raw == 10)
+    lines = int(np.count_nonzero(np.diff(np.concatenate([[-1], ends])) > 1))  # not blank
+    del raw
+    if n < lines:
+        warnings.warn(f"skipped {lines - n} malformed or repeated journal line(s) in {path}", RuntimeWarning, stacklevel=4)
+    return n
 
 
 def ingest_journals(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], dedupe: bool, rotate_bytes: int,
@@ -158,9 +219,11 @@ def ingest_journals(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], de
                 # Decide "exited" before reading: a dead writer cannot add lines after we look.
                 dead = writer_gone(host, f.fileno())
                 start = offsets.get(key, 0)
-                if os.fstat(f.fileno()).st_size < start:  # only if edited by hand: reread, row_id dedupes
+                size = os.fstat(f.fileno()).st_size
+                if size < start:  # only if edited by hand: reread, row_id dedupes
                     start = 0
-                end, n = ingest_file(con, spec, f, start)
+                whole = ingest_whole(con, spec, path, size) if dead and not start and size >= WHOLE_MIN else None
+                end, n = (size, whole) if whole is not None else ingest_file(con, spec, f, start)
             inserted += n
             if end != offsets.get(key, 0):
                 con.execute(
@@ -183,17 +246,14 @@ def ingest_journals(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], de
             pass  # a failed commit has rolled back already
         raise
     # Only after the commit: removing a file whose rows were rolled back would lose them.
-    dropped = []
-    for key, path, end in gone:
-        if archive is not None and not archive(path, key, end):
-            continue  # kept, fully ingested: archived (and removed) by a later ingest
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            continue
-        dropped.append(key)
+    dropped = [key for key, path, end in gone if end < WHOLE_MIN and _archive_and_remove(archive, key, path, end)]
+    large = [g for g in gone if g[2] >= WHOLE_MIN]
+    if large:
+        # Compressing a large backlog takes seconds (4 s for 800 MB): the read need not wait for it.
+        # Safe to be cut short: a file still there is fully ingested (its offset says so), and the
+        # next ingest archives it again (rebuilds skip repeated row_ids).
+        threading.Thread(target=lambda: [_archive_and_remove(archive, *g) for g in large],
+                         name="cognitionos-archive").start()
     for key, path, end in rotate:
         j = journal_at(path)
         save = partial(archive, path, key, end) if archive is not None else None
@@ -205,6 +265,19 @@ def ingest_journals(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], de
         except duckdb.Error:
             pass  # offsets of files that are gone are harmless (names are never reused)
     return inserted
+
+
+def _archive_and_remove(archive: Callable[[str, str, int], bool] | None, key: str, path: str, end: int) -> bool:
+    """Archive an ingested journal whose writer exited (if ``archive``), then delete it; False if it stays."""
+    if archive is not None and not archive(path, key, end):
+        return False  # kept, fully ingested: archived (and removed) by a later ingest
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def load_unread(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], pending: Sequence[tuple[str, bytes, int]]) -> None:
@@ -232,7 +305,7 @@ def load_unread(con: duckdb.DuckDBPyConnection, entries: Sequence[Entry], pendin
             ingest_file(con, specs[table], f, start if os.fstat(f.fileno()).st_size >= start else 0)
     for table, data, _ in pending:
         if table in specs:
-            con.execute(specs[table][1], [specs[table][0], data.decode("utf-8", "replace")])
+            insert_block(con, specs[table], data)
     for t in specs:
         src, new = f"_ro.main.{quote_ident(t)}", quote_ident("_unread_" + t)
         con.execute(
