@@ -308,3 +308,30 @@ def test_not_a_database_gives_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open"):
         s.flush()
 
+
+
+def test_a_large_finished_journal_is_read_whole_with_the_same_rules(store: Store) -> None:
+    """A dead writer's journal of WHOLE_MIN bytes or more goes through DuckDB's JSON reader in one
+    statement: the same rows as the block path (malformed lines skipped with a warning, a value of
+    the wrong type NULL, blank lines ignored), then archived in the background and removed."""
+    import threading
+
+    from cognitionos_kit.storage.ingest import WHOLE_MIN
+
+    pad = "x" * 200
+    good = [f'{{"row_id":"r{i:07d}","n":{i},"label":"{pad}","ts":{1_700_000_000 + i}}}' for i in range(WHOLE_MIN // 200)]
+    odd = ["not json at all", '{"n":5}', '{"row_id":"bad-type","n":"x"}', ""]
+    f = dead_writer_file(store)
+    f.write_text("\n".join(good[:100] + odd + good[100:]) + "\n")
+    assert f.stat().st_size >= WHOLE_MIN
+    with pytest.warns(RuntimeWarning, match="skipped 2 malformed"):
+        assert store.flush() == len(good) + 1
+    df = store.query("SELECT row_id, n, ts FROM events WHERE row_id IN ('r0000000', 'r0000123', 'bad-type') ORDER BY row_id")
+    assert df["row_id"].tolist() == ["bad-type", "r0000000", "r0000123"]
+    assert df["n"].isna().tolist() == [True, False, False] and int(df["n"].iloc[2]) == 123
+    assert df["ts"].iloc[2] == datetime.fromtimestamp(1_700_000_123, timezone.utc)
+    for t in threading.enumerate():
+        if t.name == "cognitionos-archive":
+            t.join(timeout=60)
+    assert not f.exists() and list((store.journal_dir / "archive").glob("*.gz"))
+    assert count(store) == len(good) + 1  # nothing read twice

@@ -36,6 +36,7 @@ Entry = tuple[str, str, str, str]  # a journal or spool file: (its key in _journ
 CHUNK = 64 << 20  # ingest at most this many journal bytes per INSERT
 WHOLE_MIN = 32 << 20  # a finished journal this large is read by DuckDB's JSON reader in one statement
 _LINES = "_journal_lines"  # the registered Arrow table of one block's lines
+_FROM_LINES = f"unnest(json_transform(line, ?)) FROM {_LINES} WHERE trim(line) <> '' AND json_valid(line)"
 _BAD_LINES_SQL = (
     f"SELECT count(*) FROM {_LINES} WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_extract(line, '$.row_id') IS NULL)"
 )
@@ -81,8 +82,7 @@ def insert_sql(table: str, columns: list[tuple[str, str]], dedupe: bool) -> str:
     verb, distinct = ("INSERT OR IGNORE", "DISTINCT ON (row_id) ") if dedupe else ("INSERT", "")
     return (
         f"{verb} INTO {quote_ident(table)} ({cols}) SELECT {distinct}{', '.join(exprs)} FROM ("
-        f" SELECT unnest(json_transform(line, ?)) FROM {_LINES}"
-        " WHERE trim(line) <> '' AND json_valid(line)"
+        f" SELECT {_FROM_LINES}"
         ") WHERE row_id IS NOT NULL"
     )
 
@@ -180,8 +180,7 @@ def ingest_whole(con: duckdb.DuckDBPyConnection, spec: tuple[str, str], path: st
     source = (f"read_json({sql_literal(path)}, format = 'newline_delimited', columns = {columns}, "
               "ignore_errors = true, maximum_object_size = 1073741824)")
     con.execute("SET enable_progress_bar = false")  # DuckDB draws one on long statements, into the notebook
-    n = int(con.execute(sql.replace(f"unnest(json_transform(line, ?)) FROM {_LINES} WHERE trim(line) <> '' AND json_valid(line)",
-                                    f"* FROM {source}")).fetchall()[0][0])
+    n = int(con.execute(sql.replace(_FROM_LINES, f"* FROM {source}")).fetchall()[0][0])
     raw = np.memmap(path, dtype=np.uint8, mode="r")
     ends = np.flatnonzero(raw == 10)
     lines = int(np.count_nonzero(np.diff(np.concatenate([[-1], ends])) > 1))  # not blank
