@@ -290,9 +290,8 @@ class Kit(GuardMethods, WatchMethods):
         return self._memory
 
     def usage(self, **filters: Any) -> pd.DataFrame:
-        """The ``llm_usage`` ledger as a DataFrame, one row per attempt; equality filters on columns,
-        ``since``/``until``, ``last=N`` (the newest N). A Kit with ``views="project"`` or ``"session"``
-        shows only its project's or its own rows."""
+        """The ``llm_usage`` ledger as a DataFrame, one row per attempt; column filters, ``since``/``until``,
+        ``last=N`` (the newest N). A Kit with ``views="project"``/``"session"`` shows its project's/own rows."""
         return self.ledger.usage(**{**self._views, **filters})
 
     def spend(self, by: str | Sequence[str] = "user_id", **filters: Any) -> pd.DataFrame:

@@ -194,15 +194,27 @@ def _paused_response(httpx: Any, request: Any, seconds: float, who: str) -> Any:
 
 
 def _mixins(httpx: Any) -> tuple[type, type]:
+    def out_of_time(headers: Any) -> Exception:
+        # SDKs that read the body themselves after ``send`` (anthropic >= 2.17) decide whether to
+        # retry a transport error from the response's headers: the deadline has passed, so no retry
+        # (and no backoff sleep before it).
+        headers["x-should-retry"] = "false"
+        return httpx.ReadTimeout("the attempt's deadline passed while the body was arriving")
+
     class _DeadlineStream(httpx.SyncByteStream):
-        def __init__(self, inner: Any, io: AttemptIO) -> None:
-            self.inner, self.io = inner, io
+        def __init__(self, inner: Any, io: AttemptIO, headers: Any) -> None:
+            self.inner, self.io, self.headers = inner, io, headers
 
         def __iter__(self) -> Iterator[bytes]:
-            for chunk in self.inner:
+            try:
+                for chunk in self.inner:
+                    if self.io.expired():
+                        raise out_of_time(self.headers)
+                    yield chunk
+            except httpx.TimeoutException:  # the read timeout is the time left: at the deadline, no retry
                 if self.io.expired():
-                    raise httpx.ReadTimeout("the attempt's deadline passed while the body was arriving")
-                yield chunk
+                    self.headers["x-should-retry"] = "false"
+                raise
 
         def close(self) -> None:
             self.inner.close()
@@ -210,8 +222,8 @@ def _mixins(httpx: Any) -> tuple[type, type]:
     class _AsyncDeadlineStream(httpx.AsyncByteStream):
         # An iterator object, not an async generator: nothing is left suspended for the garbage
         # collector to close later (which raced with the response's own close).
-        def __init__(self, inner: Any, io: AttemptIO) -> None:
-            self.inner, self.io = inner, io
+        def __init__(self, inner: Any, io: AttemptIO, headers: Any) -> None:
+            self.inner, self.io, self.headers = inner, io, headers
             self.it: Any = None
 
         def __aiter__(self) -> Any:
@@ -219,9 +231,14 @@ def _mixins(httpx: Any) -> tuple[type, type]:
             return self
 
         async def __anext__(self) -> bytes:
-            chunk = await self.it.__anext__()
+            try:
+                chunk = await self.it.__anext__()
+            except httpx.TimeoutException:
+                if self.io.expired():
+                    self.headers["x-should-retry"] = "false"
+                raise
             if self.io.expired():
-                raise httpx.ReadTimeout("the attempt's deadline passed while the body was arriving")
+                raise out_of_time(self.headers)
             return chunk
 
         async def aclose(self) -> None:
@@ -270,7 +287,7 @@ def _mixins(httpx: Any) -> tuple[type, type]:
             if ra is not None and ra > 0:
                 io.on_retry_after(ra)
         if io is not None:
-            response.stream = wrap(response.stream, io)  # every later read is bounded by the deadline
+            response.stream = wrap(response.stream, io, response.headers)  # every later read is bounded by the deadline
         return response
 
     def read_body(response: Any, request: Any, io: AttemptIO) -> Any:
