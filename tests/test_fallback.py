@@ -65,6 +65,8 @@ def test_an_outage_everywhere_raises_instead_of_simulating(live_kit, openai_serv
     assert [a.provider for a in info.value.attempts] == ["openai", "anthropic"]
     assert [a.http_requests for a in info.value.attempts] == [2, 2]  # the SDK's own retry counted
     assert live_kit.usage().status.tolist() == ["error", "error"]
+    assert "HTTP 500" in str(info.value) and f"(at {openai_server.base_url.rstrip('/')}/chat/completions)" in str(info.value)
+    assert live_kit.usage().error_message.str.contains("(at http://127.0.0.1:", regex=False).all()  # in the ledger too
 
 
 def test_timeout_and_connection_errors_fall_back(live_kit, openai_server, anthropic_server):
@@ -81,6 +83,11 @@ def test_timeout_and_connection_errors_fall_back(live_kit, openai_server, anthro
     # the timeout bounds the whole attempt: one request, no SDK retry after it, within timeout + 0.5 s
     assert info.value.attempts[0].http_requests == 1 and info.value.attempts[0].latency_ms < 2500
     assert time.perf_counter() - t0 < 4
+    # each failure names where the request went (scheme, host, port, path: never a key)
+    assert f"(at {openai_server.base_url.rstrip('/')}/chat/completions)" in info.value.attempts[0].error_message
+    assert f"(at {anthropic_server.base_url.rstrip('/')}/v1/messages)" in info.value.attempts[1].error_message
+    assert str(info.value).count("(at http://127.0.0.1:") == 2
+    assert all(k not in str(info.value) for k in ("sk-", "api_key", "x-api-key"))
 
 
 def test_invalid_request_does_not_fall_back(live_kit, openai_server, anthropic_server):

@@ -424,7 +424,7 @@ def classify_error(exc: BaseException, provider: str, model: str) -> ProviderErr
     else:
         kind = "http_error"
     return ProviderError(
-        f"{provider}/{model}: {message}",
+        f"{provider}/{model}: {message}{where_sent(exc)}",
         provider=provider,
         model=model,
         error_type=kind,
@@ -468,9 +468,37 @@ def _transport_error(exc: BaseException, names: set[str], provider: str, model: 
         # aiohttp's text here carries its own codes ("TransferEncodingError: 400") that read like HTTP statuses
         detail = "the connection dropped while the answer was arriving"
     return ProviderError(
-        f"{provider}/{model}: {type(exc).__name__}: {detail}",
+        f"{provider}/{model}: {type(exc).__name__}: {detail}{where_sent(exc)}",
         provider=provider, model=model, error_type=kind, moves_on=True,
     )
+
+
+def where_sent(exc: BaseException) -> str:
+    """" (at http://host:port/path)": where the failed request went, from the exception's request
+    (the SDKs' errors and httpx's carry it): scheme, host, port and path only -- a query string or
+    user info could hold a key."""
+    request = None
+    for source in (exc, getattr(exc, "response", None)):
+        try:
+            request = getattr(source, "request", None)
+        except RuntimeError:  # httpx raises when an exception has no request attached
+            request = None
+        if request is not None:
+            break
+    url = getattr(request, "url", None)
+    if url is None:
+        return ""
+    try:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(str(url))
+        host = u.hostname or ""
+        if not u.scheme or not host:
+            return ""
+        host = f"[{host}]" if ":" in host else host
+        return f" (at {u.scheme}://{host}{f':{u.port}' if u.port else ''}{u.path})"
+    except ValueError:
+        return ""
 
 
 # aiohttp errors the SDKs' aiohttp transport reports as a connect *timeout* although nothing timed out
