@@ -531,3 +531,21 @@ def test_notebook_runs_under_papermill_from_the_repo_root(tmp_path):
     assert manifest["spec"]["repeats"] == 1 and manifest["budget_usd"] == 0.01
     # the run, its cached rerun and the run with sim-large in place of sim-nano it is compared with
     assert len(list((home / "runs").glob("*/manifest.json"))) == 3
+
+
+def test_a_run_with_unpriced_calls_has_an_unknown_cost_never_zero(make_live_kit, openai_server, tmp_path):
+    """A model no price table knows: the run's cost is None and says "unpriced: N calls" (repr,
+    manifest, summary, report), the priced cells keep their cost; a rerun from the cache spent $0."""
+    kit = make_live_kit(home=tmp_path / "unpriced")
+    exp = _exp(models=["mystery-model", "gpt-4o-mini"], settings=None, repeats=1, scorers=["contains"])
+    run = kit.run(exp, concurrency=2, progress=False)
+    assert (run.results.status == "ok").all() and len(openai_server.requests) == 6
+    assert run.cost_usd is None and run.unpriced_calls == 3
+    assert "spent unknown (unpriced: 3 calls" in repr(run)
+    assert run.manifest["totals"]["unpriced_calls"] == 3 and run.manifest["totals"]["answers_cost_usd"] is None
+    by_model = run.summary.set_index("model")
+    assert math.isnan(by_model.loc["mystery-model", "cost_usd"]) and by_model.loc["mystery-model", "unpriced_calls"] == 3
+    assert by_model.loc["gpt-4o-mini", "cost_usd"] > 0 and by_model.loc["gpt-4o-mini", "unpriced_calls"] == 0
+    assert "unpriced: 3 calls" in Path(run.report_path).read_text()
+    again = kit.run(exp, concurrency=2, progress=False)
+    assert again.cache_hits == 6 and again.cost_usd == 0.0 and again.unpriced_calls == 0  # nothing sent: known $0

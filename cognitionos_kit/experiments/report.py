@@ -210,7 +210,8 @@ def write_report(run: Run, *, standalone: bool = False, other: Run | None = None
     cards = "".join(f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for k, v in (
         ("samples", str(t.get("cells", len(run.results)))), ("sent", str(t.get("calls_sent", ""))),
         ("cache hits", str(t.get("cache_hits", ""))), ("errors", str(t.get("errors", ""))),
-        ("spent", money(t.get("spent_usd"))), ("answers cost", money(t.get("answers_cost_usd")))))
+        ("spent", money(t.get("spent_usd")) + (f" + unpriced: {t['unpriced_calls']} calls" if t.get("unpriced_calls") else "")),
+        ("answers cost", money(t.get("answers_cost_usd")) if t.get("answers_cost_usd") is not None else "unknown (unpriced)")))
     path = Path(run.path) / "report.html"
     if standalone:
         script_tag = "<script type='text/javascript'>"

@@ -25,9 +25,15 @@ class Run:
     _attempts: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
-    def cost_usd(self) -> float:
-        """New money spent by this run (cache hits cost nothing)."""
-        return float(self.manifest["totals"]["spent_usd"])
+    def cost_usd(self) -> float | None:
+        """New money spent by this run (cache hits cost nothing); None (unknown, never $0) when a call it
+        sent has no known price: ``unpriced_calls`` says how many (``kit.set_price`` prices a model)."""
+        return None if self.unpriced_calls else float(self.manifest["totals"]["spent_usd"])
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Calls this run sent and got an answer for whose price is unknown."""
+        return int(self.manifest["totals"].get("unpriced_calls", 0))
 
     @property
     def cache_hits(self) -> int:
@@ -62,8 +68,9 @@ class Run:
     def __repr__(self) -> str:
         t = self.manifest["totals"]
         stop = f", stopped: {self.stopped_reason}" if self.stopped_reason else ""
-        return (f"Run({self.run_id!r}, {t['completed']}/{t['cells']} cells, {t['cache_hits']} cached, "
-                f"spent ${t['spent_usd']:.6f}{stop})")
+        spent = f"spent ${t['spent_usd']:.6f}" if not self.unpriced_calls else \
+            f"spent unknown (unpriced: {self.unpriced_calls} calls; ${t['spent_usd']:.6f} priced)"
+        return f"Run({self.run_id!r}, {t['completed']}/{t['cells']} cells, {t['cache_hits']} cached, {spent}{stop})"
 
     def _repr_html_(self) -> str:
         import html

@@ -130,7 +130,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             st = stats.loc[tuple(key) + (c,)]
             r.update({c: st["mean"], f"{c}_n": int(st["n"]), f"{c}_se": st["se"], f"{c}_ci_low": st["ci_low"],
                       f"{c}_ci_high": st["ci_high"]})
-        r.update({"cost_usd": ok.cost_usd.sum(min_count=1), "spent_usd": g.spent_usd.sum(),
+        unpriced = int(ok.cost_usd.isna().sum())
+        r.update({"cost_usd": float("nan") if unpriced else ok.cost_usd.sum(min_count=1), "unpriced_calls": unpriced,
+                  "spent_usd": g.spent_usd.sum(),
                   "latency_ms_p50": ok.latency_ms.median(), "completion_tokens_mean": ok.completion_tokens.astype(float).mean(),
                   "cache_hits": int(g.cache_hit.sum())})
         rows.append(r)
@@ -160,7 +162,10 @@ def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: li
         "cells": n, "completed": len(ok), "errors": int((results.status == "error").sum()), "skipped": skipped,
         "judge_skipped": judge_skipped, "judge_errors": judge_errors,
         "cache_hits": int(results.cache_hit.sum()), "calls_sent": engine.calls,
-        "spent_usd": float(engine.budget.spent), "answers_cost_usd": float(ok.cost_usd.sum()),
+        "spent_usd": float(engine.budget.spent),
+        # an answer without a known price makes the total unknown: None, never a sum that leaves it out
+        "answers_cost_usd": None if ok.cost_usd.isna().any() else float(ok.cost_usd.sum()),
+        "unpriced_calls": int(((results.status == "ok") & ~results.cache_hit.astype(bool) & results.cost_usd.isna()).sum()),
         "saved_usd": float(engine.saved), "prompt_tokens": int(ok.prompt_tokens.sum()),
         "completion_tokens": int(ok.completion_tokens.sum()),
     }
