@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, NamedTuple, Union
 
 from ..core.errors import AllProvidersFailedError, ConfigurationError, KitError, ProviderError, redact
 from ..core.types import Attempt, ProviderRequest, ProviderResponse
-from .providers.base import classify_error, where_sent
+from .providers.failures import classify_error, where_sent
 from .providers.http import AttemptIO, attempt_scope
 from .providers.keys import ROTATES_ON
 
@@ -144,7 +144,7 @@ def as_provider_error(exc: BaseException, step: Step, io: AttemptIO | None) -> B
 
 
 def _place(exc: BaseException) -> str:
-    """The " (at URL)" an SDK error was classified with (``providers.base.where_sent``), if any."""
+    """The " (at URL)" an SDK error was classified with (``providers.failures.where_sent``), if any."""
     import re
 
     m = re.search(r" \(at [a-z]+://[^\s)]+\)$", str(exc))
