@@ -49,7 +49,7 @@ def _same(a: list, b: list) -> bool:
 
 def _files(home: Path) -> list[str]:
     d = home / "memory-snapshots"
-    return sorted(p.name.split(".", 1)[1] for p in d.iterdir()) if d.exists() else []
+    return sorted(p.name.split(".", 1)[1] for p in d.iterdir() if p.suffix != ".purged") if d.exists() else []
 
 
 def _state(mem: Memory) -> list[tuple]:
@@ -177,6 +177,26 @@ def test_purge_deletes_the_snapshot_that_holds_the_text(tmp_path, small_snapshot
     assert len(arrow) == 1 and b"bank PIN" not in arrow[0].read_bytes()  # (digits alone turn up in hex ids)
     mem.close()
     again.close()
+
+
+def test_a_snapshot_of_rows_read_before_a_purge_is_not_kept(tmp_path):
+    """A process that read the rows before another one purged a memory must not leave a snapshot
+    holding the purged text: ``write`` checks the purge stamp read before the rows."""
+    import pyarrow as pa
+
+    home = tmp_path / "home"
+    rows = pa.table({c: [None] for c in snapshot.ROW_COLUMNS}).cast(pa.schema(
+        [(c, pa.float64() if c in ("ts", "created_at", "updated_at", "access_last") else
+          pa.int64() if c == "access_n" else pa.string()) for c in snapshot.ROW_COLUMNS]))
+    vectors = np.ones((1, 4), dtype=np.float32)
+    kw = dict(model="m", seq=1, access_seq=0, mark="r1")
+    before = snapshot.purge_stamp(home, "default")
+    snapshot.remove(home, "default")  # a purge, between the read and the write
+    assert snapshot.write(home, "default", rows, vectors, **kw, purged=before) is False
+    assert snapshot.read(home, "default") is None and _files(home) == []
+    now = snapshot.purge_stamp(home, "default")
+    assert now != before and snapshot.write(home, "default", rows, vectors, **kw, purged=now) is True
+    assert snapshot.read(home, "default") is not None
 
 
 def test_a_rebuilt_or_damaged_database_or_snapshot_is_never_trusted(tmp_path, small_snapshots):

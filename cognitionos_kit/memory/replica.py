@@ -58,6 +58,7 @@ class Replica:
         self._pending: set[str] = set()  # our own event row_ids, applied locally, not yet seen in DuckDB
         self._pending_access: set[str] = set()
         self._deleted: set[str] = set()
+        self._purged = ""  # the collection's purge stamp when the last full load began (snapshot.purge_stamp)
 
     # --- reading ---------------------------------------------------------------------------
     def sync(self) -> Table:
@@ -69,6 +70,7 @@ class Replica:
             if self.table is None and self._from_snapshot(journals):
                 assert self.table is not None
                 return self.table
+            self._purged = snapshot.purge_stamp(self.log.home, self.collection)  # before the rows a snapshot holds
             data = self.log.pull(self.collection, self._seq, self._access_seq, full=self.table is None,
                                  target=self._target)
             self._sig = (journals, self.log.db_state())
@@ -146,7 +148,7 @@ class Replica:
         if isinstance(vectors, np.memmap):  # a new snapshot's vector file, filled: save the rest beside it
             saved = data["mark"] is not None and snapshot.write(
                 self.log.home, self.collection, rows, vectors, model=self.model, seq=data["seq"],
-                access_seq=data["access_seq"], mark=data["mark"], stale=self.stale)
+                access_seq=data["access_seq"], mark=data["mark"], stale=self.stale, purged=self._purged)
             snap = snapshot.read(self.log.home, self.collection) if saved else None
             if snap is not None and snap.mark == data["mark"]:
                 rows, vectors = snap.rows, snap.vectors  # memory-mapped: pages are read as searches need them

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["Snapshot", "SNAPSHOT_MIN", "read", "allocate", "write", "remove", "ROW_COLUMNS", "read_index", "write_index"]
+__all__ = ["Snapshot", "SNAPSHOT_MIN", "read", "allocate", "write", "purge_stamp", "remove", "ROW_COLUMNS",
+           "read_index", "write_index"]
 
 SNAPSHOT_MIN = 50_000
 ROW_COLUMNS = ("memory_id", "user_id", "scope", "agent_id", "memory_type", "content", "content_hash", "metadata",
@@ -104,10 +105,13 @@ def allocate(home: Path, collection: str, n: int, dim: int) -> np.ndarray | None
 
 
 def write(home: Path, collection: str, rows: pa.Table, vectors: np.ndarray, *, model: str, seq: int, access_seq: int,
-          mark: str, stale: int = 0) -> bool:
+          mark: str, stale: int = 0, purged: str | None = None) -> bool:
     """Save ``rows`` (the ``ROW_COLUMNS``) and their ``vectors`` (a file from ``allocate``, or an
     array) as the collection's snapshot, replacing any older one. False if it could not be saved
-    (disk full, read-only folder): then there is no snapshot, never a half-written one."""
+    (disk full, read-only folder), or if a purge came after ``purged`` (the ``purge_stamp`` read
+    before the rows were): then there is no snapshot, never a half-written one or one holding
+    purged text. (Checked after the rename: a purge stamps before it deletes, so one of the two
+    always removes the file.)"""
     import numpy as np
     import pyarrow as pa
 
@@ -134,16 +138,35 @@ def write(home: Path, collection: str, rows: pa.Table, vectors: np.ndarray, *, m
         for p in (d / vec_name, tmp_arrow):
             p.unlink(missing_ok=True)
         return False
+    if purged is not None and purge_stamp(home, collection) != purged:
+        (d / f"{base}.arrow").unlink(missing_ok=True)
+        (d / vec_name).unlink(missing_ok=True)
+        return False
     _drop_old_vectors(d, base, keep=vec_name)
     return True
 
 
 def remove(home: Path, collection: str) -> None:
-    """Delete the collection's snapshot files (after a purge: they hold the purged text)."""
+    """Delete the collection's snapshot files (after a purge: they hold the purged text), first
+    stamping the purge (``purge_stamp``) so a snapshot being written from older rows is not kept."""
     d = folder(home)
     base = key(collection)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{base}.purged").write_text(uuid.uuid4().hex)
+    except OSError:
+        pass
     (d / f"{base}.arrow").unlink(missing_ok=True)
     _drop_old_vectors(d, base, keep=None)
+
+
+def purge_stamp(home: Path, collection: str) -> str:
+    """The collection's last purge, as a token ("" if none): read before the rows a snapshot is
+    written from, and handed to ``write``."""
+    try:
+        return (folder(home) / f"{key(collection)}.purged").read_text()
+    except OSError:
+        return ""
 
 
 def _drop_old_vectors(d: Path, base: str, keep: str | None) -> None:
