@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, NamedTuple, Union
 
 from ..core.errors import AllProvidersFailedError, ConfigurationError, KitError, ProviderError, redact
 from ..core.types import Attempt, ProviderRequest, ProviderResponse
-from .providers.failures import classify_error, where_sent
+from .providers.failures import classify_error, request_url
 from .providers.http import AttemptIO, attempt_scope
 from .providers.keys import ROTATES_ON
 
@@ -122,8 +122,9 @@ def as_provider_error(exc: BaseException, step: Step, io: AttemptIO | None) -> B
     if io is not None and io.timed_out and not isinstance(exc, cancelled):
         return ProviderError(
             f"{name}/{model}: no complete answer within timeout={io.timeout:g} s "
-            f"({io.requests} HTTP request(s) sent){where_sent(exc) or _place(exc)}",
+            f"({io.requests} HTTP request(s) sent)",
             provider=name, model=model, error_type="timeout", moves_on=True,
+            url=getattr(exc, "url", None) or request_url(exc),
         )
     if isinstance(exc, ProviderError):
         return exc
@@ -141,14 +142,6 @@ def as_provider_error(exc: BaseException, step: Step, io: AttemptIO | None) -> B
         "(not a known provider failure; please report it with the request that caused it)",
         provider=name, model=model, error_type="unexpected", moves_on=False,
     )
-
-
-def _place(exc: BaseException) -> str:
-    """The " (at URL)" an SDK error was classified with (``providers.failures.where_sent``), if any."""
-    import re
-
-    m = re.search(r" \(at [a-z]+://[^\s)]+\)$", str(exc))
-    return m.group(0) if m else ""
 
 
 OnAttempt = Callable[[Step, Attempt, "ProviderResponse | None"], None]

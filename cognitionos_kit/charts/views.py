@@ -67,11 +67,16 @@ def read_aggregates(kit: Kit, filters: Mapping[str, Any], agg: Aggregates | None
             fresh.update(frame_runner(frame))
         return fresh
     if agg is None:
-        f = {**view_filters(kit.config, kit.session_id), **filters}
-        since, until = f.pop("since", None), f.pop("until", None)
-        agg = Aggregates(*where_clause(f, since, until, "u."))
+        agg = Aggregates(*_where(kit, filters))
     agg.update(kit.ledger.store.query_many)
     return agg
+
+
+def _where(kit: Kit, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The WHERE clause (and parameters) of ``filters`` and a local Kit's views, on ``llm_usage u``."""
+    f = {**view_filters(kit.config, kit.session_id), **filters}
+    since, until = f.pop("since", None), f.pop("until", None)
+    return where_clause(f, since, until, "u.")
 
 
 class Charts:
@@ -100,10 +105,7 @@ class Charts:
         ledger's DuckDB for a local Kit; for a client Kit, its server's rows in an in-memory table."""
         if hasattr(self.kit, "newest_row"):  # a client Kit (client/served.py): no ledger file here
             return frame_runner(self.kit.usage(**filters)), "", []
-        f = {**view_filters(self.kit.config, self.kit.session_id), **filters}
-        since, until = f.pop("since", None), f.pop("until", None)
-        where, params = where_clause(f, since, until, "u.")
-        return self.kit.ledger.store.query_many, where, params
+        return (self.kit.ledger.store.query_many, *_where(self.kit, filters))
 
     def data(
         self, *, user_id: Match = None, since: Time = None, until: Time = None, experiment_id: Match = None,

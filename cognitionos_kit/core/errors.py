@@ -128,8 +128,10 @@ class ProviderError(KitError):
         moves_on: bool = True,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        url: str | None = None,
     ) -> None:
-        super().__init__(redact(message))
+        super().__init__(redact(message + (f" (at {url})" if url else "")))
+        self.url = url  # where the failed request went: scheme://host:port/path, never a query or key
         self.provider = provider
         self.model = model
         self.error_type = error_type

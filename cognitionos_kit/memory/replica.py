@@ -99,15 +99,12 @@ class Replica:
             return False
         self._sig = (journals, self.log.db_state())
         self.model, self._configured, self.stale = snap.model, True, snap.stale
-        self._pending.clear()
-        self._pending_access.clear()
         self._deleted.update(data["deleted"])
         table = Table.from_arrow(snap.rows, snap.vectors, self.collection)
         table.origin = (self.log.home, self.collection, snap.mark)
-        self._replace(table)
+        self._install(table)
         self._apply(table, data)
         self._seq, self._access_seq = data["seq"], data["access_seq"]
-        self._warn_stale()
         return True
 
     def _target(self, rows: pa.Table, config: tuple[str, int] | None) -> tuple[pa.Table, np.ndarray]:
@@ -159,13 +156,15 @@ class Replica:
             table = Table.from_arrow(rows, vectors, self.collection)
             table.origin = origin
         pa.default_memory_pool().release_unused()  # the first pass's columns: give the memory back
+        self._install(table)
+        return table
+
+    def _install(self, table: Table) -> None:
+        """Make a freshly loaded ``table`` the replica's: nothing of ours is pending in it; say
+        whether memories of another model were left out."""
         self._replace(table)
         self._pending.clear()
         self._pending_access.clear()
-        self._warn_stale()
-        return table
-
-    def _warn_stale(self) -> None:
         if self.stale:
             warn_user(f"{self.stale} memories of collection {self.collection!r} are embedded with another model than "
                       f"{self.model} and are left out of retrieval; run reembed(model={self.model!r}) to include them",

@@ -185,13 +185,6 @@ def _drop_old_vectors(d: Path, base: str, keep: str | None) -> None:
             pass
 
 
-def row_table(columns: dict[str, Any]) -> pa.Table:
-    """An Arrow table of the ``ROW_COLUMNS`` from arrays or lists."""
-    import pyarrow as pa
-
-    return pa.table({c: columns[c] for c in ROW_COLUMNS})
-
-
 def _index_path(home: Path, collection: str, mark: str, nlist: int) -> Path:
     return folder(home) / f"{key(collection)}.{mark[:16]}.nlist{nlist}.faiss"
 

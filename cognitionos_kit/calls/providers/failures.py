@@ -10,7 +10,7 @@ import json
 from ...core.errors import ProviderError
 from .http import retry_after_seconds
 
-__all__ = ["bad_response", "classify_error", "where_sent"]
+__all__ = ["bad_response", "classify_error", "request_url"]
 
 _INVALID_REQUEST_STATUSES = {400, 413, 422}
 
@@ -61,13 +61,14 @@ def classify_error(exc: BaseException, provider: str, model: str) -> ProviderErr
     else:
         kind = "http_error"
     return ProviderError(
-        f"{provider}/{model}: {message}{where_sent(exc)}",
+        f"{provider}/{model}: {message}",
         provider=provider,
         model=model,
         error_type=kind,
         status_code=status if status != 200 else None,
         moves_on=kind != "invalid_request",
         retry_after=_retry_after(exc) if kind == "rate_limit" else None,
+        url=request_url(exc),
     )
 
 
@@ -105,15 +106,14 @@ def _transport_error(exc: BaseException, names: set[str], provider: str, model: 
         # aiohttp's text here carries its own codes ("TransferEncodingError: 400") that read like HTTP statuses
         detail = "the connection dropped while the answer was arriving"
     return ProviderError(
-        f"{provider}/{model}: {type(exc).__name__}: {detail}{where_sent(exc)}",
-        provider=provider, model=model, error_type=kind, moves_on=True,
+        f"{provider}/{model}: {type(exc).__name__}: {detail}",
+        provider=provider, model=model, error_type=kind, moves_on=True, url=request_url(exc),
     )
 
 
-def where_sent(exc: BaseException) -> str:
-    """" (at http://host:port/path)": where the failed request went, from the exception's request
-    (the SDKs' errors and httpx's carry it): scheme, host, port and path only -- a query string or
-    user info could hold a key."""
+def request_url(exc: BaseException) -> str | None:
+    """Where the failed request went, from the exception's request (the SDKs' errors and httpx's
+    carry it): ``scheme://host:port/path`` only -- a query string or user info could hold a key."""
     request = None
     for source in (exc, getattr(exc, "response", None)):
         try:
@@ -124,18 +124,18 @@ def where_sent(exc: BaseException) -> str:
             break
     url = getattr(request, "url", None)
     if url is None:
-        return ""
-    try:
-        from urllib.parse import urlsplit
+        return None
+    from urllib.parse import urlsplit
 
+    try:
         u = urlsplit(str(url))
-        host = u.hostname or ""
-        if not u.scheme or not host:
-            return ""
-        host = f"[{host}]" if ":" in host else host
-        return f" (at {u.scheme}://{host}{f':{u.port}' if u.port else ''}{u.path})"
+        host, port = u.hostname or "", u.port
     except ValueError:
-        return ""
+        return None
+    if not u.scheme or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{u.scheme}://{host}{f':{port}' if port else ''}{u.path}"
 
 
 # aiohttp errors the SDKs' aiohttp transport reports as a connect *timeout* although nothing timed out
