@@ -67,6 +67,8 @@ __all__ = [
     "AlertWarning",
     "SimulatedProvider",
     "LatencyModel",
+    "Endpoint",
+    "ENDPOINT_RECIPES",
     "default_kit",
     "complete",
     "acomplete",
@@ -97,6 +99,8 @@ _LAZY = {
     "SimulatedProvider": ("calls.providers.simulated", "SimulatedProvider"),
     "LatencyModel": ("calls.providers.simulated", "LatencyModel"),
     "tool": ("calls.tools", "tool"),
+    "Endpoint": ("core.endpoints", "Endpoint"),
+    "ENDPOINT_RECIPES": ("core.endpoints", "RECIPES"),
 }
 
 

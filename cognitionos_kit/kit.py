@@ -16,12 +16,10 @@ from .calls.plan import CallPlan
 from .calls.policy import FallbackOn
 from .calls.providers.base import Provider
 from .calls.providers.simulated import LatencyModel, SimulatedProvider
-from .calls.router import provider_for_model
 from .calls.turns import acall, call, open_astream, open_stream
 from .core.client_mode import served_by
 from .core.config import KitConfig, PriceOverride, session_id, view_filters
 from .core.display import UsageSummary, kit_html, kit_text
-from .core.errors import InvalidRequestError
 from .core.types import Completion
 from .guards.facade import GuardMethods
 from .guards.watch import WatchMethods
@@ -59,6 +57,7 @@ class Kit(GuardMethods, WatchMethods):
     simulation mode, when listed, or with ``simulate_on_failure=True``, and says so.
     ``api_keys={"openai": [k1, k2]}`` rotates a provider's keys (``calls.providers.keys``);
     ``guards="redis://..."`` keeps budgets, rate limits and the response cache in a team's Redis.
+    ``endpoints={"local": "http://127.0.0.1:8080/v1"}`` adds named servers (``core.endpoints``).
     """
 
     def __init__(
@@ -86,6 +85,7 @@ class Kit(GuardMethods, WatchMethods):
         cache_ttl: float | None = None,
         guards: str | None = None,
         api_keys: Mapping[str, Sequence[str]] | None = None,
+        endpoints: Mapping[str, str | Mapping[str, Any]] | str | os.PathLike[str] | None = None,
         server: str | Literal[False] | None = None, token: str | None = None,  # client mode: client/served.py
     ) -> None:
         self._build(KitConfig(
@@ -94,6 +94,7 @@ class Kit(GuardMethods, WatchMethods):
             timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait, default_max_tokens=default_max_tokens,
             dotenv=dotenv, memory=memory, log_text=log_text, log_redact=log_redact, project=project,  # type: ignore[arg-type]
             views=views, cache=cache, cache_ttl=cache_ttl, guards=guards, api_keys=api_keys,  # type: ignore[arg-type]
+            endpoints=endpoints,  # type: ignore[arg-type]
         ))
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Kit:
@@ -171,11 +172,8 @@ class Kit(GuardMethods, WatchMethods):
                                            cache_write_per_mtok))
 
     def set_role_model(self, role: str, model: str, provider: str | None = None) -> None:
-        """Use ``model`` for ``role`` (at the provider that serves it, or the one named)."""
-        provider = provider or provider_for_model(model)
-        if provider is None:
-            raise InvalidRequestError(f"cannot tell which provider serves {model!r}: pass provider=")
-        self.router.set_role_model(self.providers.check_name(provider), role, model)
+        """Use ``model`` for ``role`` at the provider serving it (``local:qwen``: that endpoint) or the one named."""
+        self.router.assign(role, model, provider, self.chain, self.providers.check_name)
 
     # --- calls -------------------------------------------------------------------------
     @takes_options

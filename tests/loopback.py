@@ -561,7 +561,22 @@ class OpenAIServer(_LoopbackServer):
         429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1ms."),
     }
 
+    # ``GET /v1/models`` (never consumes the script): None -> 404, as servers without it answer;
+    # a list of ids -> the API's list shape, each entry with ``extra`` fields when given
+    models: list[str] | None = None
+    model_extra: dict[str, dict] = {}
+    # False: the usage chunk is never sent, even with ``stream_options.include_usage`` (llama.cpp's server)
+    stream_usage: bool = True
+
     def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
+        if req.method == "GET" and req.path == "/v1/models" and self.models is not None:
+            data = [{"id": m, "object": "model", "created": 1733000000, "owned_by": "loopback",
+                     **self.model_extra.get(m, {})} for m in self.models]
+            self._send_json(h, 200, {"object": "list", "data": data})
+            return True
+        return self._serve_batch_api(h, req)
+
+    def _serve_batch_api(self, h: _Handler, req: RecordedRequest) -> bool:
         """``POST /v1/files`` (multipart, purpose "batch"), ``POST /v1/batches``, ``GET
         /v1/batches/{id}`` and ``GET /v1/files/{id}/content`` (JSONL), as the Batch API documents them."""
         parts = req.path.strip("/").split("/")
@@ -635,7 +650,7 @@ class OpenAIServer(_LoopbackServer):
     def _default_stream_events(self, sse: str, body: dict) -> list[str]:
         """Like the API: the usage chunk only with ``stream_options.include_usage``, the
         moderation chunk only with ``moderation`` (both have empty ``choices``)."""
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        usage = bool((body.get("stream_options") or {}).get("include_usage")) and self.stream_usage
         keep = []
         for ev in sse_events(sse):
             data = ev.strip()[len("data:"):].strip()

@@ -185,3 +185,14 @@ def test_key_file_is_private_and_deleted_on_close():
     send.close()
     assert not Path(folder).exists()
     send.close()  # twice is fine
+
+
+def test_kit_spec_refuses_a_named_endpoint(tmp_path):
+    from cognitionos_kit import ConfigurationError
+
+    kit = Kit(tmp_path, dotenv=False, endpoints={"local": {"base_url": "http://127.0.0.1:1/v1",
+                                                           "api_key": "sk-endpoint-" + "4" * 20}})
+    with pytest.raises(ConfigurationError, match="built-in providers only.*local.*executor='local'") as info:
+        kit_spec(kit)
+    assert "sk-endpoint-" not in str(info.value)
+    kit.close()

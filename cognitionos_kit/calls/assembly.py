@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from ..core.config import KitConfig, Settings, guards_url, load_settings
 from ..core.errors import ConfigurationError, InvalidRequestError
 from .catalogue import PROVIDERS
+from .discovery import ModelDirectory
 from .plan import Planner
 from .policy import FallbackPolicy
-from .pricing import PriceBook
+from .pricing import PriceBook, table_for_url
 from .providers.base import Provider
 from .providers.registry import ProviderSet
 from .providers.simulated import LatencyModel, SimulatedProvider
@@ -36,16 +37,9 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
     """Check what ``KitConfig`` cannot check alone, then build every part (nothing is sent)."""
     if c.simulated_latency is not None and not isinstance(c.simulated_latency, LatencyModel):
         raise ConfigurationError(f"simulated_latency must be a LatencyModel, got {type(c.simulated_latency).__name__}")
-    try:
-        policy = FallbackPolicy.make(c.fallback_on)
-        prices = PriceBook()
-        for o in c.prices:
-            prices.override(o)
-        router = Router(prices, c.role_models, c.fallback_models)
-    except InvalidRequestError as exc:
-        raise ConfigurationError(str(exc)) from None
-    settings = load_settings(c.home, dotenv=c.dotenv, api_keys=c.api_keys)
+    settings = load_settings(c.home, dotenv=c.dotenv, api_keys=c.api_keys, endpoints=c.endpoints)
     from .providers.anthropic import AnthropicProvider
+    from .providers.endpoint import endpoint_provider
     from .providers.openai import OpenAIProvider
 
     limits = {"timeout": float(c.timeout), "max_retries": c.max_retries, "max_retry_wait": c.max_retry_wait}
@@ -54,8 +48,24 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
         "anthropic": AnthropicProvider(settings.anthropic, **limits),  # type: ignore[arg-type]
         "simulated": SimulatedProvider(seed=c.seed, latency=c.simulated_latency).script(c.simulated_answers),
     }
-    providers = ProviderSet(builtins, c.providers if c.providers is not None else PROVIDERS,
-                            listed=c.providers is not None, simulate_on_failure=c.simulate_on_failure)
+    endpoints = {e.name: endpoint_provider(e, p, **limits) for e, p in settings.endpoints}
+    builtins.update(endpoints)
+    try:
+        policy = FallbackPolicy.make(c.fallback_on)
+        prices = PriceBook()
+        for e, _ in settings.endpoints:
+            prices.tables[e.name] = e.price_as or table_for_url(e.base_url)
+        for o in c.prices:
+            prices.override(o)
+        directory = ModelDirectory(lambda name, timeout: endpoints[name].list_models(timeout),
+                                   {e.name: e.models for e, _ in settings.endpoints},
+                                   {e.name: e.base_url for e, _ in settings.endpoints})
+        router = Router(prices, c.role_models, c.fallback_models, directory)
+    except InvalidRequestError as exc:
+        raise ConfigurationError(str(exc)) from None
+    # endpoints join the default chain after the built-in vendors, before the simulator
+    order = c.providers if c.providers is not None else (*PROVIDERS[:-1], *endpoints, PROVIDERS[-1])
+    providers = ProviderSet(builtins, order, listed=c.providers is not None, simulate_on_failure=c.simulate_on_failure)
     for p in providers.added:
         router.add_provider(p.name, p.price_id or p.name)
     planner = Planner(providers, router, timeout=float(c.timeout), max_retry_wait=c.max_retry_wait,

@@ -260,7 +260,7 @@ class Planner:
         if missing:
             raise ConfigurationError(
                 f"provider(s) {', '.join(missing)} not configured: set "
-                + " / ".join(f"{m.upper()}_API_KEY" for m in missing)
+                + " / ".join(self.providers.key_variable(m) for m in missing)
                 + " (environment or .env), or leave them out of providers="
             )
         return chain

@@ -75,6 +75,11 @@ class PriceBook:
     def __init__(self) -> None:
         self._custom: dict[tuple[str | None, str], Price] = {}
         self._warned: set[tuple[str, str]] = set()
+        # a named endpoint -> whose genai-prices table prices it (None: none, its calls are unpriced)
+        self.tables: dict[str, str | None] = {}
+
+    def _table(self, provider: str) -> str | None:
+        return self.tables[provider] if provider in self.tables else provider
 
     def override(self, o: PriceOverride) -> None:
         """Set a price from ``kit.set_price`` (checked: a model name, non-negative USD per million)."""
@@ -105,7 +110,8 @@ class PriceBook:
         if provider == "simulated":
             p = SIMULATED_PRICES.get(model)
             return p, ("simulated" if p else "unknown"), None
-        mp = _genai_model_price(provider, model)
+        table = self._table(provider)
+        mp = _genai_model_price(table, model) if table else None
         if mp is None:
             return None, "unknown", None
         return mp, "genai-prices", genai_prices_version()
@@ -117,7 +123,7 @@ class PriceBook:
             # genai-prices' own calculation is exact but much slower than Price.cost (it matches the
             # model against its data and builds a result object each time): only for tiered prices
             # (measured by benchmarks/bench_choices.py; figures in the README)
-            exact = _genai_cost(provider, model, usage)
+            exact = _genai_cost(self._table(provider) or provider, model, usage)
             if exact is not None:
                 return CostEstimate(exact, source, version)
         if price is None:
@@ -125,7 +131,8 @@ class PriceBook:
                 self._warned.add((provider, model))
                 warn_user(
                     f"no price known for {provider}/{model}: its cost is recorded as NULL. "
-                    f"Add one with kit.set_price({model!r}, input_per_mtok=..., output_per_mtok=...).",
+                    f"Add one with kit.set_price({model!r}, input_per_mtok=..., output_per_mtok=..."
+                    + (f", provider={provider!r}" if provider in self.tables else "") + ").",
                     UnknownPriceWarning)
             return CostEstimate(None, "unknown", None)
         return CostEstimate(price.cost(usage), source, version)
@@ -136,7 +143,7 @@ class PriceBook:
         by hand, as both OpenAI and Anthropic bill batches at 50% ("... batch 50%")."""
         price, source, version = self.price(provider, model)
         if source == "genai-prices":
-            exact = _genai_batch_cost(provider, model, usage)
+            exact = _genai_batch_cost(self._table(provider) or provider, model, usage)
             if exact is not None:
                 return CostEstimate(exact, "genai-prices batch", version)
         std = self.cost(provider, model, usage)
@@ -151,10 +158,22 @@ class PriceBook:
         if price is None:
             return None
         if price.tiered and source == "genai-prices":
-            exact = _genai_cost(provider, model, Usage(prompt_tokens=prompt_tokens, completion_tokens=max_tokens))
+            exact = _genai_cost(self._table(provider) or provider, model,
+                                Usage(prompt_tokens=prompt_tokens, completion_tokens=max_tokens))
             if exact is not None:
                 return exact
         return (prompt_tokens * price.input_mtok + max_tokens * price.output_mtok) / 1_000_000
+
+
+def table_for_url(base_url: str) -> str | None:
+    """The genai-prices provider whose API lives at ``base_url`` (its ``api_pattern``), or None
+    (a local server, or one genai-prices does not know)."""
+    from genai_prices import data_snapshot
+
+    try:
+        return str(data_snapshot.get_snapshot().find_provider(None, None, base_url).id)
+    except LookupError:
+        return None
 
 
 def genai_lookup(provider: str, model: str) -> Any:

@@ -22,6 +22,7 @@ from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .endpoints import Endpoint, check_endpoints, endpoints_from_text
 from .errors import ConfigurationError, redact, register_secret
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class Settings:
     # Every variable the .env file set (values included: keep out of reprs and comparisons).
     dotenv_values: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)  # None: os.environ
+    # the named endpoints (core.endpoints), each with its key and where the key came from
+    endpoints: tuple[tuple[Endpoint, ProviderSettings], ...] = ()
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """A variable as the kit sees it: the real environment first, then the ``.env`` file."""
@@ -84,6 +87,7 @@ class Settings:
             "home": self.home_source,
             "openai": self.openai.sources,
             "anthropic": self.anthropic.sources,
+            **{e.name: {"endpoint": e.source, **p.sources} for e, p in self.endpoints},
         }
 
 
@@ -132,6 +136,7 @@ def load_settings(
     dotenv: bool | str | os.PathLike | None = True,
     environ: Mapping[str, str] | None = None,
     api_keys: Mapping[str, Sequence[str]] | None = None,
+    endpoints: Sequence[Endpoint] = (),
 ) -> Settings:
     """Read keys, base URLs and the data folder, and record where each came from.
 
@@ -145,6 +150,9 @@ def load_settings(
 
     Keys: ``<P>_API_KEY`` then the comma-separated ``<P>_API_KEYS`` (duplicates dropped), or, for a
     provider named in ``api_keys`` (``KitConfig.api_keys``, already checked), those keys only.
+
+    Endpoints: ``endpoints`` (``KitConfig.endpoints``), then those of ``COGNITIONOS_ENDPOINTS`` with
+    other names; each endpoint's key from its ``api_key``, else its key variable (see ``core.endpoints``).
 
     Raises ConfigurationError when a provider's base URL and API key come from different sources
     (one from the ``.env`` file, the other from the environment), unless the real environment sets
@@ -195,6 +203,29 @@ def load_settings(
 
     given = api_keys or {}
     openai, anthropic = provider("OPENAI", given.get("openai")), provider("ANTHROPIC", given.get("anthropic"))
+    listed, listed_src = lookup("COGNITIONOS_ENDPOINTS")
+    extra = endpoints_from_text(listed, listed_src or ENV) if listed else ()
+    named = {e.name for e in endpoints}
+    resolved = []
+    for e in (*endpoints, *(e for e in extra if e.name not in named)):
+        keys: tuple[str, ...]
+        key_src: str | None
+        if e.api_key:
+            keys, key_src = (e.api_key,), e.source
+        else:
+            value, key_src = lookup(e.key_variable)
+            keys = tuple(dict.fromkeys(split_keys(value)))
+        for k in keys:
+            register_secret(k)
+        url_src = None if e.source == ARGUMENT else e.source  # a URL written in code is trusted like the shell
+        if url_src and key_src and key_src != url_src and not allow_mixed:
+            raise ConfigurationError(
+                f"endpoint {e.name!r} comes from {where.get(url_src, url_src)} but {e.key_variable} from "
+                f"{where.get(key_src, key_src)}: the kit will not send a key to a server named by a different source. "
+                "Put both in the same place, or set COGNITIONOS_ALLOW_MIXED_SOURCES=1 if you trust this combination.")
+        resolved.append((e, ProviderSettings(api_key=keys[0] if keys else None, base_url=e.base_url,
+                                             api_key_source=key_src if keys else None, base_url_source=e.source,
+                                             api_keys=keys if len(keys) > 1 else ())))
     if home:
         root, home_src = os.fspath(home), "argument"
     else:
@@ -212,6 +243,7 @@ def load_settings(
         home_source=home_src or "default",
         dotenv_values=file_values,
         environ=environ,
+        endpoints=tuple(resolved),
     )
 
 
@@ -296,6 +328,8 @@ class KitConfig:
     guards: str | None = field(default=None, repr=False)
     # provider -> its keys, tried in order (see calls.providers.keys); replaces <P>_API_KEY(S) for that provider
     api_keys: Mapping[str, tuple[str, ...]] | None = field(default=None, repr=False)
+    # named OpenAI-/Anthropic-compatible servers (core.endpoints): a mapping, a file path, or checked Endpoints
+    endpoints: tuple[Endpoint, ...] = ()
 
     def __post_init__(self) -> None:
         # plain, hashable values: paths as str, lists as tuples, a model's one equivalent as a 1-tuple
@@ -348,6 +382,10 @@ class KitConfig:
             check_guards(self.guards, "guards")
         if self.api_keys is not None:
             object.__setattr__(self, "api_keys", check_api_keys(self.api_keys))
+        if self.endpoints is None:
+            object.__setattr__(self, "endpoints", ())
+        elif not (isinstance(self.endpoints, tuple) and all(isinstance(e, Endpoint) for e in self.endpoints)):
+            object.__setattr__(self, "endpoints", check_endpoints(self.endpoints))
         if not isinstance(self.log_text, bool):
             raise ConfigurationError(f"log_text must be True or False, got {self.log_text!r}")
         if self.log_redact is not None and not callable(self.log_redact):

@@ -44,8 +44,10 @@ def kit_spec(kit: Kit) -> dict[str, Any]:
     retries, fallback policy, custom prices and role models included; never a key, see ``ray_send``)."""
     config = kit.config
     custom = [p.name for p in kit.providers.added]
+    custom += [e.name for e, _ in kit.settings.endpoints]  # a named endpoint's key is not passed to workers
     if custom:
-        raise ConfigurationError(f"executor='ray' runs the built-in providers only; this Kit also uses {custom}")
+        raise ConfigurationError(f"executor='ray' runs the built-in providers only; this Kit also uses {custom}: "
+                                 "run this experiment with executor='local'")
     # a worker reads keys from the file ray_send writes, never from a .env of its own
     return {"kit_class": type(kit), "config": replace(config, dotenv=False, api_keys=None)}
 

@@ -124,14 +124,21 @@ def resolve_target(target: str | None, kit: Kit) -> dict[str, str]:
         return {}
     if target in ROLES:
         return {"role": target}
-    tables = [(*kit.router.role_models.get(p, {}).values(), *kit.router.ladders.get(p, [])) for p in kit.chain]
-    known = [m for models in tables for m in models]
-    if target in known or provider_for_model(target):
+    chain = kit.chain
+    known = [m for p in chain for m in kit.router.models(p)]  # roles' models, ladders, endpoints' listings
+    if target in known or provider_for_model(target) or kit.router.split(target)[0]:
         return {"model": target}
+    listed = kit.router.listed_by(target, chain)  # a plain name one of the chain's endpoints lists
+    if len(listed) == 1:
+        return {"model": target}
+    if listed:
+        raise MagicUsageError(f"{target!r} is listed by {' and '.join(listed)}: write {listed[0]}:{target}")
+    endpoints = [p for p in chain if p in kit.router.endpoints]
     raise MagicUsageError(
         f"unknown model or role {target!r}: use a role ({', '.join(ROLES)}), a model the kit has "
         f"({', '.join(dict.fromkeys(known))}), a provider-prefixed name (gpt-*, o1*/o3*, claude-*, sim-*), "
-        "or provider:name (e.g. openai:llama3)"
+        + (f"a model name prefixed by {' or '.join(endpoints)}: (kit.models() lists theirs), " if endpoints else "")
+        + "or provider:name (e.g. openai:llama3)"
     )
 
 

@@ -45,11 +45,11 @@ def _answer_html(text: str, placeholder: str = "The answer appears here.") -> st
 
 
 def model_choices(kit: Kit, provider: str | None = None) -> list[tuple[str, str]]:
-    """(provider, model) pairs the kit can use now: role defaults then the ladder, per provider."""
+    """(provider, model) pairs the kit can use now: role defaults then the ladder, per provider
+    (a named endpoint's: its mapped and listed models)."""
     pairs: list[tuple[str, str]] = []
     for p in kit.chain if provider is None else [provider]:
-        models = list(kit.router.role_models.get(p, {}).values()) + kit.router.ladders.get(p, [])
-        pairs += [(p, m) for m in dict.fromkeys(models)]
+        pairs += [(p, m) for m in kit.router.models(p)]
     return pairs
 
 

@@ -40,6 +40,7 @@ class AnthropicProvider(SDKProvider):
         return tuple(n for n in sampling.given() if n not in self.accepts
                      or (n == "reasoning_effort" and sampling.reasoning_effort == "minimal"))
     sdk_module, sync_client_name, async_client_name = "anthropic", "Anthropic", "AsyncAnthropic"
+    models_path = "/v1/models"
 
     @property
     def configured(self) -> bool:

@@ -26,11 +26,12 @@ StreamItem = Union[str, ProviderResponse]  # noqa: UP007 - a runtime alias on 3.
 class Provider(ABC):
     """One LLM provider: sync and async, plain and streaming."""
 
-    name: ClassVar[str] = "provider"
+    # a plain attribute, not a ClassVar: a named endpoint is an instance with its own name
+    name: str = "provider"
     # True when the provider itself ends an attempt at its deadline (``providers.http``); for any
     # other, the async driver adds a cancelling backstop
     bounds_deadline: ClassVar[bool] = False
-    price_id: ClassVar[str | None] = None  # whose price table to use; defaults to ``name``
+    price_id: str | None = None  # whose price table to use; defaults to ``name``
     # None: the provider takes no temperature; the kit warns and does not send it
     temperature_range: ClassVar[tuple[float, float] | None] = (0.0, 2.0)
     # the sampling settings (core.types.SAMPLING_NAMES) it accepts beyond temperature and seed
@@ -110,6 +111,7 @@ class SDKProvider(Provider):
     sdk_module: ClassVar[str] = ""
     sync_client_name: ClassVar[str] = ""
     async_client_name: ClassVar[str] = ""
+    models_path: ClassVar[str] = "/models"  # where the server lists its models (a named endpoint's discovery)
 
     def __init__(self, settings: Any, *, timeout: float = 60.0, max_retries: int = 2,
                  max_retry_wait: float | None = 20.0) -> None:
@@ -243,6 +245,17 @@ class SDKProvider(Provider):
             finally:
                 await events.close()
         yield acc.result()
+
+    def list_models(self, timeout: float) -> list[dict[str, Any]]:
+        """The server's model list (``GET <base>/models``: one request, ``timeout`` s, no retries),
+        each entry as the server sent it (``id`` and whatever else, e.g. a context length)."""
+        with translate_errors(self.name, "(models)"):
+            body = self.client.get(self.models_path, cast_to=object, options={"timeout": timeout, "max_retries": 0})
+        data = body.get("data") if isinstance(body, dict) else body
+        if not isinstance(data, list):
+            raise bad_response(self.name, "(models)", f"{self.models_path} did not answer a list of models "
+                                                      f"({str(body)[:80]!r})")
+        return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     def prepare(self, is_async: bool = False) -> float:
         if is_async:

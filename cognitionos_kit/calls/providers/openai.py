@@ -44,6 +44,8 @@ class OpenAIProvider(SDKProvider):
         # a base URL alone is enough: local servers (Ollama, vLLM, llama.cpp) need no key
         return bool(self._settings.api_key or self._settings.base_url)
 
+    url_hint = "check OPENAI_BASE_URL points at an OpenAI-compatible /v1 endpoint"  # a named endpoint says its own
+
     def _kwargs(self) -> dict[str, Any]:
         return dict(
             api_key=self.api_key or "no-key-needed",
@@ -122,7 +124,7 @@ class OpenAIProvider(SDKProvider):
         if "json" not in ctype.lower():
             raise bad_response(self.name, req.model,
                                f"the server answered with content type {ctype or 'none'!r}, not a chat completion "
-                               f"({raw.text[:80]!r}); check OPENAI_BASE_URL points at an OpenAI-compatible /v1 endpoint")
+                               f"({raw.text[:80]!r}); {self.url_hint}")
         try:
             data = json.loads(raw.content)
         except ValueError as exc:
@@ -138,7 +140,7 @@ class OpenAIProvider(SDKProvider):
             raise bad_response(
                 self.name, req.model,
                 f"the server answered with something that is not a chat completion ({str(data)[:120]!r}); "
-                "check OPENAI_BASE_URL points at an OpenAI-compatible /v1 endpoint",
+                f"{self.url_hint}",
             )
         if not choices or not isinstance(choices[0], dict):
             raise bad_response(self.name, req.model, "the answer has no choices")

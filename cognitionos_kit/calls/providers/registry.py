@@ -54,6 +54,11 @@ class ProviderSet:
     def items(self) -> list[tuple[str, Provider]]:
         return list(self._by_name.items())
 
+    def key_variable(self, name: str) -> str:
+        """The variable a provider's key is read from (a named endpoint's own, e.g. ``GROQ_API_KEY``)."""
+        endpoint = getattr(self._by_name.get(name), "endpoint", None)
+        return endpoint.key_variable if endpoint is not None else f"{name.upper()}_API_KEY"
+
     def is_simulator(self, name: str) -> bool:
         return name in self.simulators
 
@@ -74,7 +79,7 @@ class ProviderSet:
                 key = f" {attempt.key_fingerprint}" if attempt.key_fingerprint else ""
                 warn_user(
                     f"{attempt.provider} refused the API key{key} (HTTP {attempt.status_code or '401/403'}): calls fall "
-                    f"back to its next key or the next provider. Check {attempt.provider.upper()}_API_KEY; kit.status() "
+                    f"back to its next key or the next provider. Check {self.key_variable(attempt.provider)}; kit.status() "
                     "shows it as failing.",
                     AuthenticationWarning,
                 )

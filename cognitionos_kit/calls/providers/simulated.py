@@ -87,7 +87,7 @@ class SimulatedProvider(Provider):
         failure_kind: str = "rate_limit",
     ) -> None:
         if name:
-            self.name = name  # type: ignore[misc]  # a second simulated provider (e.g. a flaky one) for fallback demos
+            self.name = name  # a second simulated provider (e.g. a flaky one) for fallback demos
         if failure_kind not in FAILURE_KINDS:
             raise ConfigurationError(f"failure_kind must be one of {sorted(FAILURE_KINDS)}, not {failure_kind!r}")
         if not 0.0 <= failure_rate <= 1.0:
