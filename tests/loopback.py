@@ -79,6 +79,8 @@ class RecordedRequest:
     body: Any
     received_at: float = field(default_factory=time.monotonic)  # when the server read it
     raw: bytes = field(default=b"", repr=False)  # the body as sent (a multipart upload is not JSON)
+    query: str = ""  # after the "?" (Azure's api-version)
+    original_path: str = ""  # a cloud server's own path, before it maps it to the API's (tests/cloud_servers.py)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -105,6 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
             {k.lower(): v for k, v in self.headers.items()},
             body,
             raw=raw,
+            query=self.path.partition("?")[2],
         )
         self.server.owner._dispatch(self, req)
 

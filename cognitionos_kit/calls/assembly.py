@@ -54,12 +54,14 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
         policy = FallbackPolicy.make(c.fallback_on)
         prices = PriceBook()
         for e, _ in settings.endpoints:
-            prices.tables[e.name] = e.price_as or table_for_url(e.base_url)
+            prices.tables[e.name] = e.price_table or (table_for_url(e.base_url) if e.base_url else None)
+            prices.aliases.update({(e.name, served): model for served, model in e.priced_as})
         for o in c.prices:
             prices.override(o)
         directory = ModelDirectory(lambda name, timeout: endpoints[name].list_models(timeout),
-                                   {e.name: e.models for e, _ in settings.endpoints},
-                                   {e.name: e.base_url for e, _ in settings.endpoints})
+                                   {e.name: e.models if e.models is not None or getattr(endpoints[e.name], "listable", True) else ()
+                                    for e, _ in settings.endpoints},  # a cloud lists only the models configured
+                                   {e.name: e.base_url or e.kind for e, _ in settings.endpoints})
         router = Router(prices, c.role_models, c.fallback_models, directory)
     except InvalidRequestError as exc:
         raise ConfigurationError(str(exc)) from None

@@ -77,6 +77,8 @@ class PriceBook:
         self._warned: set[tuple[str, str]] = set()
         # a named endpoint -> whose genai-prices table prices it (None: none, its calls are unpriced)
         self.tables: dict[str, str | None] = {}
+        # (endpoint, served name) -> the model it is priced as (an Azure deployment -> "gpt-4o-mini")
+        self.aliases: dict[tuple[str, str], str] = {}
 
     def _table(self, provider: str) -> str | None:
         return self.tables[provider] if provider in self.tables else provider
@@ -111,7 +113,7 @@ class PriceBook:
             p = SIMULATED_PRICES.get(model)
             return p, ("simulated" if p else "unknown"), None
         table = self._table(provider)
-        mp = _genai_model_price(table, model) if table else None
+        mp = _genai_model_price(table, self.aliases.get((provider, model), model)) if table else None
         if mp is None:
             return None, "unknown", None
         return mp, "genai-prices", genai_prices_version()
@@ -123,7 +125,7 @@ class PriceBook:
             # genai-prices' own calculation is exact but much slower than Price.cost (it matches the
             # model against its data and builds a result object each time): only for tiered prices
             # (measured by benchmarks/bench_choices.py; figures in the README)
-            exact = _genai_cost(self._table(provider) or provider, model, usage)
+            exact = _genai_cost(self._table(provider) or provider, self.aliases.get((provider, model), model), usage)
             if exact is not None:
                 return CostEstimate(exact, source, version)
         if price is None:
@@ -143,7 +145,7 @@ class PriceBook:
         by hand, as both OpenAI and Anthropic bill batches at 50% ("... batch 50%")."""
         price, source, version = self.price(provider, model)
         if source == "genai-prices":
-            exact = _genai_batch_cost(self._table(provider) or provider, model, usage)
+            exact = _genai_batch_cost(self._table(provider) or provider, self.aliases.get((provider, model), model), usage)
             if exact is not None:
                 return CostEstimate(exact, "genai-prices batch", version)
         std = self.cost(provider, model, usage)
@@ -158,7 +160,7 @@ class PriceBook:
         if price is None:
             return None
         if price.tiered and source == "genai-prices":
-            exact = _genai_cost(self._table(provider) or provider, model,
+            exact = _genai_cost(self._table(provider) or provider, self.aliases.get((provider, model), model),
                                 Usage(prompt_tokens=prompt_tokens, completion_tokens=max_tokens))
             if exact is not None:
                 return exact

@@ -22,7 +22,7 @@ from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .endpoints import Endpoint, check_endpoints, endpoints_from_text
+from .endpoints import Endpoint, check_endpoints, endpoints_from_text, resolve
 from .errors import ConfigurationError, redact, register_secret
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class ProviderSettings:
     api_key_source: str | None = None  # "env" | "dotenv" | "argument" | None (not set)
     base_url_source: str | None = None
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # every key, in the order tried (empty: api_key only)
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)  # a Bedrock endpoint's AWS keys
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -208,24 +209,10 @@ def load_settings(
     named = {e.name for e in endpoints}
     resolved = []
     for e in (*endpoints, *(e for e in extra if e.name not in named)):
-        keys: tuple[str, ...]
-        key_src: str | None
-        if e.api_key:
-            keys, key_src = (e.api_key,), e.source
-        else:
-            value, key_src = lookup(e.key_variable)
-            keys = tuple(dict.fromkeys(split_keys(value)))
-        for k in keys:
-            register_secret(k)
-        url_src = None if e.source == ARGUMENT else e.source  # a URL written in code is trusted like the shell
-        if url_src and key_src and key_src != url_src and not allow_mixed:
-            raise ConfigurationError(
-                f"endpoint {e.name!r} comes from {where.get(url_src, url_src)} but {e.key_variable} from "
-                f"{where.get(key_src, key_src)}: the kit will not send a key to a server named by a different source. "
-                "Put both in the same place, or set COGNITIONOS_ALLOW_MIXED_SOURCES=1 if you trust this combination.")
+        e, keys, key_src, credentials = resolve(e, lookup, where, allow_mixed)
         resolved.append((e, ProviderSettings(api_key=keys[0] if keys else None, base_url=e.base_url,
-                                             api_key_source=key_src if keys else None, base_url_source=e.source,
-                                             api_keys=keys if len(keys) > 1 else ())))
+                                             api_key_source=key_src, base_url_source=e.source,
+                                             api_keys=keys if len(keys) > 1 else (), credentials=credentials)))
     if home:
         root, home_src = os.fspath(home), "argument"
     else:

@@ -158,11 +158,18 @@ class AnthropicProvider(SDKProvider):
             raw = await self.aclient.post(_PATH, body=params, cast_to=cast)
         return self._response(raw, req)
 
+    stream_type = "text/event-stream"
+
+    def _accumulator(self, req: ProviderRequest) -> _EventAccumulator:
+        acc = _EventAccumulator(self.name, req.model)
+        acc.stream_type = self.stream_type
+        return acc
+
     def stream(self, req: ProviderRequest) -> Iterator[StreamItem]:
-        yield from self.sse(_EventAccumulator(self.name, req.model), _PATH, self._params(req))
+        yield from self.sse(self._accumulator(req), _PATH, self._params(req))
 
     async def astream(self, req: ProviderRequest) -> AsyncIterator[StreamItem]:
-        async for item in self.asse(_EventAccumulator(self.name, req.model), _PATH, self._params(req)):
+        async for item in self.asse(self._accumulator(req), _PATH, self._params(req)):
             yield item
 
 

@@ -347,9 +347,11 @@ class SSEAccumulator:
         self.response_id: str | None = None
         self.events = 0
 
+    stream_type = "text/event-stream"  # Bedrock's: AWS's binary event stream, decoded by the SDK
+
     def check_content_type(self, response: Any) -> None:
         ctype = response.headers.get("content-type", "")
-        if "text/event-stream" not in ctype.lower():
+        if self.stream_type not in ctype.lower():
             raise bad_response(self.provider, self.requested,
                                f"a stream was requested but the server answered with content type {ctype or 'none'!r}")
 

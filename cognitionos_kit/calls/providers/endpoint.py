@@ -1,13 +1,18 @@
 """A named endpoint (``core.endpoints``) as a provider: the OpenAI or Anthropic provider under
 the endpoint's name, base URL and key, so routing, fallback and the ledger treat it like the
-built-in ones (its rows say ``provider="local"``)."""
+built-in ones (its rows say ``provider="local"``). The cloud kinds use the SDKs' own clients:
+``openai.AzureOpenAI`` (deployments, ``api-version``, the ``api-key`` header),
+``anthropic.AnthropicBedrock`` (invoke paths, SigV4 or a Bedrock API key) and
+``anthropic.AnthropicVertex`` (Vertex paths, a Google access token)."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from ...core.config import ProviderSettings
 from ...core.endpoints import Endpoint
+from ...core.errors import ConfigurationError
 from .anthropic import AnthropicProvider
 from .base import SDKProvider
 from .openai import OpenAIProvider
@@ -21,6 +26,7 @@ class EndpointMixin:
 
     endpoint: Endpoint
     _settings: ProviderSettings
+    listable = True  # asks the server's /models (the cloud kinds list only what is configured)
 
     @property
     def configured(self) -> bool:
@@ -29,7 +35,7 @@ class EndpointMixin:
     @property
     def where(self) -> str:
         """How a message names it: ``endpoint 'local' (http://127.0.0.1:8080/v1)``."""
-        return f"endpoint {self.endpoint.name!r} ({self.endpoint.base_url})"
+        return f"endpoint {self.endpoint.name!r} ({self.endpoint.base_url or self.endpoint.kind})"
 
 
 class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
@@ -43,12 +49,78 @@ class AnthropicEndpoint(EndpointMixin, AnthropicProvider):
         return {**super()._kwargs(), "api_key": self.api_key or "no-key-needed"}
 
 
+class AzureEndpoint(EndpointMixin, OpenAIProvider):
+    """Azure OpenAI through ``openai.AzureOpenAI``: the model name is the deployment's."""
+
+    sync_client_name, async_client_name = "AzureOpenAI", "AsyncAzureOpenAI"
+    listable = False
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._settings.api_key)
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(api_key=self.api_key, azure_endpoint=self.endpoint.base_url, api_version=self.endpoint.api_version,
+                    timeout=self._timeout, max_retries=self._max_retries)
+
+
+class BedrockEndpoint(EndpointMixin, AnthropicProvider):
+    """Claude on AWS Bedrock through ``anthropic.AnthropicBedrock``: a Bedrock API key
+    (``AWS_BEARER_TOKEN_BEDROCK``) or SigV4 with AWS credentials (``AWS_ACCESS_KEY_ID`` ...,
+    else boto3's own chain: a profile, an instance role)."""
+
+    sync_client_name, async_client_name = "AnthropicBedrock", "AsyncAnthropicBedrock"
+    stream_type = "application/vnd.amazon.eventstream"
+    listable = False
+
+    @property
+    def configured(self) -> bool:
+        return True  # credentials may come from boto3's chain, which only a call can tell
+
+    def _kwargs(self) -> dict[str, Any]:
+        creds = self._settings.credentials
+        kw: dict[str, Any] = dict(aws_region=self.endpoint.region, timeout=self._timeout, max_retries=self._max_retries,
+                                  base_url=self.endpoint.base_url)
+        if self.api_key:
+            kw["api_key"] = self.api_key
+        else:
+            kw.update(aws_access_key=creds.get("AWS_ACCESS_KEY_ID"), aws_secret_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+                      aws_session_token=creds.get("AWS_SESSION_TOKEN"))
+        return kw
+
+
+class VertexEndpoint(EndpointMixin, AnthropicProvider):
+    """Claude on Google Vertex AI through ``anthropic.AnthropicVertex``: an access token (the
+    endpoint's key), else Google's application default credentials (``google-auth``)."""
+
+    sync_client_name, async_client_name = "AnthropicVertex", "AsyncAnthropicVertex"
+    listable = False
+
+    @property
+    def configured(self) -> bool:
+        return True  # application default credentials: only a call can tell
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(region=self.endpoint.region, project_id=self.endpoint.project_id, access_token=self.api_key,
+                    base_url=self.endpoint.base_url, timeout=self._timeout, max_retries=self._max_retries)
+
+
+_CLASSES: dict[str, type[SDKProvider]] = {"openai": OpenAIEndpoint, "anthropic": AnthropicEndpoint,
+                                          "azure": AzureEndpoint, "bedrock": BedrockEndpoint, "vertex": VertexEndpoint}
+# what the cloud clients import to sign or authenticate, and the extra that installs it
+_NEEDS = {"bedrock": ("botocore", "anthropic[bedrock]"), "vertex": ("google.auth", "anthropic[vertex]")}
+
+
 def endpoint_provider(endpoint: Endpoint, settings: ProviderSettings, **limits: Any) -> SDKProvider:
     """The provider for ``endpoint`` (its key and base URL in ``settings``)."""
-    cls: type[SDKProvider] = OpenAIEndpoint if endpoint.kind == "openai" else AnthropicEndpoint
-    provider = cls(settings, **limits)
+    need = _NEEDS.get(endpoint.kind)
+    if need and not (endpoint.kind == "vertex" and settings.api_key) and importlib.util.find_spec(
+            need[0].split(".")[0]) is None:
+        raise ConfigurationError(f"endpoint {endpoint.name!r} ({endpoint.kind}) needs {need[0]}: "
+                                 f"pip install '{need[1]}' (or 'cognitionos-kit[cloud]')")
+    provider = _CLASSES[endpoint.kind](settings, **limits)
     provider.name = endpoint.name
     provider.endpoint = endpoint  # type: ignore[attr-defined]
-    if isinstance(provider, OpenAIEndpoint):
-        provider.url_hint = f"check that {provider.where} is the /v1 root of an OpenAI-compatible server"
+    if isinstance(provider, OpenAIProvider):
+        provider.url_hint = f"check that {provider.where} is the /v1 root of an OpenAI-compatible server"  # type: ignore[attr-defined]
     return provider
