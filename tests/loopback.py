@@ -571,7 +571,15 @@ class OpenAIServer(_LoopbackServer):
     # False: the usage chunk is never sent, even with ``stream_options.include_usage`` (llama.cpp's server)
     stream_usage: bool = True
 
+    # True: ``POST /tokenize {"content"}`` answers ``{"tokens": [...]}`` as llama.cpp's server does
+    # (here one token per whitespace-separated word, so a test can tell its counts from tiktoken's)
+    tokenize: bool = False
+
     def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
+        if req.method == "POST" and req.path == "/tokenize" and self.tokenize and isinstance(req.body, dict) \
+                and isinstance(req.body.get("content"), str):
+            self._send_json(h, 200, {"tokens": list(range(len(req.body["content"].split())))})
+            return True
         if req.method == "GET" and req.path == "/v1/models" and self.models is not None:
             data = [{"id": m, "object": "model", "created": 1733000000, "owned_by": "loopback",
                      **self.model_extra.get(m, {})} for m in self.models]

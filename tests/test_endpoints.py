@@ -266,7 +266,7 @@ def test_a_model_of_an_endpoint_left_out_of_providers_is_refused_before_sending(
     assert not _chats(vllm) and not _chats(local)
 
 
-def test_async_and_experiments_route_endpoint_models(make_kit, local, vllm):
+def test_async_and_experiments_route_endpoint_models(make_kit, local, vllm, capsys):
     import asyncio
 
     from cognitionos_kit import Experiment
@@ -276,9 +276,11 @@ def test_async_and_experiments_route_endpoint_models(make_kit, local, vllm):
     assert r.provider == "vllm"
     exp = Experiment("endpoints", dataset=[{"q": "2+2?"}, {"q": "3+3?"}], prompts="Answer: {q}",
                      models=["smollm2-135m", "local:qwen2.5-7b"])
-    run = kit.run(exp, progress=False)
+    run = kit.run(exp, concurrency=1)
     assert sorted(set(run.results.provider)) == ["local", "vllm"]
     assert run.cost_usd is None and run.unpriced_calls == 4  # unpriced: unknown, never $0
+    assert "$0.0000 spent + 4 unpriced" in capsys.readouterr().err  # the progress bar says so too
+    assert "unpriced: 4 calls" in repr(run)
 
 
 def test_the_llm_magic_and_the_playground_take_a_plain_local_name(make_kit, local, vllm, tmp_path, monkeypatch,
@@ -338,3 +340,29 @@ def test_set_role_model_maps_an_endpoint_model_by_prefix_or_by_its_listing(make_
     assert kit.config.role_models == {"vllm": {"critic": "llama-3.2-1b", "executor": "smollm2-135m"}}
     with pytest.raises(InvalidRequestError, match="pass provider="):
         kit.set_role_model("critic", "nobody-lists-this")
+
+
+def test_counts_missing_from_a_stream_come_from_the_servers_tokenizer_or_say_cl100k(make_kit, vllm):
+    kit = make_kit()
+    s = kit.stream("What is the capital of France?", model="smollm2-135m")
+    text = "".join(s)
+    c = s.completion
+    assert c.tokens_estimated and c.token_counter == "cl100k_base estimate"  # no tokenizer here: labelled
+    assert "(cl100k_base estimate)" in c.footer()
+    vllm.tokenize = True
+    try:
+        kit2 = make_kit()
+        s = kit2.stream("What is the capital of France?", model="smollm2-135m")
+        text = "".join(s)
+        c = s.completion
+        # the server's own tokenizer (here: one token per word), not tiktoken's
+        assert c.token_counter == "vllm tokenizer" and c.completion_tokens == len(text.split())
+        assert c.prompt_tokens == len("What is the capital of France?".split())
+        assert kit2.usage().iloc[-1].token_counter == "vllm tokenizer"
+        assert [r.body for r in vllm.requests if r.path == "/tokenize"][0] == {"content": "What is the capital of France?"}
+        n = len([r for r in vllm.requests if r.path == "/tokenize"])
+        r = kit2.complete("hi", model="smollm2-135m")  # the server reported usage: nothing is counted
+        assert r.token_counter is None and not r.tokens_estimated
+        assert len([r for r in vllm.requests if r.path == "/tokenize"]) == n
+    finally:
+        vllm.tokenize = False

@@ -58,9 +58,10 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
             prices.aliases.update({(e.name, served): model for served, model in e.priced_as})
         for o in c.prices:
             prices.override(o)
-        directory = ModelDirectory(lambda name, timeout: endpoints[name].list_models(timeout),
-                                   {e.name: e.models if e.models is not None or getattr(endpoints[e.name], "listable", True) else ()
-                                    for e, _ in settings.endpoints},  # a cloud lists only the models configured
+        # a cloud lists only the models configured for it
+        static = {e.name: e.models if e.models is not None or getattr(endpoints[e.name], "listable", True) else ()
+                  for e, _ in settings.endpoints}
+        directory = ModelDirectory(lambda name, timeout: endpoints[name].list_models(timeout), static,
                                    {e.name: e.base_url or e.kind for e, _ in settings.endpoints})
         router = Router(prices, c.role_models, c.fallback_models, directory)
     except InvalidRequestError as exc:

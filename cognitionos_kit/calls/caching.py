@@ -28,7 +28,7 @@ __all__ = ["ENTRY_FIELDS", "entry", "served_key", "hit_completion", "hit_row", "
 
 ENTRY_FIELDS = ("content", "provider", "model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
                 "finish_reason", "request_id", "requested_provider", "requested_model", "substituted",
-                "tokens_estimated")
+                "tokens_estimated", "token_counter")
 
 
 def entry(c: Completion) -> dict[str, Any]:
@@ -58,7 +58,8 @@ def hit_row(call: CallPlan, e: dict[str, Any], lookup_ms: float) -> dict[str, An
         "requested_model": call.requested[1], "substituted": False, "latency_ms": lookup_ms, "status": "ok",
         "prompt_tokens": e.get("prompt_tokens"), "completion_tokens": e.get("completion_tokens"),
         "total_tokens": (e.get("prompt_tokens") or 0) + (e.get("completion_tokens") or 0),
-        "tokens_estimated": bool(e.get("tokens_estimated")), "cost_usd": 0.0, "saved_cost_usd": e.get("cost_usd"),
+        "tokens_estimated": bool(e.get("tokens_estimated")), "token_counter": e.get("token_counter"),
+        "cost_usd": 0.0, "saved_cost_usd": e.get("cost_usd"),
         "cache_hit": True, "price_source": "cache", **call.meta,
     }
 
@@ -71,7 +72,8 @@ def hit_completion(call: CallPlan, e: dict[str, Any], lookup_ms: float) -> Compl
         request_id=call.request_id, attempts=[attempt], finish_reason=e.get("finish_reason"),
         role=call.meta.get("role"), user_id=call.meta.get("user_id"), price_source="cache",
         requested_provider=call.requested[0], requested_model=call.requested[1], substituted=False,
-        tokens_estimated=bool(e.get("tokens_estimated")), trace_id=call.meta.get("trace_id"),
+        tokens_estimated=bool(e.get("tokens_estimated")), token_counter=e.get("token_counter"),
+        trace_id=call.meta.get("trace_id"),
         cache_hit=True, saved_cost_usd=e.get("cost_usd"), memory_ids=recalled_ids(call.meta),
     )
 

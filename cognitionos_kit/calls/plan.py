@@ -67,12 +67,20 @@ class CallPlan:
         return self.chain.steps
 
     def estimate_usage(self, step: Step, completion_text: str) -> Usage:
-        """Tokens counted locally (tiktoken), flagged as estimated."""
+        """Tokens counted locally, flagged as estimated: by the endpoint's own tokenizer when it
+        has one (``providers.endpoint``: llama.cpp's ``/tokenize``), else tiktoken."""
         req = step.request
+        own = getattr(step.provider, "count_tokens", None)
+        if own is not None:
+            texts = [req.system or "", *(m.content for m in req.messages), completion_text]
+            counted = own(texts, req.model)
+            if counted is not None:
+                return Usage(prompt_tokens=sum(counted[:-1]), completion_tokens=counted[-1], estimated=True,
+                             counted_by=f"{step.provider.name} tokenizer")
         return Usage(
             prompt_tokens=request_tokens(req, req.model),
             completion_tokens=tokens.count_text(completion_text, req.model) if completion_text else 0,
-            estimated=True,
+            estimated=True, counted_by=tokens.counter_label(req.model),
         )
 
     def fill_usage(self, step: Step, usage: Usage, text: str) -> Usage:
@@ -86,7 +94,7 @@ class CallPlan:
             cached_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             reasoning_tokens=usage.reasoning_tokens,
-            estimated=True,
+            estimated=True, counted_by=counted.counted_by,
         )
 
     def worst_case_usd(self, prices: PriceBook, counts: dict[Any, int] | None = None) -> float | None:

@@ -144,6 +144,13 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
     return get_encoding(_resolve(model)[0])
 
 
+def counter_label(model: str) -> str:
+    """What counts ``model``'s tokens locally: ``"tiktoken o200k_base"`` (an OpenAI model's own
+    encoding) or ``"cl100k_base estimate"`` (an approximation for any other model)."""
+    name, exact = _resolve(model)
+    return f"tiktoken {name}" if exact else f"{name} estimate"
+
+
 def is_estimate(model: str) -> bool:
     """True when counts for ``model`` are an approximation (not an OpenAI model, or one tokenised otherwise)."""
     return not _resolve(model)[1]

@@ -198,6 +198,7 @@ class Usage:
     cached_tokens: int = 0  # input tokens read from the provider's prompt cache
     cache_write_tokens: int = 0  # input tokens written to the prompt cache (Anthropic)
     estimated: bool = False  # True when counted locally rather than reported
+    counted_by: str | None = None  # with estimated: what counted them ("cl100k_base estimate", "local tokenizer"...)
 
     @property
     def total_tokens(self) -> int:
@@ -269,6 +270,7 @@ class Completion:
     substituted: bool = False  # ...and True when another provider, model or the simulator answered
     response_model: str | None = None  # the model the provider says answered (e.g. a dated snapshot)
     tokens_estimated: bool = False  # usage counted locally: the provider sent none (or not all)
+    token_counter: str | None = None  # ...and what counted it: "tiktoken o200k_base", "cl100k_base estimate", ...
     reasoning_tokens: int = 0  # part of completion_tokens spent reasoning or thinking
     cache_saving_usd: float | None = None  # what the prompt cache saved (negative: a write cost more)
     output: Any = field(default=None, repr=False)  # the parsed answer, when asked with output=
@@ -318,13 +320,18 @@ class Completion:
     def __str__(self) -> str:
         return self.content
 
+    @property
+    def _counter(self) -> str:
+        """`` (cl100k_base estimate)`` after estimated counts: what counted them."""
+        return f" ({self.token_counter})" if self.tokens_estimated and self.token_counter else ""
+
     def footer(self) -> str:
         """One line: who answered, tokens (``~`` when estimated), cost, latency; substitutes flagged."""
         cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
         approx = "~" if self.tokens_estimated else ""
         line = (
-            f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens · "
-            f"{cost} · {self.latency_ms:.0f} ms"
+            f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens"
+            f"{self._counter} · {cost} · {self.latency_ms:.0f} ms"
         )
         if self.cached_tokens or self.cache_write_tokens:
             saved = "" if self.cache_saving_usd is None else f" ({'saved' if self.cache_saving_usd >= 0 else 'cost'} " \
@@ -375,8 +382,8 @@ class Completion:
 
         cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.6f}"
         approx = "~" if self.tokens_estimated else ""
-        line = (f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens · "
-                f"{cost} · {self.latency_ms:.0f} ms")
+        line = (f"{self.provider}/{self.model} · {approx}{self.prompt_tokens}+{approx}{self.completion_tokens} tokens"
+                f"{self._counter} · {cost} · {self.latency_ms:.0f} ms")
         if len(self.steps) > 1:
             total = "n/a" if self.total_cost_usd is None else f"${self.total_cost_usd:.6f}"
             line += f" · {len(self.steps)} turns, {total} in all"

@@ -121,6 +121,7 @@ class _Engine:
         self.looked: set[str] = set()
         self.hits = 0
         self.calls = 0
+        self.unpriced = 0  # calls sent whose price is unknown (their cost is NULL, not 0)
         self.saved = 0.0
         # every cell's attempts as they end, for the report at the run's end (judges' are only in the ledger)
         self.attempts = RunAttempts(direct and not any(s.judge for s in exp.scorer_list))
@@ -206,6 +207,7 @@ class _Engine:
                 entry = await self.send(prompt, {**kwargs, "experiment_id": self.exp.name, "run_id": self.run_id,
                                                  "cache": False})
             real = entry["cost_usd"] or 0.0
+            self.unpriced += entry["cost_usd"] is None
         except Exception as exc:  # noqa: BLE001 - one failed cell must not end the run; errors are not cached
             if rid := getattr(exc, "request_id", None):
                 self.failed_ids[key] = rid
@@ -403,7 +405,8 @@ async def _drive(engine: _Engine, plans: list[_Plan], concurrency: int, progress
                         out["judge_notes"][s.name] = note
             outcomes[i] = out
             bar.update(1)
-            bar.set_postfix_str(f"${engine.budget.spent:.4f} spent, {engine.hits} cached", refresh=False)
+            unpriced = f" + {engine.unpriced} unpriced" if engine.unpriced else ""  # never shown as $0
+            bar.set_postfix_str(f"${engine.budget.spent:.4f} spent{unpriced}, {engine.hits} cached", refresh=False)
 
     try:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(plans)))))

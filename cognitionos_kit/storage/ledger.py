@@ -42,7 +42,7 @@ LEDGER_COLUMNS: tuple[str, ...] = (
     "cache_hit", "saved_cost_usd", "requested_provider", "requested_model", "substituted", "response_model",
     "http_requests", "maybe_billed_requests", "setup_ms", "reasoning_tokens", "dropped_params",
     "cache_saving_usd", "trace_id", "tool_calls", "project", "session_id", "key_fingerprint",
-    "batch_id", "memory_user", "memory_ids",
+    "batch_id", "memory_user", "memory_ids", "token_counter",
 )  # fmt: skip
 _COLUMNS = frozenset(LEDGER_COLUMNS)
 _KEY_COLUMNS = ("user_id", "model", "provider", "role", "agent_id", "task_id", "experiment_id", "run_id", "kind",

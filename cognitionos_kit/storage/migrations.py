@@ -180,3 +180,11 @@ def m010_memory(con: duckdb.DuckDBPyConnection) -> None:
     # the prompt and which ones (a JSON list of memory ids, best first; "[]" when none was found).
     con.execute("ALTER TABLE llm_usage ADD COLUMN memory_user VARCHAR")
     con.execute("ALTER TABLE llm_usage ADD COLUMN memory_ids VARCHAR")
+
+
+@LEDGER_MIGRATIONS
+def m011_token_counter(con: duckdb.DuckDBPyConnection) -> None:
+    # Estimated token counts (the provider reported none, e.g. a llama.cpp stream): what counted
+    # them -- "tiktoken o200k_base" (an OpenAI model's own encoding), "cl100k_base estimate" (any
+    # other model), "<endpoint> tokenizer" (the server's own). NULL when the provider reported them.
+    con.execute("ALTER TABLE llm_usage ADD COLUMN token_counter VARCHAR")

@@ -38,8 +38,49 @@ class EndpointMixin:
         return f"endpoint {self.endpoint.name!r} ({self.endpoint.base_url or self.endpoint.kind})"
 
 
+# Where OpenAI-compatible servers count tokens with the model's own tokenizer: (path, relative to
+# the server root or "/v1"-relative, body) tried in order; the first that answers is kept.
+# llama-cpp-python: POST /v1/extras/tokenize/count {"input"} -> {"count"}; llama.cpp's server:
+# POST /tokenize {"content"} -> {"tokens"}; vLLM: POST /tokenize {"model", "prompt"} -> {"count"}.
+_TOKENIZERS = (("v1", "/extras/tokenize/count", "input"), ("root", "/tokenize", "content"),
+               ("root", "/tokenize", "prompt"))
+
+
 class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
     """An OpenAI-compatible server (llama.cpp, vLLM, Ollama, Groq, Together, ...)."""
+
+    _tokenizer: tuple[str, str] | None = None  # (url, body key) once found
+    _no_tokenizer = False
+
+    def count_tokens(self, texts: list[str], model: str) -> list[int] | None:
+        """Tokens in each text by the model's own tokenizer, when the server has an endpoint for it
+        (asked only when a call's usage is missing, e.g. a llama.cpp stream); None otherwise."""
+        if self._no_tokenizer or not self.endpoint.base_url:
+            return None
+        candidates = [self._tokenizer] if self._tokenizer else [self._tokenizer_url(*t) for t in _TOKENIZERS]
+        for url, key in candidates:
+            try:
+                counts = [0 if not t else self._count(url, key, t, model) for t in texts]
+            except Exception:  # noqa: BLE001 - no such endpoint (404), another shape: try the next, then tiktoken
+                continue
+            self._tokenizer = (url, key)
+            return counts
+        self._no_tokenizer = self._tokenizer is None  # a server that never had one is not asked again
+        return None
+
+    def _tokenizer_url(self, where: str, path: str, key: str) -> tuple[str, str]:
+        base = str(self.endpoint.base_url)
+        root = base[:-3] if base.endswith("/v1") else base
+        return (base if where == "v1" else root) + path, key
+
+    def _count(self, url: str, key: str, text: str, model: str) -> int:
+        body: dict[str, Any] = {key: text} if key == "content" else {key: text, "model": model}
+        out = self.client.post(url, body=body, cast_to=object, options={"timeout": 3.0, "max_retries": 0})
+        if isinstance(out, dict) and isinstance(out.get("count"), int):
+            return int(out["count"])
+        if isinstance(out, dict) and isinstance(out.get("tokens"), list):
+            return len(out["tokens"])
+        raise ValueError(f"not a token count: {str(out)[:80]}")
 
 
 class AnthropicEndpoint(EndpointMixin, AnthropicProvider):
