@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo lab lint test bench notebooks clean
+.PHONY: setup demo lab lint test test-local-model bench notebooks clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,7 @@ OFFLINE := env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u OPENAI_API_KEYS -u ANTH
 
 # Lint, layers and types: a lint error, an import that climbs a layer or a type error fails `make test`.
 lint: setup
-	$(VENV)/bin/ruff check cognitionos_kit tests benchmarks tools
+	$(VENV)/bin/ruff check cognitionos_kit tests tests_local_model benchmarks tools
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
 
@@ -36,6 +36,12 @@ lint: setup
 test: setup lint
 	sh tools/ensure_system_packages.sh
 	$(OFFLINE) sh tools/run_tests.sh $(PY)
+
+# A real local model, end to end (not part of `make test`): llama-cpp-python's server with
+# SmolLM2-135M on this CPU, built into .local-model/ the first time (about 5 minutes; see
+# tools/local_model.sh), then complete, stream, an experiment, the playground and %%llm against it.
+test-local-model: setup
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider -o addopts="-ra" tests_local_model
 
 notebooks: setup
 	$(OFFLINE) $(PY) tools/refresh_notebooks.py
@@ -46,4 +52,4 @@ bench: setup
 	$(PY) benchmarks/bench_experiment.py
 
 clean:
-	rm -rf $(VENV) data/demo .pytest_cache
+	rm -rf $(VENV) data/demo .pytest_cache .local-model

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 from conftest import OPENAI_KEY
-from loopback import OpenAIServer
+from loopback import OpenAIServer, load_fixtures
 
 from cognitionos_kit import AllProvidersFailedError, ConfigurationError, InvalidRequestError, Kit, KitWarning
 
@@ -285,8 +285,7 @@ def test_async_and_experiments_route_endpoint_models(make_kit, local, vllm, caps
 
 def test_the_llm_magic_and_the_playground_take_a_plain_local_name(make_kit, local, vllm, tmp_path, monkeypatch,
                                                                   capsys):
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
+    from shell import ipython_shell
 
     from cognitionos_kit.notebook.magics import MagicUsageError, resolve_target
     from cognitionos_kit.notebook.playground import model_choices
@@ -295,20 +294,12 @@ def test_the_llm_magic_and_the_playground_take_a_plain_local_name(make_kit, loca
     assert resolve_target("smollm2-135m", kit) == {"model": "smollm2-135m"}
     with pytest.raises(MagicUsageError, match=r"a model the kit has \(qwen2.5-7b, smollm2-135m, llama-3.2-1b\)"):
         resolve_target("smollm2-1.7b", kit)  # a typo: not listed anywhere, refused with what is
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    cfg = Config()
-    cfg.HistoryManager.enabled = False
-    sh = InteractiveShell.instance(config=cfg)
-    try:
-        sh.run_line_magic("load_ext", "cognitionos_kit")
-        sh.user_ns["kit"] = kit
+    with ipython_shell(kit, tmp_path, monkeypatch) as sh:
         result = sh.run_cell("%%llm smollm2-135m --kit kit --as answer\nWhat is the capital of France?")
         assert result.success, result.error_in_exec
         assert (sh.user_ns["answer"].provider, sh.user_ns["answer"].model) == ("vllm", "smollm2-135m")
         assert _chats(vllm)[-1].body["model"] == "smollm2-135m"
         assert "~" in capsys.readouterr().out  # the footer marks the estimated counts of a usage-less stream
-    finally:
-        InteractiveShell.clear_instance()
     assert ("vllm", "llama-3.2-1b") in model_choices(kit) and ("local", "qwen2.5-7b") in model_choices(kit)
 
 
@@ -357,12 +348,32 @@ def test_counts_missing_from_a_stream_come_from_the_servers_tokenizer_or_say_cl1
         c = s.completion
         # the server's own tokenizer (here: one token per word), not tiktoken's
         assert c.token_counter == "vllm tokenizer" and c.completion_tokens == len(text.split())
-        assert c.prompt_tokens == len("What is the capital of France?".split())
+        # the prompt by the server itself, chat template included: a one-token request with the same messages
+        replay = [r.body for r in _chats(vllm)][-1]
+        assert replay["max_tokens"] == 1 and not replay.get("stream")
+        assert replay["messages"] == [{"role": "user", "content": "What is the capital of France?"}]
+        reported = load_fixtures("openai", "/v1/chat/completions", stream=False, tools=False, status=200)[0]
+        assert c.prompt_tokens == reported["response"]["json"]["usage"]["prompt_tokens"]
         assert kit2.usage().iloc[-1].token_counter == "vllm tokenizer"
-        assert [r.body for r in vllm.requests if r.path == "/tokenize"][0] == {"content": "What is the capital of France?"}
+        assert [r.body for r in vllm.requests if r.path == "/tokenize"][0]["content"] == text
         n = len([r for r in vllm.requests if r.path == "/tokenize"])
         r = kit2.complete("hi", model="smollm2-135m")  # the server reported usage: nothing is counted
         assert r.token_counter is None and not r.tokens_estimated
         assert len([r for r in vllm.requests if r.path == "/tokenize"]) == n
     finally:
         vllm.tokenize = False
+
+
+def test_a_named_model_falls_back_to_an_endpoint_model_only_when_mapped(make_kit, local, openai_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    kit = make_kit(endpoints={"local": local.base_url}, fallback_models={"gpt-4o-mini": "local:qwen2.5-7b"})
+    openai_server.enqueue_error(503)
+    r = kit.complete("hi", model="gpt-4o-mini")
+    assert [(a.provider, a.model) for a in r.attempts] == [("openai", "gpt-4o-mini"), ("local", "qwen2.5-7b")]
+    assert (r.requested_model, r.model, r.substituted) == ("gpt-4o-mini", "qwen2.5-7b", True)
+    plain = make_kit(endpoints={"local": local.base_url})
+    openai_server.enqueue_error(503)
+    with pytest.raises(AllProvidersFailedError):
+        plain.complete("hi", model="gpt-4o-mini")  # unmapped: never another server's model
+    assert [r.body["model"] for r in _chats(local)] == ["qwen2.5-7b"]

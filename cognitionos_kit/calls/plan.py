@@ -67,16 +67,12 @@ class CallPlan:
         return self.chain.steps
 
     def estimate_usage(self, step: Step, completion_text: str) -> Usage:
-        """Tokens counted locally, flagged as estimated: by the endpoint's own tokenizer when it
-        has one (``providers.endpoint``: llama.cpp's ``/tokenize``), else tiktoken."""
+        """Tokens counted locally, flagged as estimated: by the endpoint's server when it has a
+        tokenizer (``providers.endpoint.OpenAIEndpoint.count_usage``), else tiktoken."""
         req = step.request
-        own = getattr(step.provider, "count_tokens", None)
-        if own is not None:
-            texts = [req.system or "", *(m.content for m in req.messages), completion_text]
-            counted = own(texts, req.model)
-            if counted is not None:
-                return Usage(prompt_tokens=sum(counted[:-1]), completion_tokens=counted[-1], estimated=True,
-                             counted_by=f"{step.provider.name} tokenizer")
+        own = getattr(step.provider, "count_usage", None)
+        if own is not None and (counted := own(req, completion_text)) is not None:
+            return counted
         return Usage(
             prompt_tokens=request_tokens(req, req.model),
             completion_tokens=tokens.count_text(completion_text, req.model) if completion_text else 0,

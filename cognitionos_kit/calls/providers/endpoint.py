@@ -8,11 +8,13 @@ built-in ones (its rows say ``provider="local"``). The cloud kinds use the SDKs'
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from typing import Any
 
 from ...core.config import ProviderSettings
 from ...core.endpoints import Endpoint
 from ...core.errors import ConfigurationError
+from ...core.types import ProviderRequest, Usage
 from .anthropic import AnthropicProvider
 from .base import SDKProvider
 from .openai import OpenAIProvider
@@ -40,9 +42,9 @@ class EndpointMixin:
 
 # Where OpenAI-compatible servers count tokens with the model's own tokenizer: (path, relative to
 # the server root or "/v1"-relative, body) tried in order; the first that answers is kept.
-# llama-cpp-python: POST /v1/extras/tokenize/count {"input"} -> {"count"}; llama.cpp's server:
+# llama-cpp-python: POST /extras/tokenize/count {"input"} -> {"count"}; llama.cpp's server:
 # POST /tokenize {"content"} -> {"tokens"}; vLLM: POST /tokenize {"model", "prompt"} -> {"count"}.
-_TOKENIZERS = (("v1", "/extras/tokenize/count", "input"), ("root", "/tokenize", "content"),
+_TOKENIZERS = (("root", "/extras/tokenize/count", "input"), ("root", "/tokenize", "content"),
                ("root", "/tokenize", "prompt"))
 
 
@@ -52,9 +54,31 @@ class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
     _tokenizer: tuple[str, str] | None = None  # (url, body key) once found
     _no_tokenizer = False
 
+    def count_usage(self, req: ProviderRequest, completion_text: str) -> Usage | None:
+        """Usage the server did not send (a llama.cpp stream), counted by the server itself when it
+        has a tokenizer endpoint: the answer by its tokenizer, the prompt by a one-token request with
+        the same messages (the chat template is the server's, which a tokenizer call would leave out;
+        llama.cpp reuses the prompt it just evaluated). None: no tokenizer (the kit uses tiktoken)."""
+        counts = self.count_tokens([completion_text], req.model)
+        if counts is None:
+            return None
+        prompt: int | None = None
+        try:
+            params = self._params(replace(req, max_tokens=1, stream=False))
+            out = self.client.post("/chat/completions", body=params, cast_to=object,
+                                   options={"timeout": 10.0, "max_retries": 0})
+            reported = out.get("usage", {}).get("prompt_tokens") if isinstance(out, dict) else None
+            prompt = reported if isinstance(reported, int) and reported >= 0 else None
+        except Exception:  # noqa: BLE001 - the count stays an estimate: the texts by the tokenizer
+            prompt = None
+        if prompt is None:
+            prompt = sum(self.count_tokens([req.system or "", *(m.content for m in req.messages)], req.model) or [0])
+        return Usage(prompt_tokens=prompt, completion_tokens=counts[0], estimated=True,
+                     counted_by=f"{self.name} tokenizer")
+
     def count_tokens(self, texts: list[str], model: str) -> list[int] | None:
-        """Tokens in each text by the model's own tokenizer, when the server has an endpoint for it
-        (asked only when a call's usage is missing, e.g. a llama.cpp stream); None otherwise."""
+        """Tokens in each text by the model's own tokenizer, when the server has an endpoint for it;
+        None otherwise (found once: a server without one is not asked again)."""
         if self._no_tokenizer or not self.endpoint.base_url:
             return None
         candidates = [self._tokenizer] if self._tokenizer else [self._tokenizer_url(*t) for t in _TOKENIZERS]
@@ -65,7 +89,7 @@ class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
                 continue
             self._tokenizer = (url, key)
             return counts
-        self._no_tokenizer = self._tokenizer is None  # a server that never had one is not asked again
+        self._no_tokenizer = self._tokenizer is None
         return None
 
     def _tokenizer_url(self, where: str, path: str, key: str) -> tuple[str, str]:
