@@ -75,6 +75,10 @@ def test_each_endpoint_is_a_provider_in_the_chain_and_in_the_ledger(make_kit, lo
     assert _chats(local)[-1].body["model"] == "qwen2.5-7b"
     assert not _chats(vllm)
     assert any("role 'executor' has no model at vllm" in str(w.message) for w in caught)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        kit.complete("And of Italy?")
+    assert not any("has no model" in str(w.message) for w in again)  # said once per Kit, not on every call
     row = kit.usage().iloc[-1]
     assert (row.provider, row.model, row.status) == ("local", "qwen2.5-7b", "ok")
     assert kit.status()["providers"]["vllm"]["base_url"] == vllm.base_url
@@ -217,6 +221,8 @@ def test_endpoint_keys_are_sent_and_never_shown(make_kit, local, monkeypatch):
     kit2 = make_kit(endpoints={"local": {"base_url": local.base_url, "api_key_env": "MISSING_TEST_KEY"}})
     assert kit2.status()["providers"]["local"]["configured"] is False
     assert kit2.chain == ["simulated"]
+    with pytest.raises(ConfigurationError, match="endpoint 'local' is not configured"):
+        kit2.complete("hi", model="local:qwen2.5-7b")  # never the simulator in its place
     inline = make_kit(endpoints={"local": {"base_url": local.base_url, "api_key": "sk-inline-" + "7" * 20}})
     inline.complete("hi")
     assert _chats(local)[-1].headers["authorization"] == "Bearer sk-inline-" + "7" * 20

@@ -47,6 +47,7 @@ class Router:
         # the named endpoints' models (calls.discovery): their names prefix models ("local:qwen")
         self.directory = directory
         self.endpoints: tuple[str, ...] = directory.names if directory is not None else ()
+        self._warned_roles: set[tuple[str, tuple[str, ...]]] = set()
         self.role_models = {p: dict(m) for p, m in DEFAULT_ROLE_MODELS.items()}
         self.ladders = {p: list(m) for p, m in DEFAULT_LADDERS.items()}
         self.price_ids: dict[str, str] = {}  # provider name -> whose models and prices it uses
@@ -216,8 +217,10 @@ class Router:
                     f"no model for role {what!r} at {', '.join(missing)}: an endpoint is sent only models mapped for it "
                     f"({fix}). Map one with {example} or kit.set_role_model({what!r}, 'MODEL', provider={missing[0]!r}), "
                     f"or name the model: model='{missing[0]}:MODEL'")
-            warn_user(f"role {what!r} has no model at {', '.join(missing)} ({fix}): left out of this call's fallback "
-                      f"chain; map one with {example}", KitWarning)
+            if (key := (what, tuple(missing))) not in self._warned_roles:
+                self._warned_roles.add(key)
+                warn_user(f"role {what!r} has no model at {', '.join(missing)} ({fix}): left out of role calls' "
+                          f"fallback chain; map one with {example}", KitWarning)
         return routes
 
     def _listed_text(self, endpoint: str) -> str:
@@ -239,7 +242,7 @@ class Router:
             if listed:
                 model_provider = listed[0]
         if model_provider in self.endpoints and model_provider not in providers:
-            if strict or self.directory is None or model_provider not in self.directory:
+            if strict:
                 raise InvalidRequestError(f"model {model!r} is served by endpoint {model_provider!r}, which is not in "
                                           f"providers={list(providers)}: add it, or leave providers= out")
             raise ConfigurationError(f"endpoint {model_provider!r} is not configured (its key variable is not set): "

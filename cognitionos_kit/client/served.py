@@ -26,6 +26,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from ..calls.options import CallOptions, Prompt, takes_options
+from ..calls.router import split_model
 from ..core.client_mode import ServerChoice, resolve_server
 from ..core.config import KitConfig, session_id, view_filters
 from ..core.display import UsageSummary
@@ -71,11 +72,29 @@ class _ServedRouter:
     def __init__(self, models: pd.DataFrame) -> None:
         self.role_models: dict[str, dict[str, str]] = {}
         self.ladders: dict[str, list[str]] = {}
+        endpoints: list[str] = []
         for row in models.itertuples():
+            if getattr(row, "listed_by", "catalogue") not in (None, "catalogue") and row.provider not in endpoints:
+                endpoints.append(row.provider)  # a named endpoint of the server's
+            if row.model is None or row.model != row.model:  # an endpoint that could not list its models
+                continue
             self.ladders.setdefault(row.provider, []).append(row.model)
             for role in (r.strip() for r in str(row.roles or "").split(",")):
                 if role in ROLES:
                     self.role_models.setdefault(row.provider, {})[role] = row.model
+        self.endpoints = tuple(endpoints)
+
+    def models(self, provider: str) -> dict[str, list[str]]:
+        roles = self.role_models.get(provider, {})
+        return {m: [r for r, mm in roles.items() if mm == m] for m in self.ladders.get(provider, [])}
+
+    def split(self, model: str) -> tuple[str | None, str]:
+        prefix, _, rest = model.partition(":")
+        return (prefix, rest) if rest and prefix in self.endpoints else split_model(model)
+
+    def listed_by(self, model: str, among: Sequence[str] | None = None) -> list[str]:
+        return [p for p in (among if among is not None else self.endpoints)
+                if p in self.endpoints and model in self.ladders.get(p, [])]
 
 
 class ServedKit(Kit):

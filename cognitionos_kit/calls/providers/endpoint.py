@@ -84,11 +84,13 @@ class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
         candidates = [self._tokenizer] if self._tokenizer else [self._tokenizer_url(*t) for t in _TOKENIZERS]
         for url, key in candidates:
             try:
-                counts = [0 if not t else self._count(url, key, t, model) for t in texts]
-            except Exception:  # noqa: BLE001 - no such endpoint (404), another shape: try the next, then tiktoken
+                got = [0 if not t else self._count(url, key, t, model) for t in texts]
+            except Exception:  # noqa: BLE001 - no such endpoint (404), a refused body: try the next, then tiktoken
                 continue
-            self._tokenizer = (url, key)
-            return counts
+            counts = [c for c in got if c is not None]
+            if len(counts) == len(got):  # every answer was a count
+                self._tokenizer = (url, key)
+                return counts
         self._no_tokenizer = self._tokenizer is None
         return None
 
@@ -97,14 +99,15 @@ class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
         root = base[:-3] if base.endswith("/v1") else base
         return (base if where == "v1" else root) + path, key
 
-    def _count(self, url: str, key: str, text: str, model: str) -> int:
+    def _count(self, url: str, key: str, text: str, model: str) -> int | None:
+        """The server's count of ``text`` at ``url`` (None: its answer is not a count)."""
         body: dict[str, Any] = {key: text} if key == "content" else {key: text, "model": model}
         out = self.client.post(url, body=body, cast_to=object, options={"timeout": 3.0, "max_retries": 0})
         if isinstance(out, dict) and isinstance(out.get("count"), int):
             return int(out["count"])
         if isinstance(out, dict) and isinstance(out.get("tokens"), list):
             return len(out["tokens"])
-        raise ValueError(f"not a token count: {str(out)[:80]}")
+        return None
 
 
 class AnthropicEndpoint(EndpointMixin, AnthropicProvider):
