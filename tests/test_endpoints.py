@@ -383,3 +383,23 @@ def test_a_named_model_falls_back_to_an_endpoint_model_only_when_mapped(make_kit
     with pytest.raises(AllProvidersFailedError):
         plain.complete("hi", model="gpt-4o-mini")  # unmapped: never another server's model
     assert [r.body["model"] for r in _chats(local)] == ["qwen2.5-7b"]
+
+
+def test_openai_base_url_without_a_key_is_a_local_server_never_sent_openai_names(tmp_path, vllm, monkeypatch):
+    # the first symptom: llama.cpp behind OPENAI_BASE_URL was sent gpt-4o-mini and priced as it
+    monkeypatch.setenv("OPENAI_BASE_URL", vllm.base_url)
+    vllm.models = ["smollm2-135m"]
+    with Kit(tmp_path / "h", dotenv=False, max_retries=0) as kit:
+        assert kit.chain == ["openai"]
+        r = kit.complete("hi")  # a role: the server's one model
+        assert (r.provider, r.model) == ("openai", "smollm2-135m") and _chats(vllm)[-1].body["model"] == "smollm2-135m"
+        assert r.cost_usd is None  # a local server: unpriced, never GPT-4o-mini's price
+        assert kit.models().model.tolist() == ["smollm2-135m"]
+        s = kit.stream("hi", model="smollm2-135m")
+        "".join(s)
+        assert s.completion.token_counter == "cl100k_base estimate"
+    # with a key it is OpenAI (or a proxy for it): OpenAI's names and prices, as before
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    with Kit(tmp_path / "h2", dotenv=False, max_retries=0) as kit:
+        r = kit.complete("hi")
+        assert r.model == "gpt-4o-mini" and r.cost_usd is not None and r.cost_usd > 0

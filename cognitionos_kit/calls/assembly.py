@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import KitConfig, Settings, guards_url, load_settings
+from ..core.endpoints import Endpoint
 from ..core.errors import ConfigurationError, InvalidRequestError
 from .catalogue import PROVIDERS
 from .discovery import ModelDirectory
@@ -50,19 +52,23 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
     }
     endpoints = {e.name: endpoint_provider(e, p, **limits) for e, p in settings.endpoints}
     builtins.update(endpoints)
+    servers = [(e, endpoints[e.name]) for e, _ in settings.endpoints]
+    if (local := local_openai(settings)) is not None:  # OPENAI_BASE_URL without a key: a local server
+        servers.append((local, endpoint_provider(local, settings.openai, **limits)))
+        builtins["openai"] = servers[-1][1]
     try:
         policy = FallbackPolicy.make(c.fallback_on)
         prices = PriceBook()
-        for e, _ in settings.endpoints:
+        for e, _ in servers:
             prices.tables[e.name] = e.price_table or (table_for_url(e.base_url) if e.base_url else None)
             prices.aliases.update({(e.name, served): model for served, model in e.priced_as})
         for o in c.prices:
             prices.override(o)
         # a cloud lists only the models configured for it
-        static = {e.name: e.models if e.models is not None or getattr(endpoints[e.name], "listable", True) else ()
-                  for e, _ in settings.endpoints}
-        directory = ModelDirectory(lambda name, timeout: endpoints[name].list_models(timeout), static,
-                                   {e.name: e.base_url or e.kind for e, _ in settings.endpoints})
+        static = {e.name: e.models if e.models is not None or getattr(p, "listable", True) else () for e, p in servers}
+        listers = {e.name: p for e, p in servers}
+        directory = ModelDirectory(lambda name, timeout: listers[name].list_models(timeout), static,
+                                   {e.name: e.base_url or e.kind for e, _ in servers})
         router = Router(prices, c.role_models, c.fallback_models, directory)
     except InvalidRequestError as exc:
         raise ConfigurationError(str(exc)) from None
@@ -75,6 +81,18 @@ def assemble(c: KitConfig, ledger: Callable[[], Ledger], text_log: Callable[[], 
                       default_max_tokens=c.default_max_tokens, policy=policy)
     recorder = Recorder(ledger, prices, providers, text_log, log_text=c.log_text, log_redact=c.log_redact)
     return settings, policy, prices, router, providers, planner, recorder
+
+
+def local_openai(settings: Settings) -> Endpoint | None:
+    """``OPENAI_BASE_URL`` with no OpenAI key names a local OpenAI-compatible server (Ollama,
+    vLLM, llama.cpp: OpenAI itself and its proxies need a key). It keeps the name ``openai`` but is
+    treated as a named endpoint: its models come from its ``/models``, a role gets only a model
+    mapped for it (or its only model), never ``gpt-4o-mini``, and it is priced only where
+    genai-prices knows its URL."""
+    s = settings.openai
+    if not s.base_url or s.keys or re.match(r"https://api\.openai\.com(/|$)", s.base_url):
+        return None
+    return Endpoint(name="openai", base_url=s.base_url.rstrip("/"), source=s.base_url_source or "env")
 
 
 def describe(c: KitConfig, settings: Settings, providers: ProviderSet, router: Router) -> dict[str, Any]:

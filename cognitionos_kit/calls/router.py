@@ -48,8 +48,9 @@ class Router:
         self.directory = directory
         self.endpoints: tuple[str, ...] = directory.names if directory is not None else ()
         self._warned_roles: set[tuple[str, tuple[str, ...]]] = set()
-        self.role_models = {p: dict(m) for p, m in DEFAULT_ROLE_MODELS.items()}
-        self.ladders = {p: list(m) for p, m in DEFAULT_LADDERS.items()}
+        # an endpoint (even one called "openai": a keyless OPENAI_BASE_URL) has no default models
+        self.role_models = {p: dict(m) for p, m in DEFAULT_ROLE_MODELS.items() if p not in self.endpoints}
+        self.ladders = {p: list(m) for p, m in DEFAULT_LADDERS.items() if p not in self.endpoints}
         self.price_ids: dict[str, str] = {}  # provider name -> whose models and prices it uses
         self.fallback_models: dict[str, list[str]] = {}
         self.user_role_models: dict[str, dict[str, str]] = {}  # set by the user, in order (KitConfig keeps them)
