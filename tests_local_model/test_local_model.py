@@ -140,3 +140,15 @@ def test_the_playground_and_the_magic(kit, tmp_path, monkeypatch):
         result = sh.run_cell(f"%%llm {ALIAS} --kit kit --max-tokens 8\nSay hello.")
         assert result.success, result.error_in_exec
         assert sh.user_ns["_llm"].provider == "local"
+
+
+@pytest.mark.filterwarnings("ignore:no price known")
+def test_openai_base_url_alone_is_the_local_server_with_its_own_model(server, tmp_path, monkeypatch):
+    from cognitionos_kit import Kit
+
+    monkeypatch.setenv("OPENAI_BASE_URL", server)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with Kit(tmp_path / "h", dotenv=False, timeout=120) as kit:
+        r = kit.complete("Say hi.", role="executor", max_tokens=8)
+        assert (r.provider, r.model) == ("openai", ALIAS)  # never gpt-4o-mini, never its price
+        assert r.cost_usd is None
