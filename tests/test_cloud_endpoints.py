@@ -74,6 +74,8 @@ def _secrets_absent(kit) -> None:
 
 def test_azure_sends_the_deployment_path_api_version_and_api_key_header(kit, clouds):
     az = clouds[0]
+    assert {n: p["endpoint_kind"] for n, p in kit.status()["providers"].items()} == {
+        "openai": None, "anthropic": None, "simulated": None, "azure": "azure", "bedrock": "bedrock", "vertex": "vertex"}
     r = kit.complete("What is the capital of France?", model="azure:prod-mini")
     assert (r.provider, r.model) == ("azure", "prod-mini")
     req = az.requests[-1]

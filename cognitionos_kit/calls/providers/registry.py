@@ -98,6 +98,8 @@ class ProviderSet:
                 "auth": "failing" if name in self.auth_failed else "ok",
                 "auth_error": self.auth_failed.get(name),
                 "keys": p.key_status(),  # fingerprint, state ("ready" | "rate_limited" | "unauthorized"), until
+                # a named endpoint's kind ("openai", "anthropic", "azure", "bedrock", "vertex"); None: built in
+                "endpoint_kind": getattr(getattr(p, "endpoint", None), "kind", None),
             }
             for name, p in self._by_name.items()
         }
