@@ -403,3 +403,13 @@ def test_openai_base_url_without_a_key_is_a_local_server_never_sent_openai_names
     with Kit(tmp_path / "h2", dotenv=False, max_retries=0) as kit:
         r = kit.complete("hi")
         assert r.model == "gpt-4o-mini" and r.cost_usd is not None and r.cost_usd > 0
+
+
+@pytest.mark.parametrize("url, local", [("http://127.0.0.1:8080/v1", True), ("http://localhost:11434/v1", True),
+                                        ("http://10.1.2.3:8000/v1", True), ("http://192.168.0.9/v1", True),
+                                        ("https://api.groq.com/openai/v1", False), ("https://8.8.8.8/v1", False)])
+def test_the_one_token_prompt_count_is_asked_only_of_servers_on_this_network(url, local):
+    # elsewhere the extra request could be billed, and no ledger row would record it
+    from cognitionos_kit.calls.providers.endpoint import _on_this_network
+
+    assert _on_this_network(url) is local

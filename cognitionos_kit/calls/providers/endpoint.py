@@ -58,12 +58,15 @@ class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
         """Usage the server did not send (a llama.cpp stream), counted by the server itself when it
         has a tokenizer endpoint: the answer by its tokenizer, the prompt by a one-token request with
         the same messages (the chat template is the server's, which a tokenizer call would leave out;
-        llama.cpp reuses the prompt it just evaluated). None: no tokenizer (the kit uses tiktoken)."""
+        llama.cpp reuses the prompt it just evaluated) when the server is on this machine or a private
+        network, else by its tokenizer over the texts. None: no tokenizer (the kit uses tiktoken)."""
         counts = self.count_tokens([completion_text], req.model)
         if counts is None:
             return None
         prompt: int | None = None
         try:
+            if not _on_this_network(self.endpoint.base_url):  # elsewhere it could be billed, and no row records it
+                raise LookupError("not a local server")
             params = self._params(replace(req, max_tokens=1, stream=False))
             out = self.client.post("/chat/completions", body=params, cast_to=object,
                                    options={"timeout": 10.0, "max_retries": 0})
@@ -177,6 +180,21 @@ _CLASSES: dict[str, type[SDKProvider]] = {"openai": OpenAIEndpoint, "anthropic":
                                           "azure": AzureEndpoint, "bedrock": BedrockEndpoint, "vertex": VertexEndpoint}
 # what the cloud clients import to sign or authenticate, and the extra that installs it
 _NEEDS = {"bedrock": ("botocore", "anthropic[bedrock]"), "vertex": ("google.auth", "anthropic[vertex]")}
+
+
+def _on_this_network(url: str | None) -> bool:
+    """A loopback or private-network host (``localhost``, 127.0.0.1, 10.x, 192.168.x, ...)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url or "").hostname or ""
+    if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
 def endpoint_provider(endpoint: Endpoint, settings: ProviderSettings, **limits: Any) -> SDKProvider:
