@@ -187,3 +187,15 @@ def test_a_cloud_endpoint_missing_a_setting_says_which_and_where(cloud_env, monk
 def test_cloud_fields_belong_to_their_kind(tmp_path):
     with pytest.raises(ConfigurationError, match="region is for kind bedrock or vertex"):
         Kit(tmp_path / "h", dotenv=False, endpoints={"local": {"base_url": "http://x/v1", "region": "us-east-1"}})
+
+
+def test_bedrock_without_credentials_is_an_auth_failure_naming_what_to_set(cloud_env, monkeypatch, tmp_path):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with Kit(tmp_path / "h", dotenv=False, endpoints={"bedrock": {"kind": "bedrock"}}) as kit:
+        with pytest.warns(Warning, match="AWS_BEARER_TOKEN_BEDROCK"), pytest.raises(AllProvidersFailedError) as info:
+            kit.complete("hi", model=f"bedrock:{BEDROCK_MODEL}")
+        attempt = info.value.attempts[0]
+        assert (attempt.provider, attempt.error_type) == ("bedrock", "auth_error")
+        assert "no credentials" in attempt.error_message
+        assert kit.status()["providers"]["bedrock"]["auth"] == "failing"

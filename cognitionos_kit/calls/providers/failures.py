@@ -13,6 +13,8 @@ from .http import retry_after_seconds
 __all__ = ["bad_response", "classify_error", "request_url"]
 
 _INVALID_REQUEST_STATUSES = {400, 413, 422}
+# botocore's and google-auth's "no credentials" errors (by name: neither library is imported here)
+_CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"})
 
 
 def bad_response(provider: str, model: str, what: str) -> ProviderError:
@@ -28,6 +30,11 @@ def classify_error(exc: BaseException, provider: str, model: str) -> ProviderErr
     serves both without importing either.
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & _CREDENTIAL_ERRORS or (isinstance(exc, RuntimeError) and "credentials" in str(exc).lower()):
+        # a cloud client (Bedrock's boto3, Vertex's google-auth) found no credentials to sign with:
+        # nothing was sent; like a refused key, the chain moves on
+        return ProviderError(f"{provider}/{model}: no credentials to sign the request with ({str(exc)[:200]})",
+                             provider=provider, model=model, error_type="auth_error")
     if "APIError" not in names:
         if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
             return bad_response(provider, model, f"the server's answer is not valid JSON ({exc})")

@@ -77,8 +77,10 @@ class ProviderSet:
             if attempt.provider not in self._auth_warned:
                 self._auth_warned.add(attempt.provider)
                 key = f" {attempt.key_fingerprint}" if attempt.key_fingerprint else ""
+                what = (f"refused the API key{key} (HTTP {attempt.status_code})" if attempt.status_code else
+                        "found no credentials to sign with")
                 warn_user(
-                    f"{attempt.provider} refused the API key{key} (HTTP {attempt.status_code or '401/403'}): calls fall "
+                    f"{attempt.provider} {what}: calls fall "
                     f"back to its next key or the next provider. Check {self.key_variable(attempt.provider)}; kit.status() "
                     "shows it as failing.",
                     AuthenticationWarning,
