@@ -63,21 +63,24 @@ class OpenAIEndpoint(EndpointMixin, OpenAIProvider):
         counts = self.count_tokens([completion_text], req.model)
         if counts is None:
             return None
-        prompt: int | None = None
-        try:
-            if not _on_this_network(self.endpoint.base_url):  # elsewhere it could be billed, and no row records it
-                raise LookupError("not a local server")
-            params = self._params(replace(req, max_tokens=1, stream=False))
-            out = self.client.post("/chat/completions", body=params, cast_to=object,
-                                   options={"timeout": 10.0, "max_retries": 0})
-            reported = out.get("usage", {}).get("prompt_tokens") if isinstance(out, dict) else None
-            prompt = reported if isinstance(reported, int) and reported >= 0 else None
-        except Exception:  # noqa: BLE001 - the count stays an estimate: the texts by the tokenizer
-            prompt = None
+        # elsewhere than this machine or a private network the request could be billed, and no row records it
+        prompt = self._prompt_by_server(req) if _on_this_network(self.endpoint.base_url) else None
         if prompt is None:
             prompt = sum(self.count_tokens([req.system or "", *(m.content for m in req.messages)], req.model) or [0])
         return Usage(prompt_tokens=prompt, completion_tokens=counts[0], estimated=True,
                      counted_by=f"{self.name} tokenizer")
+
+    def _prompt_by_server(self, req: ProviderRequest) -> int | None:
+        """The prompt tokens the server reports for a one-token request with ``req``'s messages."""
+        try:
+            params = self._params(replace(req, max_tokens=1, stream=False))
+            out = self.client.post("/chat/completions", body=params, cast_to=object,
+                                   options={"timeout": 10.0, "max_retries": 0})
+        except Exception:  # noqa: BLE001 - the count stays an estimate: the texts by the tokenizer
+            return None
+        usage = out.get("usage") if isinstance(out, dict) else None
+        reported = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return reported if isinstance(reported, int) and reported >= 0 else None
 
     def count_tokens(self, texts: list[str], model: str) -> list[int] | None:
         """Tokens in each text by the model's own tokenizer, when the server has an endpoint for it;
