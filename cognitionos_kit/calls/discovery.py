@@ -53,9 +53,6 @@ class ModelDirectory:
     def names(self) -> tuple[str, ...]:
         return tuple(self._static)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._static
-
     def cached(self, name: str) -> Listing | None:
         """The listing known now, without asking anything."""
         if self._static.get(name) is not None:

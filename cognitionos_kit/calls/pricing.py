@@ -83,6 +83,10 @@ class PriceBook:
     def _table(self, provider: str) -> str | None:
         return self.tables[provider] if provider in self.tables else provider
 
+    def _genai_ref(self, provider: str, model: str) -> tuple[str, str]:
+        """(genai-prices provider id, model) to ask about: an endpoint's table, a deployment's model."""
+        return self._table(provider) or provider, self.aliases.get((provider, model), model)
+
     def override(self, o: PriceOverride) -> None:
         """Set a price from ``kit.set_price`` (checked: a model name, non-negative USD per million)."""
         check_text(o.model, "model")
@@ -112,8 +116,7 @@ class PriceBook:
         if provider == "simulated":
             p = SIMULATED_PRICES.get(model)
             return p, ("simulated" if p else "unknown"), None
-        table = self._table(provider)
-        mp = _genai_model_price(table, self.aliases.get((provider, model), model)) if table else None
+        mp = _genai_model_price(*self._genai_ref(provider, model)) if self._table(provider) else None
         if mp is None:
             return None, "unknown", None
         return mp, "genai-prices", genai_prices_version()
@@ -125,7 +128,7 @@ class PriceBook:
             # genai-prices' own calculation is exact but much slower than Price.cost (it matches the
             # model against its data and builds a result object each time): only for tiered prices
             # (measured by benchmarks/bench_choices.py; figures in the README)
-            exact = _genai_cost(self._table(provider) or provider, self.aliases.get((provider, model), model), usage)
+            exact = _genai_cost(*self._genai_ref(provider, model), usage)
             if exact is not None:
                 return CostEstimate(exact, source, version)
         if price is None:
@@ -145,7 +148,7 @@ class PriceBook:
         by hand, as both OpenAI and Anthropic bill batches at 50% ("... batch 50%")."""
         price, source, version = self.price(provider, model)
         if source == "genai-prices":
-            exact = _genai_batch_cost(self._table(provider) or provider, self.aliases.get((provider, model), model), usage)
+            exact = _genai_batch_cost(*self._genai_ref(provider, model), usage)
             if exact is not None:
                 return CostEstimate(exact, "genai-prices batch", version)
         std = self.cost(provider, model, usage)
@@ -160,7 +163,7 @@ class PriceBook:
         if price is None:
             return None
         if price.tiered and source == "genai-prices":
-            exact = _genai_cost(self._table(provider) or provider, self.aliases.get((provider, model), model),
+            exact = _genai_cost(*self._genai_ref(provider, model),
                                 Usage(prompt_tokens=prompt_tokens, completion_tokens=max_tokens))
             if exact is not None:
                 return exact

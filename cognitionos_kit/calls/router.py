@@ -267,8 +267,8 @@ class Router:
                         (r.provider, r.model) != (p, eq_bare) for r in routes):
                     routes.append(Route(p, eq_bare, explicit=True))
         if model_provider not in simulators:
-            routes += [Route(p, self.model_for(p, role) or "sim-small") for p in providers
-                       if p in simulators and all(r.provider != p for r in routes)]
+            routes += [Route(p, m) for p in providers
+                       if p in simulators and all(r.provider != p for r in routes) and (m := self.model_for(p, role))]
         if not routes:
             raise ConfigurationError(
                 f"model {model!r} is served by {model_provider}, which is not configured here "

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .endpoints import Endpoint, check_endpoints, endpoints_from_text, resolve
 from .errors import ConfigurationError, redact, register_secret
+from .validation import split_keys
 
 if TYPE_CHECKING:
     from ..calls.policy import FallbackOn
@@ -124,11 +125,6 @@ def read_dotenv(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigurationError(f"cannot read the .env file {path}: {type(e).__name__}: {e}") from None
     return {k: v for k, v in values.items() if v is not None}  # a bare "NAME" line sets nothing
-
-
-def split_keys(value: str | None) -> list[str]:
-    """The keys in ``OPENAI_API_KEYS``-style text: comma- (or space-) separated, blanks dropped."""
-    return [k for k in re.split(r"[,\s]+", value or "") if k]
 
 
 def load_settings(

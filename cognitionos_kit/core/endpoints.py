@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError, register_secret
+from .validation import split_keys
 
 __all__ = ["Endpoint", "check_endpoints", "endpoints_from_text", "KINDS", "RESERVED_NAMES", "key_variable", "RECIPES"]
 
@@ -262,7 +263,7 @@ def resolve(e: Endpoint, lookup: Lookup, where: Mapping[str, str], allow_mixed: 
         keys, key_src = (e.api_key,), e.source
     elif e.key_variable:
         value, key_src = lookup(e.key_variable)
-        keys = tuple(dict.fromkeys(k for k in re.split(r"[,\s]+", value or "") if k))
+        keys = tuple(dict.fromkeys(split_keys(value)))
     credentials: dict[str, str] = {}
     if e.kind == "bedrock" and not keys:
         for var in AWS_CREDENTIALS:

@@ -15,7 +15,7 @@ from .errors import InvalidRequestError
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__ = ["check_text", "check_identifier", "check_number", "check_time", "clean_text"]
+__all__ = ["check_text", "check_identifier", "check_number", "check_time", "clean_text", "split_keys"]
 
 # A lone surrogate (U+D800-U+DFFF) is valid in a Python str but not in UTF-8: it cannot be sent to
 # a provider, written to the journal or loaded by DuckDB. Strings decoded with errors="surrogateescape"
@@ -95,3 +95,8 @@ def check_time(value: Any, what: str) -> datetime:
             f"{what} must be a datetime, date, ISO string or epoch seconds, got {type(value).__name__}"
         )
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def split_keys(value: str | None) -> list[str]:
+    """The keys in ``OPENAI_API_KEYS``-style text: comma- (or space-) separated, blanks dropped."""
+    return [k for k in re.split(r"[,\s]+", value or "") if k]
