@@ -431,7 +431,7 @@ class _LoopbackServer:
     def _dispatch(self, h: _Handler, req: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(req)
-        if self._serve_batch(h, req):  # the batch endpoints never consume the script
+        if self._serve_unscripted(h, req):  # batch APIs, model lists, tokenizers: never the script
             return
         with self._lock:
             item = self._script.popleft() if self._script else None
@@ -509,7 +509,8 @@ class _LoopbackServer:
     batch_polls: int | None = 1
     batch_fail: Any = None  # Callable[[dict], bool]: which request bodies the batch fails
 
-    def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
+    def _serve_unscripted(self, h: _Handler, req: RecordedRequest) -> bool:
+        """Answer the endpoints that never consume the script; False for the others."""
         return False
 
     def _batch_answer(self, path: str, body: dict) -> tuple[int, dict]:
@@ -575,10 +576,13 @@ class OpenAIServer(_LoopbackServer):
     # (here one token per whitespace-separated word, so a test can tell its counts from tiktoken's)
     tokenize: bool = False
 
-    def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
-        if req.method == "POST" and req.path == "/tokenize" and self.tokenize and isinstance(req.body, dict) \
-                and isinstance(req.body.get("content"), str):
-            self._send_json(h, 200, {"tokens": list(range(len(req.body["content"].split())))})
+    def _serve_unscripted(self, h: _Handler, req: RecordedRequest) -> bool:
+        if req.method == "POST" and req.path in ("/tokenize", "/extras/tokenize/count"):
+            body = req.body if isinstance(req.body, dict) else {}
+            if self.tokenize and req.path == "/tokenize" and isinstance(body.get("content"), str):
+                self._send_json(h, 200, {"tokens": list(range(len(body["content"].split())))})
+            else:  # as a server without one: 404, and the script is left for the calls
+                self._send_json(h, 404, self.error_body(404, f"loopback: no tokenizer at {req.path}"))
             return True
         if req.method == "GET" and req.path == "/v1/models" and self.models is not None:
             data = [{"id": m, "object": "model", "created": 1733000000, "owned_by": "loopback",
@@ -699,7 +703,7 @@ class AnthropicServer(_LoopbackServer):
         529: ("overloaded_error", "Overloaded"),
     }
 
-    def _serve_batch(self, h: _Handler, req: RecordedRequest) -> bool:
+    def _serve_unscripted(self, h: _Handler, req: RecordedRequest) -> bool:
         """``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}`` and its ``results_url``
         (JSONL), as the Message Batches API documents them."""
         parts = req.path.strip("/").split("/")

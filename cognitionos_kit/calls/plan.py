@@ -66,11 +66,13 @@ class CallPlan:
     def steps(self) -> list[Step]:
         return self.chain.steps
 
-    def estimate_usage(self, step: Step, completion_text: str) -> Usage:
-        """Tokens counted locally, flagged as estimated: by the endpoint's server when it has a
-        tokenizer (``providers.endpoint.OpenAIEndpoint.count_usage``), else tiktoken."""
+    def estimate_usage(self, step: Step, completion_text: str, *, ask_server: bool = False) -> Usage:
+        """Tokens counted locally (tiktoken), flagged as estimated. ``ask_server``: a finished answer
+        from a named endpoint with a tokenizer is counted by its server instead
+        (``providers.endpoint.OpenAIEndpoint.count_usage``); never after a failure (an interrupted
+        stream): a server that just broke is not asked again."""
         req = step.request
-        own = getattr(step.provider, "count_usage", None)
+        own = getattr(step.provider, "count_usage", None) if ask_server else None
         if own is not None and (counted := own(req, completion_text)) is not None:
             return counted
         return Usage(
@@ -80,10 +82,11 @@ class CallPlan:
         )
 
     def fill_usage(self, step: Step, usage: Usage, text: str) -> Usage:
-        """Usage the provider did not report (all or part) counted locally, flagged as estimated."""
-        if not usage.estimated:
+        """Usage the provider did not report (all or part) counted locally, flagged as estimated
+        (usage the kit already counted, e.g. an interrupted stream's, is kept as it is)."""
+        if not usage.estimated or usage.counted_by is not None:
             return usage
-        counted = self.estimate_usage(step, text)
+        counted = self.estimate_usage(step, text, ask_server=True)
         return Usage(
             prompt_tokens=usage.prompt_tokens or counted.prompt_tokens,
             completion_tokens=usage.completion_tokens or counted.completion_tokens,
