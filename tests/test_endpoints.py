@@ -325,6 +325,7 @@ def test_the_documented_recipes_are_priced_from_their_base_url(tmp_path, monkeyp
         assert kit.prices.tables[name] == table
         price, source, _ = kit.prices.price(name, model)
         assert (price is not None, source) == ((True, "genai-prices") if table else (False, "unknown"))
+        assert kit.router.directory.cached(name) is None  # its server was never asked: nothing is fetched
 
 
 def test_set_role_model_maps_an_endpoint_model_by_prefix_or_by_its_listing(make_kit, vllm):
