@@ -2,7 +2,11 @@
 answers every request after 50 ms, then after 200 ms. Reports, for each delay, the kit's wall time
 against the ideal (1000 / 64 x delay) and against the official SDK's floor (a bare AsyncOpenAI on
 its aiohttp transport calling ``post``, nothing else), measured in alternating rounds so that drift
-of a shared machine hits both alike; target (issue 14): kit / floor <= 1.10 at 50 ms.
+of a shared machine hits both alike; target (issue 14): kit / floor <= 1.10 at 50 ms. Each timed
+segment starts after ``gc.collect()`` (outside its timing), as timeit and pyperf isolate timings
+from the collector: a full collection walks the whole process (90-140 ms here, with the SDKs and
+price tables loaded) and would otherwise land in whichever segment happens to trigger it, often
+paying for garbage the other side made.
 
 The server runs in its own process (an asyncio HTTP/1.1 server, keep-alive) so it does not
 compete with the kit for the GIL. Its answer is a recorded OpenAI chat response from
@@ -13,6 +17,7 @@ tests/fixtures/recorded-api-traffic.json. Usage: ``python benchmarks/bench_exper
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -119,11 +124,15 @@ def _one_delay(delay_s: float) -> dict:
     walls, floors, leans = [], [], []
     for r in range(ROUNDS):
         exp = Experiment("bench", rows, f"Round {r} item {{i}}: say hello", ["gpt-4o-mini"], settings={"max_tokens": [32]})
+        gc.collect()
         t0 = time.perf_counter()
         run = kit.run(exp, concurrency=CONCURRENCY, cache=True, progress=False)
         walls.append(time.perf_counter() - t0)
+        gc.collect()
         floors.append(asyncio.run(_raw_sdk(CALLS, CONCURRENCY, lean=True)))
+        gc.collect()
         leans.append(asyncio.run(_raw_sdk(CALLS, CONCURRENCY, lean=True, kit_class=True)))
+    gc.collect()
     t1 = time.perf_counter()
     rerun = kit.run(exp, concurrency=CONCURRENCY, progress=False)
     cached_wall = time.perf_counter() - t1
