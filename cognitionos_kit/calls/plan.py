@@ -132,7 +132,8 @@ class Planner:
         self.recall: Recall | None = None  # the memories of memory= (set by the Kit; calls.recall)
 
     def plan(self, prompt: Prompt | Turns, options: CallOptions, *, stream: bool = False,
-             trace_id: str | None = None) -> CallPlan:
+             trace_id: str | None = None, routes: dict[int, Any] | None = None) -> CallPlan:
+        """The checked call. ``routes``: the caller's routes by options (an experiment's cells share options)."""
         o = options
         messages, system = normalise_prompt(prompt, o.system, o.image_set)
         if o.memory is not None:
@@ -156,11 +157,17 @@ class Planner:
                                                  tools=[t.spec for t in o.tool_set] if o.tool_set else None)
             return counts[m]
 
-        plan = self.router.plan(
-            chain, role=o.role, model=o.model, max_cost=o.max_cost, max_tokens=max_tokens,
-            count_prompt=count_prompt if o.max_cost is not None else None, strict=o.providers is not None,
-            simulators=[p for p in chain if self.providers.is_simulator(p)],
-        )
+        routes = routes if o.max_cost is None and o.memory is None else None  # else the route may depend on the prompt
+        if routes is not None and (known := routes.get(id(o))) is not None and known[0] is o:
+            plan = known[1]
+        else:
+            plan = self.router.plan(
+                chain, role=o.role, model=o.model, max_cost=o.max_cost, max_tokens=max_tokens,
+                count_prompt=count_prompt if o.max_cost is not None else None, strict=o.providers is not None,
+                simulators=[p for p in chain if self.providers.is_simulator(p)],
+            )
+            if routes is not None:
+                routes[id(o)] = (o, plan)  # the options kept with it: their id is not reused meanwhile
         chars = sum(len(m.content) + 6000 * len(m.images) for m in messages) + len(system or "")
         for r in plan.routes:
             limits = self._limits.get((r.provider, r.model)) or self._limits_of(r.provider, r.model)

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..calls.options import make_options
+from ..calls.options import CallOptions, make_options
 from ..calls.plan import cache_name as plan_cache_name
 from ..calls.turns import needs_turns
 from ..core.errors import ConfigurationError, InvalidRequestError, KitError
@@ -25,9 +25,11 @@ from .budget import Budget
 from .entry import ENTRY_FIELDS, entry
 from .entry import entry as to_entry
 from .experiment import Cell, Experiment
+from .heap import quiet_heap
 from .ray_executor import ray_send
 from .run import Run
-from .runs import finish_run, load_run
+from .runs import finish_run, git_probe, load_run
+from .runstore import RunStore
 from .scorers import Scorer
 
 if TYPE_CHECKING:
@@ -39,9 +41,6 @@ __all__ = ["Run", "run_experiment", "entry", "ENTRY_FIELDS", "RUN_ONLY_COLUMNS"]
 # the only columns that differ when a rerun is served from cache (request_id: the call, or cache hit, of this run)
 RUN_ONLY_COLUMNS = ("cache_hit", "spent_usd", "request_id")
 Send = Callable[[str, Mapping[str, Any]], Awaitable[dict]]
-# A run stores its answers in the cache this many at a time (and at its end): one transaction
-# each, not one per answer. A process killed mid-run loses at most these (the ledger has them).
-FLUSH_EVERY = 64
 
 
 @dataclass
@@ -67,11 +66,17 @@ def _plan(kit: Kit, exp: Experiment, run_id: str, budget: bool) -> list[_Plan]:
     """
     plans: list[_Plan] = []
     counts: dict[Any, int] = {}
+    # cells differ by prompt: options (and their routes) are made once per model x settings x repeat
+    made: dict[str, CallOptions] = {}
+    routes: dict[int, Any] = {}
     for cell in exp.cells():
         # planned once: what is checked here is what is sent (cache=False: the run keeps its own entries)
-        options = make_options({**cell.kwargs, "experiment_id": exp.name, "run_id": run_id, "cache": False})
+        options = made.get(asked := repr(cell.kwargs))
+        if options is None:
+            options = made[asked] = make_options({**cell.kwargs, "experiment_id": exp.name, "run_id": run_id,
+                                                  "cache": False})
         try:
-            call = kit.planner.plan(cell.prompt, options)
+            call = kit.planner.plan(cell.prompt, options, routes=routes)
         except (InvalidRequestError, ConfigurationError) as exc:
             raise exc.with_traceback(None) from None
         step = call.steps[0]
@@ -115,8 +120,8 @@ class _Engine:
         self.kit, self.exp, self.run_id, self.send = kit, exp, run_id, send
         self.budget, self.cache, self.read_cache = budget, cache, read_cache
         self.direct = direct  # send a cell's planned call itself (this process), not its prompt and options
-        # answers waiting to be stored together (one transaction); lookups see them at once
-        self.pending: dict[str, dict] = {}
+        # answers on their way into the cache (one background writer); lookups see them at once
+        self.answers = RunStore(cache) if cache is not None else None
         self.prefetched: dict[str, dict] = {}  # what the cache held for the looked-up keys before the run
         self.looked: set[str] = set()
         self.hits = 0
@@ -142,7 +147,7 @@ class _Engine:
         if self.cache is None or not self.read_cache:
             return None
         t0 = time.perf_counter()
-        entry = self.pending.get(key)
+        entry = self.answers.get(key) if self.answers is not None else None
         if entry is None:
             entry = self.prefetched.get(key) if key in self.looked else self.cache.get(key)
         if entry is None or (entry.get("provider"), entry.get("model")) != (asked[0], asked[1].model):
@@ -160,25 +165,18 @@ class _Engine:
     def store(self, key: str, entry: dict, asked: tuple[str, Any, int]) -> None:
         """Keep an answer in the run's cache: under ``key`` when it is what was asked, else under
         the key of the provider and model that produced it."""
-        if self.cache is None:
+        if self.answers is None:
             return
         served = (entry["provider"], entry["model"])
         if served != (asked[0], asked[1].model):
             key = cache_key(cache_name(self.kit, served[0]), replace(asked[1], model=served[1]), asked[2])
-        self.pending[key] = entry
-        if len(self.pending) >= FLUSH_EVERY:
-            self.flush()
+        self.answers.put(key, entry)
 
     def prefetch(self, keys: list[str]) -> None:
         """Read the cached answers of ``keys`` in a few queries (``lookup`` then serves from them)."""
         if self.cache is not None and self.read_cache:
             self.prefetched, self.looked = self.cache.get_many(keys), set(keys)
 
-    def flush(self) -> None:
-        """Store the answers waiting in ``pending`` (also when the run ends, or fails)."""
-        if self.cache is not None and self.pending:
-            items, self.pending = list(self.pending.items()), {}
-            self.cache.put_many(items)
 
     async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None,
                     asked: tuple[str, Any, int], call: CallPlan | None = None) -> tuple[str, Any, float, bool]:
@@ -292,10 +290,11 @@ def run_experiment(
     if not isinstance(experiment, Experiment):
         raise InvalidRequestError(f"kit.run expects an Experiment, got {type(experiment).__name__}")
     _check_args(concurrency, budget_usd, executor, cache, resume)
-    if experiment.script is not None:  # the experiment's canned offline answers, for this run only
-        with kit.simulated.scripted(experiment.script):
-            return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress, resume)
-    return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress, resume)
+    with quiet_heap():  # no walk of the whole heap while calls are in flight (experiments.heap)
+        if experiment.script is not None:  # the experiment's canned offline answers, for this run only
+            with kit.simulated.scripted(experiment.script):
+                return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress, resume)
+        return _run(kit, experiment, concurrency, budget_usd, executor, cache, progress, resume)
 
 
 def cache_name(kit: Kit, provider: str) -> str:
@@ -314,6 +313,7 @@ def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float |
         return load_run(kit, resume)  # resuming a run that already ended: it is what it was
     run_id = resume or _run_id(experiment.name)
     plans = _plan(kit, experiment, run_id, budget_usd is not None)  # every call validated before any is sent
+    git = git_probe(Path.cwd())  # the code version, found while the calls are in flight
     send: Send = ray_send(kit) if executor == "ray" else _local_send(kit)  # the batch executor's judges: local
     # an entry without these is unreadable for a run: a miss with a warning, never a crash
     store = open_cache(kit.home, kit.guard.url, required=("content", "provider", "model", "cost_usd")) \
@@ -322,26 +322,31 @@ def _run(kit: Kit, experiment: Experiment, concurrency: int, budget_usd: float |
                      read_cache=cache is True, direct=executor == "local" and batch is None)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    sent = False
     try:
         if batch is not None:
             outcomes = run_batch(engine, plans, batch, state, progress)
             _run_coro(_judge_all(engine, plans, outcomes, concurrency))
         else:
             outcomes = _run_coro(_drive(engine, plans, concurrency, progress))
+        sent = True
     finally:
-        if store is not None:
-            try:
-                engine.flush()
-            finally:
-                store.close()
+        if engine.answers is not None:  # the last answers written and the file closed while the table is built
+            engine.answers.close()
+            if not sent:
+                engine.answers.wait()
         if hasattr(send, "close"):
             send.close()  # the Ray executor's private key file goes with the run
     wall = time.perf_counter() - t0
-    return finish_run(kit, experiment, engine, plans, outcomes, run_id=run_id, started=started, wall_s=wall,
-                      options={"concurrency": concurrency, "budget_usd": budget_usd,
-                               "executor": "batch" if batch is not None else executor, "cache": cache,
-                               **({"batch": {**asdict(batch), "state": STATE_FILE, "resumed": resume is not None}}
-                                  if batch is not None else {})})
+    try:
+        return finish_run(kit, experiment, engine, plans, outcomes, run_id=run_id, started=started, wall_s=wall,
+                          git=git, options={"concurrency": concurrency, "budget_usd": budget_usd,
+                                            "executor": "batch" if batch is not None else executor, "cache": cache,
+                                            **({"batch": {**asdict(batch), "state": STATE_FILE,
+                                                          "resumed": resume is not None}} if batch is not None else {})})
+    finally:
+        if engine.answers is not None:
+            engine.answers.wait()  # a failed write fails the run
 
 
 async def _judge_all(engine: _Engine, plans: list[_Plan], outcomes: list[dict], concurrency: int) -> None:

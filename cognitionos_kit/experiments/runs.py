@@ -8,6 +8,8 @@ import json
 import math
 import platform
 import subprocess
+import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,20 @@ def _git(cwd: Path) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
 
 
+def git_probe(cwd: Path) -> Callable[[], dict[str, Any]]:
+    """``_git`` started now in a thread, its answer taken when the manifest is written: its two git
+    processes (5-10 ms, more on a busy machine) run while the calls are in flight."""
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.update(_git(cwd)), name="kit-git-probe", daemon=True)
+    thread.start()
+
+    def result() -> dict[str, Any]:
+        thread.join()
+        return out or {"git_commit": None, "git_dirty": None}
+
+    return result
+
+
 @functools.lru_cache(maxsize=1)  # installed packages do not change under a running process
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
@@ -61,50 +77,62 @@ def _versions() -> dict[str, str | None]:
 
 
 def _results(exp: Experiment, plans: list, outcomes: list[dict], failed_ids: dict[str, str]) -> pd.DataFrame:
+    """The run's table, one row per cell, built column by column (row by row it took 10 ms a
+    thousand cells, at the end of every run)."""
     import pandas as pd
 
     records = exp.data.to_dict("records")
     reserved = {"cell", "row", "template", "model", "settings", "repeat", "prompt", "output", "status", "error",
                 "provider", "served_model", "requested_model", "substituted", "prompt_tokens", "completion_tokens",
                 "cost_usd", "latency_ms", "finish_reason", "cache_hit", "spent_usd", "request_id"}
-    rows = []
-    for p, out in zip(plans, outcomes):
-        c, e = p.cell, out.get("entry") or {}
-        r: dict[str, Any] = {"cell": c.index, "row": c.row, "template": c.template, "model": c.model,
-                             "settings": c.settings, "repeat": c.repeat}
-        for k, v in records[c.row].items():
-            k = str(k)
-            r[f"data_{k}" if k in reserved or k.startswith(("score_", "rationale_")) else k] = v
-        r.update({
-            "prompt": c.prompt, "output": e.get("content"), "status": out["status"], "error": out.get("error"),
-            "provider": e.get("provider"), "served_model": e.get("model"),
-            "requested_model": e.get("requested_model") or (e.get("model") if e else None),
-            "substituted": bool(e.get("substituted")) if e else None,
-            "prompt_tokens": e.get("prompt_tokens"), "completion_tokens": e.get("completion_tokens"),
-            "cost_usd": e.get("cost_usd"), "latency_ms": e.get("latency_ms"), "finish_reason": e.get("finish_reason"),
-        })
-        for s in exp.scorer_list:
-            r[f"score_{s.name}"] = out["judged"].get(s.name, math.nan) if s.judge else (
-                s.score(e["content"], records[c.row]) if e else math.nan)
-            if s.rationale:  # the judge's reasoning, next to its score
-                r[f"rationale_{s.name}"] = (out.get("rationales") or {}).get(s.name)
-        notes = out.get("judge_notes") or {}
-        if notes:  # the answer is there (status ok) but a judge score is missing: say why
-            r["error"] = "; ".join(
-                f"score_{name} missing: " + ("budget exhausted before the judge call (run again with a larger "
-                                             "budget to fill it)" if why == "budget" else why)
-                for name, why in notes.items())
-        r["cache_hit"] = bool(out.get("cache_hit"))
-        r["spent_usd"] = float(out.get("spent", 0.0))
-        # the call (or cache hit) whose ledger rows are this sample's attempts (experiments.attempts)
-        r["request_id"] = e.get("request_id") if e else failed_ids.get(p.key)
-        rows.append(r)
-    df = pd.DataFrame(rows)
+    cells = [p.cell for p in plans]
+    entries = [out.get("entry") or {} for out in outcomes]
+    cols: dict[str, list[Any]] = {name: [getattr(c, attr) for c in cells] for name, attr in (
+        ("cell", "index"), ("row", "row"), ("template", "template"), ("model", "model"), ("settings", "settings"),
+        ("repeat", "repeat"))}
+    for k in exp.data.columns:
+        name = str(k)
+        name = f"data_{name}" if name in reserved or name.startswith(("score_", "rationale_")) else name
+        cols[name] = [records[c.row][k] for c in cells]
+    cols["prompt"] = [c.prompt for c in cells]
+    cols["output"] = [e.get("content") for e in entries]
+    cols["status"] = [out["status"] for out in outcomes]
+    cols["error"] = [_error(out) for out in outcomes]
+    cols["provider"] = [e.get("provider") for e in entries]
+    cols["served_model"] = [e.get("model") for e in entries]
+    cols["requested_model"] = [e.get("requested_model") or (e.get("model") if e else None) for e in entries]
+    cols["substituted"] = [bool(e.get("substituted")) if e else None for e in entries]
+    for name in ("prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "finish_reason"):
+        cols[name] = [e.get(name) for e in entries]
+    for s in exp.scorer_list:
+        if s.judge:
+            cols[f"score_{s.name}"] = [out["judged"].get(s.name, math.nan) for out in outcomes]
+        else:
+            cols[f"score_{s.name}"] = [s.score(e["content"], records[c.row]) if e else math.nan
+                                       for c, e in zip(cells, entries)]
+        if s.rationale:  # the judge's reasoning, next to its score
+            cols[f"rationale_{s.name}"] = [(out.get("rationales") or {}).get(s.name) for out in outcomes]
+    cols["cache_hit"] = [bool(out.get("cache_hit")) for out in outcomes]
+    cols["spent_usd"] = [float(out.get("spent", 0.0)) for out in outcomes]
+    # the call (or cache hit) whose ledger rows are this sample's attempts (experiments.attempts)
+    cols["request_id"] = [e.get("request_id") if e else failed_ids.get(p.key) for p, e in zip(plans, entries)]
+    df = pd.DataFrame(cols)
     for col in ("prompt_tokens", "completion_tokens"):
         df[col] = df[col].astype("Int64")
     for col in ("cost_usd", "latency_ms"):
         df[col] = df[col].astype("float64")
     return df
+
+
+def _error(out: dict[str, Any]) -> Any:
+    """The cell's error; when the answer is there (status ok) but a judge score is missing, why."""
+    notes = out.get("judge_notes") or {}
+    if not notes:
+        return out.get("error")
+    return "; ".join(
+        f"score_{name} missing: " + ("budget exhausted before the judge call (run again with a larger "
+                                     "budget to fill it)" if why == "budget" else why)
+        for name, why in notes.items())
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -140,8 +168,10 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: list[dict], *, run_id: str,
-               started: datetime, wall_s: float, options: dict[str, Any]) -> Run:
-    """Build the table, summary and manifest; write the run folder; return the ``Run``."""
+               started: datetime, wall_s: float, options: dict[str, Any],
+               git: Callable[[], dict[str, Any]] | None = None) -> Run:
+    """Build the table, summary and manifest; write the run folder; return the ``Run``. ``git``: the
+    code version (``git_probe``), else found now."""
 
     results = _results(exp, plans, outcomes, getattr(engine, "failed_ids", {}))
     summary = summarize(results)
@@ -172,7 +202,7 @@ def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: li
     manifest: dict[str, Any] = {
         "run_id": run_id, "experiment": exp.name, "experiment_hash": exp.hash, "dataset_hash": exp.dataset_hash,
         "spec": exp.spec(),
-        "code_version": {**_git(Path.cwd()), "package_version": _versions()["cognitionos_kit"]},
+        "code_version": {**(git() if git is not None else _git(Path.cwd())), "package_version": _versions()["cognitionos_kit"]},
         "package_versions": _versions(), "price_table_version": genai_prices_version(),
         "seeds": {"kit_seed": getattr(kit.simulated, "seed", None), "repeat_indices": list(range(exp.repeats))},
         "started_at": started.isoformat(), "ended_at": datetime.now(timezone.utc).isoformat(),

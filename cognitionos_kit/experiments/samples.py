@@ -43,6 +43,18 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _plain_column(col: pd.Series) -> list[Any]:
+    """A column's values JSON-ready (``_plain``), column by column: a thousand-row run's records are
+    made at its end, and value by value this took most of the report's time."""
+    values = col.tolist()  # numpy scalars become Python ones; NA, NaN and NaT stay
+    missing = col.isna()
+    if missing.any():
+        values = [None if m else v for v, m in zip(values, missing.tolist())]
+    if col.dtype == object:  # values of any type, numpy scalars among them
+        values = [_plain(v) for v in values]
+    return values
+
+
 def sample_records(results: pd.DataFrame,
                    attempts: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """One record per row of a run's results table (``run.results``); ``attempts`` (the run's, by
@@ -52,9 +64,8 @@ def sample_records(results: pd.DataFrame,
     notes = [c for c in cols if c.startswith(("rationale_", "note_"))]
     fields = [c for c in cols if c not in _KNOWN and c not in scores and c not in notes]
     out = []
-    plain = results.astype(object).where(results.notna(), None)  # NA, NaN and NaT at once, not per value
-    for rec in plain.to_dict("records"):
-        r = {k: _plain(v) for k, v in rec.items()}
+    for values in zip(*(_plain_column(results[c]) for c in cols)):
+        r = dict(zip(cols, values))
         served = r.get("served_model") or r.get("model")
         out.append({
             "key": "/".join(str(r.get(k)) for k in GRID),
@@ -148,7 +159,7 @@ def run_records(run: Run, other: Run | None = None, *, limit: int | None = None)
     """What a viewer needs: the records (the first ``limit`` samples), the choices its filters
     offer, and the other run's pairs."""
     results = run.results if limit is None else run.results.head(limit)
-    records = sample_records(results, _run_attempts(run))
+    records = sample_records(results, _run_attempts(run, None if limit is None else results))
     data: dict[str, Any] = {
         "run_id": run.run_id, "records": records,
         "models": sorted({str(r["model"]) for r in records}),
@@ -162,6 +173,12 @@ def run_records(run: Run, other: Run | None = None, *, limit: int | None = None)
     return data
 
 
-def _run_attempts(run: Run) -> dict[str, list[dict[str, Any]]] | None:
-    """The run's attempts by request id (one ledger query per run), None without a ledger."""
-    return None if getattr(run, "ledger", None) is None else attempts_by_request(run.attempts)
+def _run_attempts(run: Run, shown: pd.DataFrame | None = None) -> dict[str, list[dict[str, Any]]] | None:
+    """The run's attempts by request id (one ledger query per run), None without a ledger; with
+    ``shown`` (some of its samples), only theirs."""
+    if getattr(run, "ledger", None) is None:
+        return None
+    frame = run.attempts
+    if shown is not None and len(shown) < len(run.results) and "request_id" in shown and not frame.empty:
+        frame = frame[frame.request_id.isin(set(shown.request_id.dropna()))]
+    return attempts_by_request(frame)

@@ -10,6 +10,8 @@ import html
 import json
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..core.display import money
 from .samples import attempt_rows, record_text, run_records
 
@@ -127,12 +129,21 @@ def samples_html(run: Run, other: Run | None = None, *, limit: int = 500) -> str
             if len(run.results) > limit else "")
     compared = (f"<p>Beside each sample: the same sample in run {html.escape(str(other.run_id))}.</p>"
                 if other is not None else "")
-    payload = json.dumps(data, ensure_ascii=False, default=str).replace("</", "<\\/")
+    payload = _json(data).replace("</", "<\\/")
     return (f"{more}{compared}<p>Click a sample to read all of it.</p>{filters}"
             f"<div style='overflow-x:auto'><table id='kit-samples'><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>"
             f"<div id='kit-sample-detail'></div>"
             f"<script type='application/json' id='kit-samples-data'>{payload}</script><script>{_SCRIPT}</script>")
+
+
+def _json(data: dict[str, Any]) -> str:
+    """``json.dumps(data, ensure_ascii=False, default=str)``, by orjson where it can (a fifth of the
+    report's time at the end of a thousand-cell run went to the standard encoder)."""
+    try:
+        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    except (orjson.JSONEncodeError, TypeError):  # e.g. a lone surrogate in a dataset field
+        return json.dumps(data, ensure_ascii=False, default=str)
 
 
 def _row(r: dict[str, Any], fields: list[str], scores: list[str]) -> str:
