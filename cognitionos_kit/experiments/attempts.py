@@ -10,7 +10,7 @@ answer), ``outcome`` (what happened, in words) and ``line`` (all of it in one li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.display import money
@@ -38,12 +38,16 @@ def run_attempts(ledger: Any, run_id: str) -> pd.DataFrame:
 
 def attempts_by_request(df: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     """``run_attempts``' rows as plain attempt dicts (see the module docstring), by request id."""
-    out: dict[str, list[dict[str, Any]]] = {}
     if df.empty:
-        return out
+        return {}
     # plain lists, column by column (about 10 ms for a thousand rows), not a DataFrame walk
-    for rid, n, provider, model, status, kind, err, latency, cost, key, hit in zip(
-            *(df[c].tolist() for c in ATTEMPT_COLUMNS)):
+    return _by_request(zip(*(df[c].tolist() for c in ATTEMPT_COLUMNS)))
+
+
+def _by_request(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows in ``ATTEMPT_COLUMNS`` order -> attempt dicts by request id, each request's by number."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rid, n, provider, model, status, kind, err, latency, cost, key, hit in rows:
         if _str(err):  # said once: the line names the provider and model already
             err = redact(err).removeprefix(f"{provider}/{model}: ")
         out.setdefault(rid, []).append({
@@ -53,6 +57,8 @@ def attempts_by_request(df: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
             "answer": False,
         })
     for attempts in out.values():
+        if len(attempts) > 1:
+            attempts.sort(key=lambda a: a["n"] or 0)
         ok = [a for a in attempts if a["status"] == "ok"]
         if ok:
             ok[-1]["answer"] = True
@@ -143,6 +149,10 @@ class RunAttempts:
     def _add(self, rid: str, a: Any, cost: float | None) -> None:
         self.rows.append((rid, a.number, a.provider, a.model, a.status, a.error_type, a.error_message, a.latency_ms,
                           cost, a.key_fingerprint, False))
+
+    def by_request(self, ids: Collection[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+        """``attempts_by_request`` of these rows (of the requests ``ids`` only), without a DataFrame."""
+        return _by_request(self.rows if ids is None else (r for r in self.rows if r[0] in ids))
 
     def frame(self) -> pd.DataFrame | None:
         """The attempts in ``run_attempts``' columns and order, or None when not all are known."""

@@ -23,6 +23,8 @@ class Run:
     comparison: Any = field(default=None, repr=False)
     ledger: Any = field(default=None, repr=False, compare=False)  # where ``attempts`` are read from
     _attempts: Any = field(default=None, init=False, repr=False, compare=False)
+    # the run's attempts as it kept them (attempts.RunAttempts, complete): no ledger query, no frame until asked
+    _known: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cost_usd(self) -> float | None:
@@ -48,6 +50,8 @@ class Run:
         """Every ledger row of this run (one per attempt: each provider tried, each retry with another
         key, each cache hit; judge calls too), read once in one query by run id; ``request_id`` links
         a sample (``results.request_id``) to its own. Empty without a ledger."""
+        if self._attempts is None and self._known is not None:
+            self._attempts = self._known.frame()
         if self._attempts is None:
             from .attempts import run_attempts
 

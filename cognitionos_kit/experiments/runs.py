@@ -221,9 +221,8 @@ def finish_run(kit: Kit, exp: Experiment, engine: Any, plans: list, outcomes: li
         raise storage_error(f"cannot write the run folder of {run_id} (its answers are in the cache and ledger)",
                             exc, path, writing=True) from None
     run = Run(run_id, results, summary, manifest, path, ledger=kit.ledger)
-    known = engine.attempts.frame() if hasattr(engine, "attempts") else None
-    if known is not None:
-        run._attempts = known  # what the ledger holds for this run, known without reading it back
+    if hasattr(engine, "attempts") and engine.attempts.complete:
+        run._known = engine.attempts  # what the ledger holds for this run, known without reading it back
     write_report(run)
     return run
 

@@ -178,6 +178,9 @@ def _run_attempts(run: Run, shown: pd.DataFrame | None = None) -> dict[str, list
     ``shown`` (some of its samples), only theirs."""
     if getattr(run, "ledger", None) is None:
         return None
+    known = getattr(run, "_known", None)
+    if known is not None and run._attempts is None:  # kept by the run as it went: no frame needed
+        return known.by_request(None if shown is None else set(shown.request_id.dropna()))
     frame = run.attempts
     if shown is not None and len(shown) < len(run.results) and "request_id" in shown and not frame.empty:
         frame = frame[frame.request_id.isin(set(shown.request_id.dropna()))]
