@@ -335,3 +335,107 @@ def test_a_large_finished_journal_is_read_whole_with_the_same_rules(store: Store
             t.join(timeout=60)
     assert not f.exists() and list((store.journal_dir / "archive").glob("*.gz"))
     assert count(store) == len(good) + 1  # nothing read twice
+
+
+# --- the kept DuckDB instance (storage.instance) -------------------------------------------
+_OTHER_PROCESS = """
+import sys, duckdb
+try:
+    con = duckdb.connect(sys.argv[1])
+except duckdb.Error as e:
+    print("locked" if "lock" in str(e).lower() else f"error {e}")
+else:
+    con.execute("INSERT INTO events (row_id, n) VALUES ('other', 7)")
+    con.close()
+    print("wrote")
+"""
+
+
+def _other_process(path: Path) -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _OTHER_PROCESS, str(path)], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+
+
+def test_the_file_is_locked_only_during_an_operation_and_its_writes_are_on_disk_after(store: Store) -> None:
+    store.append("events", [{"row_id": "a", "n": 1}])
+    assert count(store) == 1  # ingested by this process's instance, then detached
+    with store.connect() as con:  # attached: another process cannot open it now
+        assert _other_process(store.db_path) == "locked"
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    assert _other_process(store.db_path) == "wrote"  # detached: it can, and sees what this process wrote
+    assert sorted(store.query("SELECT row_id FROM events")["row_id"]) == ["a", "other"]
+    assert not Path(f"{store.db_path}.wal").exists()  # checkpointed when detached, as when closed
+
+
+def test_a_connect_inside_a_connect_and_two_stores_of_one_file_share_the_attachment(tmp_path: Path) -> None:
+    one = Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations())
+    two = Store(tmp_path / "db.duckdb", tmp_path / "journal", events_migrations())
+    one.append("events", [{"row_id": "x", "n": 1}])
+    with one.connect() as outer:
+        with two.connect() as inner:  # the same file, the same thread: no second ATTACH
+            inner.execute("INSERT INTO events (row_id, n) VALUES ('y', 2)")
+        # still attached after the inner one, and it sees its row ('x' is still in the journal: no query ingested it)
+        assert outer.execute("SELECT row_id FROM events").fetchall() == [("y",)]
+    assert count(two) == 2 and _other_process(one.db_path) == "wrote"
+
+
+def test_a_forked_child_reads_with_an_instance_of_its_own(store: Store) -> None:
+    store.append("events", [{"row_id": "before-fork", "n": 1}])
+    assert count(store) == 1  # the parent's instance exists and has been used
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.write(w, str(count(store)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    import time
+
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG)[0] == 0:  # a child that hangs fails the test, not the run
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung starting DuckDB (an instance alive across the fork)")
+        time.sleep(0.05)
+    assert os.read(r, 100) == b"1"
+    os.close(r)
+    store.append("events", [{"row_id": "after-fork", "n": 2}])
+    assert count(store) == 2  # the parent's own instance still works
+
+
+def test_many_threads_reading_and_writing_stores_at_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [Store(tmp_path / f"db{i}.duckdb", tmp_path / f"journal{i}", events_migrations()) for i in range(3)]
+
+    def work(i: int) -> int:
+        s = stores[i % 3]
+        s.append("events", [{"row_id": f"r{i}", "n": i}])
+        return count(s)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(n >= 1 for n in pool.map(work, range(60)))
+    assert sum(count(s) for s in stores) == 60
+
+
+def test_the_instance_is_kept_between_reads_and_closed_after_a_large_one(store: Store) -> None:
+    from cognitionos_kit.storage import instance
+
+    store.append("events", [{"row_id": "a", "n": 1}])
+    count(store)
+    kept = instance._base
+    assert kept is not None
+    count(store)
+    assert instance._base is kept  # a small read: the same instance, started once
+    before = instance.resident()
+    ballast = b"x" * (instance.LARGE_BYTES + (64 << 20))  # what a million-row read leaves behind
+    instance.after(before)
+    assert instance._base is None and len(ballast) > instance.LARGE_BYTES  # closed: its memory went with it
+    del ballast
+    assert count(store) == 1 and instance._base is not None  # the next read starts a new one

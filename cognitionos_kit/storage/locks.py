@@ -32,6 +32,7 @@ class Gate:
         self.lock_path = lock_path
         self.rlock = threading.RLock()
         self.depth = 0
+        self.attached = 0  # connects in progress that have the database attached (storage.instance)
         self.fd = -1
         self.released = 0.0
         self.private = False  # the lock file's mode was checked (files of older versions were 0644)

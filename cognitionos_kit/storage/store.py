@@ -3,6 +3,7 @@ at once (the package docstring of :mod:`cognitionos_kit.storage` tells how)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidRequestError, StorageError
+from . import instance
 from .archive import archive_journal, ingest_archive, move_aside, scrub_archive
 from .faults import DAMAGED_MESSAGES, LOCKED_MESSAGES, WRITE_FAULTS, cause, reason_of, storage_error
 from .files import private_dir, private_file
@@ -66,6 +68,8 @@ class Store:
                 pass  # said, with its cause, by the first write or read that needs the folder
         self._folder = os.path.realpath(self.journal_dir)
         self._db_key = os.path.realpath(self.db_path)
+        # its name while attached to this process's DuckDB instance (storage.instance): one per file
+        self._alias = "kit_" + hashlib.sha1(self._db_key.encode()).hexdigest()[:16]
         self._spool = Spool(self._folder)
         self.kept_as: str | None = None  # where rebuild() moved the damaged database
 
@@ -127,12 +131,19 @@ class Store:
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database briefly (waiting up to ``lock_timeout`` for other processes),
-        apply pending migrations, yield the connection, close it."""
+        apply pending migrations, yield the connection, close it.
+
+        "Open" is an ``ATTACH`` to this process's kept DuckDB instance (``storage.instance``):
+        the file is locked until the ``DETACH`` at the end, as it was until ``close``."""
         import duckdb
 
         deadline = time.monotonic() + self.lock_timeout
-        with gate(self._db_key).hold(deadline, self._timed_out):
-            con = self._open(duckdb, deadline)
+        door = gate(self._db_key)
+        with door.hold(deadline, self._timed_out):
+            nested = door.attached > 0  # this thread has it attached already (a connect inside a connect)
+            began = 0 if nested else instance.resident()
+            con = self._open(duckdb, deadline, nested)
+            door.attached += 1
             try:
                 try:
                     con.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ in and out as UTC
@@ -154,11 +165,26 @@ class Store:
                     # TransactionException; name the cause and the path, as a KitError
                     raise self._db_error("could not use", e) from e
             finally:
+                door.attached -= 1
                 self._private_files()  # the .wal exists while the database is open
-                try:
-                    con.close()
-                except duckdb.Error:
-                    pass  # a checkpoint that failed (full disk): the WAL keeps the data for the next open
+                self._close(con, duckdb, nested)
+                instance.after(began)  # a large operation: its memory goes with the instance
+
+    def _close(self, con: duckdb.DuckDBPyConnection, duckdb: Any, nested: bool) -> None:
+        detached = True
+        try:
+            if not nested:
+                con.execute("USE memory")
+                con.execute(f"DETACH {self._alias}")
+        except duckdb.Error:
+            detached = False  # a checkpoint that failed (full disk): the WAL keeps the data for the next open
+        finally:
+            try:
+                con.close()
+            except duckdb.Error:
+                pass
+        if not detached:
+            instance.discard()  # it may still hold the file (and its lock): the next open starts a new one
 
     def _private_files(self) -> None:
         private_file(self.db_path)
@@ -171,25 +197,31 @@ class Store:
             "(another notebook?) is the likely holder. Close it, or raise lock_timeout."
         )
 
-    def _open(self, duckdb: Any, deadline: float) -> duckdb.DuckDBPyConnection:
+    def _open(self, duckdb: Any, deadline: float, nested: bool = False) -> duckdb.DuckDBPyConnection:
         # Kit processes are already kept out by the gate; this waits out anyone else (a DuckDB
         # CLI, a notebook's own duckdb.connect) holding DuckDB's lock on the file.
         import random
 
+        con = instance.cursor(duckdb)
+        if nested:
+            con.execute(f"USE {self._alias}")
+            return con
         delay = 0.005
         while True:
             try:
-                con = duckdb.connect(str(self.db_path))
+                con.execute(f"ATTACH {sql_literal(str(self.db_path))} AS {self._alias}")
             except duckdb.Error as e:
                 msg = str(e)
-                if not any(s in msg.lower() for s in LOCKED_MESSAGES):
-                    raise self._db_error("cannot open", e, opening=True) from e
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._timed_out(f"another process ({msg})") from e
+                if not any(s in msg.lower() for s in LOCKED_MESSAGES) or left <= 0:
+                    con.close()
+                    if any(s in msg.lower() for s in LOCKED_MESSAGES):
+                        raise self._timed_out(f"another process ({msg})") from e
+                    raise self._db_error("cannot open", e, opening=True) from e
                 time.sleep(min(left, delay * random.uniform(0.5, 1.5)))
                 delay = min(delay * 2, 0.1)
             else:
+                con.execute(f"USE {self._alias}")
                 self._private_files()
                 return con
 
