@@ -193,3 +193,29 @@ def test_per_call_charts_draw_a_documented_window_of_the_newest_calls_that_can_b
     with pytest.raises(InvalidRequestError, match="last must be a positive whole number"):
         kit.charts.latency_over_time(last="all")
     kit.close()
+
+
+def test_the_spend_line_is_the_running_total_per_bucket_across_a_month():
+    """What the dashboard draws: per provider and overall, the cumulative spend at each bucket of
+    minutes that had spend (at most _SPEND_POINTS of them), ending at the total; checked with pandas."""
+    import numpy as np
+    import pandas as pd
+
+    from cognitionos_kit.storage.aggregates import _SPEND_POINTS, Aggregates, spend_lines
+
+    rng = np.random.default_rng(7)
+    agg = Aggregates()
+    start = 29_000_000  # epoch minutes (2025)
+    for provider, n in (("openai", 40_000), ("anthropic", 9_000)):  # a month of minutes, some shared
+        minutes = np.unique(rng.integers(start, start + 30 * 1440, n))
+        agg.spend_minutes[provider] = {int(m): float(v) for m, v in zip(minutes, rng.random(len(minutes)) / 100)}
+    total, lines = spend_lines(agg)
+    every = pd.DataFrame([(p, m, v) for p, line in agg.spend_minutes.items() for m, v in line.items()],
+                         columns=["provider", "minute", "usd"])
+    width = -(-(every.minute.max() - every.minute.min() + 1) // (_SPEND_POINTS - 1))
+    for name, (times, cumulative) in [("total", total), *lines.items()]:
+        rows = every if name == "total" else every[every.provider == name]
+        want = rows.groupby(rows.minute // width).usd.sum().cumsum()
+        got_minutes = (np.asarray(times) - np.datetime64(0, "m")) // np.timedelta64(1, "m")
+        assert list(got_minutes) == [int(b) * width for b in want.index] and len(want) <= _SPEND_POINTS
+        assert np.allclose(cumulative, want.to_numpy()) and cumulative[-1] == pytest.approx(rows.usd.sum())

@@ -8,9 +8,10 @@ DuckDB lets one process open a database file at a time, so nothing here holds it
   returns, the rows survive the process being killed (and power loss with ``fsync=True``).
   No DuckDB on this path: it costs a few microseconds.
 * Readers open DuckDB briefly (``connect``), ingest every complete journal line not ingested
-  yet, run their query and close. Kit processes queue on a ``flock`` of ``<db>.lock`` (cheap
-  to wait on); anyone else holding DuckDB's own lock is waited out by retrying the open, up to
-  ``lock_timeout``.
+  yet, run their query and close. "Open" attaches the file to one in-memory DuckDB instance
+  kept by the process (``instance``), "close" detaches it: the file is locked only meanwhile.
+  Kit processes queue on a ``flock`` of ``<db>.lock`` (cheap to wait on); anyone else holding
+  DuckDB's own lock is waited out by retrying the open, up to ``lock_timeout``.
 
 Ingestion is exactly-once: each file's ingested byte offset lives in ``_journal_offsets`` and is
 updated in the same transaction as the inserted rows; ``row_id`` (the table's primary key) is a
@@ -37,6 +38,7 @@ Modules (import from them; this package imports nothing, so it costs nothing):
 * ``archive``: the journal archive, and rebuilding from it.
 * ``spool``: rows kept while the data folder cannot be written.
 * ``locks``: one opener of a database at a time.
+* ``instance``: the process's DuckDB, into which databases are attached.
 * ``faults``: errors that say why and where.
 * ``files``: private (0600/0700) files and folders.
 * ``migrations``, ``ledger``, ``cache``: schema migrations, the ``llm_usage`` ledger, the response cache.
