@@ -183,9 +183,12 @@ class Aggregates:
              f"count(*) AS n FROM llm_usage u WHERE {window} AND {_OK_LATENCY} GROUP BY 1, 2, 3", p),
             (f"SELECT (epoch(u.ts) // 60)::BIGINT AS minute, u.provider, sum(u.cost_usd) AS usd FROM llm_usage u "
              f"WHERE {window} AND u.cost_usd IS NOT NULL GROUP BY 1, 2", p),
-            (f"SELECT u.provider, u.model, u.ts, u.row_id, u.latency_ms, u.user_id FROM llm_usage u "
-             f"WHERE {window} AND {_OK_LATENCY} QUALIFY row_number() OVER (PARTITION BY u.provider, u.model "
-             f"ORDER BY u.ts DESC, u.row_id DESC) <= {POINTS}", p),
+            # the newest POINTS per provider/model (ts, then row_id): a top-N aggregate, not a window
+            # over every row (which sorted them all: 200 ms and +390 MB at a million rows; this 140 ms)
+            ("SELECT provider, model, p.ts, p.row_id, p.latency_ms, p.user_id FROM (SELECT u.provider, u.model, "
+             "unnest(max_by({'ts': u.ts, 'row_id': u.row_id, 'latency_ms': u.latency_ms, 'user_id': u.user_id}, "
+             f"{{'ts': u.ts, 'row_id': u.row_id}}, {POINTS})) AS p FROM llm_usage u WHERE {window} AND {_OK_LATENCY} "
+             "GROUP BY 1, 2)", p),
             (f"SELECT row_id FROM llm_usage WHERE rowid = {top}", None),
         ])
         for r in counts.to_dict("records"):
