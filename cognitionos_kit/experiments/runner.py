@@ -177,7 +177,6 @@ class _Engine:
         if self.cache is not None and self.read_cache:
             self.prefetched, self.looked = self.cache.get_many(keys), set(keys)
 
-
     async def fetch(self, prompt: str, kwargs: Mapping[str, Any], key: str, worst: float | None,
                     asked: tuple[str, Any, int], call: CallPlan | None = None) -> tuple[str, Any, float, bool]:
         """-> (status "ok"/"error"/"skipped", entry or error text, new spend, cache hit); hits go to the ledger.
