@@ -343,3 +343,32 @@ def test_fsync_option(tmp_path: Path) -> None:
         pass
     with duckdb.connect(str(ledger.db_path)) as con:
         assert con.execute("SELECT count(*) FROM llm_usage").fetchone()[0] == 1  # close() flushed
+
+
+def test_usage_read_through_arrow_is_the_frame_duckdb_and_tidy_give(tmp_path: Path) -> None:
+    """usage() converts DuckDB's Arrow result to nullable dtypes directly (no Python object per
+    value); it must be exactly tidy(DuckDB's own frame): values, NULLs, dtypes, column order."""
+    from pandas.testing import assert_frame_equal
+
+    from cognitionos_kit.storage.frames import tidy
+
+    ledger = Ledger(tmp_path)
+    rng = random.Random(3)
+    ledger.record([{
+        "request_id": f"req_{i // 2}", "attempt": 1 + i % 2, "provider": rng.choice(["openai", "anthropic"]),
+        "model": rng.choice(["gpt-4o-mini", "claude-haiku-4-5", None]), "status": "ok" if i % 7 else "error",
+        "user_id": rng.choice(["ada", "bob", None]), "prompt_tokens": rng.choice([None, rng.randint(1, 999)]),
+        "completion_tokens": rng.randint(0, 500), "cost_usd": rng.choice([None, rng.random() / 1000]),
+        "latency_ms": rng.random() * 900, "cache_hit": rng.choice([True, False, None]), "substituted": i % 5 == 0,
+        "ts": datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(minutes=i),
+    } for i in range(500)])
+    order = "ORDER BY u.ts, u.attempt, u.row_id"
+    assert_frame_equal(ledger.usage(), tidy(ledger.store.query(f"SELECT * FROM llm_usage u {order}")))
+    assert_frame_equal(ledger.usage(user_id="ada"),
+                       tidy(ledger.store.query(f"SELECT * FROM llm_usage u WHERE u.user_id = ? {order}", ["ada"])))
+    assert len(ledger.usage(last=7)) == 7 and ledger.usage(user_id="nobody").empty
+    assert_frame_equal(ledger.usage(user_id="nobody"),
+                       tidy(ledger.store.query(f"SELECT * FROM llm_usage u WHERE u.user_id = 'nobody' {order}")))
+    # a column Arrow is not mapped for (a DATE): the same frame, through tidy
+    sql = "SELECT CAST(u.ts AS DATE) AS day, count(*) AS n FROM llm_usage u GROUP BY 1 ORDER BY 1"
+    assert_frame_equal(ledger.store.query_tidy(sql), tidy(ledger.store.query(sql)))

@@ -138,9 +138,9 @@ class Ledger:
         where, params = _where(filters, since, until)
         order = "u.ts, u.attempt, u.row_id"
         if last is None:
-            return tidy(self.store.query(f"SELECT * FROM {TABLE} u{where} ORDER BY {order}", params))
+            return self.store.query_tidy(f"SELECT * FROM {TABLE} u{where} ORDER BY {order}", params)
         newest = f"SELECT * FROM {TABLE} u{where} ORDER BY u.ts DESC, u.attempt DESC, u.row_id DESC LIMIT {check_last(last)}"
-        return tidy(self.store.query(f"SELECT * FROM ({newest}) u ORDER BY {order}", params))
+        return self.store.query_tidy(f"SELECT * FROM ({newest}) u ORDER BY {order}", params)
 
     def spend(self, by: str | Sequence[str] = "user_id", *, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
         """Spend grouped by ``by`` (a key or list of keys from ``SPEND_KEYS``, or another ledger column

@@ -298,13 +298,18 @@ class Store:
         A malformed ``sql`` raises InvalidRequestError; a storage failure StorageError."""
         return self.query_many([(sql, params)])[0]
 
-    def query_many(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any] | None]]) -> list[pd.DataFrame]:
+    def query_tidy(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """``tidy(query(sql, params))``, read through Arrow when every column allows (``frames.tidy_arrow``)."""
+        return self.query_many([(sql, params)], tidy=True)[0]
+
+    def query_many(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any] | None]], *,
+                   tidy: bool = False) -> list[pd.DataFrame]:
         """``query`` for several statements on one connection, after one ingest: they see the same rows."""
         self._spool.drain(self.fsync)
         try:
             with self.connect() as con:
                 self.ingest(con)
-                return [self._run(con, sql, params) for sql, params in statements]
+                return [self._run(con, sql, params, tidy) for sql, params in statements]
         except StorageError as e:
             if reason_of(e) not in WRITE_FAULTS:
                 raise
@@ -313,13 +318,21 @@ class Store:
         # read-only and every journal and spool line not in it yet (and the rows pending in
         # memory) is loaded next to it, in memory; nothing is written. The next read that can
         # write ingests them for good. This costs a scan of the unread lines on every read.
-        return [self._query_read_only(sql, params) for sql, params in statements]
+        return [self._query_read_only(sql, params, tidy) for sql, params in statements]
 
-    def _run(self, con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> pd.DataFrame:
+    def _run(self, con: duckdb.DuckDBPyConnection, sql: str, params: Any, tidy: bool = False) -> pd.DataFrame:
         import duckdb
 
+        from .frames import tidy as tidy_frame
+        from .frames import tidy_arrow
+
         try:
-            return con.execute(sql, params).df() if params else con.execute(sql).df()
+            if tidy:
+                frame = tidy_arrow(con.sql(sql, params=params or None).to_arrow_table())
+                if frame is not None:
+                    return frame
+            df = con.execute(sql, params).df() if params else con.execute(sql).df()
+            return tidy_frame(df) if tidy else df
         except duckdb.Error as e:
             io = tuple(getattr(duckdb, n) for n in ("IOException", "OutOfMemoryException", "InternalException",
                                                     "FatalException") if hasattr(duckdb, n))
@@ -327,7 +340,7 @@ class Store:
                 raise self._db_error("could not read", e) from e
             raise InvalidRequestError(f"query failed: {e}") from e
 
-    def _query_read_only(self, sql: str, params: Any) -> pd.DataFrame:
+    def _query_read_only(self, sql: str, params: Any, tidy: bool = False) -> pd.DataFrame:
         import duckdb
 
         deadline = time.monotonic() + self.lock_timeout
@@ -340,7 +353,7 @@ class Store:
                     pass
                 self._attach_read_only(con, duckdb, deadline)
                 load_unread(con, self._entries(), list(self._spool.rows))
-                return self._run(con, sql, params)
+                return self._run(con, sql, params, tidy)
             finally:
                 con.close()
 
