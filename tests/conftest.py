@@ -60,6 +60,15 @@ def kit(tmp_path):
     k.close()
 
 
+@pytest.fixture(scope="module")
+def openai_pair():
+    """Two loopback OpenAI servers for one test module: a named endpoint and its backup."""
+    a, b = OpenAIServer(), OpenAIServer()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
 @pytest.fixture(scope="session")
 def _openai_server():
     with OpenAIServer() as s:

@@ -14,7 +14,6 @@ import re
 
 import pytest
 from conftest import OPENAI_KEY
-from loopback import OpenAIServer
 from test_fault_matrix import (
     FAULTS,
     STREAMS,
@@ -33,12 +32,9 @@ CASES = [pytest.param(f, mode, id=f"{f.name}-{mode}") for f in FAULTS if "openai
 CHAT = "/v1/chat/completions"
 
 
-@pytest.fixture(scope="module")
-def pair():
-    local, backup = OpenAIServer(), OpenAIServer()
-    yield local, backup
-    local.stop()
-    backup.stop()
+@pytest.fixture
+def pair(openai_pair):
+    return openai_pair
 
 
 @pytest.fixture(autouse=True)

@@ -19,12 +19,9 @@ from cognitionos_kit import AllProvidersFailedError, ConfigurationError, Invalid
 pytestmark = pytest.mark.filterwarnings("ignore:no price known")
 
 
-@pytest.fixture(scope="module")
-def servers():
-    a, b = OpenAIServer(), OpenAIServer()
-    yield a, b
-    a.stop()
-    b.stop()
+@pytest.fixture
+def servers(openai_pair):
+    return openai_pair
 
 
 @pytest.fixture

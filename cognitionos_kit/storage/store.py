@@ -16,6 +16,8 @@ from . import instance
 from .archive import archive_journal, ingest_archive, move_aside, scrub_archive
 from .faults import DAMAGED_MESSAGES, LOCKED_MESSAGES, WRITE_FAULTS, cause, reason_of, storage_error
 from .files import private_dir, private_file
+from .frames import tidy as tidy_frame
+from .frames import tidy_arrow
 from .ingest import OFFSETS_DDL, Entry, ingest_journals, load_unread, quote_ident, sql_literal, table_columns
 from .journal import encode_rows, own_journal, parse_name
 from .locks import gate
@@ -212,10 +214,10 @@ class Store:
                 con.execute(f"ATTACH {sql_literal(str(self.db_path))} AS {self._alias}")
             except duckdb.Error as e:
                 msg = str(e)
-                left = deadline - time.monotonic()
-                if not any(s in msg.lower() for s in LOCKED_MESSAGES) or left <= 0:
+                locked, left = any(s in msg.lower() for s in LOCKED_MESSAGES), deadline - time.monotonic()
+                if not locked or left <= 0:
                     con.close()
-                    if any(s in msg.lower() for s in LOCKED_MESSAGES):
+                    if locked:
                         raise self._timed_out(f"another process ({msg})") from e
                     raise self._db_error("cannot open", e, opening=True) from e
                 time.sleep(min(left, delay * random.uniform(0.5, 1.5)))
@@ -322,9 +324,6 @@ class Store:
 
     def _run(self, con: duckdb.DuckDBPyConnection, sql: str, params: Any, tidy: bool = False) -> pd.DataFrame:
         import duckdb
-
-        from .frames import tidy as tidy_frame
-        from .frames import tidy_arrow
 
         try:
             if tidy:
