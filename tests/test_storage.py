@@ -423,19 +423,3 @@ def test_many_threads_reading_and_writing_stores_at_once(tmp_path: Path) -> None
         assert all(n >= 1 for n in pool.map(work, range(60)))
     assert sum(count(s) for s in stores) == 60
 
-
-def test_the_instance_is_kept_between_reads_and_closed_after_a_large_one(store: Store) -> None:
-    from cognitionos_kit.storage import instance
-
-    store.append("events", [{"row_id": "a", "n": 1}])
-    count(store)
-    kept = instance._base
-    assert kept is not None
-    count(store)
-    assert instance._base is kept  # a small read: the same instance, started once
-    before = instance.resident()
-    ballast = b"x" * (instance.LARGE_BYTES + (64 << 20))  # what a million-row read leaves behind
-    instance.after(before)
-    assert instance._base is None and len(ballast) > instance.LARGE_BYTES  # closed: its memory went with it
-    del ballast
-    assert count(store) == 1 and instance._base is not None  # the next read starts a new one

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from ..core.errors import StorageError
 
-__all__ = ["DAMAGED_MESSAGES", "LOCKED_MESSAGES", "WRITE_FAULTS", "cause", "reason_of", "storage_error"]
+__all__ = ["DAMAGED_MESSAGES", "LOCKED_MESSAGES", "STILL_ATTACHED", "WRITE_FAULTS", "cause", "reason_of", "storage_error"]
 
 _NO_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 WRITE_FAULTS = frozenset({"no_space", "read_only", "permission", "missing"})  # the folder cannot be written
 _NEAR_FULL = 4 << 20  # free bytes under which a failed DuckDB write is blamed on a full disk
 LOCKED_MESSAGES = ("could not set lock", "conflicting lock")  # DuckDB's words for a file another process holds
+STILL_ATTACHED = "unique file handle conflict"  # this process's DuckDB instance has not yet let go of the file
 DAMAGED_MESSAGES = ("not a valid duckdb database file", "corrupt", "checksum", "could not read enough bytes",
                     "replaying wal", "replay wal")
 _IO_WORDS = (

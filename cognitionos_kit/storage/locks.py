@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .faults import storage_error
 from .files import private_file
@@ -33,6 +34,7 @@ class Gate:
         self.rlock = threading.RLock()
         self.depth = 0
         self.attached = 0  # connects in progress that have the database attached (storage.instance)
+        self.instance: Any = None  # the storage.instance.Instance it is attached to while attached > 0
         self.fd = -1
         self.released = 0.0
         self.private = False  # the lock file's mode was checked (files of older versions were 0644)
