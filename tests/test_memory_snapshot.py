@@ -237,3 +237,42 @@ def test_another_embedding_model_or_collection_does_not_use_the_snapshot(tmp_pat
 
     with pytest.raises(ConfigurationError, match="holds .* vectors"):
         len(Memory(home, embedding_model="text-embedding-3-small"))  # the snapshot's model is checked too
+
+
+def _mapped_kib(suffix: str) -> int:
+    """Resident KiB of this process's mappings of files ending in ``suffix`` (Linux smaps)."""
+    total, mine = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            mine = line.rstrip().endswith(suffix)
+        elif mine and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_building_the_index_over_a_snapshot_uses_changed_rows_and_leaves_the_file_unmapped(tmp_path, small_snapshots):
+    """The index is filled from the snapshot's vector file slice by slice, except rows changed since
+    loading (their new vectors); the process keeps none of the file's pages it read to do so."""
+    home = tmp_path / "home"
+    ids, x = _fill(home, 20_000)
+    Memory(home).close()  # the full load: saves the snapshot
+    loaded = Memory(home)
+    assert len(loaded) == 20_000 and loaded.replica.table.origin is not None
+    loaded.update(ids[3], user_id="ana", content="note three, rewritten")  # a new vector, in the copy-on-write map
+    loaded.delete(ids[4], user_id="ana")
+    loaded.use_index("approximate", nprobe=10_000)  # every list: the same hits as exact search
+    q = loaded.embedder.embed(["note three, rewritten"])[0]
+    assert loaded.retrieve_by_vector("ana", q, k=1, now=NOW)[0].id == ids[3]  # indexed with its new vector
+    file_kib = 20_000 * 384 * 4 // 1024
+    # read, not kept resident (the search's 50 re-scored rows map some pages: the kernel maps up to 16 around each)
+    assert _mapped_kib(".f32") < file_kib // 4, (_mapped_kib(".f32"), file_kib)
+    ann, table = loaded.searcher.approximate, loaded.replica.table
+    assert ann is not None and len(ann) == len(loaded) == 19_999
+    rows = np.append(np.random.default_rng(2).choice(20_000, 2000, replace=False), table.pos[ids[3]])
+    rows = rows[table.alive[rows]]
+    codes = ann.index.reconstruct_batch(rows.astype(np.int64))  # what the index holds (8-bit codes, decoded)
+    assert np.abs(codes - np.asarray(table.vec[rows])).max() < 0.02  # each row's current vector
+    assert np.abs(codes[-1] - x[3]).max() > 0.05  # the rewritten row: its new vector, not the file's
+    loaded.close()
