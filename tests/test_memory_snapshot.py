@@ -276,3 +276,20 @@ def test_building_the_index_over_a_snapshot_uses_changed_rows_and_leaves_the_fil
     assert np.abs(codes - np.asarray(table.vec[rows])).max() < 0.02  # each row's current vector
     assert np.abs(codes[-1] - x[3]).max() > 0.05  # the rewritten row: its new vector, not the file's
     loaded.close()
+
+
+def test_snapshot_files_are_private_as_the_rest_of_the_home(tmp_path, small_snapshots):
+    """The snapshot holds every memory's text and vector: 0700 folder, 0600 files, as the database."""
+    import stat
+
+    home = tmp_path / "home"
+    _fill(home, 200)
+    mem = Memory(home)
+    mem.use_index("approximate")
+    mem.retrieve_by_vector("ana", _vectors(1, seed=5)[0], k=2)  # builds and saves the index
+    mem.close()
+    d = home / "memory-snapshots"
+    names = sorted(p.name.rsplit(".", 1)[-1] for p in d.iterdir())
+    assert names == ["arrow", "f32", "faiss"], names
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()} == {p.name: 0o600 for p in d.iterdir()}

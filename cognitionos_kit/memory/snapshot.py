@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..storage.files import private_dir, private_file
+
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
@@ -92,7 +94,7 @@ def allocate(home: Path, collection: str, n: int, dim: int) -> np.ndarray | None
     d = folder(home)
     path = d / f"{key(collection)}.{uuid.uuid4().hex[:12]}.f32.tmp"
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)  # 0700, as the rest of the kit's home: the snapshot holds the memories' text
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.posix_fallocate(fd, 0, 4 * n * dim)
@@ -121,17 +123,18 @@ def write(home: Path, collection: str, rows: pa.Table, vectors: np.ndarray, *, m
     vec_name = f"{base}.{token}.f32"
     tmp_arrow = d / f"{base}.{token}.arrow.tmp"
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)  # 0700, as the rest of the kit's home: the snapshot holds the memories' text
         if isinstance(vectors, np.memmap) and vectors.filename and Path(vectors.filename).parent == d:
             vectors.flush()
             os.replace(vectors.filename, d / vec_name)  # the mapping follows the file
         else:
-            with open(d / vec_name, "wb") as f:
+            with open(os.open(d / vec_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 np.ascontiguousarray(vectors, dtype="<f4").tofile(f)
         meta = {"format": _FORMAT, "collection": collection, "model": model, "dim": int(vectors.shape[1]),
                 "vectors": vec_name, "seq": int(seq), "access_seq": int(access_seq), "mark": mark, "stale": int(stale)}
         table = rows.select(list(ROW_COLUMNS)).replace_schema_metadata({"cognitionos": json.dumps(meta)})
         with pa.OSFile(str(tmp_arrow), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            private_file(tmp_arrow)  # before the rows are in it
             writer.write_table(table)
         os.replace(tmp_arrow, d / f"{base}.arrow")
     except OSError:
@@ -152,7 +155,7 @@ def remove(home: Path, collection: str) -> None:
     d = folder(home)
     base = key(collection)
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)  # 0700, as the rest of the kit's home: the snapshot holds the memories' text
         (d / f"{base}.purged").write_text(uuid.uuid4().hex)
     except OSError:
         pass
@@ -211,6 +214,7 @@ def write_index(home: Path, collection: str, mark: str, nlist: int, index: Any) 
     tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
     try:
         faiss.write_index(index, str(tmp))
+        private_file(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError):
         tmp.unlink(missing_ok=True)
