@@ -222,8 +222,10 @@ class Store:
             if attached:  # never leave it attached to the instance: the next ATTACH would fail
                 self._close(con, inst, duckdb, nested=False)
             else:
-                con.close()
-                instance.release(inst)
+                try:
+                    con.close()
+                finally:
+                    instance.release(inst)
             raise
 
     def _still_held(self) -> StorageError:
