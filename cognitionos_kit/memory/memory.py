@@ -6,7 +6,7 @@ one job each:
   Kit's ``embed`` for remote models: the Kit passes itself in, this layer never imports it);
 - ``store.py``: the event log (per-process journals, DuckDB) every write goes to;
 - ``replica.py``: the collection in this process (``index.Table``), kept in step with that log;
-- ``search.py``: a query ranked against the replica (exact, or through ``index.ApproximateIndex``);
+- ``search.py``: a query ranked against the replica (exact, or through ``approximate.ApproximateIndex``);
 - ``crud.py`` and ``history.py``: store, get, update, delete, list, re-embed; the history SQL;
 - ``owners.py``: who may use a memory, and the errors when not;
 - ``evaluation.py``: recall@k and MRR of retrieval over queries with known answers.
@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 from ..calls.embeddings import Embedder
 from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.validation import check_number, check_text
+from .approximate import ApproximateParams
 from .crud import Records
 from .embedding import Embedders, embed_texts, unit_rows
 from .evaluation import Evaluation, check_cases, score_cases
 from .history import history
 from .hit import HitList, UseMarker
-from .index import ApproximateParams, Table
+from .index import Table
 from .inputs import TimeLike, check_choice, check_count, check_flag
 from .options import INDEX_KINDS, OPTIONS, MemoryOptions, check_options
 from .owners import MemoryNotFoundError, OwnerRequiredError, not_found, owner_keyword

@@ -3,7 +3,7 @@ type and time), their scores (``ranking.py``), the best ``k`` of them, and those
 
 Exact search is one matrix-vector product, masks, vectorised decay and boost and an
 argpartition; metadata filters (``filters.py``) are checked in Python on the best few rows only.
-The approximate index (``index.ApproximateIndex``) only proposes candidates: they are re-scored
+The approximate index (``approximate.ApproximateIndex``) only proposes candidates: they are re-scored
 exactly, and a search falls back to exact when too few of them pass the masks.
 """
 
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.validation import check_identifier, check_text
+from .approximate import ApproximateIndex, ApproximateParams
 from .filters import compile_filter
 from .hit import MemoryHit, UseMarker
-from .index import ApproximateIndex, ApproximateParams, Table
+from .index import Table
 from .inputs import check_count, check_memory_types, to_epoch
 from .ranking import Ranking, WeightsLike
 
