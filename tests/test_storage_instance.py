@@ -77,6 +77,21 @@ def test_a_file_still_held_by_a_retired_instance_waits_for_it(store: Store, othe
     assert count(other) == 1  # the retired instance is closed: the file is free
 
 
+def test_a_failed_detach_on_an_instance_already_retired_still_holds_the_file(store: Store, other: Store) -> None:
+    # Another thread's large read retired the instance first; the DETACH that then fails must
+    # still keep the file from being attached to the new instance while the old one lives.
+    other.append("events", [{"row_id": "b", "n": 2}])
+    count(store)
+    with store.connect():
+        inst = instance._live
+        instance.discard()  # retired by another thread's large read
+        instance.discard(inst, held=other._db_key)  # then other's DETACH on it failed
+        quick = Store(other.db_path, other.journal_dir, events_migrations(), lock_timeout=0.3)
+        with pytest.raises(StorageError, match="could not let go of it"):
+            count(quick)
+    assert count(other) == 1
+
+
 def _hold_the_alias(store: Store) -> tuple[object, object]:
     """Attach the store's file to the live instance under its alias, as DuckDB still had it for
     a moment after a DETACH under load."""

@@ -79,23 +79,19 @@ def cursor(
     instance still holds ``key``'s file; then raises ``timed_out()``."""
     global _live
     with _cond:  # a DuckDB connection object is not for several threads at once: cursors are made one at a time
-        if within is not None:
-            within.users += 1
-            try:
-                return within.con.cursor(), within
-            except BaseException:
-                within.users -= 1
-                raise
-        while any(key in r.held for r in _retired):
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise timed_out() if timed_out else StorageError(f"timed out waiting for DuckDB to let go of {key}")
-            _cond.wait(left)
-        if _live is None or _live.pid != os.getpid():
-            _live = Instance(duckdb.connect(":memory:"))
-        con = _live.con.cursor()
-        _live.users += 1
-        return con, _live
+        inst = within
+        if inst is None:
+            while any(key in r.held for r in _retired):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise timed_out() if timed_out else StorageError(f"timed out waiting for DuckDB to let go of {key}")
+                _cond.wait(left)
+            if _live is None or _live.pid != os.getpid():
+                _live = Instance(duckdb.connect(":memory:"))
+            inst = _live
+        con = inst.con.cursor()
+        inst.users += 1
+        return con, inst
 
 
 def release(inst: Instance) -> None:
@@ -134,13 +130,15 @@ def discard(inst: Instance | None = None, held: str = "") -> None:
     global _live
     with _cond:
         inst = inst or _live
-        if inst is None or inst.retired:
+        if inst is None:
+            return
+        if held:
+            inst.held.add(held)  # also when another thread retired it first: it is still in use
+        if inst.retired:
             return
         if inst is _live:
             _live = None
         inst.retired = True
-        if held:
-            inst.held.add(held)
         idle = inst.users <= 0
         if not idle:
             _retired.append(inst)
