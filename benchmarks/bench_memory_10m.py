@@ -34,14 +34,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_memory import gib  # beside this script
 
 DIM = 384
 CHUNK = 250_000
 COLLECTION = "large"
-
-
-def gib(b: float) -> str:
-    return f"{b / 2**30:.2f} GiB"
 
 
 def write_snapshot(home: Path, n: int, seed: int = 2) -> None:

@@ -96,8 +96,7 @@ class ApproximateIndex:
             if len(dirty):
                 self.index.remove_ids(dirty)
         else:
-            base = rows[rows < t.base_n]
-            base = base[~np.isin(base, dirty)]
+            base = rows[self._clean(rows)]
             for start in range(0, len(base), SLICE):  # in slices: a gather of 1M rows would copy 1.5 GB
                 part = base[start : start + SLICE]
                 self.index.add_with_ids(self._from_file(part), part.astype(np.int64))
@@ -107,6 +106,16 @@ class ApproximateIndex:
         rest = np.concatenate([dirty[t.alive[dirty]] if len(dirty) else dirty, rows[rows >= t.base_n]]).astype(np.int64)
         if len(rest):
             self.index.add_with_ids(t.vec[rest], rest)
+
+    def _clean(self, rows: np.ndarray) -> np.ndarray:
+        """Which of ``rows`` are the snapshot's, unchanged since loading: their vectors are the file's."""
+        import numpy as np
+
+        t = self.table
+        clean = rows < (t.base_n if t.origin is not None else 0)
+        if t.dirty:
+            clean &= ~np.isin(rows, np.fromiter(t.dirty, dtype=np.int64, count=len(t.dirty)))
+        return clean
 
     def _from_file(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of sorted snapshot rows unchanged since loading, read through a mapping of
@@ -132,9 +141,7 @@ class ApproximateIndex:
         import numpy as np
 
         t = self.table
-        clean = rows < (t.base_n if t.origin is not None else 0)
-        if t.dirty:
-            clean &= ~np.isin(rows, np.fromiter(t.dirty, dtype=np.int64, count=len(t.dirty)))
+        clean = self._clean(rows)
         at = np.flatnonzero(clean)
         if not len(at):
             return np.asarray(t.vec[rows])

@@ -243,14 +243,14 @@ class Store:
                 return
             except duckdb.Error as e:
                 msg, left = str(e), deadline - time.monotonic()
-                if STILL_ATTACHED in msg.lower() and left > 0:
+                if STILL_ATTACHED in msg.lower():
                     # Our instance has not quite let go of the file detached by this store's last
                     # operation: a statement of another thread still held it (seen once in ~6,000
                     # operations with 6 threads on 3 files; the next try, 1 ms later, attached).
+                    if left <= 0:
+                        raise self._timed_out(f"this process's DuckDB, which had not let go of it ({msg})") from e
                     time.sleep(min(left, 0.001))
                     continue
-                if STILL_ATTACHED in msg.lower():
-                    raise self._timed_out(f"this process's DuckDB, which had not let go of it ({msg})") from e
                 locked = any(s in msg.lower() for s in LOCKED_MESSAGES)
                 if not locked or left <= 0:
                     if locked:
