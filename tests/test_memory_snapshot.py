@@ -41,9 +41,10 @@ def _answers(mem: Memory, qs: np.ndarray, **kw) -> list[list[tuple[str, float, i
 
 
 def _same(a: list, b: list) -> bool:
-    """The same hits in the same order with the same access counts; scores equal to float32 rounding
-    (a product over a memory map may sum in another order than over an array)."""
-    return [[(i, c) for i, _, c in hits] for hits in a] == [[(i, c) for i, _, c in hits] for hits in b] and \
+    """The same hits with the same access counts, in the same order up to near-ties: scores equal
+    rank by rank to float32 rounding (a product over a memory map, or over candidate rows, may sum in
+    another order than over an array, and so swap two hits whose scores differ by less)."""
+    return [sorted((i, c) for i, _, c in hits) for hits in a] == [sorted((i, c) for i, _, c in hits) for hits in b] and \
         [s for hits in a for _, s, _ in hits] == pytest.approx([s for hits in b for _, s, _ in hits], abs=1e-6)
 
 
@@ -70,7 +71,7 @@ exact = [[(h.id, h.score, h.access_count) for h in mem.retrieve_by_vector(u, q, 
 mem.use_index("approximate")
 approx = [[h.id for h in mem.retrieve_by_vector(u, q, k=8, now=2_000_000_000.0)] for u in ("ana", "ben") for q in qs]
 print(json.dumps({"n": n, "mapped": type(vec).__name__, "exact": exact, "approx": approx,
-                  "index_loaded": mem.searcher.approximate.quantizer is None}))
+                  "index_loaded": mem.searcher.approximate.loaded}))
 """
 
 
@@ -144,11 +145,20 @@ def test_changes_after_the_snapshot_are_applied_on_load(tmp_path, small_snapshot
     base.retrieve_by_vector("ana", x[0], k=3)
     writer.update(ids[8], user_id="ana", content="note eight, rewritten")
     later = Memory(home)
-    later.use_index("approximate", nprobe=10_000)  # every list: the same hits as exact search
+    later.use_index("approximate", candidates=10_000)  # every row re-scored: the same hits as exact search
     reference.use_index("exact")
     assert _same(_answers(later, qs), _answers(reference, qs))
-    assert later.searcher.approximate is not None and later.searcher.approximate.quantizer is None  # read, not built
+    assert later.searcher.approximate is not None and later.searcher.approximate.loaded  # read, not built
     assert len(later.searcher.approximate) == len(later)
+    # the same with the IVF index: built by one process, read by the next
+    base.use_index("approximate", method="ivf")
+    base.retrieve_by_vector("ana", x[0], k=3)
+    ivf = Memory(home)
+    ivf.use_index("approximate", nprobe=10_000)  # every list
+    assert _same(_answers(ivf, qs), _answers(reference, qs))
+    assert ivf.searcher.approximate is not None and ivf.searcher.approximate.loaded
+    assert len(ivf.searcher.approximate) == len(ivf)
+    ivf.close()
     for m in (base, writer, loaded, reference, later):
         m.close()
 
@@ -251,26 +261,26 @@ def _mapped_kib(suffix: str) -> int:
     return total
 
 
-def _changed_and_indexed(home: Path) -> tuple[Memory, list[str], np.ndarray, np.ndarray]:
+def _changed_and_indexed(home: Path, **index: object) -> tuple[Memory, list[str], np.ndarray, np.ndarray]:
     """20,000 memories loaded from their snapshot, one rewritten and one deleted in this process,
-    then the approximate index built over them by a search for the rewritten one; returns the
-    memory, the ids, the stored vectors and that search's query."""
+    then the approximate index (``index``: its settings) built over them by a search for the
+    rewritten one; returns the memory, the ids, the stored vectors and that search's query."""
     ids, x = _fill(home, 20_000)
     Memory(home).close()  # the full load: saves the snapshot
     loaded = Memory(home)
     assert len(loaded) == 20_000 and loaded.replica.table.origin is not None
     loaded.update(ids[3], user_id="ana", content="note three, rewritten")  # a new vector, in the copy-on-write map
     loaded.delete(ids[4], user_id="ana")
-    loaded.use_index("approximate", nprobe=10_000)  # every list
+    loaded.use_index("approximate", **index)
     q = loaded.embedder.embed(["note three, rewritten"])[0]
     assert loaded.retrieve_by_vector("ana", q, k=1, now=NOW)[0].id == ids[3]  # indexed with its new vector
     return loaded, ids, x, q
 
 
 def test_building_the_index_over_a_snapshot_takes_changed_rows_from_the_table(tmp_path, small_snapshots):
-    """The index is filled from the snapshot's vector file slice by slice, except rows changed since
-    loading: their new vectors."""
-    loaded, ids, x, _ = _changed_and_indexed(tmp_path / "home")
+    """The IVF index is filled from the snapshot's vector file slice by slice, except rows changed
+    since loading: their new vectors."""
+    loaded, ids, x, _ = _changed_and_indexed(tmp_path / "home", nprobe=10_000)
     ann, table = loaded.searcher.approximate, loaded.replica.table
     assert ann is not None and len(ann) == len(loaded) == 19_999
     rows = np.append(np.random.default_rng(2).choice(20_000, 2000, replace=False), table.pos[ids[3]])
@@ -281,11 +291,35 @@ def test_building_the_index_over_a_snapshot_takes_changed_rows_from_the_table(tm
     loaded.close()
 
 
+def test_the_scan_over_a_snapshot_codes_each_row_from_its_current_vector(tmp_path, small_snapshots, monkeypatch):
+    """The scan's parts (two here) hold one code per live row, filled from the file, the rewritten
+    row's from the table; the deleted row has none."""
+    import faiss
+
+    from cognitionos_kit.memory import scan
+
+    monkeypatch.setattr(scan, "PART_MIN", 5_000)
+    monkeypatch.setattr(scan.os, "cpu_count", lambda: 2)
+    loaded, ids, x, q = _changed_and_indexed(tmp_path / "home")
+    ann, table = loaded.searcher.approximate, loaded.replica.table
+    assert isinstance(ann, scan.ScanIndex) and len(ann.parts) == 2 and min(p.ntotal for p in ann.parts) > 9_000
+    assert len(ann) == len(loaded) == 19_999
+    rows = np.concatenate([faiss.vector_to_array(p.id_map) for p in ann.parts])
+    decoded = np.vstack([p.index.reconstruct_n(0, p.ntotal) for p in ann.parts])  # 4-bit codes, decoded
+    assert sorted(rows) == sorted(np.flatnonzero(table.alive[: table.n]))  # every live row once
+    own = np.einsum("ij,ij->i", decoded, np.asarray(table.vec[rows]))
+    assert own.min() > 0.6, own.min()  # each code is of its row's current vector (others: ~0.1-0.3)
+    three = int(np.flatnonzero(rows == table.pos[ids[3]])[0])
+    assert own[three] > 0.6 and decoded[three] @ x[3] < 0.3  # the rewritten row: its new vector, not the file's
+    loaded.close()
+
+
 # Only Linux says which pages of a file mapping are resident (/proc/self/smaps); CI runs on Linux.
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
-def test_building_the_index_over_a_snapshot_leaves_the_file_unmapped(tmp_path, small_snapshots):
+@pytest.mark.parametrize("index", [{"candidates": 50}, {"nprobe": 10_000}], ids=["scan", "ivf"])
+def test_building_the_index_over_a_snapshot_leaves_the_file_unmapped(tmp_path, small_snapshots, index):
     """The process keeps none of the vector file's pages it read to build the index."""
-    loaded, *_ = _changed_and_indexed(tmp_path / "home")
+    loaded, *_ = _changed_and_indexed(tmp_path / "home", **index)
     file_kib = 20_000 * 384 * 4 // 1024
     # read, not kept resident (the search's 50 re-scored rows map some pages: the kernel maps up to 16 around each)
     assert _mapped_kib(".f32") < file_kib // 4, (_mapped_kib(".f32"), file_kib)

@@ -1,8 +1,11 @@
-"""The approximate index of a collection: faiss IVF lists with 8-bit codes over the table's
-vectors, kept in step with the table, its candidates re-scored exactly by the caller's search."""
+"""The approximate indexes of a collection, kept in step with the table: what they share
+(:class:`Following`: the table's rows, read from a snapshot's file without keeping its pages) and
+the inverted-file one (faiss IVF lists with 8-bit codes). The default, a full scan of 4-bit codes,
+is in ``scan.py``; :func:`build` picks one from the caller's settings."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..core.errors import ConfigurationError
@@ -11,101 +14,79 @@ from .index import Table
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ApproximateIndex", "ApproximateParams", "SLICE"]
+__all__ = ["ApproximateIndex", "ApproximateParams", "Following", "SLICE", "METHODS", "build", "load_faiss"]
 
 SLICE = 200_000  # rows read and indexed at a time when building over a snapshot
+METHODS = ("scan", "ivf")
 
 
 class ApproximateParams(TypedDict, total=False):
-    """The settings of an :class:`ApproximateIndex` a caller may choose."""
+    """The settings of an approximate index a caller may choose (``Memory.use_index``)."""
 
-    nlist: int
-    nprobe: int
+    method: str  # "scan" (default) or "ivf"
+    candidates: int  # scan: codes' best rows re-scored exactly per query
+    nlist: int  # ivf
+    nprobe: int  # ivf
     retrain_growth: float
 
 
-class ApproximateIndex:
-    """An inverted-file index over the table's vectors (faiss ``IndexIVFScalarQuantizer``, 8-bit
-    codes, inner product on unit vectors); ids are table rows. Its candidates are re-scored
-    exactly from the table, so similarities are exact and the 8-bit codes only choose candidates.
+def build(table: Table, params: ApproximateParams) -> Following:
+    """The approximate index ``params`` ask for over ``table`` (IVF when they name ``nlist`` or ``nprobe``)."""
+    p = dict(params)
+    method = p.pop("method", None) or ("ivf" if "nlist" in p or "nprobe" in p else "scan")
+    if method == "ivf":
+        return ApproximateIndex(table, **p)  # type: ignore[arg-type]
+    from .scan import ScanIndex
 
-    Chosen on measurements at 1M vectors (benchmarks/bench_memory.py; figures in the README): IVF
-    builds far faster than an HNSW index built beside it and reaches a higher recall; 8-bit codes
-    scan a quarter of the bytes of IVF-Flat for the same recall. Built from the table on first
-    use, then updated as rows change; retrained when the collection has grown ``retrain_growth``
-    times since. ``nprobe`` (lists searched per query) trades speed for recall; the default 320
-    is the one that met recall@10 >= 0.95 within the 5 ms target at 1M.
-    """
+    return ScanIndex(table, **p)  # type: ignore[arg-type]
 
-    def __init__(self, table: Table, *, nlist: int | None = None, nprobe: int = 320, retrain_growth: float = 4.0) -> None:
-        try:
-            import faiss
-        except ImportError as e:
-            raise ConfigurationError("index='approximate' needs faiss: pip install faiss-cpu") from e
-        import numpy as np
 
-        self.table = table
-        self.retrain_growth = retrain_growth
-        rows = np.flatnonzero(table.alive[: table.n])
-        n = len(rows)
-        # ~4 sqrt(n) lists, with at least 39 training points per list (faiss's own minimum); over a
-        # snapshot's rows, from their count, so every process loading it asks for the same index.
-        sized = table.base_n if table.origin is not None else n
-        self.nlist = nlist or int(max(1, min(4 * np.sqrt(max(sized, 1)), sized // 39)))
-        saved = None
-        self.index: Any  # a faiss IndexIVFScalarQuantizer (faiss's stubs want IDSelectors where ids work)
-        if table.origin is not None:
-            from . import snapshot
+def load_faiss() -> Any:
+    """The faiss module, or a ConfigurationError saying how to install it."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ConfigurationError("index='approximate' needs faiss: pip install faiss-cpu") from e
+    return faiss
 
-            saved = snapshot.read_index(*table.origin, self.nlist)
-        if saved is not None and saved.d == table.dim and saved.nlist == self.nlist:
-            self.index = saved
-            self.quantizer = None
-        else:
-            saved = None
-            quantizer = faiss.IndexFlatIP(table.dim)
-            self.index = faiss.IndexIVFScalarQuantizer(quantizer, table.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit,
-                                                       faiss.METRIC_INNER_PRODUCT)
-            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # cheap removals (absent from faiss's stubs)
-            self.quantizer = quantizer  # faiss does not own it from Python
-            sample = rows if n <= 64 * self.nlist else np.random.default_rng(0).choice(rows, 64 * self.nlist, replace=False)
-            self.index.train(self._gather(np.sort(sample)) if n else np.zeros((1, table.dim), np.float32))
-        self.index.nprobe = min(nprobe, self.nlist)
-        # One query at a time (as retrieve asks): faiss's default splits a batch of queries over its
-        # threads and so runs one query on one core; split over the probed lists instead (200k
-        # vectors, 2 cores: 1.74 -> 1.01 ms per top-10; bench_memory_10m.py prints both at 10M).
-        self.index.parallel_mode = 1
-        if table.origin is None:
-            if n:
-                self.index.add_with_ids(table.vec[rows], rows.astype(np.int64))
-        else:
-            self._from_snapshot(rows, saved is not None)
-        self.trained_on = max(n, 1)
-        table.listeners.append(self)
 
-    def _from_snapshot(self, rows: np.ndarray, loaded: bool) -> None:
-        """Fill (or, ``loaded``, catch up) an index over a snapshot-backed table: the snapshot's
-        rows unchanged since it was loaded -- saved for the next process when built here -- then
-        the changed and new ones."""
-        import numpy as np
+class Following(ABC):
+    """What an approximate index over a table shares: it follows the table's changes (as one of
+    its listeners), reads the vectors of a snapshot's rows from the file in slices, and says when
+    it should be rebuilt (``stale``)."""
 
-        t = self.table
-        assert t.origin is not None
-        dirty = np.fromiter(sorted(t.dirty), dtype=np.int64, count=len(t.dirty))
-        if loaded:
-            if len(dirty):
-                self.index.remove_ids(dirty)
-        else:
-            base = rows[self._clean(rows)]
-            for start in range(0, len(base), SLICE):  # in slices: a gather of 1M rows would copy 1.5 GB
-                part = base[start : start + SLICE]
-                self.index.add_with_ids(self._from_file(part), part.astype(np.int64))
-            from . import snapshot
+    table: Table
+    loaded: bool  # read from the file saved beside the snapshot, not built here
 
-            snapshot.write_index(*t.origin, self.nlist, self.index)
-        rest = np.concatenate([dirty[t.alive[dirty]] if len(dirty) else dirty, rows[rows >= t.base_n]]).astype(np.int64)
-        if len(rest):
-            self.index.add_with_ids(t.vec[rest], rest)
+    @abstractmethod
+    def __len__(self) -> int:
+        """Rows the index answers for (every live row of the table)."""
+
+    @property
+    @abstractmethod
+    def stale(self) -> bool:
+        """True when the index should be rebuilt from the table."""
+
+    @abstractmethod
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, exact cosine similarities) of up to ``count`` approximate nearest neighbours."""
+
+    @abstractmethod
+    def added(self, rows: range) -> None:
+        """Index the vectors of new table rows."""
+
+    @abstractmethod
+    def changed(self, row: int) -> None:
+        """Index the new vector of a table row."""
+
+    @abstractmethod
+    def removed(self, row: int) -> None:
+        """Drop a row that left the table."""
+
+    def detach(self) -> None:
+        """Stop following the table (before the index is dropped)."""
+        if self in self.table.listeners:
+            self.table.listeners.remove(self)
 
     def _clean(self, rows: np.ndarray) -> np.ndarray:
         """Which of ``rows`` are the snapshot's, unchanged since loading: their vectors are the file's."""
@@ -129,6 +110,16 @@ class ApproximateIndex:
         if not len(rows) or not path or not isinstance(vec, np.memmap):
             return np.asarray(vec[rows])
         lo, hi, dim = int(rows[0]), int(rows[-1]) + 1, self.table.dim
+        if len(rows) * 8 < hi - lo:
+            # Scattered rows (a training sample): read each, mapping nothing. Through a mapping the
+            # kernel maps the cached pages around every row read too: 65k rows of 10M, 8 GiB at once.
+            out = np.empty((len(rows), dim), dtype=np.float32)
+            size = dim * 4
+            with open(path, "rb", buffering=0) as f:
+                for j, r in enumerate(rows.tolist()):
+                    f.seek(vec.offset + r * size)
+                    out[j] = np.frombuffer(f.read(size), dtype="<f4")
+            return out
         view = np.memmap(path, dtype="<f4", mode="r", offset=vec.offset + lo * dim * 4, shape=(hi - lo, dim))
         try:
             return view[rows - lo]  # a copy (fancy indexing)
@@ -152,6 +143,89 @@ class ApproximateIndex:
         rest = np.flatnonzero(~clean)
         out[rest] = t.vec[rows[rest]]
         return out
+
+
+class ApproximateIndex(Following):
+    """An inverted-file index over the table's vectors (faiss ``IndexIVFScalarQuantizer``, 8-bit
+    codes, inner product on unit vectors); ids are table rows. Its candidates are re-scored
+    exactly from the table, so similarities are exact and the 8-bit codes only choose candidates.
+
+    Chosen on measurements at 1M vectors (benchmarks/bench_memory.py; figures in the README): IVF
+    builds far faster than an HNSW index built beside it and reaches a higher recall; 8-bit codes
+    scan a quarter of the bytes of IVF-Flat for the same recall. Built from the table on first
+    use, then updated as rows change; retrained when the collection has grown ``retrain_growth``
+    times since. ``nprobe`` (lists searched per query) trades speed for recall; the default 320
+    is the one that met recall@10 >= 0.95 within the 5 ms target at 1M.
+    """
+
+    def __init__(self, table: Table, *, nlist: int | None = None, nprobe: int = 320, retrain_growth: float = 4.0) -> None:
+        import numpy as np
+
+        faiss = load_faiss()
+
+        self.table = table
+        self.retrain_growth = retrain_growth
+        rows = np.flatnonzero(table.alive[: table.n])
+        n = len(rows)
+        # ~4 sqrt(n) lists, with at least 39 training points per list (faiss's own minimum); over a
+        # snapshot's rows, from their count, so every process loading it asks for the same index.
+        sized = table.base_n if table.origin is not None else n
+        self.nlist = nlist or int(max(1, min(4 * np.sqrt(max(sized, 1)), sized // 39)))
+        saved = None
+        self.index: Any  # a faiss IndexIVFScalarQuantizer (faiss's stubs want IDSelectors where ids work)
+        if table.origin is not None:
+            from . import snapshot
+
+            saved = snapshot.read_index(*table.origin, f"nlist{self.nlist}")
+        self.loaded = saved is not None and saved.d == table.dim and saved.nlist == self.nlist
+        if self.loaded:
+            self.index = saved
+            self.quantizer = None
+        else:
+            saved = None
+            quantizer = faiss.IndexFlatIP(table.dim)
+            self.index = faiss.IndexIVFScalarQuantizer(quantizer, table.dim, self.nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                       faiss.METRIC_INNER_PRODUCT)
+            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # cheap removals
+            self.quantizer = quantizer  # faiss does not own it from Python
+            sample = rows if n <= 64 * self.nlist else np.random.default_rng(0).choice(rows, 64 * self.nlist, replace=False)
+            self.index.train(self._gather(np.sort(sample)) if n else np.zeros((1, table.dim), np.float32))
+        self.index.nprobe = min(nprobe, self.nlist)
+        # One query at a time (as retrieve asks): faiss's default splits a batch of queries over its
+        # threads and so runs one query on one core; split over the probed lists instead (200k
+        # vectors, 2 cores: 1.74 -> 1.01 ms per top-10; bench_memory_10m.py prints both at 10M).
+        self.index.parallel_mode = 1
+        if table.origin is None:
+            if n:
+                self.index.add_with_ids(table.vec[rows], rows.astype(np.int64))
+        else:
+            self._from_snapshot(rows, self.loaded)
+        self.trained_on = max(n, 1)
+        table.listeners.append(self)
+
+    def _from_snapshot(self, rows: np.ndarray, loaded: bool) -> None:
+        """Fill (or, ``loaded``, catch up) an index over a snapshot-backed table: the snapshot's
+        rows unchanged since it was loaded -- saved for the next process when built here -- then
+        the changed and new ones."""
+        import numpy as np
+
+        t = self.table
+        assert t.origin is not None
+        dirty = np.fromiter(sorted(t.dirty), dtype=np.int64, count=len(t.dirty))
+        if loaded:
+            if len(dirty):
+                self.index.remove_ids(dirty)
+        else:
+            base = rows[self._clean(rows)]
+            for start in range(0, len(base), SLICE):  # in slices: a gather of 1M rows would copy 1.5 GB
+                part = base[start : start + SLICE]
+                self.index.add_with_ids(self._from_file(part), part.astype(np.int64))
+            from . import snapshot
+
+            snapshot.write_index(*t.origin, f"nlist{self.nlist}", self.index)
+        rest = np.concatenate([dirty[t.alive[dirty]] if len(dirty) else dirty, rows[rows >= t.base_n]]).astype(np.int64)
+        if len(rest):
+            self.index.add_with_ids(t.vec[rest], rest)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -181,11 +255,6 @@ class ApproximateIndex:
         import numpy as np
 
         self.index.remove_ids(np.array([row], dtype=np.int64))
-
-    def detach(self) -> None:
-        """Stop following the table (before the index is dropped)."""
-        if self in self.table.listeners:
-            self.table.listeners.remove(self)
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, exact cosine similarities) of up to ``count`` approximate nearest neighbours."""

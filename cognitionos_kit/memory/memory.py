@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..calls.embeddings import Embedder
 from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.validation import check_number, check_text
-from .approximate import ApproximateParams
+from .approximate import METHODS, ApproximateParams
 from .crud import Records
 from .embedding import Embedders, embed_texts, unit_rows
 from .evaluation import Evaluation, check_cases, score_cases
@@ -128,19 +128,32 @@ class Memory:
     def index(self, value: str) -> None:
         self.use_index(value)
 
-    def use_index(self, kind: str, *, nlist: int | None = None, nprobe: int | None = None,
-                  retrain_growth: float | None = None) -> None:
-        """``"exact"`` (default) or ``"approximate"`` (an IVF index via faiss-cpu: ``nlist`` lists,
-        ``nprobe`` searched per query, retrained past ``retrain_growth`` times its training size);
-        built on the next retrieve and kept in step after that; it pays off from about 100k memories."""
+    def use_index(self, kind: str, *, method: str | None = None, candidates: int | None = None, nlist: int | None = None,
+                  nprobe: int | None = None, retrain_growth: float | None = None) -> None:
+        """``"exact"`` (default) or ``"approximate"`` (via faiss-cpu), built on the next retrieve and
+        kept in step after that; it pays off from about 100k memories. ``method="scan"`` (default):
+        4-bit codes of every memory scanned per query, the best ``candidates`` (400) re-scored
+        exactly; ``method="ivf"`` (implied by ``nlist`` or ``nprobe``): ``nlist`` lists of 8-bit
+        codes, ``nprobe`` searched per query. Either is rebuilt past ``retrain_growth`` times the
+        size it was trained at."""
         check_choice(kind, INDEX_KINDS, "index")
         params: ApproximateParams = {}
+        if method is not None:
+            params["method"] = check_choice(method, METHODS, "method")
+        if candidates is not None:
+            params["candidates"] = check_count(candidates, "candidates")
         if nlist is not None:
             params["nlist"] = check_count(nlist, "nlist")
         if nprobe is not None:
             params["nprobe"] = check_count(nprobe, "nprobe")
         if retrain_growth is not None:
             params["retrain_growth"] = check_number(retrain_growth, "retrain_growth", minimum=1.0)
+        ivf = method == "ivf" or (method is None and (nlist is not None or nprobe is not None))
+        wrong = ["candidates"] * (ivf and candidates is not None) + [n for n, v in (("nlist", nlist), ("nprobe", nprobe))
+                                                                     if not ivf and v is not None]
+        if wrong:
+            raise InvalidRequestError(f"{' and '.join(wrong)}: not a setting of method={'ivf' if ivf else 'scan'!r} "
+                                      "(method='scan' takes candidates; method='ivf' takes nlist and nprobe)")
         with self.replica.lock:
             self.searcher.use(kind, params)
 

@@ -3,8 +3,9 @@ type and time), their scores (``ranking.py``), the best ``k`` of them, and those
 
 Exact search is one matrix-vector product, masks, vectorised decay and boost and an
 argpartition; metadata filters (``filters.py``) are checked in Python on the best few rows only.
-The approximate index (``approximate.ApproximateIndex``) only proposes candidates: they are re-scored
-exactly, and a search falls back to exact when too few of them pass the masks.
+The approximate index (``scan.ScanIndex``, or ``approximate.ApproximateIndex``'s IVF lists) only
+proposes candidates: they are re-scored exactly, and a search falls back to exact when too few of
+them pass the masks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.validation import check_identifier, check_text
-from .approximate import ApproximateIndex, ApproximateParams
+from .approximate import ApproximateParams, Following, build
 from .filters import compile_filter
 from .hit import MemoryHit, UseMarker
 from .index import Table
@@ -74,12 +75,12 @@ class Ranked(NamedTuple):
 
 
 class Searcher:
-    """Exact search, or (``kind="approximate"``) an IVF index built on first use and kept in step."""
+    """Exact search, or (``kind="approximate"``) an approximate index built on first use and kept in step."""
 
     def __init__(self, kind: str = "exact") -> None:
         self.kind = kind
         self.params: ApproximateParams = {}
-        self.approximate: ApproximateIndex | None = None
+        self.approximate: Following | None = None
 
     def use(self, kind: str, params: ApproximateParams) -> None:
         """Search with ``kind`` from now on (new ``params`` rebuild the approximate index)."""
@@ -160,7 +161,7 @@ class Searcher:
 
     def _approximate(self, table: Table, q: np.ndarray, allowed: Callable[[np.ndarray], np.ndarray],
                      query: SearchQuery) -> Ranked | None:
-        """Re-score the approximate (IVF) neighbours that pass the masks; None (-> exact) if too few pass."""
+        """Re-score the approximate neighbours that pass the masks; None (-> exact) if too few pass."""
         import numpy as np
 
         ann = self.approximate
@@ -168,9 +169,9 @@ class Searcher:
             self.reset()
             ann = None
         if ann is None:
-            ann = self.approximate = ApproximateIndex(table, **self.params)
+            ann = self.approximate = build(table, self.params)
         k, match = query.k, query.match
-        count = max(5 * k, 50)  # candidates re-scored exactly: enough to undo the 8-bit codes' errors
+        count = max(5 * k, 50)  # candidates re-scored exactly: enough to undo the codes' errors
         while True:
             rows, sims = ann.search(q, count)
             rows_ok = allowed(rows)

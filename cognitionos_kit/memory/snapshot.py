@@ -9,8 +9,9 @@ returns. The Arrow file is written last and renamed into place: it names its vec
 holds the watermark it reflects (the last event ``seq`` and access ``seq``, and the ``row_id`` at
 that event ``seq``, so a rebuilt database -- new seqs -- is never mistaken for the same one).
 A loader reads the snapshot, then the events after its watermark, as any process catches up.
-The approximate index built over a snapshot's rows is saved beside it (``<key>.<mark>.nlist<N>.faiss``):
-the next process reads it (a second or less at 1M) instead of training and filling a new one.
+The approximate index built over a snapshot's rows is saved beside it (``<key>.<mark>.<tag>.faiss``,
+the tag naming its kind and settings, e.g. ``nlist4000`` or ``scan96.0of2``): the next process reads
+it (a second or less at 1M) instead of training and filling a new one.
 
 Only collections of at least ``SNAPSHOT_MIN`` memories get one (smaller ones load from DuckDB in
 well under a second). A purge deletes the collection's snapshots: they hold the purged text.
@@ -188,15 +189,16 @@ def _drop_old_vectors(d: Path, base: str, keep: str | None) -> None:
             pass
 
 
-def _index_path(home: Path, collection: str, mark: str, nlist: int) -> Path:
-    return folder(home) / f"{key(collection)}.{mark[:16]}.nlist{nlist}.faiss"
+def _index_path(home: Path, collection: str, mark: str, tag: str) -> Path:
+    return folder(home) / f"{key(collection)}.{mark[:16]}.{tag}.faiss"
 
 
-def read_index(home: Path, collection: str, mark: str, nlist: int) -> Any:
-    """The saved approximate index (a faiss index) of the snapshot ``mark`` with ``nlist`` lists, or None."""
+def read_index(home: Path, collection: str, mark: str, tag: str) -> Any:
+    """The saved approximate index (a faiss index) of the snapshot ``mark`` that ``tag`` names
+    (its kind and settings, e.g. ``nlist4000``), or None."""
     import faiss
 
-    path = _index_path(home, collection, mark, nlist)
+    path = _index_path(home, collection, mark, tag)
     if not path.exists():
         return None
     try:
@@ -205,12 +207,12 @@ def read_index(home: Path, collection: str, mark: str, nlist: int) -> Any:
         return None
 
 
-def write_index(home: Path, collection: str, mark: str, nlist: int, index: Any) -> None:
+def write_index(home: Path, collection: str, mark: str, tag: str, index: Any) -> None:
     """Save ``index`` (over the snapshot's rows, as ``ApproximateIndex`` built it) beside the snapshot;
     a failure only means the next process builds its own."""
     import faiss
 
-    path = _index_path(home, collection, mark, nlist)
+    path = _index_path(home, collection, mark, tag)
     tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
     try:
         faiss.write_index(index, str(tmp))
