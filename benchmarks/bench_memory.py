@@ -1,6 +1,7 @@
 """Memory search, side by side: kit.memory vs plain numpy vs DuckDB SQL; and, at 1M, kit.memory
-with the approximate index vs exact search, vs faiss called directly on the same index and vs an
-HNSW index (usearch, if installed: ``pip install usearch``; not a dependency of the kit).
+with each approximate index (the scan of 4-bit codes, the default, and IVF with 8-bit codes) vs
+exact numpy search, and vs an HNSW index (usearch, if installed: ``pip install usearch``; not a
+dependency of the kit).
 
     python benchmarks/bench_memory.py                       # 100k exact + 1M approximate
     python benchmarks/bench_memory.py --n 0 --ann-n 200000  # a smaller approximate run only
@@ -146,12 +147,11 @@ def gib(b: float) -> str:
 
 
 def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
-    """kit.memory with the approximate index at ``n`` memories, faiss called on the same index,
-    and (if usearch is installed) an HNSW index built from the same vectors."""
+    """kit.memory with each approximate index at ``n`` memories (the scan, the default, and IVF),
+    new processes loading them, and (if usearch is installed) an HNSW index of the same vectors."""
     import faiss
 
-    print(f"\n## approximate index (faiss IVF, 8-bit codes, exact re-scoring) through kit.memory, "
-          f"{n:,} memories x 384 dims, {nq} queries, k=10")
+    print(f"\n## approximate indexes (exact re-scoring) through kit.memory, {n:,} memories x 384 dims, {nq} queries, k=10")
     x = clustered(n, seed=2)
     qs = queries(x, nq, seed=3)
     t = time.perf_counter()
@@ -165,38 +165,39 @@ def bench_approximate(n: int, nq: int, home: Path, hnsw: bool) -> None:
     dt = time.perf_counter() - t
     r1 = rss()
     print(f"store_many: {dt:.0f} s ({n / dt:,.0f} memories/s); RSS +{gib(r1 - r0)} for the collection in kit.memory "
-          f"(its vectors alone: {gib(n * 384 * 4)})")
-    mem.use_index("approximate")
-    t = time.perf_counter()
-    mem.retrieve_by_vector("researcher", qs[0], k=10)
-    build = time.perf_counter() - t
-    r2 = rss()
-    ann = mem.searcher.approximate
-    print(f"build (first retrieve): {build:.0f} s (nlist={ann.nlist}, trained on {min(n, 64 * ann.nlist):,} vectors), "
-          f"RSS +{gib(r2 - r1)}; peak RSS of the process {gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+          f"(its vectors alone: {gib(n * 384 * 4)}); exact numpy {t_ex * 1000:.1f} ms per query")
     want = [{f"memory {i}" for i in e} for e in exact]
-    for nprobe in (128, 256, 320, 384):
-        ann.index.nprobe = nprobe
-        t_sim, t_full, t_raw, rec, rec_raw = [], [], [], [], []
-        for q, w, e in zip(qs, want, exact):
-            t = time.perf_counter()
-            hits = mem.retrieve_by_vector("researcher", q, k=10, weights={"decay": 0, "boost": 0})
-            t_sim.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            mem.retrieve_by_vector("researcher", q, k=10)
-            t_full.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            _, keys = ann.index.search(q[None], 10)
-            t_raw.append(time.perf_counter() - t)
-            rec.append(len({h.content for h in hits} & w) / 10)
-            rec_raw.append(len(set(keys[0].tolist()) & set(e.tolist())) / 10)
-        print(f"nprobe={nprobe:2d}: kit.memory retrieve recall@10 {np.mean(rec):.3f}, {ms(t_sim):.2f} ms similarity only, "
-              f"{ms(t_full):.2f} ms default score; faiss alone (8-bit scores, no re-scoring) "
-              f"recall@10 {np.mean(rec_raw):.3f}, {ms(t_raw):.2f} ms; "
-              f"exact numpy {t_ex * 1000:.1f} ms")
+    for method, settings in (("scan", (100, 200, 400)), ("ivf", (128, 256, 320, 384))):
+        r1 = rss()
+        mem.use_index("approximate", method=method)
+        t = time.perf_counter()
+        mem.retrieve_by_vector("researcher", qs[0], k=10)
+        build = time.perf_counter() - t
+        ann = mem.searcher.approximate
+        shape = (f"{len(ann.parts)} parts of {ann.m} 4-bit sub-vectors" if method == "scan" else
+                 f"nlist={ann.nlist}, trained on {min(n, 64 * ann.nlist):,} vectors")
+        print(f"\n### {method}: build (first retrieve) {build:.0f} s ({shape}), RSS +{gib(rss() - r1)}; "
+              f"peak RSS of the process {gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+        for value in settings:
+            if method == "scan":
+                ann.candidates = value
+            else:
+                ann.index.nprobe = value
+            t_sim, t_full, rec = [], [], []
+            for q, w in zip(qs, want):
+                t = time.perf_counter()
+                hits = mem.retrieve_by_vector("researcher", q, k=10, weights={"decay": 0, "boost": 0})
+                t_sim.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                mem.retrieve_by_vector("researcher", q, k=10)
+                t_full.append(time.perf_counter() - t)
+                rec.append(len({h.content for h in hits} & w) / 10)
+            print(f"{'candidates' if method == 'scan' else 'nprobe'}={value}: kit.memory retrieve recall@10 "
+                  f"{np.mean(rec):.3f}, {ms(t_sim):.2f} ms similarity only, {ms(t_full):.2f} ms default score")
+        mem.use_index("exact")  # drops the index
     print(f"faiss threads: {faiss.omp_get_max_threads()}")
     mem.close()
-    del mem, ann
+    del mem
     bench_fresh_process(home, x, qs, exact)
     if hnsw:
         bench_hnsw(x, qs, exact)
@@ -229,7 +230,7 @@ t = mem.replica.table
 print(json.dumps({"ready_s": ready, "rss_before": r0, "rss_after": r1, "anon": anon, "file": file,
                   "rss_end": rss(), "search_ms": 1000 * float(np.median(times)), "peak": status("VmHWM"), "found": found,
                   "from_snapshot": t.origin is not None, "mapped": type(t.vec).__name__,
-                  "index_read": kind == "approximate" and mem.searcher.approximate.quantizer is None}))
+                  "index_read": kind == "approximate" and mem.searcher.approximate.loaded}))
 """
 
 

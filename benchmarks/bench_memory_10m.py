@@ -1,6 +1,7 @@
 """Approximate memory search at ten million memories, through the kit's snapshot path, on one machine.
 
-    python benchmarks/bench_memory_10m.py                       # 10M x 384, 100 queries (~45 min on 2 cores)
+    python benchmarks/bench_memory_10m.py                       # 10M x 384, 100 queries, the scan (~10 min on 2 cores)
+    python benchmarks/bench_memory_10m.py --method ivf          # the IVF index instead (~45 min)
     python benchmarks/bench_memory_10m.py --n 1000000 --keep D  # another size; keep the data in D for a rerun
 
 Storing ten million memories through ``kit.memory`` first (journals, DuckDB, the first full load)
@@ -8,15 +9,17 @@ would need ~55 GB of disk and days of embedding, so this run starts where a load
 starts: a snapshot (``memory.snapshot.write``: the vectors as one float32 file, the other columns
 as an Arrow file) written from synthetic data, then, in a fresh process, what a new process does
 when a search asks for the approximate index: ``snapshot.read`` (both files memory-mapped),
-``index.Table.from_arrow`` (the table the kit searches, with its id map) and
-``approximate.ApproximateIndex`` with the kit's defaults (IVF, ~4 sqrt(n) lists, 8-bit codes,
-trained on 64 points per list, saved beside the snapshot), then top-10 searches re-scored exactly
-as ``retrieve`` does (50 candidates), after one untimed pass over the queries (its re-scoring
-reads the vector pages it needs from disk). Ranking, masks and hit objects are left out: at 1M
-they added ~0.7 ms to faiss's time (bench_memory.py). Beside it: faiss's own search on the same
-index (8-bit scores, no re-scoring) and the exact numpy floor (measured while computing the true
-top-10). Each nprobe runs with faiss's default (queries split over threads: one query, one core)
-and with ``parallel_mode=1`` (one query's lists split over the threads: the kit's setting).
+``index.Table.from_arrow`` (the table the kit searches, with its id map) and the index
+``use_index("approximate")`` builds with the kit's defaults, saved beside the snapshot: the scan
+(``scan.ScanIndex``: 4-bit codes of every vector, in one part per core) or, with ``--method ivf``,
+``approximate.ApproximateIndex`` (IVF, ~4 sqrt(n) lists, 8-bit codes, trained on 64 points per
+list); then top-10 searches re-scored exactly as ``retrieve`` does (50 asked for), after one untimed
+pass over the queries (its re-scoring reads the vector pages it needs from disk). Ranking, masks and
+hit objects are left out: at 1M they added ~0.7 ms (bench_memory.py). Beside it: the index's codes
+alone (no re-scoring) and the exact numpy floor (measured while computing the true top-10). The
+scan sweeps ``candidates`` (codes' best rows re-scored); IVF sweeps nprobe, each with faiss's default
+(queries split over threads: one query, one core) and with ``parallel_mode=1`` (one query's lists
+split over the threads: the kit's setting).
 
 Data as in bench_memory.py: clustered unit vectors, 384 dims, one cluster per 100 vectors, noise
 so that neighbours have cosine ~0.5. Memory figures are the search process's (VmHWM: its peak).
@@ -116,12 +119,12 @@ def queries_and_truth(home: Path, n: int, nq: int, k: int = 10) -> tuple[np.ndar
 SEARCH = r"""
 import json, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[4])
+sys.path.insert(0, sys.argv[5])
 from procmem import rss, status
-home, qfile, nprobes = sys.argv[1], sys.argv[2], [int(v) for v in sys.argv[3].split(",")]
+home, qfile, method, sweep = sys.argv[1], sys.argv[2], sys.argv[3], [int(v) for v in sys.argv[4].split(",")]
 from pathlib import Path
 from cognitionos_kit.memory import snapshot
-from cognitionos_kit.memory.approximate import ApproximateIndex
+from cognitionos_kit.memory.approximate import build
 from cognitionos_kit.memory.index import Table
 qs = np.load(qfile)
 out = {"rss_start": rss()}
@@ -131,16 +134,32 @@ table = Table.from_arrow(snap.rows, snap.vectors, "large")
 table.origin = (Path(home), "large", snap.mark)
 out["table_s"], out["rss_table"] = time.perf_counter() - t, rss()
 t = time.perf_counter()
-ann = ApproximateIndex(table)
-out["index_s"], out["nlist"], out["rss_index"], out["peak_build"] = time.perf_counter() - t, ann.nlist, rss(), status("VmHWM")
-out["from_saved"] = ann.quantizer is None
-ann.index.nprobe = max(nprobes)
+ann = build(table, {"method": method})
+out["index_s"], out["rss_index"], out["peak_build"] = time.perf_counter() - t, rss(), status("VmHWM")
+out["from_saved"] = ann.loaded
+out["shape"] = f"nlist={ann.nlist}" if method == "ivf" else f"{len(ann.parts)} parts, {ann.m} sub-vectors of 4 bits"
+
+
+def setting(value, mode):
+    if method == "ivf":
+        ann.index.nprobe, ann.index.parallel_mode = value, mode
+    else:
+        ann.candidates = value
+
+
+def codes_alone(q):
+    if method == "ivf":
+        return ann.index.search(q[None], 10)[1][0]
+    return ann.scan(q[None].astype(np.float32), 10)[1]
+
+
+setting(max(sweep), 1)
 for q in qs:  # untimed: the first reads of the vector pages that re-scoring touches come from disk
     ann.search(q, 50)
 runs = []
-for nprobe in nprobes:
-    for mode in (0, 1):
-        ann.index.nprobe, ann.index.parallel_mode = nprobe, mode
+for value in sweep:
+    for mode in ((0, 1) if method == "ivf" else (1,)):
+        setting(value, mode)
         kit_t, raw_t, kit_found, raw_found = [], [], [], []
         for q in qs:
             t = time.perf_counter()
@@ -148,11 +167,11 @@ for nprobe in nprobes:
             top = rows[np.argsort(-sims, kind="stable")[:10]]
             kit_t.append(time.perf_counter() - t)
             t = time.perf_counter()
-            _, keys = ann.index.search(q[None], 10)
+            keys = codes_alone(q)
             raw_t.append(time.perf_counter() - t)
             kit_found.append(top.tolist())
-            raw_found.append(keys[0].tolist())
-        runs.append({"nprobe": nprobe, "mode": mode, "kit_ms": 1000 * float(np.median(kit_t)),
+            raw_found.append(keys.tolist())
+        runs.append({"value": value, "mode": mode, "kit_ms": 1000 * float(np.median(kit_t)),
                      "kit_p90_ms": 1000 * float(np.percentile(kit_t, 90)), "raw_ms": 1000 * float(np.median(raw_t)),
                      "kit_found": kit_found, "raw_found": raw_found})
 out["runs"], out["rss_end"], out["peak"] = runs, rss(), status("VmHWM")
@@ -161,12 +180,12 @@ print(json.dumps(out))
 """
 
 
-def search_process(home: Path, qs: np.ndarray, truth: np.ndarray, nprobes: list[int], label: str) -> None:
+def search_process(home: Path, qs: np.ndarray, truth: np.ndarray, method: str, sweep: list[int], label: str) -> None:
     qfile = home / "queries.npy"
     np.save(qfile, qs)
     here = str(Path(__file__).resolve().parent)
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", SEARCH, str(home), str(qfile), ",".join(map(str, nprobes)), here],
+    res = subprocess.run([sys.executable, "-c", SEARCH, str(home), str(qfile), method, ",".join(map(str, sweep)), here],
                          capture_output=True, text=True)
     if res.returncode:
         sys.exit(f"the search process failed after {time.perf_counter() - t:.0f} s:\n{res.stderr[-3000:]}")
@@ -174,17 +193,20 @@ def search_process(home: Path, qs: np.ndarray, truth: np.ndarray, nprobes: list[
     raw = vector_bytes(home)
     print(f"\n## {label}")
     print(f"table from the snapshot (id map, columns): {r['table_s']:.1f} s, RSS {gib(r['rss_table'])}; "
-          f"approximate index ({'read from the saved file' if r['from_saved'] else 'trained, filled and saved'}, "
-          f"nlist={r['nlist']}): {r['index_s']:.0f} s, RSS then {gib(r['rss_index'])}, "
+          f"approximate index, {method} ({'read from the saved file' if r['from_saved'] else 'trained, filled and saved'}, "
+          f"{r['shape']}): {r['index_s']:.0f} s, RSS then {gib(r['rss_index'])}, "
           f"peak {gib(r['peak_build'])} = {r['peak_build'] / raw:.2f}x the raw vectors ({gib(raw)})")
     want = [set(t.tolist()) for t in truth]
     for run in r["runs"]:
         kit_rec = np.mean([len(set(f) & w) / 10 for f, w in zip(run["kit_found"], want)])
         raw_rec = np.mean([len(set(f) & w) / 10 for f, w in zip(run["raw_found"], want)])
-        mode = "over lists (2 threads per query)" if run["mode"] else "faiss default"
-        print(f"nprobe={run['nprobe']:4d}, {mode}: kit top-10 (re-scored) {run['kit_ms']:.2f} ms "
-              f"(p90 {run['kit_p90_ms']:.2f}) recall@10 {kit_rec:.3f}; faiss alone {run['raw_ms']:.2f} ms "
-              f"recall@10 {raw_rec:.3f}")
+        if method == "ivf":
+            what = f"nprobe={run['value']:4d}, {'over lists (2 threads per query)' if run['mode'] else 'faiss default'}"
+            alone = "faiss alone"
+        else:
+            what, alone = f"candidates={run['value']:4d}", "codes alone (no re-scoring)"
+        print(f"{what}: kit top-10 (re-scored) {run['kit_ms']:.2f} ms (p90 {run['kit_p90_ms']:.2f}) "
+              f"recall@10 {kit_rec:.3f}; {alone} {run['raw_ms']:.2f} ms recall@10 {raw_rec:.3f}")
     print(f"after the searches: RSS {gib(r['rss_end'])} ({gib(r['anon'])} anonymous + {gib(r['file'])} mapped files), "
           f"peak of the process {gib(r['peak'])} = {r['peak'] / raw:.2f}x the raw vectors")
 
@@ -197,11 +219,13 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=10_000_000)
     p.add_argument("--queries", type=int, default=100)
-    p.add_argument("--nprobe", default="160,320,640,1280,2560", help="comma-separated nprobe values to sweep")
+    p.add_argument("--method", choices=("scan", "ivf"), default="scan", help="the approximate index (the kit's default: scan)")
+    p.add_argument("--sweep", help="comma-separated settings to sweep: candidates (scan; default 100,200,400,800) "
+                                   "or nprobe (ivf; default 160,320,640,1280,2560)")
     p.add_argument("--keep", type=Path, help="keep the data (and saved index) in this folder; reuse it if present")
     a = p.parse_args()
     home = a.keep or Path(tempfile.mkdtemp(prefix="bench-memory-10m-"))
-    nprobes = [int(v) for v in a.nprobe.split(",")]
+    sweep = [int(v) for v in (a.sweep or ("100,200,400,800" if a.method == "scan" else "160,320,640,1280,2560")).split(",")]
     try:
         print(f"# approximate search at {a.n:,} memories x {DIM} dims (synthetic, clustered), {a.queries} queries, k=10")
         if not (home / "memory-snapshots").exists():
@@ -211,8 +235,8 @@ def main() -> None:
         qs, truth, exact_s = queries_and_truth(home, a.n, a.queries)
         print(f"exact top-10, numpy over the vector file in {CHUNK:,}-row chunks: {exact_s * 1000:.0f} ms per query "
               f"(as a batch of {a.queries}; one query alone reads the whole file)")
-        search_process(home, qs, truth, nprobes, "a new process: build the approximate index, then search")
-        search_process(home, qs, truth, nprobes, "another new process: read the saved index, then search")
+        search_process(home, qs, truth, a.method, sweep, "a new process: build the approximate index, then search")
+        search_process(home, qs, truth, a.method, sweep, "another new process: read the saved index, then search")
     finally:
         if a.keep is None:
             shutil.rmtree(home, ignore_errors=True)
