@@ -81,6 +81,10 @@ def test_two_parts_on_two_threads_answer_as_one(filled, monkeypatch):
     two = _top(m, qs)
     parts = m.searcher.approximate.parts
     assert len(parts) == 2 and {p.ntotal for p in parts} == {3000}
+    import faiss
+
+    books = [faiss.vector_to_array(faiss.downcast_index(p.index).pq.centroids) for p in parts]
+    assert np.array_equal(books[0], books[1])  # one set of codebooks: the parts' scores are comparable
     assert two == one
 
 

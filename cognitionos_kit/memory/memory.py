@@ -6,7 +6,8 @@ one job each:
   Kit's ``embed`` for remote models: the Kit passes itself in, this layer never imports it);
 - ``store.py``: the event log (per-process journals, DuckDB) every write goes to;
 - ``replica.py``: the collection in this process (``index.Table``), kept in step with that log;
-- ``search.py``: a query ranked against the replica (exact, or through ``approximate.ApproximateIndex``);
+- ``search.py``: a query ranked against the replica (exact, or through ``scan.ScanIndex`` or
+  ``approximate.ApproximateIndex``);
 - ``crud.py`` and ``history.py``: store, get, update, delete, list, re-embed; the history SQL;
 - ``owners.py``: who may use a memory, and the errors when not;
 - ``evaluation.py``: recall@k and MRR of retrieval over queries with known answers.
