@@ -150,7 +150,14 @@ def test_naming_ivf_settings_picks_the_ivf_index(filled):
     assert isinstance(m.searcher.approximate, ApproximateIndex)
     m.use_index("approximate", method="ivf")
     m.retrieve_by_vector("u", qs[0], k=3)
-    assert isinstance(m.searcher.approximate, ApproximateIndex)
+    ivf = m.searcher.approximate
+    assert isinstance(ivf, ApproximateIndex)
+    m.use_index("approximate", method="ivf")  # the same settings: the same index
+    m.retrieve_by_vector("u", qs[0], k=3)
+    assert m.searcher.approximate is ivf
+    m.use_index("approximate")  # no settings: the defaults again, not the last ones
+    m.retrieve_by_vector("u", qs[0], k=3)
+    assert isinstance(m.searcher.approximate, scan.ScanIndex)
 
 
 def _two_parts(m: Memory, monkeypatch) -> scan.ScanIndex:

@@ -83,9 +83,9 @@ class Searcher:
         self.approximate: Following | None = None
 
     def use(self, kind: str, params: ApproximateParams) -> None:
-        """Search with ``kind`` from now on (new ``params`` rebuild the approximate index)."""
+        """Search with ``kind`` from now on (other ``params`` than the index's, none included, rebuild it)."""
         self.kind = kind
-        if kind == "exact" or params:
+        if kind == "exact" or params != self.params:
             self.reset()
         self.params = params
 
