@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, TypeAlias
 
+from .vectors import Vectors
+
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
@@ -71,7 +73,8 @@ class Table:
 
         self.dim = dim
         self.n = 0
-        self.vec = np.zeros((capacity, dim), dtype=np.float32)
+        # A snapshot's memory map (Table.from_arrow), or Vectors once rows are added to one
+        self.vec: Any = np.zeros((capacity, dim), dtype=np.float32)
         self.user = np.zeros(capacity, dtype=np.int32)
         self.agent = np.zeros(capacity, dtype=np.int32)
         self.scope = np.zeros(capacity, dtype=np.int8)
@@ -137,6 +140,12 @@ class Table:
         t.base_n = n
         return t
 
+    def similarities(self, q: np.ndarray) -> np.ndarray:
+        """The cosine similarity of every row (dead ones too) to the unit vector ``q``."""
+        if isinstance(self.vec, Vectors):
+            return self.vec.product(q, self.n)
+        return self.vec[: self.n] @ q
+
     def __len__(self) -> int:
         return len(self.pos)
 
@@ -156,7 +165,12 @@ class Table:
         if need <= cap:
             return
         new = max(need, cap * 2)
-        self.vec = np.concatenate([self.vec, np.zeros((new - cap, self.dim), dtype=np.float32)])
+        if isinstance(self.vec, Vectors):
+            self.vec.grow(new - cap)
+        elif isinstance(self.vec, np.memmap):  # a snapshot's rows: they stay mapped, new rows go beside them
+            self.vec = Vectors(self.vec, new - cap)
+        else:
+            self.vec = np.concatenate([self.vec, np.zeros((new - cap, self.dim), dtype=np.float32)])
         for name in self.NUMERIC:
             a = getattr(self, name)
             setattr(self, name, np.concatenate([a, np.zeros(new - cap, dtype=a.dtype)]))

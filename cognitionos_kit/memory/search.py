@@ -128,7 +128,7 @@ class Searcher:
             empty = np.zeros(0)
             return Ranked(cand, empty, empty, empty, empty)
         # A full product is cheaper than gathering rows unless few are visible.
-        sims = (table.vec[:n] @ q)[cand] if len(cand) > n // 4 else table.vec[cand] @ q
+        sims = table.similarities(q)[cand] if len(cand) > n // 4 else table.vec[cand] @ q
         w = query.ranking.weights
         if w.decay or w.boost:
             dec, bst = self._terms(table, cand, query)
