@@ -341,3 +341,58 @@ def test_snapshot_files_are_private_as_the_rest_of_the_home(tmp_path, small_snap
     assert names == ["arrow", "f32", "faiss"], names
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()} == {p.name: 0o600 for p in d.iterdir()}
+
+
+def test_rows_added_after_loading_leave_the_snapshot_mapped(tmp_path, small_snapshots):
+    """Storing into a collection loaded from its snapshot keeps the snapshot's vectors mapped (they
+    used to be copied into a new array twice their size by the first store) and searches, exact
+    and approximate, answer as a load from DuckDB does."""
+    from cognitionos_kit.memory.vectors import Vectors
+
+    home = tmp_path / "home"
+    ids, x = _fill(home, 2000)
+    Memory(home).close()  # the full load: saves the snapshot
+    mem = Memory(home)
+    assert len(mem) == 2000
+    mapped = mem.replica.table.vec
+    assert isinstance(mapped, np.memmap)
+    new = [mem.store("ana", f"a note stored after loading, number {i}") for i in range(3)]
+    new += mem.store_many("ben", [f"bulk note {i}" for i in range(3000)], embeddings=_vectors(3000, seed=4))
+    mem.update(ids[5], user_id="ana", content="note five, rewritten")  # a mapped row
+    mem.update(new[1], user_id="ana", content="an added note, rewritten")  # an added row
+    mem.delete(ids[6], user_id="ana")
+    vec = mem.replica.table.vec
+    assert isinstance(vec, Vectors) and vec.mapped is mapped  # the map itself, not a copy
+    reference = _fresh_from_db(home)
+    assert _state(mem) == _state(reference)
+    qs = np.vstack([x[[3, 5, 1500]], _vectors(3000, seed=4)[[0, 2999]],
+                    mem.embedder.embed(["note five, rewritten", "an added note, rewritten"])])
+    assert _same(_answers(mem, qs), _answers(reference, qs))
+    mem.use_index("approximate", candidates=10_000)  # every row re-scored: exact answers
+    assert _same(_answers(mem, qs), _answers(reference, qs))
+    mem.close()
+    reference.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+@pytest.mark.parametrize("index", [{"candidates": 50}, {"nprobe": 10_000}], ids=["scan", "ivf"])
+def test_searching_does_not_keep_the_vector_file_resident(tmp_path, small_snapshots, monkeypatch, index):
+    """Re-scoring reads the snapshot's rows through a map replaced every REMAP searches: after many
+    searches the process holds only the last few searches' pages of the file, and the similarities
+    are those of the rows' current vectors (a rewritten row's too)."""
+    from cognitionos_kit.memory import approximate
+
+    monkeypatch.setattr(approximate, "REMAP", 2)
+    loaded, ids, x, q = _changed_and_indexed(tmp_path / "home", **index)
+    ann, table = loaded.searcher.approximate, loaded.replica.table
+    three = table.pos[ids[3]]
+    current = np.fromfile(table.vec.filename, dtype="<f4").reshape(-1, 384)  # read, not mapped
+    current[three] = table.vec[three]  # the rewritten row
+    for v in _vectors(200, seed=8):
+        rows, sims = ann.search(v, 50)
+        assert np.allclose(sims, current[rows] @ v, atol=1e-5)
+    file_kib = 20_000 * 384 * 4 // 1024
+    assert _mapped_kib(".f32") < file_kib // 4, (_mapped_kib(".f32"), file_kib)
+    rows, sims = ann.search(q, 50)  # the rewritten row: its new vector, from the table
+    assert three in rows and sims[list(rows).index(three)] == pytest.approx(float(table.vec[three] @ q), abs=1e-5)
+    loaded.close()

@@ -189,7 +189,7 @@ class ScanIndex(Following):
         _, labels = self.scan(q, k)
         rows = np.unique(labels[labels >= 0])  # sorted (reads the table in order); a changed row's two codes once
         rows = rows[t.alive[rows]]
-        sims = (t.vec[rows] @ q[0]).astype(np.float64)
+        sims = (self._current(rows) @ q[0]).astype(np.float64)
         if len(rows) > count:
             top = np.argpartition(-sims, count - 1)[:count]
             rows, sims = rows[top], sims[top]
