@@ -377,12 +377,12 @@ def test_rows_added_after_loading_leave_the_snapshot_mapped(tmp_path, small_snap
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
 @pytest.mark.parametrize("index", [{"candidates": 50}, {"nprobe": 10_000}], ids=["scan", "ivf"])
 def test_searching_does_not_keep_the_vector_file_resident(tmp_path, small_snapshots, monkeypatch, index):
-    """Re-scoring reads the snapshot's rows through a map replaced every REMAP searches: after many
-    searches the process holds only the last few searches' pages of the file, and the similarities
-    are those of the rows' current vectors (a rewritten row's too)."""
+    """Re-scoring reads the rows of a snapshot's file larger than MAPPED_MAX (here: any) one by one:
+    after many searches the process maps none of the file, and the similarities are those of the
+    rows' current vectors (a rewritten row's too)."""
     from cognitionos_kit.memory import approximate
 
-    monkeypatch.setattr(approximate, "REMAP", 2)
+    monkeypatch.setattr(approximate, "MAPPED_MAX", 0)
     loaded, ids, x, q = _changed_and_indexed(tmp_path / "home", **index)
     ann, table = loaded.searcher.approximate, loaded.replica.table
     three = table.pos[ids[3]]

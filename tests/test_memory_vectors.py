@@ -51,3 +51,17 @@ def test_writes_land_where_the_row_lives_and_the_file_is_untouched(pair):
     assert path.read_bytes() == before  # the snapshot file itself never changes (copy-on-write map)
     v.grow(5)
     assert len(v) == 70 and np.array_equal(v[:65], a) and not v[65:].any()
+
+
+@pytest.mark.parametrize("preadv", [True, False], ids=["preadv", "lseek-read"])
+def test_read_rows_reads_the_rows_asked_for_without_mapping(tmp_path, monkeypatch, preadv):
+    from cognitionos_kit.memory import approximate
+
+    if not preadv:
+        monkeypatch.delattr(approximate.os, "preadv", raising=False)
+    a = np.random.default_rng(1).standard_normal((300, 7)).astype(np.float32)
+    path = tmp_path / "v.f32"
+    path.write_bytes(b"h" * 28 + a.tobytes())  # rows after a 28-byte header, as at a map's offset
+    rows = np.array([299, 0, 17, 17, 150])
+    assert np.array_equal(approximate.read_rows(str(path), 28, rows, 7), a[rows])
+    assert approximate.read_rows(str(path), 28, np.zeros(0, dtype=np.int64), 7).shape == (0, 7)

@@ -5,6 +5,7 @@ is in ``scan.py``; :func:`build` picks one from the caller's settings."""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -14,10 +15,11 @@ from .index import Table
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ApproximateIndex", "ApproximateParams", "Following", "SLICE", "METHODS", "build", "load_faiss"]
+__all__ = ["ApproximateIndex", "ApproximateParams", "Following", "SLICE", "METHODS", "MAPPED_MAX", "build", "load_faiss",
+           "read_rows"]
 
 SLICE = 200_000  # rows read and indexed at a time when building over a snapshot
-REMAP = 64  # searches between fresh maps of a snapshot's file for re-scoring (see Following._current)
+MAPPED_MAX = 2 << 30  # a snapshot's vector file re-scoring may keep mapped (see Following._current)
 METHODS = ("scan", "ivf")
 
 
@@ -51,6 +53,28 @@ def load_faiss() -> Any:
     return faiss
 
 
+def read_rows(path: str, offset: int, rows: np.ndarray, dim: int) -> np.ndarray:
+    """Rows of a float32 (n, dim) file at ``offset``, read one by one into one array (no mapping)."""
+    import numpy as np
+
+    size = dim * 4
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    if not len(rows):
+        return out
+    view = out.data.cast("B")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for j, r in enumerate(rows.tolist()):
+            if hasattr(os, "preadv"):
+                os.preadv(fd, [view[j * size : (j + 1) * size]], offset + r * size)
+            else:  # no preadv (Windows)
+                os.lseek(fd, offset + r * size, os.SEEK_SET)
+                view[j * size : (j + 1) * size] = os.read(fd, size)
+    finally:
+        os.close(fd)
+    return out
+
+
 class Following(ABC):
     """What an approximate index over a table shares: it follows the table's changes (as one of
     its listeners), reads the vectors of a snapshot's rows from the file in slices, and says when
@@ -59,7 +83,6 @@ class Following(ABC):
     table: Table
     loaded: bool  # read from the file saved beside the snapshot, not built here
     _view: Any = None  # the read-only map of the snapshot's file that re-scoring reads (see _current)
-    _reads = 0  # searches since that map was made
 
     @abstractmethod
     def __len__(self) -> int:
@@ -116,13 +139,7 @@ class Following(ABC):
         if len(rows) * 8 < hi - lo:
             # Scattered rows (a training sample): read each, mapping nothing. Through a mapping the
             # kernel maps the cached pages around every row read too: 65k rows of 10M, 8 GiB at once.
-            out = np.empty((len(rows), dim), dtype=np.float32)
-            size = dim * 4
-            with open(path, "rb", buffering=0) as f:
-                for j, r in enumerate(rows.tolist()):
-                    f.seek(vec.offset + r * size)
-                    out[j] = np.frombuffer(f.read(size), dtype="<f4")
-            return out
+            return read_rows(path, vec.offset, rows, dim)
         view = np.memmap(path, dtype="<f4", mode="r", offset=vec.offset + lo * dim * 4, shape=(hi - lo, dim))
         try:
             return view[rows - lo]  # a copy (fancy indexing)
@@ -131,10 +148,11 @@ class Following(ABC):
 
     def _current(self, rows: np.ndarray) -> np.ndarray:
         """The current vectors of table ``rows``, to re-score candidates with. The snapshot's rows
-        unchanged since loading are read through a read-only map of its file that is replaced every
-        ``REMAP`` searches: through the table's own map, the pages each search touched (the kernel
-        maps up to 64 KB around each row) stayed in the process's resident set, until at 10M it
-        held most of the 15 GB file."""
+        unchanged since loading are not read through the table's own map: the pages each search
+        touches there (up to ~300 KB around each row, the kernel's fault-around) stay in the
+        process's resident set, until at 10M it held most of the 15 GB file. A file of up to
+        ``MAPPED_MAX`` gets a read-only map of its own (kept: at most the file); a larger one is
+        read row by row (400 rows: ~1 ms, mapping nothing)."""
         import numpy as np
 
         t = self.table
@@ -145,15 +163,13 @@ class Following(ABC):
         clean = rows < t.base_n
         if t.dirty:
             clean &= np.fromiter((r not in t.dirty for r in rows.tolist()), dtype=np.bool_, count=len(rows))
-        self._reads += 1
-        view = self._view
-        if view is None or self._reads > REMAP:
-            if view is not None:
-                view._mmap.close()  # unmapped now: this was its only user
-            view = self._view = np.memmap(path, dtype="<f4", mode="r", offset=vec.offset, shape=(t.base_n, t.dim))
-            self._reads = 1
         out = np.empty((len(rows), t.dim), dtype=np.float32)
-        out[clean] = view[rows[clean]]
+        if t.base_n * t.dim * 4 <= MAPPED_MAX:
+            if self._view is None:
+                self._view = np.memmap(path, dtype="<f4", mode="r", offset=vec.offset, shape=(t.base_n, t.dim))
+            out[clean] = self._view[rows[clean]]
+        else:
+            out[clean] = read_rows(path, vec.offset, rows[clean], t.dim)
         out[~clean] = t.vec[rows[~clean]]
         return out
 
