@@ -5,7 +5,7 @@ query, split over the cores, and the best few hundred re-scored exactly from the
 Why a full scan of small codes rather than inverted lists (``approximate.ApproximateIndex``): a
 scan does not depend on the data falling into lists. On the synthetic clustered vectors of
 ``benchmarks/bench_memory_10m.py`` (10M x 384) IVF with 8-bit codes reached recall@10 0.81 at
-45 ms; this scan 0.98 at 11-15 ms on 2 cores, built in 36 s instead of 19 minutes and holding
+45 ms; this scan 0.98 at 15.5-16.5 ms on 2 cores, built in 35 s instead of 19 minutes and holding
 0.45 GB of codes instead of 3.8 GB (figures in the README). Its cost grows with the collection
 (~2 ms per million vectors and core at 384 dims), affordable up to the 10M the kit is sized for;
 IVF stays available (``use_index("approximate", method="ivf")``) for collections whose
