@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["ApproximateIndex", "ApproximateParams", "Following", "SLICE", "METHODS", "MAPPED_MAX", "build", "load_faiss",
-           "read_rows"]
+           "method_of", "read_rows"]
 
 SLICE = 200_000  # rows read and indexed at a time when building over a snapshot
 MAPPED_MAX = 2 << 30  # a snapshot's vector file re-scoring may keep mapped (see Following._current)
@@ -33,10 +33,15 @@ class ApproximateParams(TypedDict, total=False):
     retrain_growth: float
 
 
+def method_of(params: ApproximateParams) -> str:
+    """The index ``params`` ask for: their ``method``, else IVF when they name ``nlist`` or ``nprobe``, else the scan."""
+    return params.get("method") or ("ivf" if "nlist" in params or "nprobe" in params else "scan")
+
+
 def build(table: Table, params: ApproximateParams) -> Following:
-    """The approximate index ``params`` ask for over ``table`` (IVF when they name ``nlist`` or ``nprobe``)."""
-    p = dict(params)
-    method = p.pop("method", None) or ("ivf" if "nlist" in p or "nprobe" in p else "scan")
+    """The approximate index ``params`` ask for over ``table`` (see :func:`method_of`)."""
+    method = method_of(params)
+    p = {k: v for k, v in params.items() if k != "method"}
     if method == "ivf":
         return ApproximateIndex(table, **p)  # type: ignore[arg-type]
     from .scan import ScanIndex
@@ -62,12 +67,13 @@ def read_rows(path: str, offset: int, rows: np.ndarray, dim: int) -> np.ndarray:
     if not len(rows):
         return out
     view = out.data.cast("B")
+    preadv = getattr(os, "preadv", None)  # absent on Windows: seek and read instead
     fd = os.open(path, os.O_RDONLY)
     try:
         for j, r in enumerate(rows.tolist()):
-            if hasattr(os, "preadv"):
-                os.preadv(fd, [view[j * size : (j + 1) * size]], offset + r * size)
-            else:  # no preadv (Windows)
+            if preadv is not None:
+                preadv(fd, [view[j * size : (j + 1) * size]], offset + r * size)
+            else:
                 os.lseek(fd, offset + r * size, os.SEEK_SET)
                 view[j * size : (j + 1) * size] = os.read(fd, size)
     finally:
@@ -120,9 +126,19 @@ class Following(ABC):
 
         t = self.table
         clean = rows < (t.base_n if t.origin is not None else 0)
-        if t.dirty:
-            clean &= ~np.isin(rows, np.fromiter(t.dirty, dtype=np.int64, count=len(t.dirty)))
-        return clean
+        if not t.dirty:
+            return clean
+        if len(rows) < len(t.dirty):  # a search's few candidates: look each up
+            return clean & np.fromiter((r not in t.dirty for r in rows.tolist()), dtype=np.bool_, count=len(rows))
+        return clean & ~np.isin(rows, np.fromiter(t.dirty, dtype=np.int64, count=len(t.dirty)))
+
+    def _snapshot_file(self) -> Any:
+        """The memory map of the snapshot's vector file the table's rows start with (its ``filename``
+        and ``offset`` say where they are), or None for a table in memory."""
+        import numpy as np
+
+        vec = getattr(self.table.vec, "mapped", self.table.vec)  # with rows added since (Vectors) or not
+        return vec if isinstance(vec, np.memmap) and vec.filename else None
 
     def _from_file(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of sorted snapshot rows unchanged since loading, read through a mapping of
@@ -131,10 +147,10 @@ class Following(ABC):
         over 10M rows would have kept all 14 GiB of them."""
         import numpy as np
 
-        vec = getattr(self.table.vec, "mapped", self.table.vec)  # a snapshot's map, with rows added since or not
-        path = getattr(vec, "filename", None)
-        if not len(rows) or not path or not isinstance(vec, np.memmap):
+        vec = self._snapshot_file()
+        if not len(rows) or vec is None:
             return np.asarray(self.table.vec[rows])
+        path = vec.filename
         lo, hi, dim = int(rows[0]), int(rows[-1]) + 1, self.table.dim
         if len(rows) * 8 < hi - lo:
             # Scattered rows (a training sample): read each, mapping nothing. Through a mapping the
@@ -156,20 +172,17 @@ class Following(ABC):
         import numpy as np
 
         t = self.table
-        vec = getattr(t.vec, "mapped", t.vec)
-        path = getattr(vec, "filename", None)
-        if t.origin is None or not path or not isinstance(vec, np.memmap) or not len(rows):
+        vec = self._snapshot_file()
+        if t.origin is None or vec is None or not len(rows):
             return np.asarray(t.vec[rows])
-        clean = rows < t.base_n
-        if t.dirty:
-            clean &= np.fromiter((r not in t.dirty for r in rows.tolist()), dtype=np.bool_, count=len(rows))
+        clean = self._clean(rows)
         out = np.empty((len(rows), t.dim), dtype=np.float32)
         if t.base_n * t.dim * 4 <= MAPPED_MAX:
             if self._view is None:
-                self._view = np.memmap(path, dtype="<f4", mode="r", offset=vec.offset, shape=(t.base_n, t.dim))
+                self._view = np.memmap(vec.filename, dtype="<f4", mode="r", offset=vec.offset, shape=(t.base_n, t.dim))
             out[clean] = self._view[rows[clean]]
         else:
-            out[clean] = read_rows(path, vec.offset, rows[clean], t.dim)
+            out[clean] = read_rows(vec.filename, vec.offset, rows[clean], t.dim)
         out[~clean] = t.vec[rows[~clean]]
         return out
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..calls.embeddings import Embedder
 from ..core.errors import ConfigurationError, InvalidRequestError
 from ..core.validation import check_number, check_text
-from .approximate import METHODS, ApproximateParams
+from .approximate import METHODS, ApproximateParams, method_of
 from .crud import Records
 from .embedding import Embedders, embed_texts, unit_rows
 from .evaluation import Evaluation, check_cases, score_cases
@@ -149,9 +149,9 @@ class Memory:
             params["nprobe"] = check_count(nprobe, "nprobe")
         if retrain_growth is not None:
             params["retrain_growth"] = check_number(retrain_growth, "retrain_growth", minimum=1.0)
-        ivf = method == "ivf" or (method is None and (nlist is not None or nprobe is not None))
-        wrong = ["candidates"] * (ivf and candidates is not None) + [n for n, v in (("nlist", nlist), ("nprobe", nprobe))
-                                                                     if not ivf and v is not None]
+        ivf = method_of(params) == "ivf"
+        settings = (("candidates", candidates, False), ("nlist", nlist, True), ("nprobe", nprobe, True))
+        wrong = [name for name, value, of_ivf in settings if value is not None and of_ivf != ivf]
         if wrong:
             raise InvalidRequestError(f"{' and '.join(wrong)}: not a setting of method={'ivf' if ivf else 'scan'!r} "
                                       "(method='scan' takes candidates; method='ivf' takes nlist and nprobe)")

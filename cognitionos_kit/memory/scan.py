@@ -69,13 +69,7 @@ class ScanIndex(Following):
         if not self.loaded:
             trained = self._trained(rows)  # one set of codebooks: the parts' scores are merged
             self.parts = [faiss.IndexIDMap(faiss.clone_index(trained)) for _ in range(self.parts_n)]
-            if table.origin is None:
-                for part, chunk in zip(self.parts, np.array_split(rows, self.parts_n)):
-                    for start in range(0, len(chunk), SLICE):
-                        keys = chunk[start : start + SLICE]
-                        part.add_with_ids(table.vec[keys], keys.astype(np.int64))
-            else:
-                self._fill_from_snapshot(rows)
+            self._fill(rows)
         self.trained_on = max(n, 1)
         table.listeners.append(self)
 
@@ -120,23 +114,23 @@ class ScanIndex(Following):
         self._add(np.concatenate([dirty[t.alive[dirty]], rows[rows >= t.base_n]]).astype(np.int64))
         return True
 
-    def _fill_from_snapshot(self, rows: np.ndarray) -> None:
-        """Fill new parts over a snapshot-backed table: its rows unchanged since loading, read from
-        the file in slices and saved for the next process, then the changed and new ones."""
+    def _fill(self, rows: np.ndarray) -> None:
+        """Fill new parts with ``rows`` in slices. Over a snapshot: its rows unchanged since loading,
+        read from the file and saved for the next process, then the changed and new ones."""
         import numpy as np
 
         from . import snapshot
 
         t = self.table
-        assert t.origin is not None
-        base = rows[self._clean(rows)]
-        for part, chunk in zip(self.parts, np.array_split(base, self.parts_n)):
+        clean = self._clean(rows) if t.origin is not None else np.ones(len(rows), dtype=np.bool_)
+        for part, chunk in zip(self.parts, np.array_split(rows[clean], self.parts_n)):
             for start in range(0, len(chunk), SLICE):
                 keys = chunk[start : start + SLICE]
-                part.add_with_ids(self._from_file(keys), keys.astype(np.int64))
-        for part, tag in zip(self.parts, self._tags()):
-            snapshot.write_index(*t.origin, tag, part)
-        self._add(rows[~self._clean(rows)].astype(np.int64))
+                part.add_with_ids(self._from_file(keys) if t.origin is not None else t.vec[keys], keys.astype(np.int64))
+        if t.origin is not None:
+            for part, tag in zip(self.parts, self._tags()):
+                snapshot.write_index(*t.origin, tag, part)
+            self._add(rows[~clean].astype(np.int64))
 
     def _add(self, keys: np.ndarray) -> None:
         """Code the current vectors of table rows ``keys`` into the smallest part."""

@@ -23,7 +23,6 @@ class Vectors:
         self.mapped = mapped
         self.base_n = len(mapped)
         self.extra = np.zeros((extra_rows, mapped.shape[1]), dtype=np.float32)
-        self.dtype = np.dtype(np.float32)
 
     @property
     def shape(self) -> tuple[int, int]:
